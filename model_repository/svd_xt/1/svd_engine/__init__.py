@@ -1,0 +1,17 @@
+"""svd_engine: Stable Video Diffusion generation with no Triton dependency.
+
+    engine = SVDEngine.load(model_source="tiny", default_width=64, default_height=64)
+    [result] = engine.generate([engine.parse(image_bytes, num_frames=8, seed=1)])
+    result.save("out.mp4")
+"""
+from .config import DEFAULT_MODEL_SOURCE, EngineConfig
+from .engine import GenerationResult, StepInfo, SVDEngine
+from .errors import EngineError, GenerationCancelled, InvalidRequest, ModelLoadError
+from .request import PARAMETERS, GenerationRequest
+from .video import VIDEO_FORMATS, encode_video
+
+__all__ = [
+    "DEFAULT_MODEL_SOURCE", "EngineConfig", "EngineError", "GenerationCancelled", "GenerationRequest",
+    "GenerationResult", "InvalidRequest", "ModelLoadError", "PARAMETERS", "SVDEngine", "StepInfo",
+    "VIDEO_FORMATS", "encode_video",
+]

@@ -1,0 +1,54 @@
+"""Deployment-level settings: where the weights come from, defaults and limits.
+
+The same code serves a CPU demo and a GPU deployment; only this configuration differs. In Triton it
+is read from the `parameters` of config.pbtxt (all strings there), so every field has a plain type
+that `from_parameters` can convert.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Mapping
+
+DEFAULT_MODEL_SOURCE = "stabilityai/stable-video-diffusion-img2vid-xt"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_source: str = DEFAULT_MODEL_SOURCE
+    """Hugging Face hub id, a local folder holding model_index.json, or `tiny`."""
+    device: str = "auto"
+    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
+    dtype: str = "auto"
+    """`auto` (float16 on CUDA, float32 on CPU), `float16`, `bfloat16` or `float32`."""
+    default_width: int = 1024
+    default_height: int = 576
+    default_num_frames: int = 0
+    """0 means the model's own frame count (25 for SVD-XT, 14 for SVD)."""
+    default_num_inference_steps: int = 25
+    default_decode_chunk_size: int = 8
+    default_fps: int = 7
+    default_video_format: str = "mp4"
+    max_pixels: int = 1024 * 1024
+    """Upper bound on width × height of the generated video."""
+    max_num_frames: int = 25
+    max_image_bytes: int = 20 * 1024 * 1024
+    """Largest encoded input image accepted, checked before decoding."""
+    max_image_pixels: int = 40_000_000
+    """Largest decoded input image (width × height), checked from the header before decoding."""
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]) -> "EngineConfig":
+        """Build from string parameters (config.pbtxt); unknown names and bad values raise ValueError."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(parameters) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown engine parameter(s) {unknown}; known: {sorted(fields)}")
+        values = {}
+        for name, raw in parameters.items():
+            convert = int if fields[name].type == "int" else str
+            try:
+                values[name] = convert(str(raw).strip())
+            except ValueError:
+                raise ValueError(f"engine parameter {name}={raw!r} is not a valid {fields[name].type}") from None
+        return cls(**values)

@@ -1,0 +1,25 @@
+"""The engine's error hierarchy; the Triton adapter maps each class to one protocol status."""
+
+
+class EngineError(Exception):
+    """Base class for every error the engine raises on purpose."""
+
+
+class InvalidRequest(EngineError, ValueError):
+    """A request field is missing, malformed or out of range (Triton: INVALID_ARG).
+
+    The message names the field, the value and what is accepted; it never contains paths or
+    tracebacks, so it can be returned to the client as is.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ModelLoadError(EngineError, RuntimeError):
+    """The weights could not be found or loaded; the message says how to get them."""
+
+
+class GenerationCancelled(EngineError):
+    """A step hook asked to stop; the batch's work was abandoned before decoding."""

@@ -1,0 +1,116 @@
+"""Loading an SVD pipeline from one source string: a hub id, a local folder, or `tiny`."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .errors import ModelLoadError
+from .pipeline import EnginePipeline
+
+TINY_SOURCE = "tiny"
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    except KeyError:
+        raise ValueError(f"dtype={dtype!r} is not one of auto, float16, bfloat16, float32") from None
+
+
+def load_pipeline(source: str, *, device: torch.device, dtype: torch.dtype) -> EnginePipeline:
+    """Load weights (safetensors only, never remote code) and move them to `device` in `dtype`."""
+    if source == TINY_SOURCE:
+        pipeline = build_tiny_pipeline()
+    elif Path(source).expanduser().exists() or source.startswith(("/", ".", "~")):
+        pipeline = _from_folder(find_model_folder(Path(source).expanduser()), dtype)
+    else:
+        pipeline = _from_hub(source, dtype)
+    pipeline.set_progress_bar_config(disable=True)
+    if pipeline.dtype != dtype:
+        pipeline.to(dtype=dtype)
+    return pipeline.to(device)
+
+
+def find_model_folder(folder: Path) -> Path:
+    """The folder holding model_index.json: `folder` itself or exactly one of its sub-folders."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder {folder} does not exist or is not a folder")
+    if (folder / "model_index.json").is_file():
+        return folder
+    nested = sorted(child for child in folder.iterdir() if (child / "model_index.json").is_file())
+    if len(nested) == 1:
+        return nested[0]
+    contents = sorted(child.name + ("/" if child.is_dir() else "") for child in folder.iterdir())
+    shown = ", ".join(contents[:30]) + (f", … ({len(contents)} entries)" if len(contents) > 30 else "")
+    if nested:
+        raise ModelLoadError(f"{folder} holds several pipelines ({', '.join(p.name for p in nested)}); point the model source at one")
+    raise ModelLoadError(f"no model_index.json in {folder} or its sub-folders; it contains: {shown or 'nothing'}. "
+                         "Expected a diffusers pipeline folder (model_index.json, unet/, vae/, image_encoder/, ...)")
+
+
+def _half_variant(dtype: torch.dtype) -> str | None:
+    return "fp16" if dtype in (torch.float16, torch.bfloat16) else None
+
+
+def _from_folder(folder: Path, dtype: torch.dtype) -> EnginePipeline:
+    has_fp16_files = any(folder.glob("*/*.fp16.safetensors"))
+    variant = _half_variant(dtype) if has_fp16_files else None
+    try:
+        return EnginePipeline.from_pretrained(folder, torch_dtype=dtype, variant=variant, use_safetensors=True)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load the pipeline in {folder}: {error}") from error
+
+
+def _from_hub(repo_id: str, dtype: torch.dtype) -> EnginePipeline:
+    try:
+        return EnginePipeline.from_pretrained(repo_id, torch_dtype=dtype, variant=_half_variant(dtype), use_safetensors=True)
+    except (OSError, ValueError) as error:
+        log.debug("hub load failed", exc_info=True)
+        raise ModelLoadError(
+            f"could not load {repo_id!r} from the Hugging Face hub or its local cache ({type(error).__name__}). "
+            f"Download it where the hub is reachable with `huggingface-cli download {repo_id} --local-dir /models/svd-xt` "
+            "(gated models need HF_TOKEN and accepted terms), then set the model source to that folder "
+            "or mount it; or set HF_HOME to a cache that holds it."
+        ) from error
+
+
+def build_tiny_pipeline() -> EnginePipeline:
+    """A random-weight SVD with the real architecture's shape rules, built offline from a fixed seed.
+
+    Four VAE blocks keep the real scale factor of 8; the CLIP tower keeps image_size 224 because the
+    pipeline always resizes inputs to 224 for CLIP. Its videos are noise-like by design.
+    """
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNetSpatioTemporalConditionModel(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=8, out_channels=4,
+            down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+            cross_attention_dim=32, num_attention_heads=8, projection_class_embeddings_input_dim=96,
+            addition_time_embed_dim=32,
+        )
+        vae = AutoencoderKLTemporalDecoder(block_out_channels=[32] * 4, in_channels=3, out_channels=3,
+                                           down_block_types=["DownEncoderBlock2D"] * 4, latent_channels=4)
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, projection_dim=32, num_hidden_layers=5, num_attention_heads=4,
+            image_size=224, intermediate_size=37, patch_size=14))
+    scheduler = EulerDiscreteScheduler(  # SVD-XT's own scheduler configuration
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, interpolation_type="linear",
+        num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+        steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True)
+    return EnginePipeline(vae=vae, image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=scheduler,
+                          feature_extractor=CLIPImageProcessor(crop_size=224, size=224))

@@ -1,0 +1,67 @@
+"""diffusers' SVD pipeline, adjusted so that batching never changes a request's video.
+
+Three changes, each small: the micro-conditioning (fps, motion bucket, noise augmentation) may be
+given per sample; the VAE decodes each video on its own (the stock pipeline chunks the flattened
+batch×frames axis, so a chunk could straddle two videos and mix them in the temporal decoder);
+and phase boundaries are reported to an optional `PhaseTimer` for timings and progress.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from diffusers import StableVideoDiffusionPipeline
+
+
+class PhaseTimer:
+    """Seconds spent in each named phase; synchronises CUDA at boundaries so GPU time is attributed."""
+
+    def __init__(self, device: torch.device, on_phase: Callable[[str], None] | None = None):
+        self.device = torch.device(device)
+        self.on_phase = on_phase
+        self.seconds: dict[str, float] = {}
+        self._phase: str | None = None
+        self._started = 0.0
+
+    def enter(self, phase: str | None) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if self._phase is not None:
+            self.seconds[self._phase] = self.seconds.get(self._phase, 0.0) + now - self._started
+        self._phase, self._started = phase, now
+        if phase is not None and self.on_phase is not None:
+            self.on_phase(phase)
+
+
+class EnginePipeline(StableVideoDiffusionPipeline):
+    phase_timer: PhaseTimer | None = None
+
+    def _enter(self, phase: str) -> None:
+        if self.phase_timer is not None:
+            self.phase_timer.enter(phase)
+
+    def _encode_image(self, *args, **kwargs):
+        self._enter("encode")
+        return super()._encode_image(*args, **kwargs)
+
+    def _encode_vae_image(self, *args, **kwargs):
+        latents = super()._encode_vae_image(*args, **kwargs)
+        self._enter("denoise")
+        return latents
+
+    def _get_add_time_ids(self, fps, motion_bucket_id, noise_aug_strength, dtype, batch_size,
+                          num_videos_per_prompt, do_classifier_free_guidance):
+        """Like the stock method, but each of the three values may be a scalar or one per sample."""
+        columns = [torch.as_tensor(value, dtype=torch.float64).reshape(-1).cpu().expand(batch_size)
+                   for value in (fps, motion_bucket_id, noise_aug_strength)]
+        add_time_ids = torch.stack(columns, dim=1).to(dtype).repeat_interleave(num_videos_per_prompt, dim=0)
+        if do_classifier_free_guidance:
+            add_time_ids = torch.cat([add_time_ids, add_time_ids])
+        return add_time_ids
+
+    def decode_latents(self, latents: torch.Tensor, num_frames: int, decode_chunk_size: int = 14):
+        self._enter("decode")
+        return torch.cat([super(EnginePipeline, self).decode_latents(video[None], num_frames, decode_chunk_size)
+                          for video in latents])

@@ -1,0 +1,189 @@
+"""The generation request: one declared schema, validated in one place.
+
+`PARAMETERS` is the single table of request fields and their static ranges; `parse_request` adds the
+deployment defaults and the limits that depend on the deployment or on other fields, and returns a
+frozen `GenerationRequest` whose values are all valid. Every violation raises `InvalidRequest`.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+from . import images
+from .config import EngineConfig
+from .errors import InvalidRequest
+from .video import VIDEO_FORMATS
+
+MAX_SEED = 2**63 - 1
+MAX_SIDE = 2048
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One request field: its type and static range (None where the range depends on the deployment)."""
+
+    name: str
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    multiple_of: int = 1
+
+    def coerce(self, value: Any):
+        if self.kind is str:
+            return self._coerce_choice(value)
+        number = _as_number(self.name, value, integer=self.kind is int)
+        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+            raise InvalidRequest(self.name, f"{self.name}={number} is out of range; accepted: {self.describe()}")
+        if self.kind is int and number % self.multiple_of:
+            raise InvalidRequest(self.name, f"{self.name}={number} must be a multiple of {self.multiple_of}; accepted: {self.describe()}")
+        return number
+
+    def _coerce_choice(self, value: Any) -> str:
+        if isinstance(value, (bytes, np.bytes_)):
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest(self.name, f"{self.name} is not valid UTF-8; accepted: {self.describe()}") from None
+        if not isinstance(value, str):
+            raise InvalidRequest(self.name, f"{self.name} must be a string, got {type(value).__name__}")
+        choice = value.strip().lower()
+        if choice not in self.choices:
+            raise InvalidRequest(self.name, f"{self.name}={value[:40]!r} is not supported; accepted: {self.describe()}")
+        return choice
+
+    def describe(self) -> str:
+        if self.choices:
+            return ", ".join(self.choices)
+        what = "an integer" if self.kind is int else "a number"
+        step = f", multiple of {self.multiple_of}" if self.multiple_of > 1 else ""
+        return f"{what} in {_fmt(self.low)}–{_fmt(self.high)}{step}"
+
+
+def _fmt(bound: float | None) -> str:
+    return "…" if bound is None else f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+def _as_number(name: str, value: Any, *, integer: bool):
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(()).item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(name, f"{name} must be {'an integer' if integer else 'a number'}, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise InvalidRequest(name, f"{name}={value} is not a finite number")
+    if integer:
+        if value != int(value):
+            raise InvalidRequest(name, f"{name}={value} must be an integer")
+        return int(value)
+    return float(value)
+
+
+PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
+    Parameter("width", int, 64, MAX_SIDE, multiple_of=8),
+    Parameter("height", int, 64, MAX_SIDE, multiple_of=8),
+    Parameter("resize_mode", str, choices=images.RESIZE_MODES),
+    Parameter("num_frames", int, 2, None),
+    Parameter("num_inference_steps", int, 1, 100),
+    Parameter("fps", int, 1, 60),
+    Parameter("motion_bucket_id", int, 0, 255),
+    Parameter("noise_aug_strength", float, 0.0, 1.0),
+    Parameter("min_guidance_scale", float, 0.0, 20.0),
+    Parameter("max_guidance_scale", float, 0.0, 20.0),
+    Parameter("decode_chunk_size", int, 1, None),
+    Parameter("seed", int, 0, MAX_SEED),
+    Parameter("video_format", str, choices=tuple(VIDEO_FORMATS)),
+    Parameter("video_quality", int, None, None),
+)}
+
+FIXED_DEFAULTS = {
+    "resize_mode": "crop",
+    "motion_bucket_id": 127,
+    "noise_aug_strength": 0.02,
+    "min_guidance_scale": 1.0,
+    "max_guidance_scale": 3.0,
+}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A fully validated request; `image` is RGB at exactly width×height."""
+
+    image: Image.Image = field(repr=False)
+    width: int
+    height: int
+    resize_mode: str
+    num_frames: int
+    num_inference_steps: int
+    fps: int
+    motion_bucket_id: int
+    noise_aug_strength: float
+    min_guidance_scale: float
+    max_guidance_scale: float
+    decode_chunk_size: int
+    seed: int
+    video_format: str
+    video_quality: int | None
+    prep_seconds: float = 0.0
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can run as one pipeline call: shapes, schedule and guidance agree."""
+        return (self.width, self.height, self.num_frames, self.num_inference_steps, self.decode_chunk_size,
+                self.min_guidance_scale, self.max_guidance_scale)
+
+
+def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *, model_num_frames: int) -> GenerationRequest:
+    """Validate `params` (None values mean 'use the default') and prepare `image` for generation."""
+    started = time.perf_counter()
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise InvalidRequest(unknown[0], f"unknown parameter {unknown[0]!r}; accepted: {', '.join(PARAMETERS)}")
+    given = {name: PARAMETERS[name].coerce(value) for name, value in params.items() if value is not None}
+    num_frames = given.get("num_frames", config.default_num_frames or model_num_frames)
+    values = {
+        **FIXED_DEFAULTS,
+        "width": config.default_width,
+        "height": config.default_height,
+        "num_frames": num_frames,
+        "num_inference_steps": config.default_num_inference_steps,
+        "fps": config.default_fps,
+        "decode_chunk_size": min(config.default_decode_chunk_size, num_frames),
+        "video_format": config.default_video_format,
+        "video_quality": None,
+        **given,
+    }
+    _check_cross_field_limits(values, given, config)
+    if "seed" not in given:
+        values["seed"] = secrets.randbits(63)
+
+    picture = images.load_image(image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
+    if values["resize_mode"] == "keep":
+        values["width"], values["height"] = images.keep_size(picture, max_pixels=config.max_pixels, max_side=MAX_SIDE)
+    picture = images.resize(picture, values["width"], values["height"], values["resize_mode"])
+    return GenerationRequest(image=picture, prep_seconds=time.perf_counter() - started, **values)
+
+
+def _check_cross_field_limits(values: dict, given: dict, config: EngineConfig) -> None:
+    """Limits that depend on the deployment or on other fields of the same request."""
+    if not 2 <= values["num_frames"] <= config.max_num_frames:
+        raise InvalidRequest("num_frames", f"num_frames={values['num_frames']} is out of range; accepted: an integer in 2–{config.max_num_frames}")
+    if values["decode_chunk_size"] > values["num_frames"]:
+        raise InvalidRequest("decode_chunk_size", f"decode_chunk_size={values['decode_chunk_size']} is out of range; accepted: an integer in 1–num_frames ({values['num_frames']})")
+    if values["min_guidance_scale"] > values["max_guidance_scale"]:
+        raise InvalidRequest("min_guidance_scale", f"min_guidance_scale={values['min_guidance_scale']:g} is greater than max_guidance_scale={values['max_guidance_scale']:g}")
+    if values["resize_mode"] == "keep":
+        clash = sorted({"width", "height"} & set(given))
+        if clash:
+            raise InvalidRequest(clash[0], "resize_mode=keep takes the size from the image; leave width and height unset")
+    elif values["width"] * values["height"] > config.max_pixels:
+        raise InvalidRequest("width", f"width×height={values['width']}×{values['height']} = {values['width'] * values['height']} pixels is over this deployment's limit of {config.max_pixels}")
+    video_format = VIDEO_FORMATS[values["video_format"]]
+    if values["video_quality"] is not None:
+        video_format.check_quality(values["video_quality"])
