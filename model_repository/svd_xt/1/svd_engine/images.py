@@ -59,7 +59,7 @@ def _from_array(array: np.ndarray, *, max_pixels: int) -> Image.Image:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise InvalidRequest("image", f"array must be H×W×3 uint8 RGB, got shape {list(array.shape)} of {array.dtype}")
     _check_pixels(array.shape[1], array.shape[0], max_pixels=max_pixels)
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+    return Image.fromarray(np.ascontiguousarray(array))
 
 
 def _check_pixels(width: int, height: int, *, max_pixels: int) -> None:
@@ -73,7 +73,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         values = np.asarray(image, dtype=np.float64) / 257.0
-        return Image.fromarray(np.clip(values.round(), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray(np.clip(values.round(), 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

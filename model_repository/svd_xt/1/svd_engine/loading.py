@@ -67,14 +67,14 @@ def _from_folder(folder: Path, dtype: torch.dtype) -> EnginePipeline:
     has_fp16_files = any(folder.glob("*/*.fp16.safetensors"))
     variant = _half_variant(dtype) if has_fp16_files else None
     try:
-        return EnginePipeline.from_pretrained(folder, torch_dtype=dtype, variant=variant, use_safetensors=True)
+        return EnginePipeline.from_pretrained(folder, dtype=dtype, variant=variant, use_safetensors=True)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"could not load the pipeline in {folder}: {error}") from error
 
 
 def _from_hub(repo_id: str, dtype: torch.dtype) -> EnginePipeline:
     try:
-        return EnginePipeline.from_pretrained(repo_id, torch_dtype=dtype, variant=_half_variant(dtype), use_safetensors=True)
+        return EnginePipeline.from_pretrained(repo_id, dtype=dtype, variant=_half_variant(dtype), use_safetensors=True)
     except (OSError, ValueError) as error:
         log.debug("hub load failed", exc_info=True)
         raise ModelLoadError(
@@ -112,5 +112,5 @@ def build_tiny_pipeline() -> EnginePipeline:
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, interpolation_type="linear",
         num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
         steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True)
-    return EnginePipeline(vae=vae, image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=scheduler,
+    return EnginePipeline(vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=scheduler,
                           feature_extractor=CLIPImageProcessor(crop_size=224, size=224))

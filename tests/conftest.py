@@ -1,0 +1,38 @@
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # the tests' own helpers (videos.py, ...)
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save_args)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def sample_rgb() -> np.ndarray:
+    """A 96×128 RGB test picture with structure (gradients and a square), deterministic."""
+    y, x = np.mgrid[0:96, 0:128]
+    picture = np.stack([x * 2, y * 2, (x + y) % 256], axis=-1).astype(np.uint8)
+    picture[30:60, 40:80] = (250, 30, 30)
+    return picture
+
+
+@pytest.fixture(scope="session")
+def sample_png(sample_rgb) -> bytes:
+    return encode_image(Image.fromarray(sample_rgb))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine():
+    from svd_engine import SVDEngine
+
+    return SVDEngine.load(model_source="tiny", device="cpu", default_width=64, default_height=64,
+                          default_num_frames=8, default_num_inference_steps=3, default_decode_chunk_size=4)

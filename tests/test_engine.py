@@ -1,0 +1,93 @@
+"""Generation with the tiny random-weight pipeline: videos decoded back, determinism, batching."""
+import numpy as np
+import pytest
+
+from svd_engine import VIDEO_FORMATS, GenerationCancelled
+from videos import decode_video, max_abs_diff
+
+
+@pytest.mark.parametrize("video_format", sorted(VIDEO_FORMATS))
+def test_each_format_decodes_to_the_requested_video(tiny_engine, sample_png, video_format):
+    request = tiny_engine.parse(sample_png, video_format=video_format, num_frames=6, width=128, height=64, fps=10, seed=3)
+    [result] = tiny_engine.generate([request])
+    video = decode_video(result.video, video_format)
+    assert video.num_frames == 6
+    assert video.size == (128, 64)
+    if video_format == "frames":
+        assert video.frames.dtype == np.uint8 and np.array_equal(video.frames, result.frames)
+    else:
+        assert video.fps == pytest.approx(10, abs=0.3)
+    # Lossy codecs on noise-like content: the decoded file stays close to the generated frames on average.
+    assert np.abs(video.frames.astype(float) - result.frames).mean() < 20
+    assert result.video_format == video_format and result.mime_type == VIDEO_FORMATS[video_format].mime_type
+
+
+def test_frames_shape_dtype_and_timings(tiny_engine, sample_png):
+    [result] = tiny_engine.generate([tiny_engine.parse(sample_png, seed=1)])
+    assert result.frames.shape == (8, 64, 64, 3) and result.frames.dtype == np.uint8
+    assert result.frames.std() > 1  # a real, varying video
+    assert set(result.timings) == {"prep", "encode", "denoise", "decode", "video_encode"}
+    assert all(seconds >= 0 for seconds in result.timings.values())
+    assert result.timings["denoise"] > 0 and result.timings["decode"] > 0
+
+
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(tiny_engine, sample_png):
+    [first], [second], [other] = (tiny_engine.generate([tiny_engine.parse(sample_png, seed=s)]) for s in (7, 7, 8))
+    assert first.video == second.video
+    assert other.video != first.video and max_abs_diff(other.frames, first.frames) > 0
+
+
+def test_returned_random_seed_reproduces_the_run(tiny_engine, sample_png):
+    [random_run] = tiny_engine.generate([tiny_engine.parse(sample_png)])
+    [replay] = tiny_engine.generate([tiny_engine.parse(sample_png, seed=random_run.seed)])
+    assert np.array_equal(random_run.frames, replay.frames)
+
+
+def test_a_request_alone_equals_it_inside_a_batch(tiny_engine, sample_png, sample_rgb):
+    # decode_chunk_size 3 does not divide 8 frames: chunks must not straddle two videos of the batch.
+    target = tiny_engine.parse(sample_png, seed=11, decode_chunk_size=3)
+    others = [tiny_engine.parse(sample_rgb[::-1].copy(), seed=s, decode_chunk_size=3) for s in (12, 13)]
+    [alone] = tiny_engine.generate([target])
+    batched = tiny_engine.generate([others[0], target, others[1]])
+    assert max_abs_diff(alone.frames, batched[1].frames) <= 1
+    assert [r.seed for r in batched] == [12, 11, 13]
+
+
+def test_per_sample_conditioning_shares_a_batch_without_changing_results(tiny_engine, sample_png):
+    varied = tiny_engine.parse(sample_png, seed=5, fps=20, motion_bucket_id=10, noise_aug_strength=0.5)
+    plain = tiny_engine.parse(sample_png, seed=5)
+    calls = []
+    batched = tiny_engine.generate([plain, varied], on_step=lambda info: calls.append(info.batch))
+    assert set(calls) == {(0, 1)}  # one pipeline call for both
+    [alone] = tiny_engine.generate([varied])
+    assert max_abs_diff(alone.frames, batched[1].frames) <= 1
+    assert max_abs_diff(batched[0].frames, batched[1].frames) > 10  # the conditioning did change the video
+
+
+def test_different_shapes_run_as_separate_calls_in_order(tiny_engine, sample_png):
+    requests = [tiny_engine.parse(sample_png, seed=1, width=w, height=64) for w in (64, 128, 64)]
+    calls = []
+    results = tiny_engine.generate(requests, on_step=lambda info: calls.append(info.batch))
+    assert sorted(set(calls)) == [(0, 2), (1,)]
+    assert [r.frames.shape[2] for r in results] == [64, 128, 64]
+
+
+def test_step_hook_reports_progress_and_can_stop(tiny_engine, sample_png):
+    request = tiny_engine.parse(sample_png, seed=1, num_inference_steps=5)
+    seen = []
+    tiny_engine.generate([request], on_step=lambda info: seen.append((info.step, info.total)))
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    stopped_at = []
+    with pytest.raises(GenerationCancelled):
+        tiny_engine.generate([request], on_step=lambda info: stopped_at.append(info.step) or info.step < 2)
+    assert stopped_at == [1, 2]
+
+
+def test_encoding_can_be_skipped(tiny_engine, sample_png):
+    [result] = tiny_engine.generate([tiny_engine.parse(sample_png, seed=1)], encode=False)
+    assert result.video is None and result.frames.shape == (8, 64, 64, 3)
+
+
+def test_video_quality_changes_the_file(tiny_engine, sample_png):
+    best, worst = tiny_engine.generate([tiny_engine.parse(sample_png, seed=2, video_quality=q) for q in (5, 45)])
+    assert len(best.video) > len(worst.video)
