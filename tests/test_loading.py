@@ -15,7 +15,7 @@ def saved_tiny(tmp_path_factory):
 
 
 def _frames(engine, image):
-    [result] = engine.generate([engine.parse(image, seed=4, width=64, height=64, num_frames=4, num_inference_steps=2)], encode=False)
+    [result] = engine.generate([engine.parse(image, seed=4, width=64, height=64, num_frames=4, num_inference_steps=2)])
     return result.frames
 
 

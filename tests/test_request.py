@@ -130,7 +130,8 @@ def test_strings_accept_bytes_and_any_case(sample_png):
 
 def test_cross_field_rules(sample_png):
     assert "greater than" in rejected(sample_png, "min_guidance_scale", min_guidance_scale=4.0, max_guidance_scale=3.0)
-    assert "num_frames (8)" in rejected(sample_png, "decode_chunk_size", num_frames=8, decode_chunk_size=9)
+    assert "1–8" in rejected(sample_png, "decode_chunk_size", num_frames=8, decode_chunk_size=9)
+    assert "2–16" in rejected(sample_png, "num_frames", EngineConfig(max_num_frames=16), num_frames=1)
     assert "limit of" in rejected(sample_png, "width", width=1024, height=1024 + 64)
     assert "leave width and height unset" in rejected(sample_png, "width", resize_mode="keep", width=64)
     assert "no quality setting" in rejected(sample_png, "video_quality", video_format="gif", video_quality=5)

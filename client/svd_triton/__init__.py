@@ -1,1 +1,8 @@
 """svd_triton: thin client, CLI and embedded-server launcher for the svd_xt Triton model."""
+from .client import AsyncSVDClient, SVDClient, VideoResult, sniff_format
+from .errors import InvalidRequestError, ServerError, SVDClientError, UnauthorizedError, UnavailableError
+
+__all__ = [
+    "AsyncSVDClient", "InvalidRequestError", "SVDClient", "SVDClientError", "ServerError",
+    "UnauthorizedError", "UnavailableError", "VideoResult", "sniff_format",
+]

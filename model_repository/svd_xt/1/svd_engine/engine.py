@@ -81,8 +81,7 @@ class SVDEngine:
         """Validate one request; raises InvalidRequest naming the field."""
         return parse_request(image, params, self.config, model_num_frames=self.model_num_frames)
 
-    def generate(self, requests: Sequence[GenerationRequest], on_step: StepHook | None = None,
-                 encode: bool = True) -> list[GenerationResult]:
+    def generate(self, requests: Sequence[GenerationRequest], on_step: StepHook | None = None) -> list[GenerationResult]:
         """One result per request, in order; requests sharing a batch key run as one pipeline call."""
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
@@ -90,13 +89,13 @@ class SVDEngine:
         results: list[GenerationResult | None] = [None] * len(requests)
         for indices in groups.values():
             batch = [requests[i] for i in indices]
-            for index, result in zip(indices, self._generate_batch(batch, tuple(indices), on_step, encode)):
+            for index, result in zip(indices, self._generate_batch(batch, tuple(indices), on_step)):
                 results[index] = result
         return results
 
     @torch.inference_mode()
     def _generate_batch(self, batch: list[GenerationRequest], indices: tuple[int, ...],
-                        on_step: StepHook | None, encode: bool) -> list[GenerationResult]:
+                        on_step: StepHook | None) -> list[GenerationResult]:
         first = batch[0]
         timer = PhaseTimer(self.device)
         started = time.perf_counter()
@@ -125,13 +124,12 @@ class SVDEngine:
             timer.enter(None)
         finally:
             self.pipeline.phase_timer = None
-        return [self._finish(request, clip, timer.seconds, encode) for request, clip in zip(batch, frames)]
+        return [self._finish(request, clip, timer.seconds) for request, clip in zip(batch, frames)]
 
     @staticmethod
-    def _finish(request: GenerationRequest, frames: np.ndarray, batch_seconds: dict[str, float],
-                encode: bool) -> GenerationResult:
+    def _finish(request: GenerationRequest, frames: np.ndarray, batch_seconds: dict[str, float]) -> GenerationResult:
         started = time.perf_counter()
-        video = encode_video(frames, request.video_format, request.fps, request.video_quality) if encode else None
+        video = encode_video(frames, request.video_format, request.fps, request.video_quality) if request.encode else None
         timings = {"prep": request.prep_seconds, **batch_seconds, "video_encode": time.perf_counter() - started}
         return GenerationResult(video=video, frames=frames, video_format=request.video_format,
                                 seed=request.seed, fps=request.fps, timings=timings)

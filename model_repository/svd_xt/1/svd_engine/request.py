@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -35,14 +35,16 @@ class Parameter:
     choices: tuple[str, ...] = ()
     multiple_of: int = 1
 
-    def coerce(self, value: Any):
+    def coerce(self, value: Any, high: float | None = None):
+        """The value converted to `kind` and range-checked; `high` supplies a bound set by the deployment."""
         if self.kind is str:
             return self._coerce_choice(value)
+        bounded = self if high is None else replace(self, high=high)
         number = _as_number(self.name, value, integer=self.kind is int)
-        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
-            raise InvalidRequest(self.name, f"{self.name}={number} is out of range; accepted: {self.describe()}")
+        if (self.low is not None and number < self.low) or (bounded.high is not None and number > bounded.high):
+            raise InvalidRequest(self.name, f"{self.name}={number} is out of range; accepted: {bounded.describe()}")
         if self.kind is int and number % self.multiple_of:
-            raise InvalidRequest(self.name, f"{self.name}={number} must be a multiple of {self.multiple_of}; accepted: {self.describe()}")
+            raise InvalidRequest(self.name, f"{self.name}={number} must be a multiple of {self.multiple_of}; accepted: {bounded.describe()}")
         return number
 
     def _coerce_choice(self, value: Any) -> str:
@@ -90,14 +92,14 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
     Parameter("width", int, 64, MAX_SIDE, multiple_of=8),
     Parameter("height", int, 64, MAX_SIDE, multiple_of=8),
     Parameter("resize_mode", str, choices=images.RESIZE_MODES),
-    Parameter("num_frames", int, 2, None),
+    Parameter("num_frames", int, 2, None),  # up to the deployment's max_num_frames
     Parameter("num_inference_steps", int, 1, 100),
     Parameter("fps", int, 1, 60),
     Parameter("motion_bucket_id", int, 0, 255),
     Parameter("noise_aug_strength", float, 0.0, 1.0),
     Parameter("min_guidance_scale", float, 0.0, 20.0),
     Parameter("max_guidance_scale", float, 0.0, 20.0),
-    Parameter("decode_chunk_size", int, 1, None),
+    Parameter("decode_chunk_size", int, 1, None),  # up to the request's num_frames
     Parameter("seed", int, 0, MAX_SEED),
     Parameter("video_format", str, choices=tuple(VIDEO_FORMATS)),
     Parameter("video_quality", int, None, None),
@@ -132,6 +134,8 @@ class GenerationRequest:
     video_format: str
     video_quality: int | None
     prep_seconds: float = 0.0
+    encode: bool = True
+    """False when the caller wants only the frames: no video file is written."""
 
     def batch_key(self) -> tuple:
         """Requests with equal keys can run as one pipeline call: shapes, schedule and guidance agree."""
@@ -145,8 +149,11 @@ def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise InvalidRequest(unknown[0], f"unknown parameter {unknown[0]!r}; accepted: {', '.join(PARAMETERS)}")
-    given = {name: PARAMETERS[name].coerce(value) for name, value in params.items() if value is not None}
-    num_frames = given.get("num_frames", config.default_num_frames or model_num_frames)
+    params = {name: value for name, value in params.items() if value is not None}
+    num_frames = PARAMETERS["num_frames"].coerce(params.get("num_frames", config.default_num_frames or model_num_frames),
+                                                 high=config.max_num_frames)
+    bounds = {"num_frames": config.max_num_frames, "decode_chunk_size": num_frames}
+    given = {name: PARAMETERS[name].coerce(value, high=bounds.get(name)) for name, value in params.items()}
     values = {
         **FIXED_DEFAULTS,
         "width": config.default_width,
@@ -172,10 +179,6 @@ def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *
 
 def _check_cross_field_limits(values: dict, given: dict, config: EngineConfig) -> None:
     """Limits that depend on the deployment or on other fields of the same request."""
-    if not 2 <= values["num_frames"] <= config.max_num_frames:
-        raise InvalidRequest("num_frames", f"num_frames={values['num_frames']} is out of range; accepted: an integer in 2–{config.max_num_frames}")
-    if values["decode_chunk_size"] > values["num_frames"]:
-        raise InvalidRequest("decode_chunk_size", f"decode_chunk_size={values['decode_chunk_size']} is out of range; accepted: an integer in 1–num_frames ({values['num_frames']})")
     if values["min_guidance_scale"] > values["max_guidance_scale"]:
         raise InvalidRequest("min_guidance_scale", f"min_guidance_scale={values['min_guidance_scale']:g} is greater than max_guidance_scale={values['max_guidance_scale']:g}")
     if values["resize_mode"] == "keep":

@@ -1,0 +1,191 @@
+"""Starting a real tritonserver for this model repository, embedded or in an NGC container.
+
+Uses the `tritonserver` on PATH when there is one (NGC containers), else the server bundled in the
+`nvidia-pytriton` wheel, whose Python backend needs a backend folder holding the stub built for this
+interpreter. The stub's embedded Python ignores PYTHONPATH and takes its prefix from the first
+`python3` on PATH, so this interpreter's bin folder goes first on the server's PATH; and it must load
+the libpython of this interpreter (not, say, the distribution's older one of the same minor version,
+whose symbols this interpreter's compiled stdlib modules may not find), so this interpreter's LIBDIR
+goes first on LD_LIBRARY_PATH.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGED_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+CPU_CONFIG_NAME = "cpu"
+CPU_ONLY_FLAGS = ("--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0", "--allow-gpu-metrics=false")
+
+
+class ServerStartError(RuntimeError):
+    """tritonserver exited or did not become ready in time; the message ends with its log tail."""
+
+
+def gpu_visible() -> bool:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    listing = subprocess.run([smi, "-L"], capture_output=True, text=True)
+    return listing.returncode == 0 and "GPU" in listing.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def find_tritonserver() -> tuple[Path, Path | None]:
+    """(server binary, backend folder or None for the server's own) — PATH first, then the wheel."""
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return Path(on_path), None
+    try:
+        import pytriton
+    except ImportError:
+        raise ServerStartError("no tritonserver on PATH and nvidia-pytriton is not installed: "
+                               "run inside an NGC tritonserver container or `pip install 'svd-triton[server]'`") from None
+    bundle = Path(pytriton.__file__).parent / "tritonserver"
+    return bundle / "bin" / "tritonserver", embedded_backend_folder(bundle)
+
+
+def embedded_backend_folder(bundle: Path) -> Path:
+    """A backend folder `<dir>/python/` linking the wheel's backend library and this Python's stub."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = bundle / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerStartError(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    root = Path(sys.prefix) / "svd-triton" / "backends"
+    python_backend = root / "python"
+    python_backend.mkdir(parents=True, exist_ok=True)
+    for source in (bundle / "backends" / "python" / "libtriton_python.so",
+                   bundle / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        link = python_backend / source.name
+        if not (link.is_symlink() and link.resolve() == source.resolve()):
+            link.unlink(missing_ok=True)
+            link.symlink_to(source)
+    return root
+
+
+def stub_environment() -> dict[str, str]:
+    """os.environ with this interpreter first on PATH and its shared libpython first on LD_LIBRARY_PATH."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libdir, env.get("LD_LIBRARY_PATH")]))
+    return env
+
+
+@dataclass
+class ServerOptions:
+    model_repository: Path = PACKAGED_REPOSITORY
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    config_name: str | None = "auto"
+    """`auto`: the CPU variant when no GPU is visible, else config.pbtxt; None: always config.pbtxt."""
+    token: str | None = None
+    """Bearer token for the inference and model-repository APIs (health and metadata stay open)."""
+    log_verbose: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+
+class TritonServer:
+    """A tritonserver child process: `with TritonServer(options) as server: ...` waits until ready."""
+
+    def __init__(self, options: ServerOptions, *, ready_timeout: float = 300.0, log_path: Path | None = None):
+        self.options = options
+        self.ready_timeout = ready_timeout
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+        self.cpu_only = not gpu_visible()
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.options.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.options.grpc_port}"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that start the server (also what `serve --dry-run` prints)."""
+        binary, backends = find_tritonserver()
+        o = self.options
+        args = [str(binary), f"--model-repository={Path(o.model_repository).resolve()}",
+                f"--http-port={o.http_port}", f"--grpc-port={o.grpc_port}", f"--metrics-port={o.metrics_port}",
+                f"--log-verbose={o.log_verbose}"]
+        if backends is not None:
+            args.append(f"--backend-directory={backends}")
+        config_name = CPU_CONFIG_NAME if o.config_name == "auto" and self.cpu_only else o.config_name
+        if config_name and config_name != "auto":
+            args.append(f"--model-config-name={config_name}")
+        if self.cpu_only:
+            args += CPU_ONLY_FLAGS
+        if o.token:
+            restriction = f"inference,model-repository:authorization=Bearer {o.token}"
+            args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+        return args + list(o.extra_args), stub_environment()
+
+    def start(self) -> "TritonServer":
+        args, env = self.command()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerStartError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        self.stop(grace=5)
+        raise ServerStartError(f"tritonserver was not ready after {self.ready_timeout:g} s\n{self.log_tail()}")
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "--- tritonserver log (last lines) ---\n" + "\n".join(text[-lines:])
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM (Triton unloads models, finalize runs), then SIGKILL the whole group after `grace`."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def wait(self) -> int:
+        return self.process.wait()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
