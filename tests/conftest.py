@@ -36,3 +36,16 @@ def tiny_engine():
 
     return SVDEngine.load(model_source="tiny", device="cpu", default_width=64, default_height=64,
                           default_num_frames=8, default_num_inference_steps=3, default_decode_chunk_size=4)
+
+
+TOKEN = "test-token-7f3a"
+
+
+@pytest.fixture(scope="session")
+def triton():
+    """One real tritonserver (CPU config, tiny model, bearer token) for the whole run, on free ports."""
+    from svd_triton.server import ServerOptions, TritonServer, free_port
+
+    options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), token=TOKEN)
+    with TritonServer(options, ready_timeout=240) as server:
+        yield server

@@ -1,0 +1,143 @@
+"""svd-triton: serve the model, generate a video, or run the one-command demo."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+from .client import DEFAULT_TIMEOUT, SVDClient
+from .errors import SVDClientError
+from .probe import probe_video
+from .server import PACKAGED_REPOSITORY, ServerOptions, ServerStartError, TritonServer, free_port
+
+TOKEN_ENV = "SVD_TRITON_TOKEN"
+EXTENSION_FORMATS = {".mp4": "mp4", ".avi": "avi", ".webm": "webm", ".gif": "gif", ".webp": "webp", ".npy": "frames"}
+# The model's optional inputs, as CLI flags (--num-frames → NUM_FRAMES).
+GENERATION_FLAGS = {
+    "width": int, "height": int, "resize_mode": str, "num_frames": int, "num_inference_steps": int,
+    "fps": int, "motion_bucket_id": int, "noise_aug_strength": float, "min_guidance_scale": float,
+    "max_guidance_scale": float, "decode_chunk_size": int, "seed": int, "video_format": str, "video_quality": int,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="svd-triton", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start tritonserver for the model repository and wait")
+    _server_arguments(serve)
+    serve.add_argument("--dry-run", action="store_true", help="print the command and environment, start nothing")
+    serve.set_defaults(run=_serve)
+
+    generate = commands.add_parser("generate", help="turn an image into a video on a running server")
+    generate.add_argument("image", type=Path)
+    generate.add_argument("-o", "--output", type=Path, required=True, help="the extension picks the format unless --video-format is given")
+    generate.add_argument("--url", help="server address (default localhost:8000, or localhost:8001 with --grpc)")
+    generate.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP")
+    generate.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
+    generate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before giving up")
+    for name, kind in GENERATION_FLAGS.items():
+        generate.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=kind.__name__.upper())
+    generate.set_defaults(run=_generate)
+
+    demo = commands.add_parser("demo", help="start the embedded server, make a video from the sample image, stop")
+    demo.add_argument("-o", "--output", type=Path, default=Path("out/demo.mp4"))
+    demo.add_argument("--ready-timeout", type=float, default=300.0)
+    demo.set_defaults(run=_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (SVDClientError, ServerStartError, OSError) as error:
+        print(f"svd-triton {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", type=Path, default=PACKAGED_REPOSITORY)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--config", default="auto", help="auto (cpu when no GPU is visible), cpu, or default (config.pbtxt)")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"require this bearer token (default ${TOKEN_ENV})")
+    parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument("--ready-timeout", type=float, default=600.0)
+
+
+def _serve(args) -> int:
+    options = ServerOptions(model_repository=args.model_repository, http_port=args.http_port, grpc_port=args.grpc_port,
+                            metrics_port=args.metrics_port, config_name=None if args.config == "default" else args.config,
+                            token=args.token, log_verbose=args.log_verbose)
+    server = TritonServer(options, ready_timeout=args.ready_timeout)
+    if args.dry_run:
+        command, env = server.command()
+        print(f"PATH={env['PATH']}")
+        if "LD_LIBRARY_PATH" in env:
+            print(f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}")
+        print(" ".join(command))
+        return 0
+    for signum in (signal.SIGINT, signal.SIGTERM):  # forwarded: Triton unloads the model and exits
+        signal.signal(signum, lambda *_: server.stop())
+    print(f"starting tritonserver (log: {server.log_path}) ...", file=sys.stderr)
+    server.start()
+    print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics :{options.metrics_port}", file=sys.stderr)
+    return server.wait()
+
+
+def _generate(args) -> int:
+    params = {name: getattr(args, name) for name in GENERATION_FLAGS}
+    params["video_format"] = params["video_format"] or EXTENSION_FORMATS.get(args.output.suffix.lower())
+    with SVDClient(args.url, protocol="grpc" if args.grpc else "http", token=args.token, timeout=args.timeout) as client:
+        result = _with_elapsed_indicator(lambda: client.generate(args.image, **params))
+    _save_and_summarise(result, args.output)
+    return 0
+
+
+def _demo(args) -> int:
+    sample = resources.files("svd_triton") / "data" / "sample.png"
+    options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    print("starting the embedded tritonserver with the tiny model ...", file=sys.stderr)
+    with TritonServer(options, ready_timeout=args.ready_timeout) as server:
+        with SVDClient(server.http_url) as client:
+            result = _with_elapsed_indicator(lambda: client.generate(sample.read_bytes(), seed=7))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    _save_and_summarise(result, args.output)
+    print("(the built-in tiny model has random weights: its videos are noise-like by design)", file=sys.stderr)
+    return 0
+
+
+def _with_elapsed_indicator(call):
+    """Run `call`, showing the elapsed time on a terminal while it waits."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def tick():
+        while not done.wait(0.1):
+            print(f"\rgenerating ... {time.monotonic() - started:5.1f} s", end="", file=sys.stderr, flush=True)
+        print("\r" + " " * 30 + "\r", end="", file=sys.stderr, flush=True)
+
+    ticker = threading.Thread(target=tick, daemon=True) if sys.stderr.isatty() else None
+    if ticker:
+        ticker.start()
+    try:
+        return call()
+    finally:
+        done.set()
+        if ticker:
+            ticker.join()
+
+
+def _save_and_summarise(result, output: Path) -> None:
+    path = result.save(output)
+    frames, width, height = probe_video(path, result.video_format)
+    print(f"{path}: {frames} frames, {width}×{height}, {result.video_format}, {len(result.video) / 1024:.1f} KiB, "
+          f"seed {result.seed}, {result.seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
