@@ -1,5 +1,6 @@
 """The product as users run it: a real tritonserver with the tiny model, called over HTTP and gRPC."""
 import concurrent.futures
+import json
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,17 @@ def test_both_configs_declare_the_same_contract():
     assert cpu.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     assert cpu.parameters["model_source"].string_value == "tiny"
     assert production.parameters["model_source"].string_value == "stabilityai/stable-video-diffusion-img2vid-xt"
+
+
+def test_perf_analyzer_input_file_is_a_valid_request(triton):
+    """client/perf/sample_input.json, decoded the way perf_analyzer reads it, gives the video it describes."""
+    import base64
+    import struct
+
+    entry = json.loads((ROOT / "client/perf/sample_input.json").read_text())["data"][0]
+    serialized = base64.b64decode(entry.pop("IMAGE_BYTES")["b64"])
+    (length,) = struct.unpack("<I", serialized[:4])
+    assert serialized[4:] == (ROOT / "client/svd_triton/data/sample.png").read_bytes() and length == len(serialized) - 4
+    tensors = {name: scalar(values[0], np.int32) for name, values in entry.items()}
+    video = decode_video(video_bytes(infer(triton, "grpc", {"IMAGE_BYTES": image_bytes(serialized[4:]), **tensors})), "mp4")
+    assert (video.num_frames, video.size) == (entry["NUM_FRAMES"][0], (entry["WIDTH"][0], entry["HEIGHT"][0]))
