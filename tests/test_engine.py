@@ -93,3 +93,12 @@ def test_encoding_can_be_skipped(tiny_engine, sample_png):
 def test_video_quality_changes_the_file(tiny_engine, sample_png):
     best, worst = tiny_engine.generate([tiny_engine.parse(sample_png, seed=2, video_quality=q) for q in (5, 45)])
     assert len(best.video) > len(worst.video)
+
+
+@pytest.mark.parametrize("video_format", ["mp4", "webm", "avi"])
+def test_odd_frame_sizes_are_padded_to_even_for_yuv420(video_format):
+    from svd_engine import encode_video
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 15, 17, 3), dtype=np.uint8)
+    video = decode_video(encode_video(frames, video_format, fps=5), video_format)
+    assert (video.num_frames, video.size) == (3, (18, 16))

@@ -46,3 +46,34 @@ def test_exits_early_with_the_log_when_the_contract_is_broken(tmp_path):
     message = str(caught.value)
     assert "exited with code" in message
     assert "model 'svd_xt': config.pbtxt does not match model.py: input FPS is not declared" in message
+
+
+def test_serve_forwards_sigterm_and_the_server_shuts_down_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    http_port = free_port()
+    serve = subprocess.Popen([sys.executable, "-m", "svd_triton", "serve", "--http-port", str(http_port),
+                              "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), "--config", "cpu"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://localhost:{http_port}/v2/health/ready", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("svd-triton serve never became ready")
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+    finally:
+        serve.kill()
+    output = serve.stdout.read()
+    assert "ready: HTTP" in output
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://localhost:{http_port}/v2/health/live", timeout=2)

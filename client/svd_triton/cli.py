@@ -81,8 +81,8 @@ def _serve(args) -> int:
             print(f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}")
         print(" ".join(command))
         return 0
-    for signum in (signal.SIGINT, signal.SIGTERM):  # forwarded: Triton unloads the model and exits
-        signal.signal(signum, lambda *_: server.stop())
+    for signum in (signal.SIGINT, signal.SIGTERM):  # forwarded: Triton unloads the model and exits; twice kills
+        signal.signal(signum, lambda *_: server.request_stop())
     print(f"starting tritonserver (log: {server.log_path}) ...", file=sys.stderr)
     server.start()
     print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics :{options.metrics_port}", file=sys.stderr)

@@ -112,6 +112,7 @@ class TritonServer:
         self.ready_timeout = ready_timeout
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
+        self._stop_requested = False
         self.cpu_only = not gpu_visible()
 
     @property
@@ -170,15 +171,28 @@ class TritonServer:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "--- tritonserver log (last lines) ---\n" + "\n".join(text[-lines:])
 
+    def request_stop(self) -> None:
+        """SIGTERM (Triton unloads models, finalize runs); a second request SIGKILLs the whole group.
+
+        Never waits, so it is safe in a signal handler that interrupted a wait on the same process.
+        """
+        if self.process is None or self.process.returncode is not None:
+            return
+        if self._stop_requested:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self._stop_requested = True
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, grace: float = 30.0) -> None:
-        """SIGTERM (Triton unloads models, finalize runs), then SIGKILL the whole group after `grace`."""
+        """Request a stop, then kill the group if it has not exited after `grace` seconds."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        self.request_stop()
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            self.request_stop()
             self.process.wait()
 
     def wait(self) -> int:
