@@ -41,11 +41,22 @@ def tiny_engine():
 TOKEN = "test-token-7f3a"
 
 
+def _serve(**options):
+    from svd_triton.server import ServerOptions, TritonServer, free_port
+
+    options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), token=TOKEN, **options)
+    return TritonServer(options, ready_timeout=240)
+
+
 @pytest.fixture(scope="session")
 def triton():
     """One real tritonserver (CPU config, tiny model, bearer token) for the whole run, on free ports."""
-    from svd_triton.server import ServerOptions, TritonServer, free_port
+    with _serve() as server:
+        yield server
 
-    options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), token=TOKEN)
-    with TritonServer(options, ready_timeout=240) as server:
+
+@pytest.fixture(scope="session")
+def triton_stream():
+    """The streaming variant (cpu_stream: decoupled, progress over gRPC streams), same token."""
+    with _serve(stream=True) as server:
         yield server

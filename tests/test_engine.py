@@ -28,9 +28,9 @@ def test_frames_shape_dtype_and_timings(tiny_engine, sample_png):
     [result] = tiny_engine.generate([tiny_engine.parse(sample_png, seed=1)])
     assert result.frames.shape == (8, 64, 64, 3) and result.frames.dtype == np.uint8
     assert result.frames.std() > 1  # a real, varying video
-    assert set(result.timings) == {"prep", "encode", "denoise", "decode", "video_encode"}
+    assert set(result.timings) == {"image", "preparing", "denoising", "decoding", "encoding"}
     assert all(seconds >= 0 for seconds in result.timings.values())
-    assert result.timings["denoise"] > 0 and result.timings["decode"] > 0
+    assert result.timings["denoising"] > 0 and result.timings["decoding"] > 0
 
 
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(tiny_engine, sample_png):
@@ -59,7 +59,7 @@ def test_per_sample_conditioning_shares_a_batch_without_changing_results(tiny_en
     varied = tiny_engine.parse(sample_png, seed=5, fps=20, motion_bucket_id=10, noise_aug_strength=0.5)
     plain = tiny_engine.parse(sample_png, seed=5)
     calls = []
-    batched = tiny_engine.generate([plain, varied], on_step=lambda info: calls.append(info.batch))
+    batched = tiny_engine.generate([plain, varied], on_progress=lambda p: calls.append(p.batch) if p.phase == "denoising" else None)
     assert set(calls) == {(0, 1)}  # one pipeline call for both
     [alone] = tiny_engine.generate([varied])
     assert max_abs_diff(alone.frames, batched[1].frames) <= 1
@@ -69,20 +69,42 @@ def test_per_sample_conditioning_shares_a_batch_without_changing_results(tiny_en
 def test_different_shapes_run_as_separate_calls_in_order(tiny_engine, sample_png):
     requests = [tiny_engine.parse(sample_png, seed=1, width=w, height=64) for w in (64, 128, 64)]
     calls = []
-    results = tiny_engine.generate(requests, on_step=lambda info: calls.append(info.batch))
+    results = tiny_engine.generate(requests, on_progress=lambda p: calls.append(p.batch) if p.phase == "denoising" else None)
     assert sorted(set(calls)) == [(0, 2), (1,)]
     assert [r.frames.shape[2] for r in results] == [64, 128, 64]
 
 
-def test_step_hook_reports_progress_and_can_stop(tiny_engine, sample_png):
-    request = tiny_engine.parse(sample_png, seed=1, num_inference_steps=5)
-    seen = []
-    tiny_engine.generate([request], on_step=lambda info: seen.append((info.step, info.total)))
-    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
-    stopped_at = []
-    with pytest.raises(GenerationCancelled):
-        tiny_engine.generate([request], on_step=lambda info: stopped_at.append(info.step) or info.step < 2)
-    assert stopped_at == [1, 2]
+def test_progress_reports_phases_and_steps_in_order(tiny_engine, sample_png):
+    request = tiny_engine.parse(sample_png, seed=1, num_inference_steps=3)
+    events = []
+    tiny_engine.generate([request], on_progress=events.append)
+    assert [(e.phase, e.step, e.total) for e in events] == [
+        ("preparing", 0, 3), ("denoising", 0, 3), ("denoising", 1, 3), ("denoising", 2, 3), ("denoising", 3, 3),
+        ("decoding", 3, 3), ("encoding", 3, 3)]
+    assert all(e.batch == (0,) for e in events)
+    assert [e.elapsed for e in events] == sorted(e.elapsed for e in events)
+
+
+def test_a_cancelled_batch_stops_within_one_step(tiny_engine, sample_png):
+    request = tiny_engine.parse(sample_png, seed=1, num_inference_steps=20)
+    steps = []
+    results = tiny_engine.generate([request], on_progress=lambda p: steps.append(p.step),
+                                   cancelled=lambda index: len(steps) > 0 and steps[-1] >= 2)
+    assert isinstance(results[0], GenerationCancelled)
+    # the client gave up after step 2 was reported; the next check, at the end of step 3, stops the loop
+    assert max(steps) == 2 and "after step 3 of 20" in str(results[0])
+
+
+def test_cancelling_one_request_leaves_the_others_of_its_batch_intact(tiny_engine, sample_png):
+    requests = [tiny_engine.parse(sample_png, seed=s) for s in (21, 22, 23)]
+    steps = []
+    results = tiny_engine.generate(requests, on_progress=lambda p: steps.append(p.step),
+                                   cancelled=lambda index: index == 1 and bool(steps) and steps[-1] >= 1)
+    assert isinstance(results[1], GenerationCancelled)
+    for index in (0, 2):
+        [alone] = tiny_engine.generate([requests[index]])
+        assert max_abs_diff(alone.frames, results[index].frames) <= 1
+        assert decode_video(results[index].video, "mp4").num_frames == 8
 
 
 def test_encoding_can_be_skipped(tiny_engine, sample_png):

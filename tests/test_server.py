@@ -137,21 +137,27 @@ def test_model_repository_api_is_restricted_too(triton):
     assert client(triton, "http").get_model_repository_index(headers=auth_headers("http"))
 
 
-def test_both_configs_declare_the_same_contract():
+def test_every_config_variant_declares_the_same_contract():
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    from tritonclient.grpc import model_config_pb2 as pb
 
-    def load(path: Path):
-        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-
-    production = load(ROOT / "model_repository/svd_xt/config.pbtxt")
-    cpu = load(ROOT / "model_repository/svd_xt/configs/cpu.pbtxt")
-    for part in ("input", "output", "max_batch_size", "dynamic_batching", "name", "backend"):
-        assert getattr(production, part) == getattr(cpu, part), part
-    assert production.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
-    assert cpu.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
-    assert cpu.parameters["model_source"].string_value == "tiny"
-    assert production.parameters["model_source"].string_value == "stabilityai/stable-video-diffusion-img2vid-xt"
+    folder = ROOT / "model_repository/svd_xt"
+    configs = {path.stem: text_format.Parse(path.read_text(), pb.ModelConfig())
+               for path in [folder / "config.pbtxt", *sorted((folder / "configs").glob("*.pbtxt"))]}
+    assert set(configs) == {"config", "cpu", "stream", "cpu_stream"}
+    production = configs["config"]
+    for name, config in configs.items():
+        for part in ("input", "output", "max_batch_size", "name", "backend"):
+            assert getattr(config, part) == getattr(production, part), (name, part)
+        policy = config.dynamic_batching.default_queue_policy
+        assert policy.max_queue_size > 0 and policy.timeout_action == pb.ModelQueuePolicy.REJECT
+        assert config.model_transaction_policy.decoupled == name.endswith("stream")
+        on_cpu = name.startswith("cpu")
+        assert config.instance_group[0].kind == (pb.ModelInstanceGroup.KIND_CPU if on_cpu else pb.ModelInstanceGroup.KIND_GPU)
+        expected_source = "tiny" if on_cpu else "stabilityai/stable-video-diffusion-img2vid-xt"
+        assert config.parameters["model_source"].string_value == expected_source
+    assert configs["stream"].parameters == production.parameters
+    assert configs["cpu_stream"].parameters == configs["cpu"].parameters
 
 
 def test_perf_analyzer_input_file_is_a_valid_request(triton):

@@ -10,7 +10,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .client import DEFAULT_TIMEOUT, SVDClient
+from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
 from .errors import SVDClientError
 from .probe import probe_video
 from .server import PACKAGED_REPOSITORY, ServerOptions, ServerStartError, TritonServer, free_port
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="start tritonserver for the model repository and wait")
     _server_arguments(serve)
+    serve.add_argument("--stream", action="store_true", help="the decoupled variant: progress over gRPC streams")
     serve.add_argument("--dry-run", action="store_true", help="print the command and environment, start nothing")
     serve.set_defaults(run=_serve)
 
@@ -38,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("image", type=Path)
     generate.add_argument("-o", "--output", type=Path, required=True, help="the extension picks the format unless --video-format is given")
     generate.add_argument("--url", help="server address (default localhost:8000, or localhost:8001 with --grpc)")
-    generate.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP")
+    generate.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP (needed for cancellation)")
+    generate.add_argument("--stream", action="store_true",
+                          help="use gRPC and show step progress when the deployment streams (svd-triton serve --stream)")
     generate.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
     generate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before giving up")
     for name, kind in GENERATION_FLAGS.items():
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SVDClientError, ServerStartError, OSError) as error:
         print(f"svd-triton {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\nsvd-triton {args.command}: interrupted; the request was cancelled", file=sys.stderr)
+        return 130
 
 
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +78,7 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
 def _serve(args) -> int:
     options = ServerOptions(model_repository=args.model_repository, http_port=args.http_port, grpc_port=args.grpc_port,
                             metrics_port=args.metrics_port, config_name=None if args.config == "default" else args.config,
-                            token=args.token, log_verbose=args.log_verbose)
+                            token=args.token, log_verbose=args.log_verbose, stream=args.stream)
     server = TritonServer(options, ready_timeout=args.ready_timeout)
     if args.dry_run:
         command, env = server.command()
@@ -92,8 +98,14 @@ def _serve(args) -> int:
 def _generate(args) -> int:
     params = {name: getattr(args, name) for name in GENERATION_FLAGS}
     params["video_format"] = params["video_format"] or EXTENSION_FORMATS.get(args.output.suffix.lower())
-    with SVDClient(args.url, protocol="grpc" if args.grpc else "http", token=args.token, timeout=args.timeout) as client:
-        result = _with_elapsed_indicator(lambda: client.generate(args.image, **params))
+    protocol = "grpc" if args.grpc or args.stream else "http"
+    with SVDClient(args.url, protocol=protocol, token=args.token, timeout=args.timeout) as client:
+        if client.streams:
+            bar = ProgressBar(sys.stderr)
+            result = client.generate(args.image, on_progress=bar.update, **params)
+            bar.close()
+        else:
+            result = _with_elapsed_indicator(lambda: client.generate(args.image, **params))
     _save_and_summarise(result, args.output)
     return 0
 
@@ -130,6 +142,36 @@ def _with_elapsed_indicator(call):
         done.set()
         if ticker:
             ticker.join()
+
+
+class ProgressBar:
+    """Step progress with an ETA on a terminal; one line per phase elsewhere (logs, pipes)."""
+
+    WIDTH = 24
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.phase = None
+
+    def update(self, update: ProgressUpdate) -> None:
+        if self.tty:
+            print("\r" + self.render(update), end="", file=self.stream, flush=True)
+        elif update.phase != self.phase:
+            print(f"{update.phase} (step {update.step}/{update.total}, {update.elapsed:.1f} s)", file=self.stream, flush=True)
+        self.phase = update.phase
+
+    def render(self, update: ProgressUpdate) -> str:
+        filled = round(self.WIDTH * update.step / max(update.total, 1))
+        eta = ""
+        if update.phase == "denoising" and 0 < update.step < update.total:
+            eta = f", ETA {update.elapsed / update.step * (update.total - update.step):.1f} s"
+        return (f"{update.phase:<10} {update.step:>3}/{update.total:<3} ▕{'█' * filled}{' ' * (self.WIDTH - filled)}▏ "
+                f"{update.elapsed:5.1f} s{eta}      ")
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=self.stream)
 
 
 def _save_and_summarise(result, output: Path) -> None:

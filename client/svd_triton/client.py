@@ -1,21 +1,28 @@
 """A thin, typed client for the svd_xt Triton model over HTTP or gRPC (sync and asyncio).
 
 Input names are the parameter names in upper case (num_frames → NUM_FRAMES); their datatypes are
-read once from the model's metadata, so the server's config.pbtxt stays the one contract.
+read once from the model's metadata, so the server's config.pbtxt stays the one contract. When the
+deployment streams (a decoupled config), calls go over a gRPC stream and report progress.
+
+Over gRPC, a call that is interrupted (Ctrl-C, asyncio task cancellation) or runs past the client's
+timeout is cancelled on the server too, which stops its work at the next denoising step. Triton's
+HTTP endpoint has no cancellation: an abandoned HTTP request runs to the end.
 """
 from __future__ import annotations
 
 import asyncio
-import io
+import json
+import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
-from .errors import InvalidRequestError, ServerError, SVDClientError, UnauthorizedError, UnavailableError
+from .errors import (InvalidRequestError, RequestCancelledError, ServerError, SVDClientError, UnauthorizedError,
+                     UnavailableError)
 
 MODEL_NAME = "svd_xt"
 DEFAULT_TIMEOUT = 900.0  # seconds: an SVD-XT request takes tens of seconds, more when queued
@@ -31,6 +38,17 @@ def sniff_format(data: bytes) -> str:
         if data[offset:offset + len(magic)] == magic:
             return name
     return "unknown"
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """One progress response of a streaming deployment."""
+
+    phase: str
+    """preparing, denoising, decoding or encoding."""
+    step: int
+    total: int
+    elapsed: float
 
 
 @dataclass
@@ -92,6 +110,8 @@ def _map_error(error: Exception) -> SVDClientError:
         return UnauthorizedError(message)
     if "INVALID_ARG" in status or status == "400":
         return InvalidRequestError(message)
+    if "CANCELLED" in status:
+        return RequestCancelledError(message)
     if any(code in status for code in ("UNAVAILABLE", "503", "DEADLINE_EXCEEDED", "504")):
         return UnavailableError(message)
     return ServerError(message)
@@ -110,6 +130,7 @@ class _Protocol:
         self.headers = {header: f"Bearer {token}"} if token else None
         self.tc = _module(protocol, asynchronous)
         self.datatypes: dict[str, str] | None = None
+        self.streams = False
 
     def client_kwargs(self) -> dict:
         if self.protocol == "http" and self.tc.__name__.endswith("aio"):
@@ -121,10 +142,18 @@ class _Protocol:
     def call_kwargs(self) -> dict:
         return {"headers": self.headers, **({"client_timeout": self.timeout} if self.protocol == "grpc" else {})}
 
-    def learn_datatypes(self, metadata) -> None:
+    def learn_contract(self, metadata, config) -> None:
+        """Input datatypes from the model's metadata; whether it streams from its configuration."""
         inputs = metadata["inputs"] if isinstance(metadata, dict) else metadata.inputs
         self.datatypes = {i["name"] if isinstance(i, dict) else i.name: i["datatype"] if isinstance(i, dict) else i.datatype
                           for i in inputs}
+        config = config.get("config", config)
+        self.streams = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
+        if self.streams and self.protocol != "grpc":
+            raise SVDClientError("this deployment streams progress (decoupled model): call it with protocol='grpc'")
+
+    def contract_kwargs(self) -> dict:
+        return {"headers": self.headers, **({"as_json": True} if self.protocol == "grpc" else {})}
 
     def build(self, image: Any, params: dict[str, Any], frames: bool):
         from tritonclient.utils import triton_to_np_dtype
@@ -149,10 +178,18 @@ class _Protocol:
             tensor = self.tc.InferInput(input_name, list(array.shape), self.datatypes.get(input_name, "BYTES"))
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        wanted = ["VIDEO", "SEED_USED"] + (["FRAMES"] if frames else [])
+        wanted = ["VIDEO", "SEED_USED"] + (["FRAMES"] if frames else []) + (["PROGRESS"] if self.streams else [])
         outputs = [self.tc.InferRequestedOutput(name, **({"binary_data": True} if self.protocol == "http" else {}))
                    for name in wanted]
         return inputs, outputs
+
+    @staticmethod
+    def is_final(response) -> bool:
+        return response.get_response().parameters["triton_final_response"].bool_param
+
+    @staticmethod
+    def progress(response) -> ProgressUpdate:
+        return ProgressUpdate(**json.loads(response.as_numpy("PROGRESS").reshape(-1)[0]))
 
     @staticmethod
     def result(response, started: float, frames: bool) -> VideoResult:
@@ -165,7 +202,10 @@ class _Protocol:
 
 
 class SVDClient:
-    """Blocking client: `SVDClient("localhost:8000").generate("cat.png", num_frames=14).save("cat.mp4")`."""
+    """Blocking client: `SVDClient("localhost:8000").generate("cat.png", num_frames=14).save("cat.mp4")`.
+
+    One call at a time per instance when the deployment streams (one gRPC stream per client).
+    """
 
     def __init__(self, url: str | None = None, protocol: str = "http", token: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME):
@@ -179,26 +219,79 @@ class SVDClient:
         except Exception:
             return False
 
-    def generate(self, image: Any, *, frames: bool = False, **params: Any) -> VideoResult:
+    @property
+    def streams(self) -> bool:
+        """Whether the deployment sends progress (a decoupled model, called over a gRPC stream)."""
+        try:
+            self._learn_contract()
+        except Exception as error:
+            raise _map_error(error) from None
+        return self._p.streams
+
+    def generate(self, image: Any, *, frames: bool = False, on_progress: Callable[[ProgressUpdate], Any] | None = None,
+                 **params: Any) -> VideoResult:
         """Generate a video from `image` (path, bytes, PIL image or H×W×3 uint8 array).
 
         `params` are the model's optional inputs in lower case (num_frames=14, video_format="webm", ...);
-        frames=True also returns the raw frames.
+        frames=True also returns the raw frames; `on_progress` is called for each progress update
+        when the deployment streams.
         """
         started = time.perf_counter()
         try:
-            if self._p.datatypes is None:
-                self._p.learn_datatypes(self._metadata())
+            self._learn_contract()
             inputs, outputs = self._p.build(image, params, frames)
-            response = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
+            if self._p.streams:
+                response = self._stream(inputs, outputs, on_progress)
+            elif self._p.protocol == "grpc":
+                response = self._cancellable(inputs, outputs)
+            else:
+                response = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
         except Exception as error:
             raise _map_error(error) from None
         return self._p.result(response, started, frames)
 
-    def _metadata(self):
-        if self._p.protocol == "grpc":
-            return self._client.get_model_metadata(self._p.model, headers=self._p.headers, as_json=True)
-        return self._client.get_model_metadata(self._p.model, headers=self._p.headers)
+    def _learn_contract(self) -> None:
+        if self._p.datatypes is None:
+            kwargs = self._p.contract_kwargs()
+            self._p.learn_contract(self._client.get_model_metadata(self._p.model, **kwargs),
+                                   self._client.get_model_config(self._p.model, **kwargs))
+
+    def _cancellable(self, inputs, outputs):
+        """A unary gRPC call that the server cancels when we are interrupted or time out."""
+        replies: queue.Queue = queue.Queue()
+        call = self._client.async_infer(self._p.model, inputs, callback=lambda result, error: replies.put((result, error)),
+                                        outputs=outputs, **self._p.call_kwargs())
+        try:
+            result, error = replies.get()
+        except BaseException:
+            call.cancel()
+            raise
+        if error is not None:
+            raise error
+        return result
+
+    def _stream(self, inputs, outputs, on_progress):
+        """One request on a gRPC stream: progress responses, then the final one."""
+        replies: queue.Queue = queue.Queue()
+        self._client.start_stream(lambda result, error: replies.put((result, error)), headers=self._p.headers)
+        deadline = time.monotonic() + self._p.timeout
+        try:
+            self._client.async_stream_infer(self._p.model, inputs, outputs=outputs)
+            while True:
+                try:
+                    result, error = replies.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise UnavailableError(f"no answer within {self._p.timeout:g} s") from None
+                if error is not None:
+                    raise error
+                if self._p.is_final(result):
+                    self._client.stop_stream()
+                    return result
+                if on_progress is not None:
+                    on_progress(self._p.progress(result))
+        except BaseException:
+            self._client.stop_stream(cancel_requests=True)
+            raise
 
     def close(self) -> None:
         self._client.close()
@@ -211,7 +304,10 @@ class SVDClient:
 
 
 class AsyncSVDClient:
-    """asyncio client with the same API: `await AsyncSVDClient(url).generate(image, ...)`."""
+    """asyncio client with the same API: `await AsyncSVDClient(url).generate(image, ...)`.
+
+    Cancelling the task (or its timeout) cancels the gRPC call on the server.
+    """
 
     def __init__(self, url: str | None = None, protocol: str = "http", token: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME):
@@ -224,18 +320,36 @@ class AsyncSVDClient:
         except Exception:
             return False
 
-    async def generate(self, image: Any, *, frames: bool = False, **params: Any) -> VideoResult:
+    async def generate(self, image: Any, *, frames: bool = False,
+                       on_progress: Callable[[ProgressUpdate], Any] | None = None, **params: Any) -> VideoResult:
         started = time.perf_counter()
         try:
             if self._p.datatypes is None:
-                kwargs = {"as_json": True} if self._p.protocol == "grpc" else {}
-                self._p.learn_datatypes(await self._client.get_model_metadata(self._p.model, headers=self._p.headers, **kwargs))
+                kwargs = self._p.contract_kwargs()
+                self._p.learn_contract(await self._client.get_model_metadata(self._p.model, **kwargs),
+                                       await self._client.get_model_config(self._p.model, **kwargs))
             inputs, outputs = self._p.build(image, params, frames)
-            call = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
+            if self._p.streams:
+                call = self._stream(inputs, outputs, on_progress)
+            else:
+                call = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
             response = await asyncio.wait_for(call, self._p.timeout)
         except Exception as error:
             raise _map_error(error) from None
         return self._p.result(response, started, frames)
+
+    async def _stream(self, inputs, outputs, on_progress):
+        async def one_request():
+            yield {"model_name": self._p.model, "inputs": inputs, "outputs": outputs}
+
+        async for result, error in self._client.stream_infer(one_request(), headers=self._p.headers):
+            if error is not None:
+                raise error
+            if self._p.is_final(result):
+                return result
+            if on_progress is not None:
+                on_progress(self._p.progress(result))
+        raise ServerError("the stream ended without a final response")
 
     async def close(self) -> None:
         await self._client.close()

@@ -19,3 +19,7 @@ class UnavailableError(SVDClientError):
 
 class ServerError(SVDClientError):
     """The server failed while handling a valid request."""
+
+
+class RequestCancelledError(SVDClientError):
+    """The request was cancelled before it finished (by this client or on the server)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 PACKAGED_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CPU_CONFIG_NAME = "cpu"
+STREAM_CONFIG_NAMES = {True: "cpu_stream", False: "stream"}  # by "no GPU visible"
 CPU_ONLY_FLAGS = ("--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0", "--allow-gpu-metrics=false")
 
 
@@ -98,6 +99,8 @@ class ServerOptions:
     metrics_port: int = 8002
     config_name: str | None = "auto"
     """`auto`: the CPU variant when no GPU is visible, else config.pbtxt; None: always config.pbtxt."""
+    stream: bool = False
+    """With `auto`: the decoupled variant that streams progress over gRPC (stream / cpu_stream)."""
     token: str | None = None
     """Bearer token for the inference and model-repository APIs (health and metadata stay open)."""
     log_verbose: int = 0
@@ -132,8 +135,8 @@ class TritonServer:
                 f"--log-verbose={o.log_verbose}"]
         if backends is not None:
             args.append(f"--backend-directory={backends}")
-        config_name = CPU_CONFIG_NAME if o.config_name == "auto" and self.cpu_only else o.config_name
-        if config_name and config_name != "auto":
+        config_name = self.config_name()
+        if config_name:
             args.append(f"--model-config-name={config_name}")
         if self.cpu_only:
             args += CPU_ONLY_FLAGS
@@ -141,6 +144,14 @@ class TritonServer:
             restriction = f"inference,model-repository:authorization=Bearer {o.token}"
             args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
         return args + list(o.extra_args), stub_environment()
+
+    def config_name(self) -> str | None:
+        """The --model-config-name to pass (None: config.pbtxt)."""
+        if self.options.config_name != "auto":
+            return self.options.config_name
+        if self.options.stream:
+            return STREAM_CONFIG_NAMES[self.cpu_only]
+        return CPU_CONFIG_NAME if self.cpu_only else None
 
     def start(self) -> "TritonServer":
         args, env = self.command()

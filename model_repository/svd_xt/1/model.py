@@ -3,6 +3,11 @@
 Everything about what a request means and how a video is made lives in svd_engine; this file only
 checks the model configuration it was given, converts tensors and maps engine errors to Triton ones.
 Input names are the engine's parameter names in upper case (NUM_FRAMES → num_frames).
+
+With a decoupled configuration (configs/stream.pbtxt, configs/cpu_stream.pbtxt) each request gets
+PROGRESS responses (JSON: phase, step, total, elapsed) while it runs, then one final response.
+Either way a request whose client has gone (cancelled, timed out, disconnected stream) stops
+being worked on at the next phase change or denoising step.
 """
 import json
 import os
@@ -12,10 +17,10 @@ from dataclasses import replace
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from svd_engine import PARAMETERS, EngineConfig, InvalidRequest, SVDEngine
+from svd_engine import PARAMETERS, EngineConfig, GenerationCancelled, InvalidRequest, SVDEngine
 
 IMAGE_INPUTS = {"IMAGE": "TYPE_UINT8", "IMAGE_BYTES": "TYPE_STRING"}
-OUTPUTS = {"VIDEO": "TYPE_STRING", "SEED_USED": "TYPE_INT64", "FRAMES": "TYPE_UINT8"}
+OUTPUTS = {"VIDEO": "TYPE_STRING", "SEED_USED": "TYPE_INT64", "FRAMES": "TYPE_UINT8", "PROGRESS": "TYPE_STRING"}
 TYPES_FOR_KIND = {int: ("TYPE_INT32", "TYPE_INT64"), float: ("TYPE_FP32",), str: ("TYPE_STRING",)}
 MODEL_SOURCE_ENV = "SVD_MODEL_SOURCE"
 BACKEND_PARAMETERS = {"EXECUTION_ENV_PATH"}  # read by the python backend itself, not the engine
@@ -26,33 +31,41 @@ class TritonPythonModel:
         self.model_name = args["model_name"]
         model_config = json.loads(args["model_config"])
         check_contract(model_config, self.model_name)
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
         config = engine_config(model_config, args["model_instance_kind"], args["model_instance_device_id"])
         self.logger = pb_utils.Logger
-        self.logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})")
+        self.logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})"
+                             + (", streaming progress" if self.decoupled else ""))
         self.engine = SVDEngine.load(config)
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        accepted = []  # (position, validated request, requested outputs)
+        replies = Replies(requests, self.decoupled)
+        accepted = []  # (position, validated request)
         for position, request in enumerate(requests):
-            wanted = set(request.requested_output_names())
             try:
-                spec = replace(parse(self.engine, request), encode="VIDEO" in wanted)
-                accepted.append((position, spec, wanted))
+                accepted.append((position, replace(parse(self.engine, request), encode="VIDEO" in replies.wanted[position])))
             except InvalidRequest as error:
-                responses[position] = error_response(str(error), pb_utils.TritonError.INVALID_ARG)
-        if accepted:
-            try:
-                results = self.engine.generate([spec for _, spec, _ in accepted])
-            except Exception:
-                self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
-                results = [None] * len(accepted)
-            for (position, _, wanted), result in zip(accepted, results):
-                responses[position] = (
-                    error_response("generation failed; the server log has the details", pb_utils.TritonError.INTERNAL)
-                    if result is None else pb_utils.InferenceResponse(output_tensors=output_tensors(result, wanted))
-                )
-        return responses
+                replies.error(position, str(error), pb_utils.TritonError.INVALID_ARG)
+        if not accepted:
+            return replies.finish()
+        positions = [position for position, _ in accepted]
+        try:
+            results = self.engine.generate(
+                [spec for _, spec in accepted],
+                on_progress=lambda event: replies.progress([positions[i] for i in event.batch], event),
+                cancelled=lambda index: replies.is_cancelled(positions[index]))
+        except Exception:
+            self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
+            results = [None] * len(accepted)
+        for position, result in zip(positions, results):
+            if isinstance(result, GenerationCancelled):
+                self.logger.log_info(f"{self.model_name}: request {requests[position].request_id() or position} {result}")
+                replies.error(position, f"request cancelled: {result}", pb_utils.TritonError.CANCELLED)
+            elif result is None:
+                replies.error(position, "generation failed; the server log has the details", pb_utils.TritonError.INTERNAL)
+            else:
+                replies.send(position, output_tensors(result, replies.wanted[position]))
+        return replies.finish()
 
     def finalize(self):
         self.engine.close()
@@ -91,8 +104,44 @@ def output_tensors(result, wanted):
     return tensors
 
 
-def error_response(message, code):
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+class Replies:
+    """Responses for one execute(): returned as a list, or sent one by one when decoupled."""
+
+    def __init__(self, requests, decoupled):
+        self.requests = requests
+        self.decoupled = decoupled
+        self.wanted = [set(request.requested_output_names()) for request in requests]
+        self.senders = [request.get_response_sender() for request in requests] if decoupled else None
+        self.responses = [None] * len(requests)
+
+    def is_cancelled(self, position):
+        return (self.senders[position] if self.decoupled else self.requests[position]).is_cancelled()
+
+    def progress(self, positions, event):
+        """A PROGRESS response to each listed request that asked for it (decoupled models only)."""
+        if not self.decoupled:
+            return
+        payload = json.dumps({"phase": event.phase, "step": event.step, "total": event.total,
+                              "elapsed": round(event.elapsed, 3)}).encode()
+        for position in positions:
+            if "PROGRESS" in self.wanted[position]:
+                tensor = pb_utils.Tensor("PROGRESS", np.array([[payload]], dtype=np.object_))
+                self.senders[position].send(pb_utils.InferenceResponse(output_tensors=[tensor]))
+
+    def send(self, position, tensors):
+        self._reply(position, pb_utils.InferenceResponse(output_tensors=tensors))
+
+    def error(self, position, message, code):
+        self._reply(position, pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)))
+
+    def _reply(self, position, response):
+        if self.decoupled:
+            self.senders[position].send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        else:
+            self.responses[position] = response
+
+    def finish(self):
+        return None if self.decoupled else self.responses
 
 
 def check_contract(model_config, model_name):

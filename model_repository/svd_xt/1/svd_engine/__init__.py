@@ -5,13 +5,13 @@
     result.save("out.mp4")
 """
 from .config import DEFAULT_MODEL_SOURCE, EngineConfig
-from .engine import GenerationResult, StepInfo, SVDEngine
+from .engine import GenerationResult, Progress, SVDEngine
 from .errors import EngineError, GenerationCancelled, InvalidRequest, ModelLoadError
 from .request import PARAMETERS, GenerationRequest
 from .video import VIDEO_FORMATS, encode_video
 
 __all__ = [
     "DEFAULT_MODEL_SOURCE", "EngineConfig", "EngineError", "GenerationCancelled", "GenerationRequest",
-    "GenerationResult", "InvalidRequest", "ModelLoadError", "PARAMETERS", "SVDEngine", "StepInfo",
+    "GenerationResult", "InvalidRequest", "ModelLoadError", "PARAMETERS", "Progress", "SVDEngine",
     "VIDEO_FORMATS", "encode_video",
 ]

@@ -20,19 +20,23 @@ from .video import VIDEO_FORMATS, encode_video
 
 
 @dataclass(frozen=True)
-class StepInfo:
-    """Passed to the step hook after each denoising step of a batch."""
+class Progress:
+    """Passed to the progress hook at each phase change and after each denoising step of a batch."""
 
+    phase: str
+    """preparing (CLIP + VAE encode), denoising, decoding (VAE) or encoding (the video file)."""
     step: int
-    """Steps done so far, 1-based."""
+    """Denoising steps done so far (0 before the first)."""
     total: int
     batch: tuple[int, ...]
-    """Indices (into the list given to `generate`) of the requests in this pipeline call."""
+    """Indices (into the list given to `generate`) of the requests this event is about."""
     elapsed: float
+    """Seconds since this pipeline call started."""
 
 
-StepHook = Callable[[StepInfo], Any]
-"""Return False to stop the batch: `generate` then raises GenerationCancelled before decoding."""
+ProgressHook = Callable[[Progress], Any]
+CancelCheck = Callable[[int], bool]
+"""Given a request's index, True once its client has given up."""
 
 
 @dataclass
@@ -45,7 +49,7 @@ class GenerationResult:
     seed: int
     fps: int
     timings: dict[str, float]
-    """Seconds per phase: prep, encode (CLIP + VAE encode), denoise, decode (VAE), video_encode."""
+    """Seconds per phase: image (decode, resize), preparing, denoising, decoding, encoding."""
 
     @property
     def mime_type(self) -> str:
@@ -81,58 +85,56 @@ class SVDEngine:
         """Validate one request; raises InvalidRequest naming the field."""
         return parse_request(image, params, self.config, model_num_frames=self.model_num_frames)
 
-    def generate(self, requests: Sequence[GenerationRequest], on_step: StepHook | None = None) -> list[GenerationResult]:
-        """One result per request, in order; requests sharing a batch key run as one pipeline call."""
+    def generate(self, requests: Sequence[GenerationRequest], on_progress: ProgressHook | None = None,
+                 cancelled: CancelCheck | None = None) -> list:
+        """One GenerationResult per request, in order; requests sharing a batch key run as one pipeline call.
+
+        With `cancelled`, a request whose client gave up gets a GenerationCancelled in its slot instead
+        of a result. It is checked at every phase change and denoising step: a pipeline call whose
+        requests are all cancelled stops there; otherwise the call finishes for the others and the
+        cancelled sample is dropped before video encoding (diffusers' loop keeps the batch's
+        conditioning tensors as locals, so a sample cannot leave the batch mid-loop).
+        """
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
             groups[request.batch_key()].append(index)
-        results: list[GenerationResult | None] = [None] * len(requests)
+        results: list = [None] * len(requests)
         for indices in groups.values():
-            batch = [requests[i] for i in indices]
-            for index, result in zip(indices, self._generate_batch(batch, tuple(indices), on_step)):
+            batch = _Batch([requests[i] for i in indices], tuple(indices), on_progress, cancelled)
+            for index, result in zip(indices, self._generate_batch(batch)):
                 results[index] = result
         return results
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: list[GenerationRequest], indices: tuple[int, ...],
-                        on_step: StepHook | None) -> list[GenerationResult]:
-        first = batch[0]
-        timer = PhaseTimer(self.device)
-        started = time.perf_counter()
+    def _generate_batch(self, batch: "_Batch") -> list:
+        first = batch.requests[0]
+        timer = PhaseTimer(self.device, on_phase=batch.enter_phase)
 
         def step_end(pipeline, step, timestep, tensors):
-            if on_step is not None:
-                info = StepInfo(step + 1, first.num_inference_steps, indices, time.perf_counter() - started)
-                if on_step(info) is False:
-                    raise GenerationCancelled(f"stopped after step {step + 1} of {first.num_inference_steps}")
+            batch.report("denoising", step + 1)
             return {}
 
         self.pipeline.phase_timer = timer
         try:
             video = self.pipeline(
-                [request.image for request in batch],
+                [request.image for request in batch.requests],
                 height=first.height, width=first.width, num_frames=first.num_frames,
                 num_inference_steps=first.num_inference_steps, decode_chunk_size=first.decode_chunk_size,
                 min_guidance_scale=first.min_guidance_scale, max_guidance_scale=first.max_guidance_scale,
-                fps=torch.tensor([r.fps for r in batch]),
-                motion_bucket_id=torch.tensor([r.motion_bucket_id for r in batch]),
-                noise_aug_strength=torch.tensor([r.noise_aug_strength for r in batch], device=self.device).view(-1, 1, 1, 1),
-                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch],
+                fps=torch.tensor([r.fps for r in batch.requests]),
+                motion_bucket_id=torch.tensor([r.motion_bucket_id for r in batch.requests]),
+                noise_aug_strength=torch.tensor([r.noise_aug_strength for r in batch.requests],
+                                                device=self.device).view(-1, 1, 1, 1),
+                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch.requests],
                 output_type="pt", callback_on_step_end=step_end, return_dict=False,
             )
             frames = (video * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
             timer.enter(None)
+        except GenerationCancelled as stop:
+            return [stop] * len(batch.requests)
         finally:
             self.pipeline.phase_timer = None
-        return [self._finish(request, clip, timer.seconds) for request, clip in zip(batch, frames)]
-
-    @staticmethod
-    def _finish(request: GenerationRequest, frames: np.ndarray, batch_seconds: dict[str, float]) -> GenerationResult:
-        started = time.perf_counter()
-        video = encode_video(frames, request.video_format, request.fps, request.video_quality) if request.encode else None
-        timings = {"prep": request.prep_seconds, **batch_seconds, "video_encode": time.perf_counter() - started}
-        return GenerationResult(video=video, frames=frames, video_format=request.video_format,
-                                seed=request.seed, fps=request.fps, timings=timings)
+        return [batch.finish(position, clip, timer.seconds) for position, clip in enumerate(frames)]
 
     def close(self) -> None:
         """Drop the pipeline and return its memory (Triton's finalize)."""
@@ -140,3 +142,51 @@ class SVDEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class _Batch:
+    """One pipeline call's requests, its progress reporting and its cancellation bookkeeping."""
+
+    def __init__(self, requests: list[GenerationRequest], indices: tuple[int, ...],
+                 on_progress: ProgressHook | None, cancelled: CancelCheck | None):
+        self.requests = requests
+        self.indices = indices
+        self.on_progress = on_progress
+        self.cancelled = cancelled
+        self.live = set(range(len(requests)))
+        self.step = 0
+        self.started = time.perf_counter()
+
+    def enter_phase(self, phase: str) -> None:
+        self.report(phase, self.step)
+
+    def report(self, phase: str, step: int) -> None:
+        """Drop cancelled requests, stop if none is left, then tell the hook where the batch is."""
+        self.step = step
+        if self.cancelled is not None:
+            self.live = {p for p in self.live if not self.cancelled(self.indices[p])}
+            if not self.live:
+                total = self.requests[0].num_inference_steps
+                raise GenerationCancelled(f"cancelled by the client in {phase}, after step {step} of {total}")
+        self._notify(phase, sorted(self.live))
+
+    def _notify(self, phase: str, positions: Sequence[int]) -> None:
+        if self.on_progress is not None:
+            self.on_progress(Progress(phase, self.step, self.requests[0].num_inference_steps,
+                                      tuple(self.indices[p] for p in positions), time.perf_counter() - self.started))
+
+    def finish(self, position: int, frames: np.ndarray, batch_seconds: dict[str, float]):
+        """The result for one request of the batch: its video encoded, or GenerationCancelled."""
+        request = self.requests[position]
+        if self.cancelled is not None and self.cancelled(self.indices[position]):
+            self.live.discard(position)
+        if position not in self.live:
+            return GenerationCancelled("cancelled by the client; its batch finished for the others")
+        started = time.perf_counter()
+        video = None
+        if request.encode:
+            self._notify("encoding", [position])
+            video = encode_video(frames, request.video_format, request.fps, request.video_quality)
+        timings = {"image": request.prep_seconds, **batch_seconds, "encoding": time.perf_counter() - started}
+        return GenerationResult(video=video, frames=frames, video_format=request.video_format,
+                                seed=request.seed, fps=request.fps, timings=timings)

@@ -43,12 +43,12 @@ class EnginePipeline(StableVideoDiffusionPipeline):
             self.phase_timer.enter(phase)
 
     def _encode_image(self, *args, **kwargs):
-        self._enter("encode")
+        self._enter("preparing")  # CLIP image embedding, then the VAE encode of the conditioning image
         return super()._encode_image(*args, **kwargs)
 
     def _encode_vae_image(self, *args, **kwargs):
         latents = super()._encode_vae_image(*args, **kwargs)
-        self._enter("denoise")
+        self._enter("denoising")
         return latents
 
     def _get_add_time_ids(self, fps, motion_bucket_id, noise_aug_strength, dtype, batch_size,
@@ -62,6 +62,6 @@ class EnginePipeline(StableVideoDiffusionPipeline):
         return add_time_ids
 
     def decode_latents(self, latents: torch.Tensor, num_frames: int, decode_chunk_size: int = 14):
-        self._enter("decode")
+        self._enter("decoding")
         return torch.cat([super(EnginePipeline, self).decode_latents(video[None], num_frames, decode_chunk_size)
                           for video in latents])
