@@ -1,0 +1,39 @@
+"""Writing a benchmark's table into its own section of docs/benchmarks.md, with how it was made."""
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def environment() -> str:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU: {cpu}, {torch.get_num_threads()} threads"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return f"{device}; Python {platform.python_version()}, torch {torch.__version__}; commit {commit or 'unknown'}"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, title: str, body: str) -> None:
+    """Replace (or append) the section `name` of docs/benchmarks.md; other sections stay as they are."""
+    command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT))] + sys.argv[1:])
+    section = (f"<!-- {name}:start -->\n## {title}\n\n{body}\n\n"
+               f"Measured on {environment()}.\nCommand: `{command}`\n<!-- {name}:end -->")
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nEach section is written by the command it names.\n"
+    pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(text)
