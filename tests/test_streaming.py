@@ -106,8 +106,10 @@ def test_cancelling_a_stream_stops_the_work_and_the_next_request_is_prompt(trito
 def test_one_cancelled_request_in_a_batch_leaves_the_others_correct(triton_stream, sample_png):
     tensors = small(IMAGE_BYTES=image_bytes(sample_png), SEED=scalar(31, np.int64), NUM_INFERENCE_STEPS=scalar(12, np.int32))
     outputs = ("VIDEO", "FRAMES", "PROGRESS")
-    keeper, quitter = Stream(triton_stream), Stream(triton_stream)
+    blocker, keeper, quitter = Stream(triton_stream), Stream(triton_stream), Stream(triton_stream)
     executions = _executions(triton_stream)
+    blocker.send(tensors, outputs)
+    blocker.wait_for_step(1)  # the model is busy: the next two wait in the queue and leave it as one batch
     keeper.send(tensors, outputs)
     quitter.send(tensors, outputs)
     quitter.wait_for_step(1)
@@ -115,7 +117,7 @@ def test_one_cancelled_request_in_a_batch_leaves_the_others_correct(triton_strea
     while not (reply := keeper.next())[0]:
         pass
     result = reply[2]
-    assert _executions(triton_stream) == executions + 1  # the two requests shared one execution
+    assert _executions(triton_stream) == executions + 2  # the blocker's, then one shared by keeper and quitter
     reference = Stream(triton_stream)
     reference.send(tensors, outputs)
     while not (reply := reference.next())[0]:
@@ -123,8 +125,8 @@ def test_one_cancelled_request_in_a_batch_leaves_the_others_correct(triton_strea
     frames = result.as_numpy("FRAMES")[0]
     assert max_abs_diff(frames, reply[2].as_numpy("FRAMES")[0]) <= 1
     assert decode_video(bytes(result.as_numpy("VIDEO").reshape(-1)[0]), "mp4").num_frames == 4
-    keeper.cancel()
-    reference.cancel()
+    for stream in (blocker, keeper, reference):
+        stream.cancel()
 
 
 def test_client_stream_reports_progress_and_http_is_refused(triton_stream, sample_png):
