@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve clean
+.PHONY: setup demo test serve bench-serve bench-batching clean
 
 setup: $(VENV)/.installed
 
@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch first: an unpinned torch requirement would otherwise pull several GB of CUDA wheels.
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# Tools with conflicting pins, kept out of the environment: perf_analyzer (tritonclient 2.51.0's binary)
+	# and the compose-spec schema (bundled in docker-compose 1.29.2) used to validate docker/compose.yaml.
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/tools tritonclient==2.51.0 docker-compose==1.29.2
 	touch $@
 
 demo: setup
@@ -25,6 +28,13 @@ test: setup
 
 serve: setup
 	$(BIN)/svd-triton serve
+
+# perf_analyzer over HTTP and gRPC, concurrency 1..4, table into docs/benchmarks.md (INPUT=tiny|preview|xt).
+bench-serve: setup
+	$(BIN)/python benchmarks/perf_serve.py --input $(or $(INPUT),tiny)
+
+bench-batching: setup
+	$(BIN)/python benchmarks/batching.py
 
 clean:
 	rm -rf $(VENV) out

@@ -169,15 +169,22 @@ def test_every_config_variant_declares_the_same_contract():
     assert configs["cpu_stream"].parameters == configs["cpu"].parameters
 
 
-def test_perf_analyzer_input_file_is_a_valid_request(triton):
-    """client/perf/sample_input.json, decoded the way perf_analyzer reads it, gives the video it describes."""
+@pytest.mark.parametrize("name", ["tiny", "preview", "xt"])
+def test_perf_analyzer_input_files_are_valid_requests(triton, name):
+    """client/perf/*.json, decoded the way perf_analyzer reads them, are requests the model accepts."""
     import base64
     import struct
 
-    entry = json.loads((ROOT / "client/perf/sample_input.json").read_text())["data"][0]
+    entry = json.loads((ROOT / f"client/perf/{name}.json").read_text())["data"][0]
     serialized = base64.b64decode(entry.pop("IMAGE_BYTES")["b64"])
     (length,) = struct.unpack("<I", serialized[:4])
     assert serialized[4:] == (ROOT / "client/svd_triton/data/sample.png").read_bytes() and length == len(serialized) - 4
+    if name != "tiny":  # the GPU sizes are checked against the production limits, not run on CPU
+        from svd_engine import EngineConfig
+        from svd_engine.request import parse_request
+
+        parse_request(serialized[4:], {k.lower(): v[0] for k, v in entry.items()}, EngineConfig(), model_num_frames=25)
+        return
     tensors = {name: scalar(values[0], np.int32) for name, values in entry.items()}
     video = decode_video(video_bytes(infer(triton, "grpc", {"IMAGE_BYTES": image_bytes(serialized[4:]), **tensors})), "mp4")
     assert (video.num_frames, video.size) == (entry["NUM_FRAMES"][0], (entry["WIDTH"][0], entry["HEIGHT"][0]))

@@ -38,15 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     generate = commands.add_parser("generate", help="turn an image into a video on a running server")
     generate.add_argument("image", type=Path)
     generate.add_argument("-o", "--output", type=Path, required=True, help="the extension picks the format unless --video-format is given")
-    generate.add_argument("--url", help="server address (default localhost:8000, or localhost:8001 with --grpc)")
-    generate.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP (needed for cancellation)")
+    _connection_arguments(generate)
     generate.add_argument("--stream", action="store_true",
                           help="use gRPC and show step progress when the deployment streams (svd-triton serve --stream)")
-    generate.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
     generate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before giving up")
     for name, kind in GENERATION_FLAGS.items():
         generate.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=kind.__name__.upper())
     generate.set_defaults(run=_generate)
+
+    for name, summary in (("status", "is the server up, is the model loaded (warm) or not (cold)"),
+                          ("load", "load and warm up the model (server started with --model-control explicit)"),
+                          ("unload", "unload the model and free its memory (--model-control explicit)")):
+        control = commands.add_parser(name, help=summary)
+        _connection_arguments(control)
+        control.set_defaults(run=_control)
 
     demo = commands.add_parser("demo", help="start the embedded server, make a video from the sample image, stop")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo.mp4"))
@@ -64,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="server address (default localhost:8000, or localhost:8001 with --grpc)")
+    parser.add_argument("--grpc", action="store_true", help="use gRPC instead of HTTP (needed for cancellation)")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
+
+
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, default=PACKAGED_REPOSITORY)
     parser.add_argument("--http-port", type=int, default=8000)
@@ -71,6 +82,8 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--config", default="auto", help="auto (cpu when no GPU is visible), cpu, or default (config.pbtxt)")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"require this bearer token (default ${TOKEN_ENV})")
+    parser.add_argument("--model-control", choices=("none", "explicit"), default="none",
+                        help="explicit: allow svd-triton load/unload (cold/warm control)")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--ready-timeout", type=float, default=600.0)
 
@@ -78,7 +91,8 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
 def _serve(args) -> int:
     options = ServerOptions(model_repository=args.model_repository, http_port=args.http_port, grpc_port=args.grpc_port,
                             metrics_port=args.metrics_port, config_name=None if args.config == "default" else args.config,
-                            token=args.token, log_verbose=args.log_verbose, stream=args.stream)
+                            token=args.token, log_verbose=args.log_verbose, stream=args.stream,
+                            model_control=args.model_control)
     server = TritonServer(options, ready_timeout=args.ready_timeout)
     if args.dry_run:
         command, env = server.command()
@@ -107,6 +121,17 @@ def _generate(args) -> int:
         else:
             result = _with_elapsed_indicator(lambda: client.generate(args.image, **params))
     _save_and_summarise(result, args.output)
+    return 0
+
+
+def _control(args) -> int:
+    with SVDClient(args.url, protocol="grpc" if args.grpc else "http", token=args.token) as client:
+        if args.command != "status":
+            getattr(client, args.command)()
+        status = client.status()
+    state = "ready (warm)" if status["model_ready"] else "not loaded (cold)"
+    streams = ", streams progress" if status["streams"] else ""
+    print(f"server {'ready' if status['server_ready'] else 'live, not ready'}; model {status['model']}: {state}{streams}")
     return 0
 
 

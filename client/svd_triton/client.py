@@ -110,6 +110,8 @@ def _map_error(error: Exception) -> SVDClientError:
         return UnauthorizedError(message)
     if "INVALID_ARG" in status or status == "400":
         return InvalidRequestError(message)
+    if "unknown model" in message or "no available versions" in message:  # unloaded (cold) or absent
+        return UnavailableError(message)
     if "CANCELLED" in status:
         return RequestCancelledError(message)
     if any(code in status for code in ("UNAVAILABLE", "503", "DEADLINE_EXCEEDED", "504")):
@@ -218,6 +220,32 @@ class SVDClient:
             return bool(self._client.is_model_ready(self._p.model, headers=self._p.headers))
         except Exception:
             return False
+
+    def status(self) -> dict:
+        """Server liveness/readiness, whether the model is loaded and ready (warm), and whether it streams."""
+        try:
+            live = self._client.is_server_live(headers=self._p.headers)
+            ready = self._client.is_server_ready(headers=self._p.headers)
+        except Exception as error:
+            raise _map_error(error) from None
+        model_ready = self.ready()
+        return {"server_live": bool(live), "server_ready": bool(ready), "model": self._p.model,
+                "model_ready": model_ready, "streams": self.streams if model_ready else None}
+
+    def load(self) -> None:
+        """Load (warm up) the model; the server must run with --model-control-mode=explicit."""
+        self._control(self._client.load_model)
+
+    def unload(self) -> None:
+        """Unload the model and free its GPU memory; it answers UNAVAILABLE until loaded again."""
+        self._control(self._client.unload_model)
+
+    def _control(self, action) -> None:
+        try:
+            action(self._p.model, headers=self._p.headers)
+        except Exception as error:
+            raise _map_error(error) from None
+        self._p.datatypes = None  # the next call re-reads the contract
 
     @property
     def streams(self) -> bool:

@@ -101,6 +101,8 @@ class ServerOptions:
     """`auto`: the CPU variant when no GPU is visible, else config.pbtxt; None: always config.pbtxt."""
     stream: bool = False
     """With `auto`: the decoupled variant that streams progress over gRPC (stream / cpu_stream)."""
+    model_control: str = "none"
+    """`none`: load every model at start; `explicit`: also load at start, then allow load/unload calls."""
     token: str | None = None
     """Bearer token for the inference and model-repository APIs (health and metadata stay open)."""
     log_verbose: int = 0
@@ -138,6 +140,8 @@ class TritonServer:
         config_name = self.config_name()
         if config_name:
             args.append(f"--model-config-name={config_name}")
+        if o.model_control == "explicit":
+            args += ["--model-control-mode=explicit", "--load-model=*"]
         if self.cpu_only:
             args += CPU_ONLY_FLAGS
         if o.token:

@@ -37,6 +37,7 @@ class TritonPythonModel:
         self.logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})"
                              + (", streaming progress" if self.decoupled else ""))
         self.engine = SVDEngine.load(config)
+        self.metrics = Metrics(self.model_name)
 
     def execute(self, requests):
         replies = Replies(requests, self.decoupled)
@@ -45,6 +46,7 @@ class TritonPythonModel:
             try:
                 accepted.append((position, replace(parse(self.engine, request), encode="VIDEO" in replies.wanted[position])))
             except InvalidRequest as error:
+                self.metrics.count("invalid")
                 replies.error(position, str(error), pb_utils.TritonError.INVALID_ARG)
         if not accepted:
             return replies.finish()
@@ -57,14 +59,20 @@ class TritonPythonModel:
         except Exception:
             self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
             results = [None] * len(accepted)
-        for position, result in zip(positions, results):
+        for position, (_, spec), result in zip(positions, accepted, results):
             if isinstance(result, GenerationCancelled):
+                self.metrics.count("cancelled")
                 self.logger.log_info(f"{self.model_name}: request {requests[position].request_id() or position} {result}")
                 replies.error(position, f"request cancelled: {result}", pb_utils.TritonError.CANCELLED)
             elif result is None:
+                self.metrics.count("failed")
                 replies.error(position, "generation failed; the server log has the details", pb_utils.TritonError.INTERNAL)
             else:
+                self.metrics.observe(spec, result)
                 replies.send(position, output_tensors(result, replies.wanted[position]))
+        done = [r for r in results if r is not None and not isinstance(r, GenerationCancelled)]
+        self.logger.log_info(f"{self.model_name}: executed {len(requests)} request(s), {len(done)} video(s)"
+                             + (f", {max(sum(r.timings.values()) for r in done):.2f} s" if done else ""))
         return replies.finish()
 
     def finalize(self):
@@ -102,6 +110,41 @@ def output_tensors(result, wanted):
     if "FRAMES" in wanted:
         tensors.append(pb_utils.Tensor("FRAMES", result.frames[np.newaxis]))
     return tensors
+
+
+class Metrics:
+    """Custom Prometheus metrics, served by Triton on its metrics port beside its own nv_* ones."""
+
+    PHASES = ("image", "preparing", "denoising", "decoding", "encoding")
+    OUTCOMES = ("success", "invalid", "cancelled", "failed")
+    BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160]
+
+    def __init__(self, model_name):
+        labels = {"model": model_name}
+        family = pb_utils.MetricFamily
+        # The families must outlive their metrics: they are kept as attributes.
+        self.families = [
+            family("svd_request_phase_seconds", "Seconds each request spent in a phase", family.HISTOGRAM),
+            family("svd_requests_total", "Requests by outcome", family.COUNTER),
+            family("svd_frames_generated_total", "Video frames generated", family.COUNTER),
+            family("svd_denoising_steps_per_second", "Denoising steps per second of the last request", family.GAUGE),
+        ]
+        phases, outcomes, frames, step_rate = self.families
+        self.phases = {p: phases.Metric({**labels, "phase": p}, buckets=self.BUCKETS) for p in self.PHASES}
+        self.outcomes = {o: outcomes.Metric({**labels, "outcome": o}) for o in self.OUTCOMES}
+        self.frames = frames.Metric(labels)
+        self.step_rate = step_rate.Metric(labels)
+
+    def count(self, outcome):
+        self.outcomes[outcome].increment(1)
+
+    def observe(self, spec, result):
+        self.count("success")
+        for phase, seconds in result.timings.items():
+            self.phases[phase].observe(seconds)
+        self.frames.increment(spec.num_frames)
+        if result.timings["denoising"] > 0:
+            self.step_rate.set(spec.num_inference_steps / result.timings["denoising"])
 
 
 class Replies:
