@@ -2,6 +2,7 @@
 from dataclasses import replace
 
 import numpy as np
+import torch
 import pytest
 
 from svd_engine import VIDEO_FORMATS, GenerationCancelled
@@ -124,3 +125,42 @@ def test_odd_frame_sizes_are_padded_to_even_for_yuv420(video_format):
     frames = np.random.default_rng(0).integers(0, 255, (3, 15, 17, 3), dtype=np.uint8)
     video = decode_video(encode_video(frames, video_format, fps=5), video_format)
     assert (video.num_frames, video.size) == (3, (18, 16))
+
+
+class _FailWhenBatchAtLeast:
+    """A UNet forward pre-hook that raises a real torch.OutOfMemoryError for batches of `size` or more."""
+
+    def __init__(self, size):
+        self.size, self.raised = size, 0
+
+    def __call__(self, module, args):
+        if args[0].shape[0] >= self.size * 2:  # classifier-free guidance doubles the batch
+            self.raised += 1
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+
+
+def test_a_batch_that_runs_out_of_memory_is_retried_one_by_one(tiny_engine, sample_png):
+    requests = [tiny_engine.parse(sample_png, seed=s) for s in (41, 42)]
+    fault = _FailWhenBatchAtLeast(2)
+    handle = tiny_engine.pipeline.unet.register_forward_pre_hook(fault)
+    try:
+        results = tiny_engine.generate(requests)
+    finally:
+        handle.remove()
+    assert fault.raised == 1
+    for request, result in zip(requests, results):
+        [alone] = tiny_engine.generate([request])
+        assert max_abs_diff(alone.frames, result.frames) <= 1
+
+
+def test_a_request_that_cannot_fit_gets_out_of_memory_and_the_next_one_runs(tiny_engine, sample_png):
+    from svd_engine import OutOfMemory
+
+    handle = tiny_engine.pipeline.unet.register_forward_pre_hook(_FailWhenBatchAtLeast(1))
+    try:
+        [result] = tiny_engine.generate([tiny_engine.parse(sample_png, seed=1, num_frames=8)])
+    finally:
+        handle.remove()
+    assert isinstance(result, OutOfMemory) and "8 frames" in str(result)
+    [after] = tiny_engine.generate([tiny_engine.parse(sample_png, seed=1)])
+    assert decode_video(after.video, "mp4").num_frames == 8

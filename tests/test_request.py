@@ -250,3 +250,38 @@ def test_keep_rounds_the_image_size_to_64_within_the_budget():
     big = parse(encode_image(Image.new("RGB", (4000, 3000))), EngineConfig(max_pixels=512 * 512), resize_mode="keep")
     assert big.width % 64 == 0 and big.height % 64 == 0 and big.width * big.height <= 512 * 512
     assert big.width > big.height
+
+
+def test_work_budget_limits_frames_times_pixels_times_steps(sample_png):
+    config = EngineConfig(default_width=64, default_height=64, max_work=64 * 64 * 8 * 10)
+    assert parse(sample_png, config, num_frames=8, num_inference_steps=10).num_frames == 8
+    message = rejected(sample_png, "num_frames", config, num_frames=8, num_inference_steps=11)
+    assert "budget of 327680" in message and "64×64×8×11" in message
+
+
+# --- property-based: whatever the client sends, the parser answers with a request or InvalidRequest ---
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), st.binary(max_size=12),
+    st.sampled_from(["mp4", "gif", "frames", "crop", "keep", "pad", "WEBM"]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.dictionaries(st.sampled_from(sorted(PARAMETERS) + ["model_source", "path"]), ANY_VALUE, max_size=6))
+def test_parser_accepts_or_names_a_field(sample_rgb, params):
+    try:
+        request = parse_request(sample_rgb, params, CONFIG, model_num_frames=25)
+    except InvalidRequest as error:
+        assert error.field in PARAMETERS or error.field in ("model_source", "path", "image")
+        assert str(error).startswith(error.field + ": ")
+        return
+    assert 64 <= request.width <= 2048 and request.width % 8 == 0 and request.width * request.height <= CONFIG.max_pixels
+    assert 2 <= request.num_frames <= CONFIG.max_num_frames and 1 <= request.decode_chunk_size <= request.num_frames
+    assert 1 <= request.num_inference_steps <= 100 and 0 <= request.seed <= MAX_SEED
+    assert request.min_guidance_scale <= request.max_guidance_scale
+    assert request.image.size == (request.width, request.height) and request.image.mode == "RGB"

@@ -17,13 +17,18 @@ from dataclasses import replace
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from svd_engine import PARAMETERS, EngineConfig, GenerationCancelled, InvalidRequest, SVDEngine
+from svd_engine import PARAMETERS, EngineConfig, GenerationCancelled, InvalidRequest, OutOfMemory, SVDEngine
 
 IMAGE_INPUTS = {"IMAGE": "TYPE_UINT8", "IMAGE_BYTES": "TYPE_STRING"}
 OUTPUTS = {"VIDEO": "TYPE_STRING", "SEED_USED": "TYPE_INT64", "FRAMES": "TYPE_UINT8", "PROGRESS": "TYPE_STRING"}
 TYPES_FOR_KIND = {int: ("TYPE_INT32", "TYPE_INT64"), float: ("TYPE_FP32",), str: ("TYPE_STRING",)}
 MODEL_SOURCE_ENV = "SVD_MODEL_SOURCE"
 BACKEND_PARAMETERS = {"EXECUTION_ENV_PATH"}  # read by the python backend itself, not the engine
+# Per-request engine outcomes that are not a video: (Triton code, metrics outcome, message prefix).
+RESULT_ERRORS = {
+    GenerationCancelled: (pb_utils.TritonError.CANCELLED, "cancelled", "request cancelled"),
+    OutOfMemory: (pb_utils.TritonError.UNAVAILABLE, "failed", "not enough memory"),
+}
 
 
 class TritonPythonModel:
@@ -60,17 +65,18 @@ class TritonPythonModel:
             self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
             results = [None] * len(accepted)
         for position, (_, spec), result in zip(positions, accepted, results):
-            if isinstance(result, GenerationCancelled):
-                self.metrics.count("cancelled")
+            if type(result) in RESULT_ERRORS:
+                code, outcome, prefix = RESULT_ERRORS[type(result)]
+                self.metrics.count(outcome)
                 self.logger.log_info(f"{self.model_name}: request {requests[position].request_id() or position} {result}")
-                replies.error(position, f"request cancelled: {result}", pb_utils.TritonError.CANCELLED)
+                replies.error(position, f"{prefix}: {result}", code)
             elif result is None:
                 self.metrics.count("failed")
                 replies.error(position, "generation failed; the server log has the details", pb_utils.TritonError.INTERNAL)
             else:
                 self.metrics.observe(spec, result)
                 replies.send(position, output_tensors(result, replies.wanted[position]))
-        done = [r for r in results if r is not None and not isinstance(r, GenerationCancelled)]
+        done = [r for r in results if r is not None and type(r) not in RESULT_ERRORS]
         self.logger.log_info(f"{self.model_name}: executed {len(requests)} request(s), {len(done)} video(s)"
                              + (f", {max(sum(r.timings.values()) for r in done):.2f} s" if done else ""))
         return replies.finish()

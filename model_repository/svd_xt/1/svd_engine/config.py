@@ -32,6 +32,10 @@ class EngineConfig:
     max_pixels: int = 1024 * 1024
     """Upper bound on width × height of the generated video."""
     max_num_frames: int = 25
+    max_work: int = 1024 * 576 * 25 * 50
+    """Upper bound on width × height × num_frames × num_inference_steps: what one request may cost.
+    Activation memory grows with pixels × frames, time with all four; the default admits SVD-XT's own
+    defaults with twice the steps."""
     max_image_bytes: int = 20 * 1024 * 1024
     """Largest encoded input image accepted, checked before decoding."""
     max_image_pixels: int = 40_000_000

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .config import EngineConfig
-from .errors import GenerationCancelled
+from .errors import GenerationCancelled, OutOfMemory
 from .loading import load_pipeline, resolve_device, resolve_dtype
 from .pipeline import EnginePipeline, PhaseTimer
 from .request import GenerationRequest, parse_request
@@ -89,6 +89,9 @@ class SVDEngine:
                  cancelled: CancelCheck | None = None) -> list:
         """One GenerationResult per request, in order; requests sharing a batch key run as one pipeline call.
 
+        A request that does not fit in device memory even alone gets an OutOfMemory in its slot; a batch
+        that runs out of memory is retried one request at a time.
+
         With `cancelled`, a request whose client gave up gets a GenerationCancelled in its slot instead
         of a result. It is checked at every phase change and denoising step: a pipeline call whose
         requests are all cancelled stops there; otherwise the call finishes for the others and the
@@ -100,10 +103,27 @@ class SVDEngine:
             groups[request.batch_key()].append(index)
         results: list = [None] * len(requests)
         for indices in groups.values():
-            batch = _Batch([requests[i] for i in indices], tuple(indices), on_progress, cancelled)
-            for index, result in zip(indices, self._generate_batch(batch)):
+            for index, result in zip(indices, self._generate_group(requests, indices, on_progress, cancelled)):
                 results[index] = result
         return results
+
+    def _generate_group(self, requests, indices, on_progress, cancelled) -> list:
+        """One pipeline call; when it runs out of memory, each request alone, so only what cannot fit fails."""
+        batch = _Batch([requests[i] for i in indices], tuple(indices), on_progress, cancelled)
+        try:
+            return self._generate_batch(batch)
+        except torch.OutOfMemoryError:
+            self._release_memory()
+        if len(indices) == 1:
+            request = requests[indices[0]]
+            return [OutOfMemory(f"out of {self.device.type.upper()} memory for {request.width}×{request.height}, "
+                                f"{request.num_frames} frames; try fewer frames, a smaller size or a smaller decode_chunk_size")]
+        return [result for index in indices for result in self._generate_group(requests, [index], on_progress, cancelled)]
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     @torch.inference_mode()
     def _generate_batch(self, batch: "_Batch") -> list:
@@ -139,9 +159,7 @@ class SVDEngine:
     def close(self) -> None:
         """Drop the pipeline and return its memory (Triton's finalize)."""
         self.pipeline = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self._release_memory()
 
 
 class _Batch:

@@ -23,3 +23,7 @@ class ModelLoadError(EngineError, RuntimeError):
 
 class GenerationCancelled(EngineError):
     """A step hook asked to stop; the batch's work was abandoned before decoding."""
+
+
+class OutOfMemory(EngineError):
+    """The device ran out of memory for this request even when run alone (Triton: UNAVAILABLE)."""

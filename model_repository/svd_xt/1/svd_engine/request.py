@@ -187,6 +187,11 @@ def _check_cross_field_limits(values: dict, given: dict, config: EngineConfig) -
             raise InvalidRequest(clash[0], "resize_mode=keep takes the size from the image; leave width and height unset")
     elif values["width"] * values["height"] > config.max_pixels:
         raise InvalidRequest("width", f"width×height={values['width']}×{values['height']} = {values['width'] * values['height']} pixels is over this deployment's limit of {config.max_pixels}")
+    work = values["width"] * values["height"] * values["num_frames"] * values["num_inference_steps"]
+    if values["resize_mode"] != "keep" and work > config.max_work:
+        raise InvalidRequest("num_frames", f"width×height×num_frames×num_inference_steps = {values['width']}×{values['height']}×"
+                             f"{values['num_frames']}×{values['num_inference_steps']} = {work} is over this deployment's "
+                             f"budget of {config.max_work}; ask for fewer frames, steps or pixels")
     video_format = VIDEO_FORMATS[values["video_format"]]
     if values["video_quality"] is not None:
         video_format.check_quality(values["video_quality"])
