@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching clean
+.PHONY: setup demo test serve bench-serve bench-batching soak clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,9 @@ serve: setup
 # perf_analyzer over HTTP and gRPC, concurrency 1..4, table into docs/benchmarks.md (INPUT=tiny|preview|xt).
 bench-serve: setup
 	$(BIN)/python benchmarks/perf_serve.py --input $(or $(INPUT),tiny)
+
+soak: setup
+	$(BIN)/python benchmarks/reliability.py
 
 bench-batching: setup
 	$(BIN)/python benchmarks/batching.py

@@ -116,6 +116,9 @@ def test_deployment_probes_use_triton_health_and_request_a_gpu():
     deployment = yaml.safe_load((ROOT / "docker/kubernetes/deployment.yaml").read_text())
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    pod_security = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert pod_security["runAsNonRoot"] and pod_security["runAsUser"] != 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     hpa = yaml.safe_load((ROOT / "docker/kubernetes/hpa.yaml").read_text())

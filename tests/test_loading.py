@@ -54,3 +54,11 @@ def test_unknown_hub_id_offline_says_how_to_get_weights():
     message = str(caught.value)
     assert "huggingface-cli download nobody/no-such-svd-model" in message
     assert "Traceback" not in message
+
+
+def test_weights_load_only_from_safetensors(tmp_path, sample_png):
+    folder = tmp_path / "pickled"
+    build_tiny_pipeline().save_pretrained(folder, safe_serialization=False)  # .bin (pickle) weights only
+    assert list((folder / "unet").glob("*.bin")) and not list((folder / "unet").glob("*.safetensors"))
+    with pytest.raises(ModelLoadError):
+        SVDEngine.load(model_source=str(folder), device="cpu")

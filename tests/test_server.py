@@ -140,10 +140,11 @@ def test_token_is_required_for_inference_and_health_stays_open(triton, protocol,
     assert video_bytes(infer(triton, protocol, tensors))
 
 
-def test_model_repository_api_is_restricted_too(triton):
-    error = refused(lambda: client(triton, "http").get_model_repository_index())
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_model_repository_api_is_restricted_too(triton, protocol):
+    error = refused(lambda: client(triton, protocol).get_model_repository_index())
     assert "restricted" in error.message()
-    assert client(triton, "http").get_model_repository_index(headers=auth_headers("http"))
+    assert client(triton, protocol).get_model_repository_index(headers=auth_headers(protocol))
 
 
 def test_every_config_variant_declares_the_same_contract():

@@ -82,8 +82,9 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--config", default="auto", help="auto (cpu when no GPU is visible), cpu, or default (config.pbtxt)")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"require this bearer token (default ${TOKEN_ENV})")
-    parser.add_argument("--model-control", choices=("none", "explicit"), default="none",
-                        help="explicit: allow svd-triton load/unload (cold/warm control)")
+    parser.add_argument("--model-control", choices=("explicit", "none"), default="explicit",
+                        help="explicit (default): svd-triton load/unload work and a model whose backend process "
+                             "died is reloaded; none: models fixed for the server's life")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--ready-timeout", type=float, default=600.0)
 

@@ -18,7 +18,9 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
+import json
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +103,12 @@ class ServerOptions:
     """`auto`: the CPU variant when no GPU is visible, else config.pbtxt; None: always config.pbtxt."""
     stream: bool = False
     """With `auto`: the decoupled variant that streams progress over gRPC (stream / cpu_stream)."""
-    model_control: str = "none"
-    """`none`: load every model at start; `explicit`: also load at start, then allow load/unload calls."""
+    model_control: str = "explicit"
+    """`explicit`: load every model at start and allow load/unload calls (and automatic reloads);
+    `none`: Triton's default, models are fixed for the server's life."""
+    auto_reload: bool = True
+    """With explicit control: reload a model whose Python-backend stub process died (Triton 2.51
+    leaves it reporting ready while every request fails with 'Stub process ... is not healthy')."""
     token: str | None = None
     """Bearer token for the inference and model-repository APIs (health and metadata stay open)."""
     log_verbose: int = 0
@@ -118,6 +124,7 @@ class TritonServer:
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
         self._stop_requested = False
+        self.watchdog: StubWatchdog | None = None
         self.cpu_only = not gpu_visible()
 
     @property
@@ -162,7 +169,18 @@ class TritonServer:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.wait_ready()
+        if self.options.model_control == "explicit" and self.options.auto_reload:
+            self.watchdog = StubWatchdog(self)
+            self.watchdog.start()
         return self
+
+    def repository_request(self, path: str, body: bytes | None = None):
+        """A model-repository API call over HTTP, with the token when one is set."""
+        headers = {"authorization": f"Bearer {self.options.token}"} if self.options.token else {}
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/{path}", data=body, headers=headers,
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=600) as reply:
+            return json.loads(reply.read() or b"null")
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -201,6 +219,8 @@ class TritonServer:
 
     def stop(self, grace: float = 30.0) -> None:
         """Request a stop, then kill the group if it has not exited after `grace` seconds."""
+        if self.watchdog is not None:
+            self.watchdog.halt.set()
         if self.process is None or self.process.poll() is not None:
             return
         self.request_stop()
@@ -218,3 +238,49 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def backend_stubs(server_pid: int) -> int:
+    """How many Python-backend stub processes of this tritonserver are alive (zombies excluded)."""
+    alive = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1:text.rfind(")")]
+        state, parent = text[text.rfind(")") + 2:].split()[:2]
+        alive += name.startswith("triton_python") and int(parent) == server_pid and state != "Z"
+    return alive
+
+
+class StubWatchdog(threading.Thread):
+    """Reloads the ready models when a Python-backend stub dies, which Triton 2.51 does not do itself.
+
+    The request that was running fails (the client gets 'Stub process ... is not healthy'); requests
+    after the reload are served. Models unloaded on purpose are not READY and are left alone.
+    """
+
+    def __init__(self, server: TritonServer, interval: float = 1.0):
+        super().__init__(daemon=True, name="svd-triton-stub-watchdog")
+        self.server, self.interval = server, interval
+        self.halt = threading.Event()
+        self.reloads = 0
+
+    def run(self) -> None:
+        expected = backend_stubs(self.server.process.pid)
+        while not self.halt.wait(self.interval) and self.server.process.poll() is None:
+            alive = backend_stubs(self.server.process.pid)
+            if alive < expected:
+                try:
+                    ready = [m["name"] for m in self.server.repository_request("index") if m.get("state") == "READY"]
+                    for model in ready:
+                        print(f"svd-triton: a Python-backend process died; reloading {model}", file=sys.stderr, flush=True)
+                        # Unload first: Triton treats a load of an unchanged, loaded model as nothing to do.
+                        self.server.repository_request(f"models/{model}/unload", b"{}")
+                        self.server.repository_request(f"models/{model}/load", b"{}")
+                        self.reloads += 1
+                except OSError as error:
+                    print(f"svd-triton: reload failed: {error}", file=sys.stderr, flush=True)
+                alive = backend_stubs(self.server.process.pid)
+            expected = alive

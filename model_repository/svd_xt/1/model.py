@@ -24,10 +24,11 @@ OUTPUTS = {"VIDEO": "TYPE_STRING", "SEED_USED": "TYPE_INT64", "FRAMES": "TYPE_UI
 TYPES_FOR_KIND = {int: ("TYPE_INT32", "TYPE_INT64"), float: ("TYPE_FP32",), str: ("TYPE_STRING",)}
 MODEL_SOURCE_ENV = "SVD_MODEL_SOURCE"
 BACKEND_PARAMETERS = {"EXECUTION_ENV_PATH"}  # read by the python backend itself, not the engine
-# Per-request engine outcomes that are not a video: (Triton code, metrics outcome, message prefix).
+# Per-request engine outcomes that are not a video: (TritonError code name, metrics outcome, message
+# prefix). Names, because pb_utils.TritonError only exists once the stub runs the model.
 RESULT_ERRORS = {
-    GenerationCancelled: (pb_utils.TritonError.CANCELLED, "cancelled", "request cancelled"),
-    OutOfMemory: (pb_utils.TritonError.UNAVAILABLE, "failed", "not enough memory"),
+    GenerationCancelled: ("CANCELLED", "cancelled", "request cancelled"),
+    OutOfMemory: ("UNAVAILABLE", "failed", "not enough memory"),
 }
 
 
@@ -69,7 +70,7 @@ class TritonPythonModel:
                 code, outcome, prefix = RESULT_ERRORS[type(result)]
                 self.metrics.count(outcome)
                 self.logger.log_info(f"{self.model_name}: request {requests[position].request_id() or position} {result}")
-                replies.error(position, f"{prefix}: {result}", code)
+                replies.error(position, f"{prefix}: {result}", getattr(pb_utils.TritonError, code))
             elif result is None:
                 self.metrics.count("failed")
                 replies.error(position, "generation failed; the server log has the details", pb_utils.TritonError.INTERNAL)
