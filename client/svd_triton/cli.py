@@ -53,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         _connection_arguments(control)
         control.set_defaults(run=_control)
 
+    gateway = commands.add_parser("gateway", help="REST routes of hosted SVD endpoints (TIR, Forge, OpenAI-style) over Triton")
+    gateway.add_argument("--triton-url", default="localhost:8001", help="Triton's gRPC address")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8080)
+    gateway.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                         help=f"bearer token clients must send, also sent to Triton (default ${TOKEN_ENV})")
+    gateway.add_argument("--metrics-url", help="Triton's metrics endpoint (default: Triton's host, port 8002)")
+    gateway.add_argument("--public-url", help="base URL of this gateway in stored-video links")
+    gateway.set_defaults(run=_gateway)
+
     demo = commands.add_parser("demo", help="start the embedded server, make a video from the sample image, stop")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo.mp4"))
     demo.add_argument("--ready-timeout", type=float, default=300.0)
@@ -133,6 +143,17 @@ def _control(args) -> int:
     state = "ready (warm)" if status["model_ready"] else "not loaded (cold)"
     streams = ", streams progress" if status["streams"] else ""
     print(f"server {'ready' if status['server_ready'] else 'live, not ready'}; model {status['model']}: {state}{streams}")
+    return 0
+
+
+def _gateway(args) -> int:
+    import uvicorn
+
+    from .gateway import Settings, create_app
+
+    settings = Settings(triton_url=args.triton_url, token=args.token, metrics_url=args.metrics_url,
+                        public_url=args.public_url)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 

@@ -21,8 +21,8 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from .errors import (InvalidRequestError, RequestCancelledError, ServerError, SVDClientError, UnauthorizedError,
-                     UnavailableError)
+from .errors import (DeadlineExceededError, InvalidRequestError, RequestCancelledError, ServerError, SVDClientError,
+                     UnauthorizedError, UnavailableError)
 
 MODEL_NAME = "svd_xt"
 DEFAULT_TIMEOUT = 900.0  # seconds: an SVD-XT request takes tens of seconds, more when queued
@@ -101,8 +101,10 @@ def _map_error(error: Exception) -> SVDClientError:
 
     if isinstance(error, SVDClientError):
         return error
-    if isinstance(error, (OSError, asyncio.TimeoutError)) and not isinstance(error, InferenceServerException):
-        return UnavailableError(f"server not reachable or no answer in time: {error or type(error).__name__}")
+    if isinstance(error, asyncio.TimeoutError):
+        return DeadlineExceededError("no answer within the client's timeout")
+    if isinstance(error, OSError) and not isinstance(error, InferenceServerException):
+        return UnavailableError(f"server not reachable: {error or type(error).__name__}")
     message = error.message() if isinstance(error, InferenceServerException) else str(error)
     status = str(error.status() if isinstance(error, InferenceServerException) else "")
     message = message or str(error)
@@ -114,7 +116,9 @@ def _map_error(error: Exception) -> SVDClientError:
         return UnavailableError(message)
     if "CANCELLED" in status:
         return RequestCancelledError(message)
-    if any(code in status for code in ("UNAVAILABLE", "503", "DEADLINE_EXCEEDED", "504")):
+    if "DEADLINE_EXCEEDED" in status or status == "504":
+        return DeadlineExceededError(message)
+    if any(code in status for code in ("UNAVAILABLE", "503")):
         return UnavailableError(message)
     return ServerError(message)
 
@@ -309,7 +313,7 @@ class SVDClient:
                 try:
                     result, error = replies.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
-                    raise UnavailableError(f"no answer within {self._p.timeout:g} s") from None
+                    raise DeadlineExceededError(f"no answer within {self._p.timeout:g} s") from None
                 if error is not None:
                     raise error
                 if self._p.is_final(result):

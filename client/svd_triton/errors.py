@@ -23,3 +23,7 @@ class ServerError(SVDClientError):
 
 class RequestCancelledError(SVDClientError):
     """The request was cancelled before it finished (by this client or on the server)."""
+
+
+class DeadlineExceededError(UnavailableError):
+    """No answer within the client's timeout (the request is cancelled on the server over gRPC)."""

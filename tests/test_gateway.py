@@ -1,0 +1,135 @@
+"""The REST gateway against the real Triton: each hosted-endpoint request shape as its sample code sends it."""
+import base64
+import threading
+import time
+
+import pytest
+import requests
+import uvicorn
+
+from conftest import TOKEN
+from svd_triton.gateway import PARAMETER_MAP, Settings, create_app
+from svd_triton.server import free_port
+from videos import decode_video
+
+SMALL = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 2}
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+class Gateway:
+    def __init__(self, settings: Settings):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(triton):
+    settings = Settings(triton_url=triton.grpc_url, token=TOKEN, metrics_url=f"http://localhost:{triton.options.metrics_port}/metrics",
+                        store_items=2, max_body_bytes=2 * 1024 * 1024)
+    with Gateway(settings) as running:
+        yield running
+
+
+def test_tir_style_predict_returns_base64_avi(gateway, sample_png):
+    body = {"image": base64.b64encode(sample_png).decode(), "fps": 10, **SMALL}
+    reply = requests.post(f"{gateway.url}/v1/models/stable-video-diffusion:predict", json=body, headers=HEADERS, timeout=120)
+    assert reply.status_code == 200, reply.text
+    video = base64.b64decode(reply.json()["predictions"])
+    assert video[8:12] == b"AVI "
+    decoded = decode_video(video, "avi")
+    assert decoded.num_frames == 4 and decoded.fps == pytest.approx(10, abs=0.5)
+
+
+def test_forge_style_data_uri_reports_the_ignored_prompt(gateway, sample_png):
+    body = {"image": "data:image/png;base64," + base64.b64encode(sample_png).decode(), "fps": 7, "seed": 17,
+            "width": 128, "height": 64, "num_frames": 4, "num_inference_steps": 2, "guidance_scale": 2.5,
+            "prompt": "a rocket launch", "model": "stable-video-diffusion-img2vid-xt", "model_version": "1.1"}
+    reply = requests.post(f"{gateway.url}/v1/inference/stable-video-diffusion-img2vid-xt", json=body, headers=HEADERS, timeout=120)
+    assert reply.status_code == 200, reply.text
+    payload = reply.json()
+    assert payload["seed"] == 17 and payload["format"] == "mp4"
+    assert any("prompt" in warning for warning in payload["warnings"])
+    assert decode_video(base64.b64decode(payload["video"]), "mp4").size == (128, 64)
+    status = requests.get(f"{gateway.url}/v1/inference/svd/status", headers=HEADERS, timeout=30).json()
+    assert status["status"] == "warm"
+    estimate = requests.get(f"{gateway.url}/v1/inference/svd/estimate", headers=HEADERS, timeout=30).json()
+    assert estimate["estimated_seconds"] > 0 and estimate["based_on_requests"] >= 1
+
+
+def test_openai_style_url_and_b64_and_a_bounded_store(gateway, sample_png):
+    body = {"model": "svd-xt", "image": base64.b64encode(sample_png).decode(), **SMALL}
+    reply = requests.post(f"{gateway.url}/v1/video/generations", json=body, headers=HEADERS, timeout=120)
+    assert reply.status_code == 200, reply.text
+    [entry] = reply.json()["data"]
+    assert reply.json()["created"] > 0
+    fetched = requests.get(entry["url"], timeout=30)
+    assert fetched.status_code == 200 and fetched.headers["content-type"] == "video/mp4"
+    assert fetched.content == base64.b64decode(entry["b64_json"])
+    assert decode_video(fetched.content, "mp4").num_frames == 4
+    for _ in range(2):  # the store keeps 2 videos here: the first link is then gone
+        requests.post(f"{gateway.url}/v1/video/generations", json={**body, "response_format": "url"}, headers=HEADERS, timeout=120)
+    assert requests.get(entry["url"], timeout=30).status_code == 404
+
+
+def test_wrong_or_missing_token_is_401(gateway, sample_png):
+    body = {"image": base64.b64encode(sample_png).decode()}
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        reply = requests.post(f"{gateway.url}/predict", json=body, headers=headers, timeout=30)
+        assert reply.status_code == 401 and reply.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"num_frames": 1, **{k: v for k, v in SMALL.items() if k != "num_frames"}}, "NUM_FRAMES"),
+    ({"frames": 8}, "frames"),
+    ({"fps": "fast"}, "fps"),
+])
+def test_bad_fields_are_400_naming_them(gateway, sample_png, body, field):
+    reply = requests.post(f"{gateway.url}/v1/video/generations",
+                          json={"image": base64.b64encode(sample_png).decode(), **body}, headers=HEADERS, timeout=60)
+    assert reply.status_code == 400, reply.text
+    assert field in reply.json()["error"]["message"]
+
+
+def test_image_urls_are_never_fetched_and_bad_base64_is_400(gateway):
+    for image in ("https://example.com/cat.png", "not base64 at all!"):
+        reply = requests.post(f"{gateway.url}/predict", json={"image": image}, headers=HEADERS, timeout=30)
+        assert reply.status_code == 400 and reply.json()["error"]["field"] == "image"
+
+
+def test_oversized_body_is_413(gateway):
+    reply = requests.post(f"{gateway.url}/predict", data=b"{" + b" " * (3 * 1024 * 1024) + b"}", headers=HEADERS, timeout=30)
+    assert reply.status_code == 413
+
+
+def test_openapi_schema_lists_the_three_shapes(gateway):
+    paths = requests.get(f"{gateway.url}/openapi.json", timeout=30).json()["paths"]
+    assert {"/v1/models/{model}:predict", "/v1/inference/{slug}", "/v1/video/generations"} <= set(paths)
+    assert set(PARAMETER_MAP.values()) <= {"fps", "seed", "width", "height", "num_frames", "num_inference_steps",
+                                           "motion_bucket_id", "noise_aug_strength", "min_guidance_scale",
+                                           "max_guidance_scale", "decode_chunk_size", "resize_mode", "video_format",
+                                           "video_quality"}
+
+
+def test_triton_down_is_503_and_deadline_is_504(triton, sample_png):
+    body = {"image": base64.b64encode(sample_png).decode(), **SMALL}
+    with Gateway(Settings(triton_url=f"localhost:{free_port()}", token=TOKEN)) as down:
+        reply = requests.post(f"{down.url}/predict", json=body, headers=HEADERS, timeout=60)
+        assert reply.status_code == 503 and reply.json()["error"]["code"] == "unavailable"
+        assert requests.get(f"{down.url}/healthz", timeout=30).status_code == 503
+    with Gateway(Settings(triton_url=triton.grpc_url, token=TOKEN, timeout=0.5)) as impatient:
+        reply = requests.post(f"{impatient.url}/predict", json={**body, "num_inference_steps": 100, "width": 128,
+                                                                 "height": 128}, headers=HEADERS, timeout=60)
+        assert reply.status_code == 504, reply.text
