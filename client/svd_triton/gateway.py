@@ -76,22 +76,24 @@ class PredictRequest(_Body):
     """E2E TIR pre-built endpoint: a base64 image and optional SVD parameters."""
 
 
-class ForgeRequest(_Body):
-    """Nebius Forge model catalogue: a data-URI image; prompt and model fields accepted and reported."""
+class _CatalogueBody(_Body):
+    """Fields that catalogue-style APIs send beside the SVD parameters."""
 
+    model: str | None = None
     guidance_scale: float | None = None
     prompt: str | None = None
+
+
+class ForgeRequest(_CatalogueBody):
+    """Nebius Forge model catalogue: a data-URI image; prompt and model fields accepted and reported."""
+
     negative_prompt: str | None = None
-    model: str | None = None
     model_version: str | None = None
 
 
-class VideoGenerationRequest(_Body):
+class VideoGenerationRequest(_CatalogueBody):
     """OpenAI-style video generations."""
 
-    model: str | None = None
-    guidance_scale: float | None = None
-    prompt: str | None = None
     response_format: str | None = None
     """`url`, `b64_json`, or unset for both."""
 
