@@ -1,5 +1,4 @@
 """The request spec: defaults, boundaries, rejections (each naming the field), image decoding."""
-import io
 import struct
 import zlib
 

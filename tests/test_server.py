@@ -2,7 +2,6 @@
 import concurrent.futures
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

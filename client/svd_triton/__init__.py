@@ -4,6 +4,7 @@ from .errors import (DeadlineExceededError, InvalidRequestError, RequestCancelle
                      UnauthorizedError, UnavailableError)
 
 __all__ = [
-    "AsyncSVDClient", "DeadlineExceededError", "InvalidRequestError", "ProgressUpdate", "RequestCancelledError", "SVDClient", "SVDClientError", "ServerError",
-    "UnauthorizedError", "UnavailableError", "VideoResult", "sniff_format",
+    "AsyncSVDClient", "DeadlineExceededError", "InvalidRequestError", "ProgressUpdate", "RequestCancelledError",
+    "SVDClient", "SVDClientError", "ServerError", "UnauthorizedError", "UnavailableError", "VideoResult",
+    "sniff_format",
 ]

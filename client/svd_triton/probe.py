@@ -1,7 +1,6 @@
 """Frame count and size of a saved video, for the CLI's summary line."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
