@@ -221,8 +221,11 @@ def test_cli_stream_shows_progress_and_ctrl_c_cancels_server_work(triton_stream,
     assert "quick.mp4: 4 frames, 64×64" in quick.stdout
 
     before = len(_cancellations(triton_stream))
+    # A terminal's Ctrl-C: SIGINT with its default disposition, even when this test runs as a background
+    # job (whose shell makes it ignore SIGINT, an ignore that children inherit).
     slow = subprocess.Popen(command + ["-o", str(tmp_path / "slow.mp4"), "--num-inference-steps", "100"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert slow.stderr.readline().startswith("preparing")
     assert slow.stderr.readline().startswith("denoising")
     slow.send_signal(signal.SIGINT)
