@@ -6,29 +6,15 @@ import time
 
 from conftest import TOKEN, _serve
 from svd_triton import ServerError, SVDClient
-from svd_triton.server import backend_stubs
+from svd_triton.server import backend_stub_pids
 from videos import decode_video
 
 SMALL = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1}
 
 
-def _stub_pids(server_pid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                text = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            name, rest = text[text.find("(") + 1:text.rfind(")")], text[text.rfind(")") + 2:].split()
-            if name.startswith("triton_python") and int(rest[1]) == server_pid and rest[0] != "Z":
-                pids.append(int(entry))
-    return pids
-
-
 def test_killed_backend_process_fails_its_request_then_the_model_is_reloaded(sample_png):
     with _serve() as server:
-        assert backend_stubs(server.process.pid) == 1
+        assert len(backend_stub_pids(server.process.pid)) == 1
         outcome = {}
 
         def long_request():
@@ -41,7 +27,7 @@ def test_killed_backend_process_fails_its_request_then_the_model_is_reloaded(sam
         caller = threading.Thread(target=long_request)
         caller.start()
         time.sleep(2.0)
-        [stub] = _stub_pids(server.process.pid)
+        [stub] = backend_stub_pids(server.process.pid)
         os.kill(stub, signal.SIGKILL)
         caller.join(timeout=60)
         assert isinstance(outcome.get("error"), ServerError) and "not healthy" in str(outcome["error"])
@@ -53,4 +39,4 @@ def test_killed_backend_process_fails_its_request_then_the_model_is_reloaded(sam
         with SVDClient(server.grpc_url, protocol="grpc", token=TOKEN) as svd:
             assert svd.ready()
             assert decode_video(svd.generate(sample_png, **SMALL).video, "mp4").num_frames == 2
-        assert _stub_pids(server.process.pid) != [stub]
+        assert backend_stub_pids(server.process.pid) != [stub]

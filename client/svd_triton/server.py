@@ -240,9 +240,9 @@ class TritonServer:
         self.stop()
 
 
-def backend_stubs(server_pid: int) -> int:
-    """How many Python-backend stub processes of this tritonserver are alive (zombies excluded)."""
-    alive = 0
+def backend_stub_pids(server_pid: int) -> list[int]:
+    """The Python-backend stub processes of this tritonserver that are alive (zombies excluded)."""
+    pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -250,8 +250,9 @@ def backend_stubs(server_pid: int) -> int:
             continue
         name = text[text.find("(") + 1:text.rfind(")")]
         state, parent = text[text.rfind(")") + 2:].split()[:2]
-        alive += name.startswith("triton_python") and int(parent) == server_pid and state != "Z"
-    return alive
+        if name.startswith("triton_python") and int(parent) == server_pid and state != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 class StubWatchdog(threading.Thread):
@@ -268,9 +269,9 @@ class StubWatchdog(threading.Thread):
         self.reloads = 0
 
     def run(self) -> None:
-        expected = backend_stubs(self.server.process.pid)
+        expected = len(backend_stub_pids(self.server.process.pid))
         while not self.halt.wait(self.interval) and self.server.process.poll() is None:
-            alive = backend_stubs(self.server.process.pid)
+            alive = len(backend_stub_pids(self.server.process.pid))
             if alive < expected:
                 try:
                     ready = [m["name"] for m in self.server.repository_request("index") if m.get("state") == "READY"]
@@ -282,5 +283,5 @@ class StubWatchdog(threading.Thread):
                         self.reloads += 1
                 except OSError as error:
                     print(f"svd-triton: reload failed: {error}", file=sys.stderr, flush=True)
-                alive = backend_stubs(self.server.process.pid)
+                alive = len(backend_stub_pids(self.server.process.pid))
             expected = alive

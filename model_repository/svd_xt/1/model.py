@@ -56,7 +56,7 @@ class TritonPythonModel:
                 replies.error(position, str(error), pb_utils.TritonError.INVALID_ARG)
         if not accepted:
             return replies.finish()
-        positions = [position for position, _ in accepted]
+        positions = [position for position, _ in accepted]  # engine index → request position
         try:
             results = self.engine.generate(
                 [spec for _, spec in accepted],
@@ -65,7 +65,7 @@ class TritonPythonModel:
         except Exception:
             self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
             results = [None] * len(accepted)
-        for position, (_, spec), result in zip(positions, accepted, results):
+        for (position, spec), result in zip(accepted, results):
             if type(result) in RESULT_ERRORS:
                 code, outcome, prefix = RESULT_ERRORS[type(result)]
                 self.metrics.count(outcome)
@@ -105,7 +105,7 @@ def parse(engine, request):
         return engine.parse(image, **params)
     except InvalidRequest as error:
         input_name = "IMAGE_BYTES" if error.field == "image" and "IMAGE_BYTES" in images else error.field.upper()
-        raise InvalidRequest(input_name, str(error).split(": ", 1)[1]) from None
+        raise InvalidRequest(input_name, error.detail) from None
 
 
 def output_tensors(result, wanted):

@@ -15,6 +15,7 @@ class InvalidRequest(EngineError, ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.detail = message
 
 
 class ModelLoadError(EngineError, RuntimeError):
