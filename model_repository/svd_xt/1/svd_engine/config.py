@@ -41,6 +41,36 @@ class EngineConfig:
     max_image_pixels: int = 40_000_000
     """Largest decoded input image (width × height), checked from the header before decoding."""
 
+    # The fast path (svd_engine.fast_path): each switch below applies only while `fast_path` is on.
+    fast_path: str = "auto"
+    """`auto` (on with CUDA, off on CPU), `on` or `off`."""
+    spatial_attention: str = "auto"
+    """SDPA kernel for the spatial attention (UNet and VAE): `auto` (PyTorch picks), `flash`,
+    `efficient`, `cudnn` or `math`."""
+    temporal_attention: str = "auto"
+    """SDPA kernel for the UNet's temporal attention (sequences as long as the frame count)."""
+    fuse_qkv: bool = True
+    """One matrix product for Q, K and V (K and V in cross-attention) instead of three."""
+    channels_last: bool = True
+    """NHWC memory layout for the UNet and VAE convolutions."""
+    compile: str = "default"
+    """torch.compile mode for the UNet and the VAE decoder: `none`, `default`, `reduce-overhead`,
+    `max-autotune` or `max-autotune-no-cudagraphs`. Compiled once at load for the default request
+    shape; other shapes run eagerly rather than recompiling."""
+    compile_vae: bool = True
+    compile_backend: str = "inductor"
+    compile_batch_size: int = 1
+    """Batch sizes 1..N are compiled at load; a batch of compiled-shape requests is split to fit."""
+    fp8: bool = False
+    """FP8 (e4m3) linear layers in the UNet via torchao: needs compute capability 8.9+ (Hopper, Ada)."""
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.compile_batch_size < 1:
+            raise ValueError(f"compile_batch_size={self.compile_batch_size} must be at least 1")
+
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> "EngineConfig":
         """Build from string parameters (config.pbtxt); unknown names and bad values raise ValueError."""
@@ -50,9 +80,21 @@ class EngineConfig:
             raise ValueError(f"unknown engine parameter(s) {unknown}; known: {sorted(fields)}")
         values = {}
         for name, raw in parameters.items():
-            convert = int if fields[name].type == "int" else str
+            convert = CONVERTERS.get(fields[name].type, str)
             try:
                 values[name] = convert(str(raw).strip())
-            except ValueError:
+            except (KeyError, ValueError):
                 raise ValueError(f"engine parameter {name}={raw!r} is not a valid {fields[name].type}") from None
         return cls(**values)
+
+
+ATTENTION_KERNELS = ("auto", "flash", "efficient", "cudnn", "math")
+CHOICES = {
+    "dtype": ("auto", "float16", "bfloat16", "float32"),
+    "fast_path": ("auto", "on", "off"),
+    "spatial_attention": ATTENTION_KERNELS,
+    "temporal_attention": ATTENTION_KERNELS,
+    "compile": ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+}
+BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+CONVERTERS = {"int": int, "bool": lambda text: BOOLEANS[text.lower()]}

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -13,10 +15,16 @@ import torch
 
 from .config import EngineConfig
 from .errors import GenerationCancelled, OutOfMemory
+from .fast_path import FastPath
 from .loading import load_pipeline, resolve_device, resolve_dtype
 from .pipeline import EnginePipeline, PhaseTimer
 from .request import GenerationRequest, parse_request
 from .video import VIDEO_FORMATS, encode_video
+
+log = logging.getLogger(__name__)
+ENCODING_THREADS = 2
+WARM_UP_STEPS = 2
+"""Denoising steps of each warm-up generation: the compiled graphs do not depend on the step count."""
 
 
 @dataclass(frozen=True)
@@ -62,20 +70,44 @@ class GenerationResult:
 
 
 class SVDEngine:
-    """One loaded SVD pipeline plus the deployment's defaults and limits."""
+    """One loaded SVD pipeline plus the deployment's defaults, limits and fast path."""
 
-    def __init__(self, pipeline: EnginePipeline, config: EngineConfig):
+    def __init__(self, pipeline: EnginePipeline, config: EngineConfig, fast_path: FastPath | None = None):
         self.pipeline = pipeline
         self.config = config
         self.device = pipeline.device
+        self.fast_path = fast_path or FastPath(replace(config, fast_path="off"), self.device)
+        self._encoder = ThreadPoolExecutor(ENCODING_THREADS, thread_name_prefix="svd-encode")
 
     @classmethod
     def load(cls, config: EngineConfig | None = None, **overrides) -> "SVDEngine":
-        """Load from `config` (or EngineConfig(**overrides)); weights are moved to the configured device."""
+        """Load from `config` (or EngineConfig(**overrides)) onto the configured device, fast path applied and warm."""
         config = replace(config or EngineConfig(), **overrides)
         device = resolve_device(config.device)
-        pipeline = load_pipeline(config.model_source, device=device, dtype=resolve_dtype(config.dtype, device))
-        return cls(pipeline, config)
+        return cls.from_pipeline(load_pipeline(config.model_source, device=device,
+                                               dtype=resolve_dtype(config.dtype, device)), config)
+
+    @classmethod
+    def from_pipeline(cls, pipeline: EnginePipeline, config: EngineConfig) -> "SVDEngine":
+        """Apply the configured fast path to a loaded pipeline and compile it (when configured) before returning."""
+        fast_path = FastPath(config, pipeline.device)
+        fast_path.apply(pipeline)
+        engine = cls(pipeline, config, fast_path)
+        engine._warm_up()
+        return engine
+
+    def _warm_up(self) -> None:
+        """Compile for the default request shape at batch sizes 1..compile_batch_size, here rather than per request."""
+        if not self.fast_path.compiles:
+            return
+        started = time.perf_counter()
+        gray = np.full((self.config.default_height, self.config.default_width, 3), 128, np.uint8)
+        request = replace(self.parse(gray, num_inference_steps=WARM_UP_STEPS), encode=False)
+        for batch_size in range(1, self.config.compile_batch_size + 1):
+            self.generate([request] * batch_size)
+        self.fast_path.ready = True
+        log.info("compiled for %d×%d, %d frames in %.1f s", request.width, request.height, request.num_frames,
+                 time.perf_counter() - started)
 
     @property
     def model_num_frames(self) -> int:
@@ -98,16 +130,28 @@ class SVDEngine:
         cancelled sample is dropped before video encoding (diffusers' loop keeps the batch's
         conditioning tensors as locals, so a sample cannot leave the batch mid-loop).
         """
+        return [future.result() for future in self.submit(requests, on_progress, cancelled)]
+
+    def submit(self, requests: Sequence[GenerationRequest], on_progress: ProgressHook | None = None,
+               cancelled: CancelCheck | None = None) -> list[Future]:
+        """Like `generate`, but returns once the device work is done: each slot is a Future that
+        resolves when that request's video is encoded. Encoding runs on worker threads, so it overlaps
+        the next pipeline call, in this batch or the caller's next one."""
+        futures: list = [None] * len(requests)
+        for indices in self._pipeline_calls(requests):
+            for index, future in zip(indices, self._generate_group(requests, indices, on_progress, cancelled)):
+                futures[index] = future
+        return futures
+
+    def _pipeline_calls(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """Indices grouped by batch key; split to the compiled batch sizes when the fast path compiled."""
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
             groups[request.batch_key()].append(index)
-        results: list = [None] * len(requests)
-        for indices in groups.values():
-            for index, result in zip(indices, self._generate_group(requests, indices, on_progress, cancelled)):
-                results[index] = result
-        return results
+        limit = self.config.compile_batch_size if self.fast_path.compiles else len(requests)
+        return [indices[start:start + limit] for indices in groups.values() for start in range(0, len(indices), limit)]
 
-    def _generate_group(self, requests, indices, on_progress, cancelled) -> list:
+    def _generate_group(self, requests, indices, on_progress, cancelled) -> list[Future]:
         """One pipeline call; when it runs out of memory, each request alone, so only what cannot fit fails."""
         batch = _Batch([requests[i] for i in indices], tuple(indices), on_progress, cancelled)
         try:
@@ -116,9 +160,10 @@ class SVDEngine:
             self._release_memory()
         if len(indices) == 1:
             request = requests[indices[0]]
-            return [OutOfMemory(f"out of {self.device.type.upper()} memory for {request.width}×{request.height}, "
-                                f"{request.num_frames} frames; try fewer frames, a smaller size or a smaller decode_chunk_size")]
-        return [result for index in indices for result in self._generate_group(requests, [index], on_progress, cancelled)]
+            return [_resolved(OutOfMemory(
+                f"out of {self.device.type.upper()} memory for {request.width}×{request.height}, {request.num_frames} "
+                "frames; try fewer frames, a smaller size or a smaller decode_chunk_size"))]
+        return [future for index in indices for future in self._generate_group(requests, [index], on_progress, cancelled)]
 
     def _release_memory(self) -> None:
         gc.collect()
@@ -126,40 +171,50 @@ class SVDEngine:
             torch.cuda.empty_cache()
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: "_Batch") -> list:
+    def _generate_batch(self, batch: "_Batch") -> list[Future]:
         first = batch.requests[0]
         timer = PhaseTimer(self.device, on_phase=batch.enter_phase)
 
         def step_end(pipeline, step, timestep, tensors):
             batch.report("denoising", step + 1)
+            self.fast_path.before_unet_call()
             return {}
 
         self.pipeline.phase_timer = timer
         try:
-            video = self.pipeline(
-                [request.image for request in batch.requests],
-                height=first.height, width=first.width, num_frames=first.num_frames,
-                num_inference_steps=first.num_inference_steps, decode_chunk_size=first.decode_chunk_size,
-                min_guidance_scale=first.min_guidance_scale, max_guidance_scale=first.max_guidance_scale,
-                fps=torch.tensor([r.fps for r in batch.requests]),
-                motion_bucket_id=torch.tensor([r.motion_bucket_id for r in batch.requests]),
-                noise_aug_strength=torch.tensor([r.noise_aug_strength for r in batch.requests],
-                                                device=self.device).view(-1, 1, 1, 1),
-                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch.requests],
-                output_type="pt", callback_on_step_end=step_end, return_dict=False,
-            )
+            self.fast_path.before_unet_call()
+            with self.fast_path.request_context():
+                video = self.pipeline(
+                    [request.image for request in batch.requests],
+                    height=first.height, width=first.width, num_frames=first.num_frames,
+                    num_inference_steps=first.num_inference_steps, decode_chunk_size=first.decode_chunk_size,
+                    min_guidance_scale=first.min_guidance_scale, max_guidance_scale=first.max_guidance_scale,
+                    fps=torch.tensor([r.fps for r in batch.requests]),
+                    motion_bucket_id=torch.tensor([r.motion_bucket_id for r in batch.requests]),
+                    noise_aug_strength=torch.tensor([r.noise_aug_strength for r in batch.requests],
+                                                    device=self.device).view(-1, 1, 1, 1),
+                    generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch.requests],
+                    output_type="pt", callback_on_step_end=step_end, return_dict=False,
+                )
             frames = (video * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
             timer.enter(None)
         except GenerationCancelled as stop:
-            return [stop] * len(batch.requests)
+            return [_resolved(stop) for _ in batch.requests]
         finally:
             self.pipeline.phase_timer = None
-        return [batch.finish(position, clip, timer.seconds) for position, clip in enumerate(frames)]
+        return [self._encoder.submit(batch.finish, position, clip, timer.seconds) for position, clip in enumerate(frames)]
 
     def close(self) -> None:
-        """Drop the pipeline and return its memory (Triton's finalize)."""
+        """Finish pending encodings, drop the pipeline and return its memory (Triton's finalize)."""
+        self._encoder.shutdown(wait=True)
         self.pipeline = None
         self._release_memory()
+
+
+def _resolved(value) -> Future:
+    future = Future()
+    future.set_result(value)
+    return future
 
 
 class _Batch:

@@ -10,6 +10,9 @@ from .errors import ModelLoadError
 from .pipeline import EnginePipeline
 
 TINY_SOURCE = "tiny"
+RANDOM_XT_SOURCE = "random-xt"
+"""SVD-XT's full-size architecture with random weights: real compute and memory, meaningless videos."""
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 log = logging.getLogger(__name__)
 
 
@@ -22,16 +25,15 @@ def resolve_device(device: str) -> torch.device:
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    try:
-        return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
-    except KeyError:
-        raise ValueError(f"dtype={dtype!r} is not one of auto, float16, bfloat16, float32") from None
+    return DTYPES[dtype]
 
 
 def load_pipeline(source: str, *, device: torch.device, dtype: torch.dtype) -> EnginePipeline:
     """Load weights (safetensors only, never remote code) and move them to `device` in `dtype`."""
     if source == TINY_SOURCE:
         pipeline = build_tiny_pipeline()
+    elif source == RANDOM_XT_SOURCE:
+        pipeline = build_random_xt_pipeline(device)
     elif Path(source).expanduser().exists() or source.startswith(("/", ".", "~")):
         pipeline = _from_folder(find_model_folder(Path(source).expanduser()), dtype)
     else:
@@ -85,13 +87,44 @@ def _from_hub(repo_id: str, dtype: torch.dtype) -> EnginePipeline:
         ) from error
 
 
+def _xt_scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(  # SVD-XT's own scheduler configuration
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, interpolation_type="linear",
+        num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+        steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True)
+
+
+def build_random_xt_pipeline(device: torch.device) -> EnginePipeline:
+    """SVD-XT's architecture (UNet 1.52 B, VAE 97.7 M, CLIP ViT-H/14 632 M parameters), random weights.
+
+    Built directly on `device` from a fixed seed, so every build on the same device has the same
+    weights: benchmarks compare pipelines on it without downloading anything.
+    """
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
+        torch.manual_seed(0)
+        unet = UNetSpatioTemporalConditionModel()  # its defaults are SVD-XT's UNet
+        vae = AutoencoderKLTemporalDecoder(block_out_channels=[128, 256, 512, 512], layers_per_block=2,
+                                           down_block_types=["DownEncoderBlock2D"] * 4)
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+            projection_dim=1024, image_size=224, patch_size=14, hidden_act="gelu"))
+    return EnginePipeline(vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(),
+                          scheduler=_xt_scheduler(), feature_extractor=CLIPImageProcessor(crop_size=224, size=224))
+
+
 def build_tiny_pipeline() -> EnginePipeline:
     """A random-weight SVD with the real architecture's shape rules, built offline from a fixed seed.
 
     Four VAE blocks keep the real scale factor of 8; the CLIP tower keeps image_size 224 because the
     pipeline always resizes inputs to 224 for CLIP. Its videos are noise-like by design.
     """
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     with torch.random.fork_rng(devices=[]):
@@ -108,9 +141,5 @@ def build_tiny_pipeline() -> EnginePipeline:
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=32, projection_dim=32, num_hidden_layers=5, num_attention_heads=4,
             image_size=224, intermediate_size=37, patch_size=14))
-    scheduler = EulerDiscreteScheduler(  # SVD-XT's own scheduler configuration
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, interpolation_type="linear",
-        num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
-        steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True)
-    return EnginePipeline(vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=scheduler,
+    return EnginePipeline(vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=_xt_scheduler(),
                           feature_extractor=CLIPImageProcessor(crop_size=224, size=224))
