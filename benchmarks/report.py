@@ -16,9 +16,18 @@ def environment() -> str:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU: {cpu}, {torch.get_num_threads()} threads"
+    device = f"CPU: {cpu}, {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.strip().splitlines()
+        device = f"{torch.cuda.get_device_name()} (driver {driver[0] if driver else 'unknown'}, CUDA {torch.version.cuda})"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    return f"{device}; Python {platform.python_version()}, torch {torch.__version__}; commit {commit or 'unknown'}"
+    try:
+        from diffusers import __version__ as diffusers_version
+    except ImportError:
+        diffusers_version = "not installed"
+    return (f"{device}; Python {platform.python_version()}, torch {torch.__version__}, diffusers {diffusers_version}; "
+            f"commit {commit or 'unknown'}")
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -27,13 +36,14 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_section(name: str, title: str, body: str) -> None:
-    """Replace (or append) the section `name` of docs/benchmarks.md; other sections stay as they are."""
+def write_section(name: str, title: str, body: str, doc: Path | None = None) -> None:
+    """Replace (or append) the section `name` of `doc` (docs/benchmarks.md); other sections stay as they are."""
+    doc = doc or DOC
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT))] + sys.argv[1:])
     section = (f"<!-- {name}:start -->\n## {title}\n\n{body}\n\n"
                f"Measured on {environment()}.\nCommand: `{command}`\n<!-- {name}:end -->")
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nEach section is written by the command it names.\n"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEach section is written by the command it names.\n"
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)

@@ -9,6 +9,8 @@ PROGRESS responses (JSON: phase, step, total, elapsed) while it runs, then one f
 Either way a request whose client has gone (cancelled, timed out, disconnected stream) stops
 being worked on at the next phase change or denoising step.
 """
+import concurrent.futures
+import functools
 import json
 import os
 import traceback
@@ -43,6 +45,7 @@ class TritonPythonModel:
         self.logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})"
                              + (", streaming progress" if self.decoupled else ""))
         self.engine = SVDEngine.load(config)
+        self.logger.log_info(f"{self.model_name}: {self.engine.fast_path.describe()}")
         self.metrics = Metrics(self.model_name)
 
     def execute(self, requests):
@@ -58,29 +61,47 @@ class TritonPythonModel:
             return replies.finish()
         positions = [position for position, _ in accepted]  # engine index → request position
         try:
-            results = self.engine.generate(
+            futures = self.engine.submit(
                 [spec for _, spec in accepted],
                 on_progress=lambda event: replies.progress([positions[i] for i in event.batch], event),
                 cancelled=lambda index: replies.is_cancelled(positions[index]))
+        except Exception as error:
+            self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
+            futures = [failed(error) for _ in accepted]
+        deliveries = [functools.partial(self.deliver, replies, requests[position], position, spec)
+                      for position, spec in accepted]
+        if self.decoupled:
+            # Each reply goes out when its video is encoded, from an engine thread: returning now lets
+            # Triton start the next batch on the device while these videos are still being encoded.
+            for deliver, future in zip(deliveries, futures):
+                future.add_done_callback(deliver)
+            return None
+        # Returned from execute(): a default-mode model's responses sent later from another thread
+        # crashed tritonserver 2.51 under load (std::bad_alloc), so encoding overlaps only within this call.
+        concurrent.futures.wait(futures)
+        for deliver, future in zip(deliveries, futures):
+            deliver(future)
+        return replies.finish()
+
+    def deliver(self, replies, request, position, spec, future):
+        """Send one request's final reply: its outputs, or the error its engine result stands for."""
+        try:
+            result = future.result()
         except Exception:
             self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
-            results = [None] * len(accepted)
-        for (position, spec), result in zip(accepted, results):
-            if type(result) in RESULT_ERRORS:
-                code, outcome, prefix = RESULT_ERRORS[type(result)]
-                self.metrics.count(outcome)
-                self.logger.log_info(f"{self.model_name}: request {requests[position].request_id() or position} {result}")
-                replies.error(position, f"{prefix}: {result}", getattr(pb_utils.TritonError, code))
-            elif result is None:
-                self.metrics.count("failed")
-                replies.error(position, "generation failed; the server log has the details", pb_utils.TritonError.INTERNAL)
-            else:
-                self.metrics.observe(spec, result)
-                replies.send(position, output_tensors(result, replies.wanted[position]))
-        done = [r for r in results if r is not None and type(r) not in RESULT_ERRORS]
-        self.logger.log_info(f"{self.model_name}: executed {len(requests)} request(s), {len(done)} video(s)"
-                             + (f", {max(sum(r.timings.values()) for r in done):.2f} s" if done else ""))
-        return replies.finish()
+            self.metrics.count("failed")
+            replies.error(position, "generation failed; the server log has the details", pb_utils.TritonError.INTERNAL)
+            return
+        if type(result) in RESULT_ERRORS:
+            code, outcome, prefix = RESULT_ERRORS[type(result)]
+            self.metrics.count(outcome)
+            self.logger.log_info(f"{self.model_name}: request {request.request_id() or position} {result}")
+            replies.error(position, f"{prefix}: {result}", getattr(pb_utils.TritonError, code))
+        else:
+            self.metrics.observe(spec, result)
+            replies.send(position, output_tensors(result, replies.wanted[position]))
+            self.logger.log_verbose(f"{self.model_name}: request {request.request_id() or position} done, "
+                                    f"{sum(result.timings.values()):.2f} s")
 
     def finalize(self):
         self.engine.close()
@@ -155,7 +176,10 @@ class Metrics:
 
 
 class Replies:
-    """Responses for one execute(): returned as a list, or sent one by one when decoupled."""
+    """Responses for one execute(): returned as a list, or sent one by one when decoupled.
+
+    Decoupled models may send PROGRESS responses first; every request gets exactly one final reply.
+    """
 
     def __init__(self, requests, decoupled):
         self.requests = requests
@@ -192,6 +216,13 @@ class Replies:
 
     def finish(self):
         return None if self.decoupled else self.responses
+
+
+def failed(error):
+    """A Future already holding `error`, for requests the engine never got to."""
+    future = concurrent.futures.Future()
+    future.set_exception(error)
+    return future
 
 
 def check_contract(model_config, model_name):

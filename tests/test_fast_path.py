@@ -1,0 +1,118 @@
+"""The fast path on CPU: same frames as stock diffusers, compiled once at load, FP8 refused loudly,
+video encoding overlapped with the next pipeline call, and the benchmark harness end to end."""
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableVideoDiffusionPipeline
+from torch._dynamo.utils import counters
+
+from conftest import ROOT
+from svd_engine import EngineConfig, ModelLoadError, SVDEngine
+from svd_engine.fast_path import FastPath
+from svd_engine.loading import build_tiny_pipeline
+from videos import max_abs_diff
+
+TINY = dict(model_source="tiny", device="cpu", default_width=64, default_height=64, default_num_frames=8,
+            default_num_inference_steps=3, default_decode_chunk_size=4)
+
+
+def test_fast_path_is_on_for_cuda_and_off_for_cpu_by_default():
+    config = EngineConfig()
+    assert not FastPath(config, torch.device("cpu")).enabled
+    assert FastPath(config, torch.device("cuda")).compiles
+    assert FastPath(EngineConfig(fast_path="on"), torch.device("cpu")).enabled
+    assert not FastPath(EngineConfig(fast_path="on", compile="none"), torch.device("cuda")).compiles
+    assert not FastPath(EngineConfig(fast_path="off"), torch.device("cuda")).enabled
+
+
+def test_fast_path_parameters_parse_and_bad_values_name_the_parameter():
+    config = EngineConfig.from_parameters({"fuse_qkv": "false", "fp8": "True", "compile_batch_size": "2",
+                                           "temporal_attention": "efficient"})
+    assert (config.fuse_qkv, config.fp8, config.compile_batch_size, config.temporal_attention) == (False, True, 2, "efficient")
+    with pytest.raises(ValueError, match=r"compile='fastest' is not one of none, default, reduce-overhead"):
+        EngineConfig.from_parameters({"compile": "fastest"})
+    with pytest.raises(ValueError, match=r"channels_last='maybe' is not a valid bool"):
+        EngineConfig.from_parameters({"channels_last": "maybe"})
+    with pytest.raises(ValueError, match=r"spatial_attention='xformers' is not one of auto, flash"):
+        EngineConfig(spatial_attention="xformers")
+
+
+def test_fast_path_frames_match_stock_diffusers(tiny_engine, sample_png):
+    # Every CPU-capable switch on (fused QKV, channels_last, pinned math/flash kernels), no compile.
+    fast = SVDEngine.load(**TINY, fast_path="on", compile="none", spatial_attention="math", temporal_attention="flash")
+    request = fast.parse(sample_png, seed=4)
+    stock = StableVideoDiffusionPipeline(**build_tiny_pipeline().components)
+    with torch.inference_mode():
+        video = stock(request.image, height=64, width=64, num_frames=8, num_inference_steps=3, decode_chunk_size=4,
+                      generator=torch.Generator("cpu").manual_seed(4), output_type="pt", return_dict=False)
+    stock_frames = (video[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    [result] = fast.generate([request])
+    assert max_abs_diff(result.frames, stock_frames) <= 1
+    assert max_abs_diff(result.frames, tiny_engine.generate([tiny_engine.parse(sample_png, seed=4)])[0].frames) <= 1
+    assert stock_frames.std() > 1  # a real video, not a constant one that anything would match
+
+
+def test_compiled_once_at_load_and_never_again_per_request(sample_png, sample_rgb):
+    before = counters["stats"]["unique_graphs"]
+    engine = SVDEngine.load(**TINY, fast_path="on", compile_backend="aot_eager", compile_batch_size=2)
+    compiled = counters["stats"]["unique_graphs"] - before
+    assert compiled == 3  # UNet at batch 1 and 2, VAE decoder
+    eager = SVDEngine.load(**TINY)
+    # Two different images back to back (diffusers issue 10317), a batch of three (split 2 + 1),
+    # and a size that was not compiled (runs eagerly).
+    first = engine.parse(sample_png, seed=1)
+    second = engine.parse(sample_rgb[::-1].copy(), seed=2)
+    results = [engine.generate([first])[0], engine.generate([second])[0], *engine.generate([second, first, second])]
+    other_size = engine.generate([engine.parse(sample_png, seed=1, width=96)])[0]
+    assert counters["stats"]["unique_graphs"] - before == compiled
+    expected = eager.generate([first, second])
+    assert max_abs_diff(results[0].frames, expected[0].frames) <= 1
+    assert max_abs_diff(results[1].frames, expected[1].frames) <= 1
+    assert max_abs_diff(results[3].frames, expected[0].frames) <= 1
+    assert max_abs_diff(results[1].frames, results[0].frames) > 1
+    assert other_size.frames.shape == (8, 64, 96, 3)
+
+
+def test_fp8_without_a_hopper_gpu_fails_the_load_with_the_reason():
+    with pytest.raises(ModelLoadError, match=r"fp8=true needs a CUDA GPU with compute capability 8.9 .*this device is cpu"):
+        SVDEngine.load(**TINY, fast_path="on", compile="none", fp8=True)
+
+
+def test_video_encoding_overlaps_the_next_pipeline_call(tiny_engine, sample_png):
+    """The first call's video is encoded while the second call denoises (it waits for that, bounded)."""
+    second_denoising = threading.Event()
+    overlapped = []
+
+    def on_progress(event):
+        if event.phase == "denoising" and event.batch == (1,) and event.step >= 1:
+            second_denoising.set()
+        if event.phase == "encoding" and event.batch == (0,):
+            overlapped.append(second_denoising.wait(timeout=20))
+
+    requests = [tiny_engine.parse(sample_png, seed=1), tiny_engine.parse(sample_png, seed=1, width=96)]
+    futures = tiny_engine.submit(requests, on_progress=on_progress)
+    results = [future.result(timeout=60) for future in futures]
+    assert overlapped == [True]
+    assert [r.frames.shape for r in results] == [(8, 64, 64, 3), (8, 64, 96, 3)]
+    assert results[0].video and results[1].video
+
+
+def test_benchmark_harness_writes_its_table(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/fast_path.py", "--runs", "2", "--warmup", "0", "--width", "64", "--height", "64",
+         "--frames", "4", "--steps", "2", "--set", "compile_backend=aot_eager", "--doc", str(doc)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = doc.read_text()
+    assert "<!-- fast-path-cpu-tiny:start -->" in text and "Command: `python benchmarks/fast_path.py --runs 2" in text
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()
+            if line.startswith(("| stock", "| engine"))}
+    assert set(rows) == {"stock diffusers, float32", "engine, fast path off", "engine, fast path on"}
+    for cells in rows.values():
+        assert float(cells[1]) > 0  # end-to-end p50, seconds
+    assert int(rows["engine, fast path on"][9]) <= 1  # max abs diff vs stock, uint8 levels
