@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching soak clean
+.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path soak clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ soak: setup
 
 bench-batching: setup
 	$(BIN)/python benchmarks/batching.py
+
+# The fast path vs stock diffusers (SIZE=tiny on CPU, SIZE=xt on a GPU), table into docs/benchmarks.md.
+bench-fast-path: setup
+	$(BIN)/python benchmarks/fast_path.py --size $(or $(SIZE),tiny) $(ARGS)
 
 clean:
 	rm -rf $(VENV) out
