@@ -76,32 +76,38 @@ class TritonPythonModel:
             for deliver, future in zip(deliveries, futures):
                 future.add_done_callback(deliver)
             return None
-        # Returned from execute(): a default-mode model's responses sent later from another thread
-        # crashed tritonserver 2.51 under load (std::bad_alloc), so encoding overlaps only within this call.
+        # Default mode: responses are returned from execute(). Sending them later from another thread
+        # crashed tritonserver 2.51 under load (std::bad_alloc), so here encoding overlaps only the
+        # next pipeline call of this same execution.
         concurrent.futures.wait(futures)
-        for deliver, future in zip(deliveries, futures):
-            deliver(future)
+        videos = [result for deliver, future in zip(deliveries, futures) if (result := deliver(future)) is not None]
+        self.logger.log_info(f"{self.model_name}: executed {len(requests)} request(s), {len(videos)} video(s)"
+                             + (f", {max(sum(r.timings.values()) for r in videos):.2f} s" if videos else ""))
         return replies.finish()
 
     def deliver(self, replies, request, position, spec, future):
-        """Send one request's final reply: its outputs, or the error its engine result stands for."""
+        """Send one request's final reply: its outputs, or the error its engine result stands for.
+
+        Returns the GenerationResult when there is a video, else None."""
         try:
             result = future.result()
         except Exception:
             self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
             self.metrics.count("failed")
             replies.error(position, "generation failed; the server log has the details", pb_utils.TritonError.INTERNAL)
-            return
+            return None
         if type(result) in RESULT_ERRORS:
             code, outcome, prefix = RESULT_ERRORS[type(result)]
             self.metrics.count(outcome)
             self.logger.log_info(f"{self.model_name}: request {request.request_id() or position} {result}")
             replies.error(position, f"{prefix}: {result}", getattr(pb_utils.TritonError, code))
-        else:
-            self.metrics.observe(spec, result)
-            replies.send(position, output_tensors(result, replies.wanted[position]))
-            self.logger.log_verbose(f"{self.model_name}: request {request.request_id() or position} done, "
-                                    f"{sum(result.timings.values()):.2f} s")
+            return None
+        self.metrics.observe(spec, result)
+        replies.send(position, output_tensors(result, replies.wanted[position]))
+        if self.decoupled:
+            self.logger.log_info(f"{self.model_name}: request {request.request_id() or position} done, "
+                                 f"{sum(result.timings.values()):.2f} s")
+        return result
 
     def finalize(self):
         self.engine.close()
