@@ -33,7 +33,7 @@ from diffusers import StableVideoDiffusionPipeline  # noqa: E402
 
 from svd_engine import EngineConfig, SVDEngine, encode_video  # noqa: E402
 from svd_engine.loading import load_pipeline, resolve_device, resolve_dtype  # noqa: E402
-from svd_engine.pipeline import PhaseTimer  # noqa: E402
+from svd_engine.pipeline import PhaseTimer, uint8_frames  # noqa: E402
 from svd_engine.request import parse_request  # noqa: E402
 
 SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
@@ -108,7 +108,7 @@ def stock_row(name: str, config: EngineConfig, dtype: torch.dtype, request, devi
                      num_inference_steps=request.num_inference_steps, decode_chunk_size=request.decode_chunk_size,
                      generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt", return_dict=False,
                      callback_on_step_end=lambda *_: clock.tick() or {})
-        frames = (video[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        frames = uint8_frames(video)[0]
         timer.enter("encoding")
         encode_video(frames, request.video_format, request.fps)
         timer.enter(None)
@@ -116,7 +116,6 @@ def stock_row(name: str, config: EngineConfig, dtype: torch.dtype, request, devi
 
     with torch.inference_mode():
         measure(row, run, device, warmup, runs)
-    del pipe
     return row
 
 

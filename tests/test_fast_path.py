@@ -4,7 +4,6 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
 import torch
 from diffusers import StableVideoDiffusionPipeline
@@ -14,6 +13,7 @@ from conftest import ROOT
 from svd_engine import EngineConfig, ModelLoadError, SVDEngine
 from svd_engine.fast_path import FastPath
 from svd_engine.loading import build_tiny_pipeline
+from svd_engine.pipeline import uint8_frames
 from videos import max_abs_diff
 
 TINY = dict(model_source="tiny", device="cpu", default_width=64, default_height=64, default_num_frames=8,
@@ -49,7 +49,7 @@ def test_fast_path_frames_match_stock_diffusers(tiny_engine, sample_png):
     with torch.inference_mode():
         video = stock(request.image, height=64, width=64, num_frames=8, num_inference_steps=3, decode_chunk_size=4,
                       generator=torch.Generator("cpu").manual_seed(4), output_type="pt", return_dict=False)
-    stock_frames = (video[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    stock_frames = uint8_frames(video)[0]
     [result] = fast.generate([request])
     assert max_abs_diff(result.frames, stock_frames) <= 1
     assert max_abs_diff(result.frames, tiny_engine.generate([tiny_engine.parse(sample_png, seed=4)])[0].frames) <= 1

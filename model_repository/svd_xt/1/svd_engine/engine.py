@@ -17,7 +17,7 @@ from .config import EngineConfig
 from .errors import GenerationCancelled, OutOfMemory
 from .fast_path import FastPath
 from .loading import load_pipeline, resolve_device, resolve_dtype
-from .pipeline import EnginePipeline, PhaseTimer
+from .pipeline import EnginePipeline, PhaseTimer, uint8_frames
 from .request import GenerationRequest, parse_request
 from .video import VIDEO_FORMATS, encode_video
 
@@ -196,7 +196,7 @@ class SVDEngine:
                     generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch.requests],
                     output_type="pt", callback_on_step_end=step_end, return_dict=False,
                 )
-            frames = (video * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+            frames = uint8_frames(video)
             timer.enter(None)
         except GenerationCancelled as stop:
             return [_resolved(stop) for _ in batch.requests]

@@ -14,7 +14,6 @@ failure this avoids).
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
@@ -29,7 +28,6 @@ CUDA_GRAPH_MODES = {"reduce-overhead": "default", "max-autotune": "max-autotune-
 """Compile modes that capture CUDA graphs → the same mode without them, used for the VAE decoder
 (its chunk outputs are kept across calls, which a CUDA-graph replay would overwrite)."""
 FP8_MIN_CAPABILITY = (8, 9)
-log = logging.getLogger(__name__)
 
 
 class PinnedKernelProcessor:

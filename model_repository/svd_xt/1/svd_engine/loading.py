@@ -87,13 +87,17 @@ def _from_hub(repo_id: str, dtype: torch.dtype) -> EnginePipeline:
         ) from error
 
 
-def _xt_scheduler():
+def _assemble(unet, vae, image_encoder) -> EnginePipeline:
+    """A pipeline around random-weight models, with SVD-XT's scheduler and CLIP preprocessing."""
     from diffusers import EulerDiscreteScheduler
+    from transformers import CLIPImageProcessor
 
-    return EulerDiscreteScheduler(  # SVD-XT's own scheduler configuration
+    scheduler = EulerDiscreteScheduler(  # SVD-XT's own scheduler configuration
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, interpolation_type="linear",
         num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
         steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True)
+    return EnginePipeline(vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=scheduler,
+                          feature_extractor=CLIPImageProcessor(crop_size=224, size=224))
 
 
 def build_random_xt_pipeline(device: torch.device) -> EnginePipeline:
@@ -103,7 +107,7 @@ def build_random_xt_pipeline(device: torch.device) -> EnginePipeline:
     weights: benchmarks compare pipelines on it without downloading anything.
     """
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
@@ -114,8 +118,7 @@ def build_random_xt_pipeline(device: torch.device) -> EnginePipeline:
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
             projection_dim=1024, image_size=224, patch_size=14, hidden_act="gelu"))
-    return EnginePipeline(vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(),
-                          scheduler=_xt_scheduler(), feature_extractor=CLIPImageProcessor(crop_size=224, size=224))
+    return _assemble(unet, vae, image_encoder)
 
 
 def build_tiny_pipeline() -> EnginePipeline:
@@ -125,7 +128,7 @@ def build_tiny_pipeline() -> EnginePipeline:
     pipeline always resizes inputs to 224 for CLIP. Its videos are noise-like by design.
     """
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -141,5 +144,4 @@ def build_tiny_pipeline() -> EnginePipeline:
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=32, projection_dim=32, num_hidden_layers=5, num_attention_heads=4,
             image_size=224, intermediate_size=37, patch_size=14))
-    return EnginePipeline(vae=vae.eval(), image_encoder=image_encoder.eval(), unet=unet.eval(), scheduler=_xt_scheduler(),
-                          feature_extractor=CLIPImageProcessor(crop_size=224, size=224))
+    return _assemble(unet, vae, image_encoder)

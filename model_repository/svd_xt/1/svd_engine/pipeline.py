@@ -10,8 +10,14 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 from diffusers import StableVideoDiffusionPipeline
+
+
+def uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """The pipeline's `output_type="pt"` videos (B×F×3×H×W, 0..1) as B×F×H×W×3 uint8, rounded."""
+    return (video * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
 
 
 class PhaseTimer:
