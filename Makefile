@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path soak clean
+.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention soak clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ bench-batching: setup
 # The fast path vs stock diffusers (SIZE=tiny on CPU, SIZE=xt on a GPU), table into docs/benchmarks.md.
 bench-fast-path: setup
 	$(BIN)/python benchmarks/fast_path.py --size $(or $(SIZE),tiny) $(ARGS)
+
+# Each SDPA kernel at the UNet's attention shapes (SIZE=xt on a GPU), table into docs/benchmarks.md.
+bench-attention: setup
+	$(BIN)/python benchmarks/attention.py --size $(or $(SIZE),tiny) $(ARGS)
 
 clean:
 	rm -rf $(VENV) out

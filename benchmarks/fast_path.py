@@ -11,17 +11,24 @@ run, not timed), our engine with the fast path off, and with it on; optional row
 at a time. Each timed row: `--warmup` runs, then `--runs` timed runs; phases and the per-step time
 are from the last run, end to end is the median. Fidelity compares uint8 frames with the stock
 row's and the reference's (max abs difference, PSNR in dB).
+
+A full-size run takes longer than some machines allow one command (stock float16 and float32 rows,
+a compilation per fast-path row). With `--results DIR` each finished row is kept in DIR (its
+numbers; the frames of the stock and reference rows, which later rows are compared with), and the
+same command run again measures only what is missing, then writes the whole table.
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -53,10 +60,57 @@ class Row:
     e2e: list[float] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     steps: list[float] = field(default_factory=list)
-    peak: tuple[float, float] | None = None
+    peak: list[float] | None = None
     """Peak allocated and reserved device memory, GiB (CUDA only)."""
-    frames: np.ndarray | None = None
     timed: bool = True
+    settings: str = ""
+    """What was measured (configuration, size, run counts): a kept row is reused only for the same."""
+    max_diff: int | None = None
+    """Largest difference from the stock row's frames, uint8 levels."""
+    psnr_stock: float | None = None
+    psnr_reference: float | None = None
+    frames: np.ndarray | None = field(default=None, repr=False)
+
+
+class Results:
+    """The rows measured so far, kept in a folder (`--results`) so that a long run can stop and go on.
+
+    A row is reused when its name and settings match. The stock and reference rows are reused only
+    with their frames, which every later row is compared with; otherwise they are measured again.
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self.rows: dict[str, dict] = {}
+        if folder and (folder / "rows.json").exists():
+            self.rows = {row["name"]: row for row in json.loads((folder / "rows.json").read_text())}
+
+    def reuse(self, name: str, settings: str, with_frames: bool) -> Row | None:
+        kept = self.rows.get(name)
+        if kept is None or kept["settings"] != settings:
+            return None
+        row = Row(**kept)
+        if with_frames:
+            frames = self._frames_file(name)
+            if not frames.exists():
+                return None
+            row.frames = np.load(frames)
+        print(f"{name}: kept from {self.folder}", flush=True)
+        return row
+
+    def keep(self, row: Row, with_frames: bool) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if with_frames:
+            np.save(self._frames_file(row.name), row.frames)
+        self.rows[row.name] = {k: v for k, v in asdict(row).items() if k != "frames"}
+        partial = self.folder / "rows.json.partial"
+        partial.write_text(json.dumps(list(self.rows.values()), indent=1))
+        partial.replace(self.folder / "rows.json")  # whole or not at all, even when the run is killed
+
+    def _frames_file(self, name: str) -> Path:
+        return self.folder / ("frames-" + "".join(c if c.isalnum() else "-" for c in name) + ".npy")
 
 
 class StepClock:
@@ -87,7 +141,7 @@ def measure(row: Row, run, device: torch.device, warmup: int, runs: int) -> Row:
         row.frames, row.phases, row.steps = run()
         row.e2e.append(time.perf_counter() - started)
     if device.type == "cuda":
-        row.peak = (torch.cuda.max_memory_allocated(device) / GIB, torch.cuda.max_memory_reserved(device) / GIB)
+        row.peak = [torch.cuda.max_memory_allocated(device) / GIB, torch.cuda.max_memory_reserved(device) / GIB]
     return row
 
 
@@ -140,6 +194,29 @@ def engine_row(name: str, config: EngineConfig, image: bytes, device, warmup: in
     return row
 
 
+class Planned(NamedTuple):
+    """One row to measure: the stock pipeline in `stock_dtype`, or (stock_dtype None) our engine."""
+
+    name: str
+    config: EngineConfig
+    stock_dtype: torch.dtype | None
+    warmup: int
+    runs: int
+    timed: bool = True
+    """False for the float32 reference: one run, for fidelity only."""
+
+
+def measure_planned(planned: Planned, request, image: bytes, device: torch.device) -> Row:
+    if planned.stock_dtype is not None:
+        row = stock_row(planned.name, planned.config, planned.stock_dtype, request, device, planned.warmup, planned.runs)
+    else:
+        row = engine_row(planned.name, planned.config, image, device, planned.warmup, planned.runs)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
 def say(row: Row) -> Row:
     print(f"{row.name}: {statistics.median(row.e2e):.2f} s end to end", flush=True)
     return row
@@ -150,14 +227,21 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
 
-def fidelity(frames: np.ndarray, against: np.ndarray | None) -> tuple[str, str]:
-    if against is None or frames is None:
-        return "—", "—"
-    return str(int(np.abs(frames.astype(np.int16) - against).max())), f"{psnr(frames, against):.1f}"
+def compare(row: Row, stock: Row | None, reference: Row | None) -> None:
+    """Fill in the row's fidelity against the stock and reference frames (those rows come first)."""
+    if stock is not None and row is not stock:
+        row.max_diff = int(np.abs(row.frames.astype(np.int16) - stock.frames).max())
+        row.psnr_stock = psnr(row.frames, stock.frames)
+    if reference is not None and row is not reference:
+        row.psnr_reference = psnr(row.frames, reference.frames)
+
+
+def decibels(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def table(rows: list[Row], device: torch.device) -> str:
-    stock, reference = rows[0], next((r for r in rows if not r.timed), None)
+    stock = rows[0]
     header = ["variant", "end to end p50 (s)", "vs stock", "CLIP + VAE encode (s)", "denoising (s)", "step p50 (s)",
               "VAE decode (s)", "video encode (s)", "peak GPU memory (GiB, allocated / reserved)",
               "max abs diff vs stock", "PSNR vs stock (dB)", "PSNR vs fp32 (dB)", "load + compile (s)"]
@@ -169,10 +253,9 @@ def table(rows: list[Row], device: torch.device) -> str:
             f"{statistics.median(row.steps):.3f}" if row.steps else "—"] + [
             f"{row.phases.get(phase, 0):.3f}" for phase in ("decoding", "encoding")]
         peak = f"{row.peak[0]:.1f} / {row.peak[1]:.1f}" if row.peak else ("n/a (CPU)" if device.type == "cpu" else "—")
-        max_diff, vs_stock = fidelity(row.frames, stock.frames) if row is not stock else ("0", "—")
-        vs_reference = fidelity(row.frames, reference.frames)[1] if reference and row is not reference else "—"
         lines.append([row.name] + (timed if row.timed else ["(fidelity only, 1 run)"] + ["—"] * 6)
-                     + [peak if row.timed else "—", max_diff, vs_stock, vs_reference, f"{row.load:.1f}"])
+                     + [peak if row.timed else "—", "0" if row is stock else row.max_diff, decibels(row.psnr_stock),
+                        decibels(row.psnr_reference), f"{row.load:.1f}"])
     return markdown_table(header, lines)
 
 
@@ -195,6 +278,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--decode-chunk-sizes", default="", help="more fast-path rows with these VAE decode chunk sizes")
     parser.add_argument("--no-reference", action="store_true", help="skip the float32 reference row on CUDA")
     parser.add_argument("--doc", type=Path, help="write the table here instead of docs/benchmarks.md")
+    parser.add_argument("--results", type=Path, help="keep each finished row here; run again to measure only what is missing")
     args = parser.parse_args(argv)
 
     source, width, height, frames, steps, chunk = SIZES[args.size]
@@ -209,10 +293,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
     request = parse_request(image, {"seed": SEED}, base, model_num_frames=base.default_num_frames)
     dtype = resolve_dtype("auto", device)
     precision = str(dtype).removeprefix("torch.")
-    rows = [say(stock_row(f"stock diffusers, {precision}", base, dtype, request, device, args.warmup, args.runs))]
-    if device.type == "cuda" and not args.no_reference:
-        rows.append(say(stock_row("stock diffusers, float32 (reference)", base, torch.float32, request, device, 0, 1)))
-        rows[-1].timed = False
+    reference = device.type == "cuda" and not args.no_reference
+    plan = [Planned(f"stock diffusers, {precision}", base, dtype, args.warmup, args.runs)]
+    if reference:
+        plan.append(Planned("stock diffusers, float32 (reference)", base, torch.float32, 0, 1, timed=False))
     engine_rows = [("engine, fast path off", replace(base, fast_path="off")), ("engine, fast path on", fast)]
     if args.ablate:
         engine_rows += [(f"fast path, {key}={value}".replace("True", "true").replace("False", "false"),
@@ -222,11 +306,23 @@ def main(argv: list[str] | None = None) -> list[Row]:
         engine_rows.append(("fast path, fp8", replace(fast, fp8=True)))
     engine_rows += [(f"fast path, decode chunk {n}", replace(fast, default_decode_chunk_size=int(n)))
                     for n in filter(None, args.decode_chunk_sizes.split(","))]
-    for name, config in engine_rows:
-        rows.append(say(engine_row(name, config, image, device, args.warmup, args.runs)))
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    plan += [Planned(name, config, None, args.warmup, args.runs) for name, config in engine_rows]
+
+    results = Results(args.results)
+    rows: list[Row] = []
+    compared_with = 2 if reference else 1  # the stock (and reference) rows: every later row is compared with them
+    for index, planned in enumerate(plan):
+        settings = repr(planned[1:])
+        row = results.reuse(planned.name, settings, with_frames=index < compared_with)
+        if row is None:
+            row = measure_planned(planned, request, image, device)
+            row.settings, row.timed = settings, planned.timed
+            compare(row, rows[0] if rows else None, rows[1] if reference and len(rows) > 1 else None)
+            results.keep(row, with_frames=index < compared_with)
+            say(row)
+        if index >= compared_with:
+            row.frames = None
+        rows.append(row)
 
     describe = lambda c: ", ".join(f"{k}={getattr(c, k)}" for k in ("dtype", "spatial_attention", "temporal_attention",
                                                                      "fuse_qkv", "channels_last", "compile", "compile_vae", "compile_backend"))
@@ -234,6 +330,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
             f"guidance {request.min_guidance_scale:g}→{request.max_guidance_scale:g}, decode chunk {request.decode_chunk_size}, "
             f"MP4 output, seed {SEED}; {args.warmup} warm-up + {args.runs} timed runs per row.\n"
             f"Fast path: {describe(fast)}.\n\n{table(rows, device)}")
+    if args.decode_chunk_sizes:
+        body += ("\n\nRows with another decode chunk size differ from stock by design: the temporal decoder "
+                 "mixes the frames within a chunk.")
     write_section(f"fast-path-{device.type}-{args.size}", f"Fast path vs stock diffusers ({device.type.upper()}, {args.size})",
                   body, doc=args.doc)
     print(table(rows, device))

@@ -11,7 +11,7 @@ from torch._dynamo.utils import counters
 
 from conftest import ROOT
 from svd_engine import EngineConfig, ModelLoadError, SVDEngine
-from svd_engine.fast_path import FastPath
+from svd_engine.fast_path import SDPA_KERNELS, FastPath, PinnedKernelProcessor, attention_kind
 from svd_engine.loading import build_tiny_pipeline
 from svd_engine.pipeline import uint8_frames
 from videos import max_abs_diff
@@ -50,6 +50,12 @@ def test_fast_path_frames_match_stock_diffusers(tiny_engine, sample_png):
         video = stock(request.image, height=64, width=64, num_frames=8, num_inference_steps=3, decode_chunk_size=4,
                       generator=torch.Generator("cpu").manual_seed(4), output_type="pt", return_dict=False)
     stock_frames = uint8_frames(video)[0]
+    pinned = {name: processor.kernel for name, processor in fast.pipeline.unet.attn_processors.items()}
+    assert {name: attention_kind(name) for name in pinned} == {
+        name: "temporal" if kernel == SDPA_KERNELS["flash"] else "spatial" for name, kernel in pinned.items()}
+    assert "temporal" in {attention_kind(name) for name in pinned} and "spatial" in {attention_kind(name) for name in pinned}
+    # The VAE's one attention head is 512 wide, too wide for flash and cuDNN on a GPU: never pinned.
+    assert not any(isinstance(p, PinnedKernelProcessor) for p in fast.pipeline.vae.attn_processors.values())
     [result] = fast.generate([request])
     assert max_abs_diff(result.frames, stock_frames) <= 1
     assert max_abs_diff(result.frames, tiny_engine.generate([tiny_engine.parse(sample_png, seed=4)])[0].frames) <= 1
@@ -101,18 +107,51 @@ def test_video_encoding_overlaps_the_next_pipeline_call(tiny_engine, sample_png)
     assert results[0].video and results[1].video
 
 
-def test_benchmark_harness_writes_its_table(tmp_path):
-    doc = tmp_path / "benchmarks.md"
-    run = subprocess.run(
-        [sys.executable, "benchmarks/fast_path.py", "--runs", "2", "--warmup", "0", "--width", "64", "--height", "64",
-         "--frames", "4", "--steps", "2", "--set", "compile_backend=aot_eager", "--doc", str(doc)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+def harness(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def table_rows(text: str, first_cells: tuple[str, ...]) -> dict[str, list[str]]:
+    """Markdown table rows starting with one of `first_cells`, keyed by their first cell."""
+    return {line.split(" | ")[0].strip("| "): [cell.strip(" |") for cell in line.split(" | ")]
+            for line in text.splitlines() if line.startswith(tuple("| " + cell for cell in first_cells))}
+
+
+def test_benchmark_harness_writes_its_table_and_goes_on_from_kept_rows(tmp_path):
+    doc, kept = tmp_path / "benchmarks.md", tmp_path / "rows"
+    common = ["benchmarks/fast_path.py", "--runs", "2", "--warmup", "0", "--width", "64", "--height", "64", "--frames", "4",
+              "--steps", "2", "--set", "compile_backend=aot_eager", "--doc", str(doc), "--results", str(kept)]
+    harness(*common)
     text = doc.read_text()
     assert "<!-- fast-path-cpu-tiny:start -->" in text and "Command: `python benchmarks/fast_path.py --runs 2" in text
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()
-            if line.startswith(("| stock", "| engine"))}
+    rows = table_rows(text, ("stock", "engine", "fast path"))
     assert set(rows) == {"stock diffusers, float32", "engine, fast path off", "engine, fast path on"}
     for cells in rows.values():
         assert float(cells[1]) > 0  # end-to-end p50, seconds
     assert int(rows["engine, fast path on"][9]) <= 1  # max abs diff vs stock, uint8 levels
+
+    # The same command with one more row measures only that row; the others are kept as they were.
+    second = harness(*common, "--decode-chunk-sizes", "2")
+    assert second.stdout.count(f"kept from {kept}") == 3
+    again = table_rows(doc.read_text(), ("stock", "engine", "fast path"))
+    assert {name: again[name] for name in rows} == rows
+    assert float(again["fast path, decode chunk 2"][1]) > 0
+    assert int(again["fast path, decode chunk 2"][9]) > 1  # a smaller decode chunk mixes fewer frames: other output
+
+
+def test_attention_benchmark_times_each_kernel_at_the_unets_shapes(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    harness("benchmarks/attention.py", "--width", "64", "--height", "64", "--frames", "4", "--repeats", "1", "--doc", str(doc))
+    text = doc.read_text()
+    assert "<!-- attention-cpu-tiny:start -->" in text
+    summary = table_rows(text.split("Per shape")[0], ("spatial", "temporal"))
+    for kind in ("spatial", "temporal"):
+        kind_row = summary[kind]
+        assert int(kind_row[1]) > 0 and int(kind_row[2]) > 0  # SDPA calls, distinct shapes
+        assert float(kind_row[3]) > 0 and float(kind_row[7]) > 0  # auto, math: milliseconds per UNet pass
+        assert kind_row[6] == "unsupported"  # cuDNN attention needs CUDA
+        assert kind_row[8] in ("auto", "flash", "math")
+    shapes = [line.split(" | ") for line in text.split("Per shape")[1].splitlines() if line.startswith("| temporal")]
+    assert shapes and all(cells[1].split("×")[2] == "4" for cells in shapes)  # temporal attention spans the 4 frames

@@ -45,8 +45,9 @@ class EngineConfig:
     fast_path: str = "auto"
     """`auto` (on with CUDA, off on CPU), `on` or `off`."""
     spatial_attention: str = "auto"
-    """SDPA kernel for the spatial attention (UNet and VAE): `auto` (PyTorch picks), `flash`,
-    `efficient`, `cudnn` or `math`."""
+    """SDPA kernel for the UNet's spatial attention: `auto` (PyTorch picks), `flash`, `efficient`,
+    `cudnn` or `math`. The VAE's attention always lets PyTorch pick (its 512-wide head is too wide
+    for flash and cuDNN)."""
     temporal_attention: str = "auto"
     """SDPA kernel for the UNet's temporal attention (sequences as long as the frame count)."""
     fuse_qkv: bool = True

@@ -2,7 +2,7 @@
 
 On by default with CUDA and off on CPU (`fast_path=auto`). Applied in this order:
 fused QKV projections; FP8 linear layers in the UNet (opt-in, torchao); a pinned SDPA kernel for the
-spatial and for the temporal attention; channels_last convolutions; torch.compile of the UNet and
+UNet's spatial and for its temporal attention; channels_last convolutions; torch.compile of the UNet and
 the VAE decoder. benchmarks/fast_path.py measures each one against the stock diffusers pipeline.
 
 Compilation is static (`dynamic=False`) and happens once, at load, for the deployment's default
@@ -28,6 +28,11 @@ CUDA_GRAPH_MODES = {"reduce-overhead": "default", "max-autotune": "max-autotune-
 """Compile modes that capture CUDA graphs → the same mode without them, used for the VAE decoder
 (its chunk outputs are kept across calls, which a CUDA-graph replay would overwrite)."""
 FP8_MIN_CAPABILITY = (8, 9)
+
+
+def attention_kind(name: str) -> str:
+    """`temporal` for a UNet attention module (or processor) attending across frames, else `spatial`."""
+    return "temporal" if "temporal_transformer_blocks" in name else "spatial"
 
 
 class PinnedKernelProcessor:
@@ -80,8 +85,9 @@ class FastPath:
         if c.fp8:
             self._quantize_fp8(pipeline.unet)
         if c.fuse_qkv or {c.spatial_attention, c.temporal_attention} != {"auto"}:
-            for model in models:
-                model.set_attn_processor({name: self._processor(name) for name in model.attn_processors})
+            pipeline.unet.set_attn_processor({name: self._processor(name) for name in pipeline.unet.attn_processors})
+            if c.fuse_qkv:  # the VAE's attention (one 512-wide head: too wide for flash and cuDNN) keeps PyTorch's pick
+                pipeline.vae.set_attn_processor(FusedAttnProcessor2_0())
         if c.channels_last:  # 2-D convolutions only: the temporal ones are 3-D
             for model in models:
                 for module in model.modules():
@@ -93,8 +99,9 @@ class FastPath:
                 pipeline.vae.decoder = self._compile(pipeline.vae.decoder, CUDA_GRAPH_MODES.get(c.compile, c.compile))
 
     def _processor(self, name: str):
+        """The UNet processor for attention module `name`: fused or not, with its kind's kernel pinned."""
         processor = FusedAttnProcessor2_0() if self.config.fuse_qkv else AttnProcessor2_0()
-        kernel = self.config.temporal_attention if "temporal_transformer_blocks" in name else self.config.spatial_attention
+        kernel = self.config.temporal_attention if attention_kind(name) == "temporal" else self.config.spatial_attention
         return processor if kernel == "auto" else PinnedKernelProcessor(processor, SDPA_KERNELS[kernel])
 
     def _compile(self, module, mode: str):
