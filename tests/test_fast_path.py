@@ -1,5 +1,8 @@
-"""The fast path on CPU: same frames as stock diffusers, compiled once at load, FP8 refused loudly,
-video encoding overlapped with the next pipeline call, and the benchmark harness end to end."""
+"""The fast path on CPU: same frames as stock diffusers, compiled once at load (in the engine and
+inside tritonserver), FP8 refused loudly, video encoding overlapped with the next pipeline call, and
+the benchmark harnesses end to end."""
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,6 +17,8 @@ from svd_engine import EngineConfig, ModelLoadError, SVDEngine
 from svd_engine.fast_path import SDPA_KERNELS, FastPath, PinnedKernelProcessor, attention_kind
 from svd_engine.loading import build_tiny_pipeline
 from svd_engine.pipeline import uint8_frames
+from svd_triton.client import SVDClient
+from svd_triton.server import ServerOptions, TritonServer, free_port
 from videos import max_abs_diff
 
 TINY = dict(model_source="tiny", device="cpu", default_width=64, default_height=64, default_num_frames=8,
@@ -81,6 +86,34 @@ def test_compiled_once_at_load_and_never_again_per_request(sample_png, sample_rg
     assert max_abs_diff(results[3].frames, expected[0].frames) <= 1
     assert max_abs_diff(results[1].frames, results[0].frames) > 1
     assert other_size.frames.shape == (8, 64, 96, 3)
+
+
+def test_tritonserver_loads_the_inductor_compiled_fast_path_and_serves_two_images(tmp_path, sample_png, sample_rgb):
+    """The deployment path of a GPU server, on CPU: a minutes-long compile inside the model's
+    initialize (the stub reads inductor's UTF-8 templates), then two different images back to back."""
+    repository = tmp_path / "repo"
+    shutil.copytree(ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("__pycache__"))
+    config = repository / "svd_xt" / "configs" / "cpu.pbtxt"
+    shape = dict(default_width=64, default_height=64, default_num_frames=4, default_num_inference_steps=2)
+    text = config.read_text()
+    for key, value in {**shape, "fast_path": "on", "compile_vae": "false"}.items():
+        text, found = re.subn(rf'(key: "{key}", value: {{ string_value: )"[^"]*"', rf'\g<1>"{value}"', text)
+        if not found:
+            text = text.replace("parameters: [", f'parameters: [\n  {{ key: "{key}", value: {{ string_value: "{value}" }} }},', 1)
+    config.write_text(text)
+    options = ServerOptions(model_repository=repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    images = [sample_png, sample_rgb[::-1].copy()]
+    with TritonServer(options, ready_timeout=900) as server:
+        client = SVDClient(server.http_url, timeout=300)
+        served = [client.generate(image, seed=seed, frames=True) for seed, image in enumerate(images)]
+        log = server.log_path.read_text()
+    assert "fast path: attention spatial=auto temporal=auto, fused QKV, channels_last, compiled (inductor, default, batch 1–1)" in log
+    eager = SVDEngine.load(model_source="tiny", device="cpu", dtype="float32", default_decode_chunk_size=8, **shape)
+    expected = eager.generate([eager.parse(image, seed=seed) for seed, image in enumerate(images)])
+    for result, reference in zip(served, expected):
+        assert result.frames.shape == (4, 64, 64, 3)
+        assert max_abs_diff(result.frames, reference.frames) <= 1
+    assert max_abs_diff(served[0].frames, served[1].frames) > 1
 
 
 def test_fp8_without_a_hopper_gpu_fails_the_load_with_the_reason():

@@ -12,6 +12,7 @@ being worked on at the next phase change or denoising step.
 import concurrent.futures
 import functools
 import json
+import locale
 import os
 import traceback
 from dataclasses import replace
@@ -37,6 +38,7 @@ RESULT_ERRORS = {
 class TritonPythonModel:
     def initialize(self, args):
         self.model_name = args["model_name"]
+        utf8_text_files()
         model_config = json.loads(args["model_config"])
         check_contract(model_config, self.model_name)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
@@ -229,6 +231,17 @@ def failed(error):
     future = concurrent.futures.Future()
     future.set_exception(error)
     return future
+
+
+def utf8_text_files() -> None:
+    """Make open() read UTF-8 in this process, whatever LANG says.
+
+    The stub embeds Python with an isolated configuration, which never sets the locale from the
+    environment: open() without an encoding reads ASCII, and torch.compile's inductor then fails
+    the model load on its own UTF-8 templates ("'ascii' codec can't decode byte 0xe2").
+    """
+    if locale.getpreferredencoding(False).upper().replace("-", "") != "UTF8":
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
 
 
 def check_contract(model_config, model_name):
