@@ -146,13 +146,13 @@ def main(argv: list[str] | None = None) -> dict[str, Counter]:
     calls = record_attention(load_pipeline(source, device=device, dtype=dtype), width, height, frames, min(chunk, frames))
     shapes = {shape for kind in KINDS for shape in calls[kind]}
     timings = {(kernel, shape): time_kernel(kernel, shape, device, dtype, args.repeats) for kernel in KERNELS for shape in shapes}
+    text = tables(calls, timings)
     body = (f"{source} weights, {width}×{height}, {frames} frames (UNet batch 2: classifier-free guidance), "
             f"VAE decode chunk {min(chunk, frames)}, {str(dtype).removeprefix('torch.')}; median of {args.repeats} calls "
-            f"per kernel and shape. Totals are per UNet pass (multiply by the steps) and per decoded chunk for vae.\n\n"
-            + tables(calls, timings))
+            f"per kernel and shape. Totals are per UNet pass (multiply by the steps) and per decoded chunk for vae.\n\n" + text)
     write_section(f"attention-{device.type}-{args.size}", f"SDPA kernels at SVD's attention shapes ({device.type.upper()}, {args.size})",
                   body, doc=args.doc)
-    print(tables(calls, timings))
+    print(text)
     return calls
 
 

@@ -209,6 +209,8 @@ class TritonServer:
 
         Never waits, so it is safe in a signal handler that interrupted a wait on the same process.
         """
+        if self.watchdog is not None:  # stubs exit during a shutdown: not a crash to reload after
+            self.watchdog.halt.set()
         if self.process is None or self.process.returncode is not None:
             return
         if self._stop_requested:
@@ -219,8 +221,6 @@ class TritonServer:
 
     def stop(self, grace: float = 30.0) -> None:
         """Request a stop, then kill the group if it has not exited after `grace` seconds."""
-        if self.watchdog is not None:
-            self.watchdog.halt.set()
         if self.process is None or self.process.poll() is not None:
             return
         self.request_stop()
@@ -272,7 +272,7 @@ class StubWatchdog(threading.Thread):
         expected = len(backend_stub_pids(self.server.process.pid))
         while not self.halt.wait(self.interval) and self.server.process.poll() is None:
             alive = len(backend_stub_pids(self.server.process.pid))
-            if alive < expected:
+            if alive < expected and not self.halt.is_set():
                 try:
                     ready = [m["name"] for m in self.server.repository_request("index") if m.get("state") == "READY"]
                     for model in ready:
