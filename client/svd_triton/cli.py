@@ -116,8 +116,13 @@ def _serve(args) -> int:
         signal.signal(signum, lambda *_: server.request_stop())
     print(f"starting tritonserver (log: {server.log_path}) ...", file=sys.stderr)
     server.start()
-    print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics :{options.metrics_port}", file=sys.stderr)
-    return server.wait()
+    if not server.stopping:
+        print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics :{options.metrics_port}", file=sys.stderr)
+    code = server.wait()
+    if server.stopped_on_request():
+        print("svd-triton serve: stopped", file=sys.stderr)
+        return 0
+    return code
 
 
 def _generate(args) -> int:

@@ -169,7 +169,7 @@ class TritonServer:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.wait_ready()
-        if self.options.model_control == "explicit" and self.options.auto_reload:
+        if self.options.model_control == "explicit" and self.options.auto_reload and not self.stopping:
             self.watchdog = StubWatchdog(self)
             self.watchdog.start()
         return self
@@ -186,6 +186,8 @@ class TritonServer:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if self.stopping:  # stopped on request while loading (a pod terminated mid-compile): no failure
+                    return
                 raise ServerStartError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
             if self.is_ready():
                 return
@@ -203,6 +205,16 @@ class TritonServer:
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "--- tritonserver log (last lines) ---\n" + "\n".join(text[-lines:])
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested (request_stop, e.g. from a SIGTERM handler)."""
+        return self._stop_requested
+
+    def stopped_on_request(self) -> bool:
+        """The server has exited because of request_stop: cleanly, or killed by the SIGTERM while still loading
+        (tritonserver handles signals only once its models are loaded)."""
+        return self.stopping and self.process.poll() in (0, -signal.SIGTERM)
 
     def request_stop(self) -> None:
         """SIGTERM (Triton unloads models, finalize runs); a second request SIGKILLs the whole group.
