@@ -3,7 +3,8 @@
     python benchmarks/fast_path.py                      # CPU smoke: tiny model, 128×128, 8 frames, 4 steps
     python benchmarks/fast_path.py --size xt            # CUDA: SVD-XT architecture, random weights, 1024×576,
                                                         # 25 frames, 25 steps, guidance 1→3
-    python benchmarks/fast_path.py --size xt --ablate --dtypes bfloat16 --fp8 --decode-chunk-sizes 4,14
+    python benchmarks/fast_path.py --size xt --ablate --vary dtype=bfloat16 --vary compile=reduce-overhead \
+        --vary fp8=true --vary default_decode_chunk_size=2,4,14 --results out/fast-path-xt
 
 Rows: the stock `StableVideoDiffusionPipeline` as a user runs it (float16 on CUDA, float32 on CPU,
 the model card's decode_chunk_size), the float32 pipeline as a fidelity reference (CUDA only, one
@@ -48,7 +49,8 @@ SIZES = {  # source, width, height, frames, steps, decode chunk
     "tiny": ("tiny", 128, 128, 8, 4, 4),
     "xt": ("random-xt", 1024, 576, 25, 25, 8),
 }
-ABLATIONS = {"channels_last": False, "fuse_qkv": False, "compile": "none", "compile_vae": False}
+ABLATIONS = {"channels_last": "false", "fuse_qkv": "false", "compile": "none", "compile_vae": "false"}
+"""--ablate: one row per fast-path switch turned off."""
 SEED = 42
 GIB = 1024 ** 3
 
@@ -194,6 +196,11 @@ def engine_row(name: str, config: EngineConfig, image: bytes, device, warmup: in
     return row
 
 
+def parameters(config: EngineConfig) -> dict[str, str]:
+    """`config` as config.pbtxt-style strings, to derive variants from with EngineConfig.from_parameters."""
+    return {name: str(value) for name, value in vars(config).items()}
+
+
 class Planned(NamedTuple):
     """One row to measure: the stock pipeline in `stock_dtype`, or (stock_dtype None) our engine."""
 
@@ -273,9 +280,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="engine parameter for the fast-path rows (config.pbtxt names), e.g. compile=max-autotune")
     parser.add_argument("--ablate", action="store_true", help="one more row per fast-path switch, that switch off")
-    parser.add_argument("--dtypes", default="", help="more fast-path rows in these dtypes, e.g. bfloat16")
-    parser.add_argument("--fp8", action="store_true", help="one more row with fp8=true (Hopper/Ada, torchao)")
-    parser.add_argument("--decode-chunk-sizes", default="", help="more fast-path rows with these VAE decode chunk sizes")
+    parser.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
+                        help="one more fast-path row per value with only KEY changed (config.pbtxt names), e.g. "
+                             "dtype=bfloat16, compile=reduce-overhead, fp8=true, default_decode_chunk_size=2,4,14")
     parser.add_argument("--no-reference", action="store_true", help="skip the float32 reference row on CUDA")
     parser.add_argument("--doc", type=Path, help="write the table here instead of docs/benchmarks.md")
     parser.add_argument("--results", type=Path, help="keep each finished row here; run again to measure only what is missing")
@@ -287,8 +294,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
                         default_height=args.height or height, default_num_frames=args.frames or frames,
                         default_num_inference_steps=args.steps or steps,
                         default_decode_chunk_size=args.decode_chunk_size or chunk, default_video_format="mp4")
-    fast = EngineConfig.from_parameters({**{k: str(v) for k, v in vars(base).items()}, "fast_path": "on",
-                                         **dict(item.split("=", 1) for item in args.set)})
+    fast = EngineConfig.from_parameters({**parameters(base), "fast_path": "on", **dict(item.split("=", 1) for item in args.set)})
     image = SAMPLE.read_bytes()
     request = parse_request(image, {"seed": SEED}, base, model_num_frames=base.default_num_frames)
     dtype = resolve_dtype("auto", device)
@@ -298,14 +304,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if reference:
         plan.append(Planned("stock diffusers, float32 (reference)", base, torch.float32, 0, 1, timed=False))
     engine_rows = [("engine, fast path off", replace(base, fast_path="off")), ("engine, fast path on", fast)]
-    if args.ablate:
-        engine_rows += [(f"fast path, {key}={value}".replace("True", "true").replace("False", "false"),
-                         replace(fast, **{key: value})) for key, value in ABLATIONS.items()]
-    engine_rows += [(f"fast path, {dt}", replace(fast, dtype=dt)) for dt in filter(None, args.dtypes.split(","))]
-    if args.fp8:
-        engine_rows.append(("fast path, fp8", replace(fast, fp8=True)))
-    engine_rows += [(f"fast path, decode chunk {n}", replace(fast, default_decode_chunk_size=int(n)))
-                    for n in filter(None, args.decode_chunk_sizes.split(","))]
+    variations = list(ABLATIONS.items()) if args.ablate else []
+    variations += [(key, value) for item in args.vary for key, values in [item.split("=", 1)] for value in values.split(",")]
+    try:
+        engine_rows += [(f"fast path, {key}={value}", EngineConfig.from_parameters({**parameters(fast), key: value}))
+                        for key, value in variations]
+    except ValueError as error:
+        parser.error(str(error))
     plan += [Planned(name, config, None, args.warmup, args.runs) for name, config in engine_rows]
 
     results = Results(args.results)
@@ -330,7 +335,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             f"guidance {request.min_guidance_scale:g}→{request.max_guidance_scale:g}, decode chunk {request.decode_chunk_size}, "
             f"MP4 output, seed {SEED}; {args.warmup} warm-up + {args.runs} timed runs per row.\n"
             f"Fast path: {describe(fast)}.\n\n{table(rows, device)}")
-    if args.decode_chunk_sizes:
+    if any(key == "default_decode_chunk_size" for key, _ in variations):
         body += ("\n\nRows with another decode chunk size differ from stock by design: the temporal decoder "
                  "mixes the frames within a chunk.")
     write_section(f"fast-path-{device.type}-{args.size}", f"Fast path vs stock diffusers ({device.type.upper()}, {args.size})",

@@ -166,12 +166,12 @@ def test_benchmark_harness_writes_its_table_and_goes_on_from_kept_rows(tmp_path)
     assert int(rows["engine, fast path on"][9]) <= 1  # max abs diff vs stock, uint8 levels
 
     # The same command with one more row measures only that row; the others are kept as they were.
-    second = harness(*common, "--decode-chunk-sizes", "2")
+    second = harness(*common, "--vary", "default_decode_chunk_size=2")
     assert second.stdout.count(f"kept from {kept}") == 3
     again = table_rows(doc.read_text(), ("stock", "engine", "fast path"))
     assert {name: again[name] for name in rows} == rows
-    assert float(again["fast path, decode chunk 2"][1]) > 0
-    assert int(again["fast path, decode chunk 2"][9]) > 1  # a smaller decode chunk mixes fewer frames: other output
+    assert float(again["fast path, default_decode_chunk_size=2"][1]) > 0
+    assert int(again["fast path, default_decode_chunk_size=2"][9]) > 1  # a smaller decode chunk mixes fewer frames: other output
 
 
 def test_attention_benchmark_times_each_kernel_at_the_unets_shapes(tmp_path):
