@@ -27,7 +27,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -106,7 +106,7 @@ class Results:
         self.folder.mkdir(parents=True, exist_ok=True)
         if with_frames:
             np.save(self._frames_file(row.name), row.frames)
-        self.rows[row.name] = {k: v for k, v in asdict(row).items() if k != "frames"}
+        self.rows[row.name] = {f.name: getattr(row, f.name) for f in fields(row) if f.name != "frames"}  # no frame copy
         partial = self.folder / "rows.json.partial"
         partial.write_text(json.dumps(list(self.rows.values()), indent=1))
         partial.replace(self.folder / "rows.json")  # whole or not at all, even when the run is killed

@@ -109,9 +109,9 @@ class FastPath:
         return torch.compile(module, backend=self.config.compile_backend, dynamic=False, fullgraph=True, **options)
 
     def _check_fp8(self) -> None:
-        if self.device.type != "cuda" or torch.cuda.get_device_capability(self.device) < FP8_MIN_CAPABILITY:
-            found = (f"compute capability {'.'.join(map(str, torch.cuda.get_device_capability(self.device)))}"
-                     if self.device.type == "cuda" else self.device.type)
+        capability = torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None
+        if capability is None or capability < FP8_MIN_CAPABILITY:
+            found = f"compute capability {capability[0]}.{capability[1]}" if capability else self.device.type
             raise ModelLoadError(f"fp8=true needs a CUDA GPU with compute capability 8.9 or newer (Hopper, Ada); "
                                  f"this device is {found}")
 
