@@ -41,11 +41,25 @@ def tiny_engine():
 TOKEN = "test-token-7f3a"
 
 
-def _serve(**options):
-    from svd_triton.server import ServerOptions, TritonServer, free_port
+def on_free_ports(**options):
+    """ServerOptions with free HTTP, gRPC and metrics ports, so servers in one test run never collide."""
+    from svd_triton.server import ServerOptions, free_port
 
-    options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), token=TOKEN, **options)
-    return TritonServer(options, ready_timeout=240)
+    return ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options)
+
+
+def cpu_config_copy(tmp_path: Path) -> Path:
+    """A copy of the model repository under tmp_path; returns the copy's configs/cpu.pbtxt to edit."""
+    import shutil
+
+    shutil.copytree(ROOT / "model_repository", tmp_path / "repo", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path / "repo" / "svd_xt" / "configs" / "cpu.pbtxt"
+
+
+def _serve(**options):
+    from svd_triton.server import TritonServer
+
+    return TritonServer(on_free_ports(token=TOKEN, **options), ready_timeout=240)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 inside tritonserver), FP8 refused loudly, video encoding overlapped with the next pipeline call, and
 the benchmark harnesses end to end."""
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -12,13 +11,13 @@ import torch
 from diffusers import StableVideoDiffusionPipeline
 from torch._dynamo.utils import counters
 
-from conftest import ROOT
+from conftest import ROOT, cpu_config_copy, on_free_ports
 from svd_engine import EngineConfig, ModelLoadError, SVDEngine
 from svd_engine.fast_path import SDPA_KERNELS, FastPath, PinnedKernelProcessor, attention_kind
 from svd_engine.loading import build_tiny_pipeline
 from svd_engine.pipeline import uint8_frames
 from svd_triton.client import SVDClient
-from svd_triton.server import ServerOptions, TritonServer, free_port
+from svd_triton.server import TritonServer
 from videos import max_abs_diff
 
 TINY = dict(model_source="tiny", device="cpu", default_width=64, default_height=64, default_num_frames=8,
@@ -91,9 +90,7 @@ def test_compiled_once_at_load_and_never_again_per_request(sample_png, sample_rg
 def test_tritonserver_loads_the_inductor_compiled_fast_path_and_serves_two_images(tmp_path, sample_png, sample_rgb):
     """The deployment path of a GPU server, on CPU: a minutes-long compile inside the model's
     initialize (the stub reads inductor's UTF-8 templates), then two different images back to back."""
-    repository = tmp_path / "repo"
-    shutil.copytree(ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("__pycache__"))
-    config = repository / "svd_xt" / "configs" / "cpu.pbtxt"
+    config = cpu_config_copy(tmp_path)
     shape = dict(default_width=64, default_height=64, default_num_frames=4, default_num_inference_steps=2)
     text = config.read_text()
     for key, value in {**shape, "fast_path": "on", "compile_vae": "false"}.items():
@@ -101,9 +98,8 @@ def test_tritonserver_loads_the_inductor_compiled_fast_path_and_serves_two_image
         if not found:
             text = text.replace("parameters: [", f'parameters: [\n  {{ key: "{key}", value: {{ string_value: "{value}" }} }},', 1)
     config.write_text(text)
-    options = ServerOptions(model_repository=repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
     images = [sample_png, sample_rgb[::-1].copy()]
-    with TritonServer(options, ready_timeout=900) as server:
+    with TritonServer(on_free_ports(model_repository=tmp_path / "repo"), ready_timeout=900) as server:
         client = SVDClient(server.http_url, timeout=300)
         served = [client.generate(image, seed=seed, frames=True) for seed, image in enumerate(images)]
         log = server.log_path.read_text()

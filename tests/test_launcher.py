@@ -1,7 +1,6 @@
 """The launcher: it reports the server log when tritonserver exits or never becomes ready, and stops
 cleanly on SIGTERM, loaded or still loading."""
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
-from svd_triton.server import ServerOptions, ServerStartError, TritonServer, free_port
+from conftest import cpu_config_copy, on_free_ports
+from svd_triton.server import ServerStartError, TritonServer, free_port
 
 HANGING_MODEL = '''
 import time
@@ -23,10 +22,6 @@ class TritonPythonModel:
 '''
 
 
-def _options(repository):
-    return ServerOptions(model_repository=repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
-
-
 def test_times_out_with_the_server_log_when_never_ready(tmp_path):
     model = tmp_path / "repo" / "stuck" / "1"
     model.mkdir(parents=True)
@@ -35,7 +30,7 @@ def test_times_out_with_the_server_log_when_never_ready(tmp_path):
                                                'instance_group [ { kind: KIND_CPU } ]\n'
                                                'input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
                                                'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]\n')
-    server = TritonServer(_options(tmp_path / "repo"), ready_timeout=8)
+    server = TritonServer(on_free_ports(model_repository=tmp_path / "repo"), ready_timeout=8)
     with pytest.raises(ServerStartError) as caught:
         server.start()
     message = str(caught.value)
@@ -45,12 +40,10 @@ def test_times_out_with_the_server_log_when_never_ready(tmp_path):
 
 
 def test_exits_early_with_the_log_when_the_contract_is_broken(tmp_path):
-    repository = tmp_path / "repo"
-    shutil.copytree(ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("__pycache__"))
-    config = repository / "svd_xt" / "configs" / "cpu.pbtxt"
+    config = cpu_config_copy(tmp_path)
     config.write_text(config.read_text().replace('  { name: "FPS", data_type: TYPE_INT32, dims: [ 1 ], optional: true },\n', ""))
     with pytest.raises(ServerStartError) as caught:
-        TritonServer(_options(repository), ready_timeout=120).start()
+        TritonServer(on_free_ports(model_repository=tmp_path / "repo"), ready_timeout=120).start()
     message = str(caught.value)
     assert "exited with code" in message
     assert "model 'svd_xt': config.pbtxt does not match model.py: input FPS is not declared" in message
