@@ -11,18 +11,14 @@ from importlib import resources
 from pathlib import Path
 
 from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
+from .contract import EXTENSION_FORMATS, KINDS, PARAMETERS
 from .errors import SVDClientError
 from .probe import probe_video
 from .server import PACKAGED_REPOSITORY, ServerOptions, ServerStartError, TritonServer, free_port
 
 TOKEN_ENV = "SVD_TRITON_TOKEN"
-EXTENSION_FORMATS = {".mp4": "mp4", ".avi": "avi", ".webm": "webm", ".gif": "gif", ".webp": "webp", ".npy": "frames"}
-# The model's optional inputs, as CLI flags (--num-frames → NUM_FRAMES).
-GENERATION_FLAGS = {
-    "width": int, "height": int, "resize_mode": str, "num_frames": int, "num_inference_steps": int,
-    "fps": int, "motion_bucket_id": int, "noise_aug_strength": float, "min_guidance_scale": float,
-    "max_guidance_scale": float, "decode_chunk_size": int, "seed": int, "video_format": str, "video_quality": int,
-}
+# The model's optional inputs, as CLI flags (--num-frames → NUM_FRAMES), from the generated contract.
+GENERATION_FLAGS = {name: KINDS[p.kind] for name, p in PARAMETERS.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,14 +49,29 @@ def main(argv: list[str] | None = None) -> int:
         _connection_arguments(control)
         control.set_defaults(run=_control)
 
-    gateway = commands.add_parser("gateway", help="REST routes of hosted SVD endpoints (TIR, Forge, OpenAI-style) over Triton")
+    gateway = commands.add_parser("gateway", help="REST routes of hosted SVD APIs (Replicate predictions, TIR, Forge, "
+                                                  "OpenAI-style) over Triton, with a durable job store")
     gateway.add_argument("--triton-url", default="localhost:8001", help="Triton's gRPC address")
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8080)
     gateway.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                          help=f"bearer token clients must send, also sent to Triton (default ${TOKEN_ENV})")
     gateway.add_argument("--metrics-url", help="Triton's metrics endpoint (default: Triton's host, port 8002)")
-    gateway.add_argument("--public-url", help="base URL of this gateway in stored-video links")
+    gateway.add_argument("--public-url", help="base URL of this gateway in the links it hands out")
+    gateway.add_argument("--data-dir", type=Path, help="uploads, job inputs, videos and the SQLite database "
+                                                       "(default ~/.cache/svd-triton/gateway)")
+    gateway.add_argument("--database-url", default=os.environ.get("SVD_GATEWAY_DATABASE_URL"),
+                         help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir; "
+                              "env SVD_GATEWAY_DATABASE_URL)")
+    gateway.add_argument("--replica-id", help="stable name of this replica (default: the host name)")
+    gateway.add_argument("--concurrency", type=int, default=4, help="generations this replica runs at once")
+    gateway.add_argument("--output-seconds", type=float, default=24 * 3600.0, help="how long outputs and finished jobs are kept")
+    gateway.add_argument("--max-outputs", type=int, default=1000, help="outputs kept at most (oldest dropped first)")
+    gateway.add_argument("--webhook-secret", default=os.environ.get("SVD_GATEWAY_WEBHOOK_SECRET"),
+                         help="whsec_<base64> signing key (default: generated once into --data-dir; "
+                              "env SVD_GATEWAY_WEBHOOK_SECRET)")
+    gateway.add_argument("--webhook-allow", action="append", default=[], metavar="HOST_OR_CIDR",
+                         help="also allow webhooks to this host or network (private addresses are refused otherwise)")
     gateway.set_defaults(run=_gateway)
 
     demo = commands.add_parser("demo", help="start the embedded server, make a video from the sample image, stop")
@@ -156,8 +167,12 @@ def _gateway(args) -> int:
 
     from .gateway import Settings, create_app
 
+    optional = {"data_dir": args.data_dir, "replica_id": args.replica_id}
     settings = Settings(triton_url=args.triton_url, token=args.token, metrics_url=args.metrics_url,
-                        public_url=args.public_url)
+                        public_url=args.public_url, database_url=args.database_url, concurrency=args.concurrency,
+                        output_seconds=args.output_seconds, max_outputs=args.max_outputs,
+                        webhook_secret=args.webhook_secret, webhook_allow=tuple(args.webhook_allow),
+                        **{name: value for name, value in optional.items() if value is not None})
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
