@@ -1,39 +1,18 @@
 """The REST gateway against the real Triton: each hosted-endpoint request shape as its sample code sends it."""
 import base64
-import threading
-import time
 
 import pytest
 import requests
-import uvicorn
 
 from conftest import TOKEN
 from svd_triton.contract import PARAMETERS
-from svd_triton.gateway import Settings, create_app
+from svd_triton.gateway import Settings
+from gateways import Gateway
 from svd_triton.server import free_port
 from videos import decode_video
 
 SMALL = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 2}
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-
-
-class Gateway:
-    def __init__(self, settings: Settings):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
