@@ -10,6 +10,10 @@ BIN := $(VENV)/bin
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	# PostgreSQL for the gateway's job-store tests (a throwaway cluster on loopback); Debian's package, as root.
+	if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends postgresql; \
+		else echo "make setup: install Debian's postgresql (as root) for the gateway tests" >&2; fi; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first: an unpinned torch requirement would otherwise pull several GB of CUDA wheels.
