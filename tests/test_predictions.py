@@ -4,6 +4,8 @@ logs, cancellation that stops the server's work, listing, and input errors."""
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import time
 
 import httpx
@@ -138,3 +140,32 @@ def test_unknown_prediction_is_404(client):
     with pytest.raises(ReplicateError) as raised:
         client.predictions.get("nope")
     assert raised.value.status == 404
+
+
+def test_jobs_cli_submits_waits_cancels_and_lists(gateway, triton_stream, tmp_path, sample_png):
+    image = tmp_path / "photo.png"
+    image.write_bytes(sample_png)
+    jobs = [sys.executable, "-m", "svd_triton", "jobs"]
+    connection = ["--gateway", gateway.url, "--token", TOKEN]
+
+    def cli(*args, check=True):
+        done = subprocess.run([*jobs, *args, *connection], capture_output=True, text=True, timeout=120)
+        assert not check or done.returncode == 0, done.stderr
+        return done
+
+    done = cli("submit", str(image), "--num-frames", "4", "--num-inference-steps", "3", "--width", "64", "--height", "64",
+               "--wait", "-o", str(tmp_path / "clip.webm"))
+    assert "denoising" in done.stderr and "succeeded" in done.stdout
+    assert decode_video((tmp_path / "clip.webm").read_bytes(), "webm").num_frames == 4
+
+    slow = cli("submit", str(image), "--num-frames", "4", "--num-inference-steps", "100", "--width", "64",
+               "--height", "64").stdout.strip()
+    deadline = time.monotonic() + 60
+    while "processing" not in cli("status", slow).stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "canceled" in cli("cancel", slow).stdout
+    waited = cli("wait", slow, check=False)
+    assert waited.returncode == 1 and "canceled" in waited.stdout
+    assert slow in cli("list", "--limit", "5").stdout
+    missing = cli("status", "nope", check=False)
+    assert missing.returncode == 1 and "HTTP 404: no such prediction" in missing.stderr

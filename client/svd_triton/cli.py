@@ -10,6 +10,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from . import jobs_cli
 from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
 from .contract import EXTENSION_FORMATS, KINDS, PARAMETERS
 from .errors import SVDClientError
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_argument("--webhook-allow", action="append", default=[], metavar="HOST_OR_CIDR",
                          help="also allow webhooks to this host or network (private addresses are refused otherwise)")
     gateway.set_defaults(run=_gateway)
+
+    jobs_cli.add_parser(commands, TOKEN_ENV)
 
     demo = commands.add_parser("demo", help="start the embedded server, make a video from the sample image, stop")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo.mp4"))
