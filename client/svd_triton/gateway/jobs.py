@@ -154,12 +154,12 @@ class JobRunner:
         self.done.pop(job_id, asyncio.Event()).set()
 
     async def _generate(self, job: Job) -> Job | None:
-        image = await run_in_threadpool(self.store.input_path(job.id).read_bytes)
         updates: list[ProgressUpdate] = []
-        generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
-        self.generations[job.id] = generation
         started = time.perf_counter()
         try:
+            image = await run_in_threadpool(self.store.input_path(job.id).read_bytes)
+            generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
+            self.generations[job.id] = generation
             while not generation.done():
                 await asyncio.wait({generation}, timeout=LOG_INTERVAL)
                 if updates:
@@ -169,7 +169,8 @@ class JobRunner:
             result: VideoResult = generation.result()
         except (asyncio.CancelledError, RequestCancelledError):
             if self.stopping:
-                generation.cancel()
+                if job.id in self.generations:
+                    self.generations[job.id].cancel()
                 await run_in_threadpool(self.store.requeue, job.id, "gateway stopped; the job is queued again")
                 raise
             return await run_in_threadpool(self.store.finish, job.id, "canceled",
@@ -181,6 +182,10 @@ class JobRunner:
                                            error_code=client_error_code(error),
                                            error_field=field.group(1).lower() if field else None,
                                            predict_time=time.perf_counter() - started)
+        except Exception:  # a bug or a lost input file must not leave the job `processing`
+            log.exception("job %s failed in the gateway", job.id)
+            return await run_in_threadpool(self.store.finish, job.id, "failed", error_code="server_error",
+                                           error="the gateway failed while running this job; its log has the details")
         finally:
             self.generations.pop(job.id, None)
         if updates:
