@@ -97,15 +97,17 @@ def _list(http, args) -> int:
 
 
 def _finish(http, job: dict, output: Path | None) -> int:
-    """Poll until the job ends, showing its last progress line; save the video if asked."""
-    shown = None
-    while job["status"] not in TERMINAL:
+    """Poll until the job ends, showing its progress lines as they come; save the video if asked."""
+    shown = 0
+    while True:
+        lines = (job["logs"] or "").splitlines()
+        for line in lines[shown:]:
+            print(line, file=sys.stderr)
+        shown = len(lines)
+        if job["status"] in TERMINAL:
+            break
         time.sleep(0.5)
         job = _ok(http.get(f"/v1/predictions/{job['id']}"))
-        lines = (job["logs"] or "").splitlines()
-        if lines and lines[-1] != shown:
-            shown = lines[-1]
-            print(shown, file=sys.stderr)
     _show(job)
     if job["status"] == "succeeded" and output:
         output.write_bytes(_ok(http.get(job["output"]), raw=True))
