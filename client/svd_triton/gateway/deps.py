@@ -5,12 +5,12 @@ import base64
 import binascii
 import re
 from typing import Annotated
-from urllib.parse import urlsplit
 
 import httpx
 from fastapi import Depends, Request
 
 from ..client import AsyncSVDClient
+from . import schemas
 from .errors import GatewayError
 from .jobs import JobRunner
 from .settings import Settings
@@ -18,7 +18,7 @@ from .store import Store
 from .webhooks import Webhooks
 
 DATA_URI = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.I)
-UPLOAD_PATH = re.compile(r"^/v1/files/([a-z0-9]+)$")
+UPLOAD_URL = re.compile(schemas.UPLOAD_URL)
 
 
 def _state(name: str):
@@ -46,12 +46,15 @@ BaseURL = Annotated[str, Depends(base_url)]
 def image_bytes(value: str, store: Store, field: str, status: int = 400) -> bytes:
     """An image given as base64, a data URI, or the URL of a file uploaded to this gateway (never fetched)."""
     if value.startswith(("http://", "https://")):
-        upload = UPLOAD_PATH.match(urlsplit(value).path)
-        found = upload and store.get_upload(upload.group(1))
-        if not found:
+        upload = UPLOAD_URL.match(value)
+        if not upload:
             raise GatewayError(status, "invalid_request",
                                f"{field}: URLs are not fetched; send the image as base64, a data URI, or upload it "
                                "to this gateway's /v1/files and pass the file's URL", field)
+        found = store.get_upload(upload.group(2))
+        if not found:
+            raise GatewayError(status, "invalid_request", f"{field}: no uploaded file {upload.group(2)[:40]} on this "
+                               "gateway (or it has expired)", field)
         return store.upload_path(found.id).read_bytes()
     try:
         return base64.b64decode(DATA_URI.sub("", value.strip()), validate=True)

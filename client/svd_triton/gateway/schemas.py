@@ -6,14 +6,28 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..contract import KINDS, PARAMETERS, Parameter
+from ..contract import KINDS, PARAMETERS, VIDEO_FORMATS, Parameter
 from .errors import GatewayError
 
 
-def _contract_field(parameter: Parameter, **overrides: Any):
+INT32_MAX = 2**31 - 1
+"""The model's integer inputs are INT32 on the wire (SEED is INT64 and has its own bound)."""
+QUALITY_RANGE = (min(f.quality_range[0] for f in VIDEO_FORMATS.values() if f.quality_range),
+                 max(f.quality_range[1] for f in VIDEO_FORMATS.values() if f.quality_range))
+"""video_quality's range depends on video_format; the schema states the union, the model the rest."""
+# An image: base64 (optionally a data URI) in whole 4-character groups, or a URL (of an upload to this gateway).
+BASE64_IMAGE = r"^(data:[\w.+/-]+(;[\w=.+-]+)*;base64,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+UPLOAD_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/v1/files/([a-z0-9]+)$"
+IMAGE_REFERENCE = BASE64_IMAGE + "|" + UPLOAD_URL
+
+
+def _contract_field(parameter: Parameter):
     kind = Literal[parameter.choices] if parameter.choices else KINDS[parameter.kind]
-    bounds = {"ge": parameter.low, "le": parameter.high,
-              "multiple_of": parameter.multiple_of if parameter.multiple_of > 1 else None, **overrides}
+    low, high = (QUALITY_RANGE if parameter.name == "video_quality" else (parameter.low, parameter.high))
+    if parameter.kind == "int" and high is None:
+        high = INT32_MAX
+    bounds = {"ge": low, "le": high, "multiple_of": parameter.multiple_of if parameter.multiple_of > 1 else None,
+              "allow_inf_nan": False if parameter.kind == "float" else None}
     return Annotated[kind | None, Field(**{k: v for k, v in bounds.items() if v is not None})], None
 
 
@@ -25,7 +39,7 @@ SVDParameters.__doc__ = "The model's optional parameters; bounds of None depend 
 class PredictRequest(SVDParameters):
     """E2E TIR pre-built endpoint: a base64 image and optional SVD parameters."""
 
-    image: str
+    image: str = Field(pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, URI.")
 
 
 class _CatalogueBody(PredictRequest):
@@ -80,11 +94,20 @@ COG_NAMES = {"input_image": "image", "video_length": "num_frames", "sizing_strat
 COG_DEFAULTS = {"num_frames": 14, "fps": 6}
 
 
+def _given(*names: str) -> dict:
+    """JSON schema: every one of `names` present and not null."""
+    return {"required": list(names), "properties": {name: {"not": {"type": "null"}} for name in names}}
+
+
 class PredictionInput(SVDParameters):
     """A prediction's input: cog-svd's names (input_image, video_length, ...) or the model's own."""
 
-    input_image: str | None = Field(None, description="The image: an uploaded file's URL, a data URI or base64.")
-    image: str | None = Field(None, description="Same as input_image.")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={  # exactly one image; no setting under both names
+        "oneOf": [_given("input_image"), _given("image")],
+        "not": {"anyOf": [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS]}})
+    input_image: str | None = Field(None, pattern=IMAGE_REFERENCE,
+                                    description="The image: an uploaded file's URL, a data URI or base64.")
+    image: str | None = Field(None, pattern=IMAGE_REFERENCE, description="Same as input_image.")
     video_length: Literal[tuple(VIDEO_LENGTHS)] | None = None
     sizing_strategy: Literal[tuple(SIZING_STRATEGIES)] | None = None
     frames_per_second: Annotated[int | None, Field(ge=5, le=30)] = None

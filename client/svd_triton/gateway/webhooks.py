@@ -68,16 +68,20 @@ class Webhooks:
             raise GatewayError(422, "invalid_input", f"webhook: {reason}", "webhook")
 
     async def _refusal(self, url: str) -> str | None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return "not a valid URL"
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return "must be an http(s) URL"
         host = parts.hostname.lower()
         if host in self.allowed_hosts:
             return None
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
-        except OSError:
-            return f"cannot resolve {host}"
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+        except (OSError, UnicodeError):
+            return f"cannot resolve {host[:100]}"
         addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
         if all(address.is_global or any(address in net for net in self.allowed_networks) for address in addresses):
             return None
