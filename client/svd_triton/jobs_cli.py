@@ -5,7 +5,6 @@ parameter names as flags (from the contract) and the video saved where you say.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, Integer, String, Text, create_engine, event, or_,
                         select, update)
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
