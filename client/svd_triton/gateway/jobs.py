@@ -104,7 +104,11 @@ class JobRunner:
                                job.error_field)
         if job.status != "succeeded":
             raise GatewayError(504, "deadline_exceeded", f"the job is still {job.status}")
-        return job, await run_in_threadpool(self.store.output_path(job.output_key).read_bytes)
+        try:
+            return job, await run_in_threadpool(self.store.output_path(job.output_key).read_bytes)
+        except FileNotFoundError:  # retention dropped it already: more concurrent jobs than max_outputs
+            raise GatewayError(503, "unavailable", "the video was dropped by the store's retention before it could be "
+                               "sent (max_outputs is smaller than the number of concurrent requests)") from None
 
     async def wait(self, job_id: str, seconds: float) -> Job | None:
         """The job once terminal, or as it is after `seconds`."""
