@@ -126,6 +126,7 @@ def main() -> None:
                 rss_after = memory.memory_info().rss
             loaded = burst(url, args.jobs, args.concurrency, params)
             rss_burst = memory.memory_info().rss
+            crash = [line for line in triton.log_path.read_text(errors="replace").splitlines() if "Signal (" in line]
         finally:
             gateway.terminate()
             gateway.wait(timeout=30)
@@ -147,7 +148,9 @@ def main() -> None:
             f"per request), {rss_burst / 2**20:.0f} MiB after the burst.\n\n"
             f"Burst: {args.jobs} predictions from {args.concurrency} concurrent clients (gateway concurrency 4): "
             f"{outcomes}; {loaded['distinct']} distinct ids, {loaded['listed']} of them in the list; "
-            f"{loaded['seconds']:.1f} s in all ({args.jobs / loaded['seconds']:.1f} jobs/s).\n\n"
+            f"{loaded['seconds']:.1f} s in all ({args.jobs / loaded['seconds']:.1f} jobs/s)."
+            + (f" tritonserver itself died during the burst (its log: `{crash[0]}`); the gateway failed the jobs "
+               "it could not run with that error, and lost none." if crash else "") + "\n\n"
             "Every gateway request is a job in the durable store (insert, claim, progress logs, result written "
             "to disk, completion), so the overhead includes those writes; with a tiny model on 2 CPU cores the "
             "direct call is itself a few hundred ms, so the percentage is an upper bound for real SVD-XT requests "
