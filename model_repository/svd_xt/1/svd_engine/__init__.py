@@ -6,12 +6,12 @@
 """
 from .config import DEFAULT_MODEL_SOURCE, EngineConfig
 from .engine import GenerationResult, Progress, SVDEngine
-from .errors import EngineError, GenerationCancelled, InvalidRequest, ModelLoadError, OutOfMemory
+from .errors import EngineError, GenerationCancelled, InvalidRequest, ModelLoadError, OutOfMemory, VideoEncodingError
 from .request import PARAMETERS, GenerationRequest
 from .video import VIDEO_FORMATS, encode_video
 
 __all__ = [
     "DEFAULT_MODEL_SOURCE", "EngineConfig", "EngineError", "GenerationCancelled", "GenerationRequest",
     "GenerationResult", "InvalidRequest", "ModelLoadError", "OutOfMemory", "PARAMETERS", "Progress", "SVDEngine",
-    "VIDEO_FORMATS", "encode_video",
+    "VIDEO_FORMATS", "VideoEncodingError", "encode_video",
 ]
