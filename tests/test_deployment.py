@@ -134,8 +134,7 @@ def test_model_analyzer_example_parses():
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_perf_analyzer_smoke_run(triton, protocol):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import perf
+    from benchmarks import perf
 
     url = triton.http_url if protocol == "http" else triton.grpc_url
     with tempfile.TemporaryDirectory() as folder:

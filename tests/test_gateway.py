@@ -9,7 +9,7 @@ import uvicorn
 
 from conftest import TOKEN
 from svd_triton.gateway import PARAMETER_MAP, Settings, create_app
-from svd_triton.server import free_port
+from svd_triton.launcher import free_port
 from videos import decode_video
 
 SMALL = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 2}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
 from .errors import SVDClientError
-from .probe import probe_video
-from .server import PACKAGED_REPOSITORY, ServerOptions, ServerStartError, TritonServer, free_port
+from .video_info import video_info
+from .launcher import PACKAGED_REPOSITORY, ServerOptions, ServerStartError, TritonServer, free_port
 
 TOKEN_ENV = "SVD_TRITON_TOKEN"
 EXTENSION_FORMATS = {".mp4": "mp4", ".avi": "avi", ".webm": "webm", ".gif": "gif", ".webp": "webp", ".npy": "frames"}
@@ -228,7 +228,7 @@ class ProgressBar:
 
 def _save_and_summarise(result, output: Path) -> None:
     path = result.save(output)
-    frames, width, height = probe_video(path, result.video_format)
+    frames, width, height = video_info(path, result.video_format)
     print(f"{path}: {frames} frames, {width}×{height}, {result.video_format}, {len(result.video) / 1024:.1f} KiB, "
           f"seed {result.seed}, {result.seconds:.1f} s")
 
