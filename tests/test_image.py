@@ -108,9 +108,10 @@ def manylinux_platforms(glibc: tuple[int, int]) -> list[str]:
 
 def resolve(requirements: list[str], image: TritonImage, target) -> subprocess.CompletedProcess:
     """pip's resolver, as a dry run, for the image's Python and platform, wheels only. Local pip configuration
-    is ignored (PyPI only). torch comes from PyPI: PyTorch's own index is not reachable here, and PyPI's torch
-    2.7.1 Linux wheel is the same CUDA 12.6 build (test below). fast-deps reads each wheel's METADATA with
-    range requests where an index serves no PEP 658 metadata, instead of downloading ~3 GB of CUDA wheels."""
+    is ignored (PyPI only). torch comes from PyPI too: PyTorch's own index is not reachable here, and PyPI's
+    Linux wheel of the pinned torch is the build for the image's CUDA (checked below). fast-deps reads each
+    wheel's METADATA with range requests where an index serves no PEP 658 metadata (the mirror here: 15 s),
+    instead of downloading ~3 GB of CUDA wheels (26 s)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
     platforms = [option for tag in manylinux_platforms(image.glibc) for option in ("--platform", tag)]
     return subprocess.run(
