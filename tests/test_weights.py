@@ -1,0 +1,236 @@
+"""Weights from an S3-compatible bucket and `svd-triton weights validate/pull`, against a real S3 API server.
+
+The server is moto's standalone server (`moto_server`, from PyPI) on 127.0.0.1 with authentication on:
+requests must be signed with an access key it issued, so wrong credentials fail as they would on
+MinIO or S3. Its request log (one line per HTTP request) shows what was downloaded.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TOKEN, _serve
+from svd_engine import ModelLoadError, SVDEngine
+from svd_engine.loading import build_tiny_pipeline
+from svd_triton import SVDClient
+from svd_triton.server import free_port
+from videos import decode_video, max_abs_diff
+
+CLI = [sys.executable, "-m", "svd_triton", "weights"]
+WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+
+
+class S3Server:
+    """moto_server in a subprocess, one IAM user with full access, and its request log."""
+
+    def __init__(self, folder: Path):
+        self.log_path = folder / "s3.log"
+        self.endpoint = f"http://127.0.0.1:{free_port()}"
+        port = self.endpoint.rsplit(":", 1)[1]
+        # The first three calls (create the user, its key, its policy) are unauthenticated, the rest are checked.
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3", "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", port],
+                                        stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2)
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto_server did not start:\n{self.log_path.read_text()}")
+                time.sleep(0.2)
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="svd")
+        key = iam.create_access_key(UserName="svd")["AccessKey"]
+        iam.put_user_policy(UserName="svd", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+        self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                                   aws_access_key_id=self.key_id, aws_secret_access_key=self.secret)
+
+    def upload(self, folder: Path, bucket: str, prefix: str = "") -> str:
+        if bucket not in {b["Name"] for b in self.client.list_buckets()["Buckets"]}:
+            self.client.create_bucket(Bucket=bucket)
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                self.client.upload_file(str(path), bucket, prefix + path.relative_to(folder).as_posix())
+        return f"s3://{bucket}/{prefix}".rstrip("/")
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(method, path, status) of every request so far, from the server's log."""
+        pattern = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/[\d.]+\S*" (\d+)')
+        return [(m[1], m[2], int(m[3])) for m in pattern.finditer(self.log_path.read_text())]
+
+    def downloads(self, since: int = 0) -> list[str]:
+        """Paths fetched whole (GET answered 200, not a ranged header read) after request number `since`."""
+        return [path for method, path, status in self.requests()[since:] if method == "GET" and status == 200
+                and "?" not in path]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("weights") / "svd-tiny"
+    build_tiny_pipeline().save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sources(s3, tiny_folder) -> dict[str, str]:
+    """The tiny pipeline at a bucket's root, and one folder below the prefix (TIR's model path rule)."""
+    return {"root": s3.upload(tiny_folder, "svd-root"),
+            "nested": s3.upload(tiny_folder, "svd-weights", "models/svd-tiny/").rsplit("/", 1)[0]}
+
+
+@pytest.fixture
+def aws_env(s3, monkeypatch, tmp_path):
+    """The standard AWS variables pointing at the test server, and a fresh weights cache."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("SVD_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def weights_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=120)
+
+
+def _frames(engine, image):
+    [result] = engine.generate([engine.parse(image, seed=4, width=64, height=64, num_frames=4, num_inference_steps=2)])
+    return result.frames
+
+
+def test_validate_passes_at_the_bucket_root_and_one_level_down(sources, aws_env):
+    assert sources["nested"] == "s3://svd-weights/models"
+    for source in sources.values():
+        done = weights_cli("validate", source)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ok       unet: UNetSpatioTemporalConditionModel, config.json, diffusion_pytorch_model.safetensors" in done.stdout
+        assert "shapes: unet in_channels 8 = 2 × vae latent_channels 4, 25 frames" in done.stdout
+        assert "loadable: a load reads 9 files" in done.stdout
+    assert not aws_env.exists()  # validating downloads nothing into the cache
+
+
+def test_missing_unet_fails_validation_and_the_load_with_the_same_message(s3, tiny_folder, aws_env, tmp_path):
+    source = s3.upload(tiny_folder, "svd-broken", "no-unet/")
+    s3.client.delete_objects(Bucket="svd-broken", Delete={"Objects": [
+        {"Key": "no-unet/unet/config.json"}, {"Key": "no-unet/" + WEIGHTS}]})
+    done = weights_cli("validate", source)
+    assert done.returncode == 1
+    assert "PROBLEM  unet: folder missing (UNetSpatioTemporalConditionModel; expected unet/config.json" in done.stdout
+    with pytest.raises(ModelLoadError) as caught:
+        SVDEngine.load(model_source=source, device="cpu")
+    assert str(caught.value) == done.stdout.strip().splitlines()[-1]
+    assert str(caught.value).startswith("s3://svd-broken/no-unet is not a loadable SVD pipeline: unet: folder missing")
+
+
+def test_pickle_weights_are_refused_and_never_downloaded(s3, aws_env, tmp_path):
+    pickled = tmp_path / "pickled"
+    build_tiny_pipeline().save_pretrained(pickled, safe_serialization=False)
+    source = s3.upload(pickled, "svd-pickled")
+    since = len(s3.requests())
+    done = weights_cli("validate", source)
+    assert done.returncode == 1
+    assert "unet: no safetensors weights; it holds config.json, diffusion_pytorch_model.bin (pickle weights" in done.stdout
+    with pytest.raises(ModelLoadError, match="unet: no safetensors weights") as caught:
+        SVDEngine.load(model_source=source, device="cpu")
+    assert str(caught.value) == done.stdout.strip().splitlines()[-1]
+    assert not [path for method, path, _ in s3.requests()[since:] if path.endswith(".bin") and method == "GET"]
+
+
+def test_wrong_credentials_give_a_clear_error_without_the_secret(sources, aws_env, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-4f9c2e")
+    with pytest.raises(ModelLoadError) as caught:
+        SVDEngine.load(model_source=sources["nested"], device="cpu")
+    message = str(caught.value)
+    assert message.startswith("s3://svd-weights/models/: SignatureDoesNotMatch:")
+    assert "AWS_SECRET_ACCESS_KEY" in message  # says where credentials come from
+    done = weights_cli("validate", sources["nested"])
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN0000")
+    done = weights_cli("validate", sources["nested"])
+    assert done.returncode == 1 and "InvalidAccessKeyId" in done.stderr
+    for text in (message, done.stdout + done.stderr):
+        assert "wrong-secret-4f9c2e" not in text
+
+
+def test_pull_fills_a_folder_that_loads_like_the_original(sources, aws_env, tmp_path, sample_png):
+    target = tmp_path / "pulled"
+    done = weights_cli("pull", sources["nested"], str(target))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "9 of 9 files" in done.stderr  # progress
+    pulled = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert len(pulled) == 9 and WEIGHTS in pulled and "model_index.json" in pulled
+    reference = _frames(SVDEngine.load(model_source="tiny", device="cpu"), sample_png)
+    assert max_abs_diff(_frames(SVDEngine.load(model_source=str(target), device="cpu"), sample_png), reference) <= 1
+
+
+def test_the_cache_is_reused_and_a_changed_object_is_fetched_again(s3, tiny_folder, aws_env, sample_png):
+    source = s3.upload(tiny_folder, "svd-cache")
+    since = len(s3.requests())
+    first = _frames(SVDEngine.load(model_source=source, device="cpu"), sample_png)
+    fetched = s3.downloads(since)
+    assert sorted(fetched) == sorted(f"/svd-cache/{p.relative_to(tiny_folder).as_posix()}"
+                                     for p in tiny_folder.rglob("*") if p.is_file())
+    since = len(s3.requests())
+    assert np.array_equal(_frames(SVDEngine.load(model_source=source, device="cpu"), sample_png), first)
+    assert s3.downloads(since) == []
+    assert [path for _, path, _ in s3.requests()[since:]] == ["/svd-cache?list-type=2&prefix=&encoding-type=url"]
+
+    config = json.loads((tiny_folder / "scheduler/scheduler_config.json").read_text())
+    s3.client.put_object(Bucket="svd-cache", Key="scheduler/scheduler_config.json",
+                         Body=json.dumps({**config, "steps_offset": 0}).encode())
+    since = len(s3.requests())
+    engine = SVDEngine.load(model_source=source, device="cpu")
+    assert engine.pipeline.scheduler.config.steps_offset == 0
+    fetched = s3.downloads(since)
+    assert "/svd-cache/scheduler/scheduler_config.json" in fetched  # the configs are checked again,
+    assert not [path for path in fetched if path.endswith(".safetensors")]  # unchanged weights are reused
+    assert len(list(aws_env.glob("svd-cache/*/*/.complete.json"))) == 1  # the older copy is gone
+
+
+def test_the_model_serves_from_a_bucket_through_tritonserver(s3, sources, aws_env, monkeypatch, sample_png):
+    monkeypatch.setenv("SVD_MODEL_SOURCE", sources["nested"])
+    since = len(s3.requests())
+    with _serve(model_control="explicit") as server:
+        with SVDClient(server.http_url, token=TOKEN) as svd:
+            video = decode_video(svd.generate(sample_png, width=64, height=64, num_frames=4,
+                                              num_inference_steps=2).video, "mp4")
+            assert video.num_frames == 4 and video.size == (64, 64)
+            assert s3.downloads(since).count("/svd-weights/models/svd-tiny/" + WEIGHTS) == 1
+            since = len(s3.requests())
+            svd.unload()
+            svd.load()  # a new backend process: loads from the cache
+            assert decode_video(svd.generate(sample_png, width=64, height=64, num_frames=4,
+                                             num_inference_steps=2).video, "mp4").num_frames == 4
+        assert s3.downloads(since) == []
+        log = server.log_path.read_text()
+    assert "svd_engine.weights: s3://svd-weights/models/svd-tiny: copying 9 files" in log
+    assert "svd_engine.object_storage: s3://svd-weights/models/svd-tiny: using the cached copy" in log
+    assert s3.secret not in log
