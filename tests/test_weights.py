@@ -234,3 +234,49 @@ def test_the_model_serves_from_a_bucket_through_tritonserver(s3, sources, aws_en
     assert "svd_engine.weights: s3://svd-weights/models/svd-tiny: copying 9 files" in log
     assert "svd_engine.object_storage: s3://svd-weights/models/svd-tiny: using the cached copy" in log
     assert s3.secret not in log
+
+
+def test_an_interrupted_download_is_never_trusted(s3, tiny_folder, aws_env, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    big = tmp_path / "big"
+    build_tiny_pipeline().save_pretrained(big, safe_serialization=True)
+    weights = load_file(big / WEIGHTS)
+    save_file({**weights, "padding": torch.zeros(40_000_000)}, big / WEIGHTS)  # 160 MB: slow enough to interrupt
+    source = s3.upload(big, "svd-big")
+    fetch = f"from svd_engine.object_storage import fetch; fetch({source!r}, half=False)"
+    process = subprocess.Popen([sys.executable, "-c", fetch], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size for p in aws_env.glob("svd-big/*/*/unet/diffusion_pytorch_model.safetensors.*")):
+        assert process.poll() is None and time.monotonic() < deadline, "the download ended before it was interrupted"
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    [snapshot] = [p for p in aws_env.glob("svd-big/*/*") if p.is_dir()]
+    assert not (snapshot / ".complete.json").exists() and not (snapshot / WEIGHTS).exists()
+
+    from svd_engine.object_storage import fetch as fetch_again
+
+    assert fetch_again(source, half=False) == snapshot
+    assert (snapshot / WEIGHTS).read_bytes() == (big / WEIGHTS).read_bytes()
+    assert (snapshot / ".complete.json").is_file()
+    assert len([p for p in snapshot.rglob("*") if p.is_file()]) == 10  # 9 files and the marker: no leftovers
+
+
+def test_the_check_needs_no_torch_and_reads_the_hub_cache(tiny_folder, tmp_path):
+    snapshot = tmp_path / "hub" / "models--acme--svd-tiny" / "snapshots" / "0123abcd"
+    snapshot.parent.parent.joinpath("refs").mkdir(parents=True)
+    snapshot.parent.parent.joinpath("refs", "main").write_text("0123abcd")
+    import shutil
+
+    shutil.copytree(tiny_folder, snapshot)
+    blocked = "import sys; sys.modules.update(torch=None, diffusers=None, transformers=None); "
+    run = blocked + "from svd_triton.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", run, "weights", "validate", "acme/svd-tiny"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"{snapshot}: EnginePipeline") and "loadable" in done.stdout
+    done = subprocess.run([sys.executable, "-c", run, "weights", "validate", "acme/not-cached"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 1 and "not in the local Hugging Face cache" in done.stderr

@@ -138,6 +138,8 @@ def fetch(source: str, *, half: bool) -> Path:
         inspection = require_loadable(tree, half=half)
         etags = {path: tree.etags[path] for path in inspection.files}
         snapshot.mkdir(exist_ok=True)
+        for leftover in [p for p in snapshot.rglob("*") if p.is_file() and p.relative_to(snapshot).as_posix() not in etags]:
+            leftover.unlink()  # temporary files of an interrupted download
         _link_unchanged(home, snapshot, etags)
         copy_files(tree, inspection.files, snapshot)
         marker = {"source": tree.location, "files": etags}
