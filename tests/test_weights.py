@@ -280,3 +280,15 @@ def test_the_check_needs_no_torch_and_reads_the_hub_cache(tiny_folder, tmp_path)
     done = subprocess.run([sys.executable, "-c", run, "weights", "validate", "acme/not-cached"], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 1 and "not in the local Hugging Face cache" in done.stderr
+
+
+def test_the_kubernetes_deployment_reads_bucket_credentials_from_the_example_secret():
+    import yaml
+
+    from conftest import ROOT
+
+    secret = yaml.safe_load((ROOT / "docker/kubernetes/secret-s3.example.yaml").read_text())
+    deployment = yaml.safe_load((ROOT / "docker/kubernetes/deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": secret["metadata"]["name"], "optional": True}} in container["envFrom"]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= set(secret["stringData"])
