@@ -1,7 +1,7 @@
 """Weights in an S3-compatible bucket (S3, MinIO, Ceph, R2): `s3://bucket/prefix` as a model source.
 
 The endpoint and credentials come from boto3's standard chain (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3,
-AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_REGION, ~/.aws/config), never from the
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_DEFAULT_REGION, ~/.aws/config), never from the
 model configuration. `fetch` copies what the pipeline needs into a local cache keyed by bucket,
 prefix and the objects' ETags, so a restart or a second instance loads without downloading again.
 """
@@ -23,7 +23,7 @@ SCHEME = "s3://"
 CACHE_ENV = "SVD_WEIGHTS_CACHE"
 COMPLETE_MARKER = ".complete.json"
 CREDENTIALS_HINT = ("the endpoint and credentials come from AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3), "
-                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_REGION")
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_DEFAULT_REGION")
 log = logging.getLogger(__name__)
 
 
