@@ -178,11 +178,11 @@ def _gateway(args) -> int:
 def _weights(args) -> int:
     # Imported here: the checks need no torch, so the thin client runs them (with boto3 for s3://).
     from svd_engine.errors import ModelLoadError
-    from svd_engine.weights import copy_files, inspect, log, open_source
+    from svd_engine.weights import check_weights, copy_files, log, open_source
 
     try:
         tree = open_source(args.source)
-        inspection = inspect(tree, half=args.precision == "half")
+        inspection = check_weights(tree, half=args.precision == "half")
         print(inspection.report())
         if inspection.ok and args.weights_command == "pull":
             log.addHandler(logging.StreamHandler(sys.stderr))  # progress

@@ -37,7 +37,7 @@ def load_pipeline(source: str, *, device: torch.device, dtype: torch.dtype) -> E
     elif source == RANDOM_XT_SOURCE:
         pipeline = build_random_xt_pipeline(device)
     elif is_s3_source(source):
-        pipeline = _from_folder(fetch(source, half=_half_variant(dtype) is not None), dtype)
+        pipeline = _from_folder(fetch(source, half=_is_half(dtype)), dtype)
     elif Path(source).expanduser().exists() or source.startswith(("/", ".", "~")):
         pipeline = _from_folder(find_model_folder(Path(source).expanduser()), dtype)
     else:
@@ -48,12 +48,16 @@ def load_pipeline(source: str, *, device: torch.device, dtype: torch.dtype) -> E
     return pipeline.to(device)
 
 
+def _is_half(dtype: torch.dtype) -> bool:
+    return dtype in (torch.float16, torch.bfloat16)
+
+
 def _half_variant(dtype: torch.dtype) -> str | None:
-    return "fp16" if dtype in (torch.float16, torch.bfloat16) else None
+    return "fp16" if _is_half(dtype) else None
 
 
 def _from_folder(folder: Path, dtype: torch.dtype) -> EnginePipeline:
-    variant = require_loadable(FolderTree(folder), half=_half_variant(dtype) is not None).variant
+    variant = require_loadable(FolderTree(folder), half=_is_half(dtype)).variant
     try:
         return EnginePipeline.from_pretrained(folder, dtype=dtype, variant=variant, use_safetensors=True)
     except (OSError, ValueError) as error:

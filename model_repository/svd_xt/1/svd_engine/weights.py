@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -112,7 +113,8 @@ def is_weights_file(path: str) -> bool:
 
 
 def is_half_variant(path: str) -> bool:
-    return f".{HALF_VARIANT}." in Path(path).name
+    """diffusion_pytorch_model.fp16.safetensors, or a shard: diffusion_pytorch_model.fp16-00001-of-00002.safetensors."""
+    return re.search(rf"\.{HALF_VARIANT}[.-]", Path(path).name) is not None
 
 
 def choose_variant(files: Iterable[str], half: bool) -> str | None:
@@ -202,7 +204,7 @@ class Inspection:
         return "\n".join(lines)
 
 
-def inspect(tree: WeightsTree, *, half: bool) -> Inspection:
+def check_weights(tree: WeightsTree, *, half: bool) -> Inspection:
     """Check `tree` as the SVD model would load it (in half precision or not)."""
     result = Inspection(tree.location, sizes=tree.files)
     if MODEL_INDEX not in tree.files:
@@ -211,7 +213,9 @@ def inspect(tree: WeightsTree, *, half: bool) -> Inspection:
     try:
         index = json.loads(tree.read(MODEL_INDEX))
     except ValueError as error:
-        result.problems.append(f"model_index.json is not valid JSON ({error})")
+        index = error
+    if not isinstance(index, dict):
+        result.problems.append(f"model_index.json is not a JSON object ({index})")
         return result
     result.files.append(MODEL_INDEX)
     result.pipeline_class = index.get("_class_name")
@@ -221,22 +225,23 @@ def inspect(tree: WeightsTree, *, half: bool) -> Inspection:
     result.variant = choose_variant(tree.files, half)
     components = {name: value for name, value in index.items()
                   if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[1]}
-    result.problems += [f"{name}: not named in model_index.json" for name in SVD_COMPONENTS if name not in components]
-    configs = {}
+    configs, tensors = {}, {}
     for name, (_, class_name) in sorted(components.items()):
-        configs[name] = _check_component(tree, name, class_name, result)
+        configs[name], tensors[name] = _check_component(tree, name, class_name, result)
     if result.pipeline_class in SERVED_PIPELINES:
-        _check_svd_shapes(configs, result)
+        result.problems += [f"{name}: not named in model_index.json" for name in SVD_COMPONENTS if name not in components]
+        _check_svd_shapes(configs, tensors, result)
     return result
 
 
-def _check_component(tree: WeightsTree, name: str, class_name: str, result: Inspection) -> dict | None:
+def _check_component(tree: WeightsTree, name: str, class_name: str, result: Inspection) -> tuple[dict | None, dict]:
+    """(its config, its weights' tensor table), adding what was found and what is wrong to `result`."""
     config_name = required_config(class_name)
     present = sorted(p for p in tree.files if p.startswith(name + "/"))
     if not present:
         needs = f"{name}/{config_name}" + ("" if config_name != "config.json" else f" and {name}/*.safetensors")
         result.problems.append(f"{name}: folder missing ({class_name}; expected {needs})")
-        return None
+        return None, {}
     result.files += [p for p in present if p.endswith(CONFIG_SUFFIXES)]
     config = None
     if f"{name}/{config_name}" not in tree.files:
@@ -247,14 +252,15 @@ def _check_component(tree: WeightsTree, name: str, class_name: str, result: Insp
         except ValueError as error:
             result.problems.append(f"{name}: {config_name} is not valid JSON ({error})")
     if config_name != "config.json":
-        result.found.append(f"{name}: {class_name}, {config_name}")
-        return config
+        if config is not None:
+            result.found.append(f"{name}: {class_name}, {config_name}")
+        return config, {}
     weights = component_weights(tree.files, name, result.variant)
     if not weights:
         others = [Path(p).name for p in present if not p.endswith(CONFIG_SUFFIXES)]
         refused = " (pickle weights such as .bin are never loaded: convert them to safetensors)" if others else ""
         result.problems.append(f"{name}: no safetensors weights; it holds {', '.join(Path(p).name for p in present)}{refused}")
-        return config
+        return config, {}
     tensors = {}
     for path in weights:
         try:
@@ -264,16 +270,14 @@ def _check_component(tree: WeightsTree, name: str, class_name: str, result: Insp
     result.files += weights
     size = _size(sum(tree.files[p] for p in weights))
     result.found.append(f"{name}: {class_name}, {config_name}, {', '.join(Path(p).name for p in weights)} ({size})")
-    if config is not None:
-        config["__tensors__"] = tensors
-    return config
+    return config, tensors
 
 
 def _size(count: int) -> str:
     return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
 
 
-def _check_svd_shapes(configs: dict[str, dict | None], result: Inspection) -> None:
+def _check_svd_shapes(configs: dict[str, dict | None], tensors: dict[str, dict], result: Inspection) -> None:
     """SVD's shape rules: the UNet takes noise and image latents side by side, cross-attends to CLIP."""
     unet, vae, encoder = configs.get("unet"), configs.get("vae"), configs.get("image_encoder")
     if unet is None:
@@ -283,7 +287,7 @@ def _check_svd_shapes(configs: dict[str, dict | None], result: Inspection) -> No
     if in_channels != 2 * latent:
         result.problems.append(f"unet: in_channels is {in_channels}, SVD needs {2 * latent} "
                                f"(twice the VAE's {latent} latent channels)")
-    conv_in = unet.get("__tensors__", {}).get("conv_in.weight", {}).get("shape")
+    conv_in = tensors["unet"].get("conv_in.weight", {}).get("shape")
     if conv_in and in_channels is not None and conv_in[1] != in_channels:
         result.problems.append(f"unet: conv_in.weight takes {conv_in[1]} channels but config.json says in_channels {in_channels}")
     if not isinstance(frames, int) or frames < 2:
@@ -297,8 +301,8 @@ def _check_svd_shapes(configs: dict[str, dict | None], result: Inspection) -> No
 
 
 def require_loadable(tree: WeightsTree, *, half: bool) -> Inspection:
-    """inspect(), raising ModelLoadError with the problems when the pipeline would not load."""
-    result = inspect(tree, half=half)
+    """check_weights(), raising ModelLoadError with the problems when the pipeline would not load."""
+    result = check_weights(tree, half=half)
     if not result.ok:
         raise ModelLoadError(result.error)
     return result
