@@ -292,3 +292,43 @@ def test_the_kubernetes_deployment_reads_bucket_credentials_from_the_example_sec
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert {"secretRef": {"name": secret["metadata"]["name"], "optional": True}} in container["envFrom"]
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= set(secret["stringData"])
+
+
+def test_the_check_names_wrong_shapes_classes_and_truncated_files(tiny_folder, tmp_path):
+    import shutil
+
+    from svd_engine.weights import FolderTree, check_weights
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_folder, broken)
+    unet_config = json.loads((broken / "unet/config.json").read_text())
+    (broken / "unet/config.json").write_text(json.dumps({**unet_config, "in_channels": 4}))
+    index = json.loads((broken / "model_index.json").read_text())
+    (broken / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionPipeline"}))
+    vae = broken / "vae/diffusion_pytorch_model.safetensors"
+    vae.write_bytes(vae.read_bytes()[:-1000])
+    problems = check_weights(FolderTree(broken), half=False).problems
+    assert "pipeline class 'StableDiffusionPipeline' is not one this model serves" in problems[0]
+    assert any("vae/diffusion_pytorch_model.safetensors is not a readable safetensors file (truncated" in p for p in problems)
+    (broken / "model_index.json").write_text(json.dumps(index))
+    problems = check_weights(FolderTree(broken), half=False).problems
+    assert "unet: in_channels is 4, SVD needs 8 (twice the VAE's 4 latent channels)" in problems
+    assert "unet: conv_in.weight takes 8 channels but config.json says in_channels 4" in problems
+
+
+def test_half_precision_reads_the_fp16_variant_where_there_is_one(tiny_folder, tmp_path):
+    import shutil
+
+    import torch
+
+    from svd_engine.weights import FolderTree, check_weights
+
+    both = tmp_path / "both"
+    shutil.copytree(tiny_folder, both)
+    build_tiny_pipeline().unet.to(torch.float16).save_pretrained(both / "unet", variant="fp16")
+    half = check_weights(FolderTree(both), half=True)
+    full = check_weights(FolderTree(both), half=False)
+    assert half.ok and half.variant == "fp16" and "unet/diffusion_pytorch_model.fp16.safetensors" in half.files
+    assert WEIGHTS not in half.files and "vae/diffusion_pytorch_model.safetensors" in half.files  # no fp16 VAE: plain
+    assert full.ok and full.variant is None and WEIGHTS in full.files
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" not in full.files
