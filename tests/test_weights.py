@@ -100,8 +100,9 @@ def tiny_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sources(s3, tiny_folder) -> dict[str, str]:
     """The tiny pipeline at a bucket's root, and one folder below the prefix (TIR's model path rule)."""
-    return {"root": s3.upload(tiny_folder, "svd-root"),
-            "nested": s3.upload(tiny_folder, "svd-weights", "models/svd-tiny/").rsplit("/", 1)[0]}
+    nested = s3.upload(tiny_folder, "svd-weights", "models/svd-tiny/").rsplit("/", 1)[0]
+    s3.client.put_object(Bucket="svd-weights", Key="models/", Body=b"")  # a folder marker, as consoles create
+    return {"root": s3.upload(tiny_folder, "svd-root"), "nested": nested}
 
 
 @pytest.fixture

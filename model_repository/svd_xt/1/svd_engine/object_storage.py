@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ModelLoadError
@@ -59,7 +60,8 @@ class BucketTree(WeightsTree):
             objects = {}
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    objects[item["Key"][len(prefix):]] = (item["Size"], item["ETag"])
+                    if not item["Key"].endswith("/"):  # folder markers some tools create
+                        objects[item["Key"][len(prefix):]] = (item["Size"], item["ETag"])
         entries = {key.split("/")[0] + ("/" if "/" in key else "") for key in objects}
         holders = [key[:-len(MODEL_INDEX)] for key in objects if key.count("/") == 1 and key.endswith("/" + MODEL_INDEX)]
         root = pipeline_root(where, entries, holders)
@@ -94,29 +96,22 @@ class BucketTree(WeightsTree):
         return hashlib.sha256(json.dumps([self.bucket, self.prefix, variant, tracked]).encode()).hexdigest()[:16]
 
 
-class s3_errors:
+@contextmanager
+def s3_errors(where: str):
     """Turn boto3's errors into a ModelLoadError that says where and why, with no credentials in it."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    def __init__(self, where: str):
-        self.where = where
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, _traceback):
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if isinstance(error, ClientError):
-            details = error.response.get("Error", {})
-            code = details.get("Code", "error")
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            reason = details.get("Message") or f"HTTP {status}"
-            hint = f"; {CREDENTIALS_HINT}" if status in (401, 403) or "Credential" in code or "Signature" in code \
-                or "AccessKey" in code else ""
-            raise ModelLoadError(f"{self.where}: {code}: {reason}{hint}") from None
-        if isinstance(error, BotoCoreError):
-            raise ModelLoadError(f"{self.where}: {error}; {CREDENTIALS_HINT}") from None
-        return False
+    try:
+        yield
+    except ClientError as error:
+        details = error.response.get("Error", {})
+        code = details.get("Code", "error")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        about_credentials = status in (401, 403) or any(word in code for word in ("Credential", "Signature", "AccessKey"))
+        raise ModelLoadError(f"{where}: {code}: {details.get('Message') or f'HTTP {status}'}"
+                             + (f"; {CREDENTIALS_HINT}" if about_credentials else "")) from None
+    except BotoCoreError as error:
+        raise ModelLoadError(f"{where}: {error}; {CREDENTIALS_HINT}") from None
 
 
 def fetch(source: str, *, half: bool) -> Path:
