@@ -333,3 +333,14 @@ def test_half_precision_reads_the_fp16_variant_where_there_is_one(tiny_folder, t
     assert WEIGHTS not in half.files and "vae/diffusion_pytorch_model.safetensors" in half.files  # no fp16 VAE: plain
     assert full.ok and full.variant is None and WEIGHTS in full.files
     assert "unet/diffusion_pytorch_model.fp16.safetensors" not in full.files
+
+
+def test_instances_loading_at_once_download_once(s3, sources, aws_env):
+    fetch = f"from svd_engine.object_storage import fetch; print(fetch({sources['root']!r}, half=False))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    since = len(s3.requests())
+    instances = [subprocess.Popen([sys.executable, "-c", fetch], env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    folders = {instance.communicate(timeout=120)[0].strip() for instance in instances}
+    assert all(instance.returncode == 0 for instance in instances) and len(folders) == 1
+    assert s3.downloads(since).count("/svd-root/" + WEIGHTS) == 1
