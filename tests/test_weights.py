@@ -344,3 +344,23 @@ def test_instances_loading_at_once_download_once(s3, sources, aws_env):
     folders = {instance.communicate(timeout=120)[0].strip() for instance in instances}
     assert all(instance.returncode == 0 for instance in instances) and len(folders) == 1
     assert s3.downloads(since).count("/svd-root/" + WEIGHTS) == 1
+
+
+def test_pull_over_an_older_copy_replaces_files_of_the_same_size(s3, tiny_folder, aws_env, tmp_path):
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(tiny_folder, tuned)
+    with safe_open(tuned / WEIGHTS, "pt") as original:
+        metadata = original.metadata()
+    weights = load_file(tuned / WEIGHTS)  # a fine-tune: the same tensors with new values, so the same size
+    save_file({name: tensor + 1 for name, tensor in weights.items()}, tuned / WEIGHTS, metadata=metadata)
+    assert (tuned / WEIGHTS).stat().st_size == (tiny_folder / WEIGHTS).stat().st_size
+    target = tmp_path / "serving"
+    shutil.copytree(tiny_folder, target)
+    done = weights_cli("pull", s3.upload(tuned, "svd-tuned"), str(target))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (target / WEIGHTS).read_bytes() == (tuned / WEIGHTS).read_bytes()

@@ -136,7 +136,8 @@ def fetch(source: str, *, half: bool) -> Path:
         for leftover in [p for p in snapshot.rglob("*") if p.is_file() and p.relative_to(snapshot).as_posix() not in etags]:
             leftover.unlink()  # temporary files of an interrupted download
         _link_unchanged(home, snapshot, etags)
-        copy_files(tree, inspection.files, snapshot)
+        # Files already here have these ETags and are complete (a file gets its final name only then).
+        copy_files(tree, [path for path in inspection.files if not (snapshot / path).is_file()], snapshot)
         marker = {"source": tree.location, "files": etags}
         (snapshot / (COMPLETE_MARKER + ".partial")).write_text(json.dumps(marker, indent=1))
         os.replace(snapshot / (COMPLETE_MARKER + ".partial"), snapshot / COMPLETE_MARKER)

@@ -327,13 +327,10 @@ def copy_files(tree: WeightsTree, files: list[str], target: Path, threads: int =
     def one(path: str) -> None:
         destination = target / path
         destination.parent.mkdir(parents=True, exist_ok=True)
-        if destination.is_file() and destination.stat().st_size == tree.files[path]:
-            pass  # completed by an earlier, interrupted run: only complete files carry their final name
-        else:
-            tree.copy(path, destination)
-            if destination.stat().st_size != tree.files[path]:
-                destination.unlink()
-                raise ModelLoadError(f"{tree.location}/{path} changed size while it was copied; try again")
+        tree.copy(path, destination)
+        if destination.stat().st_size != tree.files[path]:
+            destination.unlink()
+            raise ModelLoadError(f"{tree.location}/{path} changed size while it was copied; try again")
         with lock:
             done["bytes"] += tree.files[path]
             done["files"] += 1
