@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("source", help="s3://bucket/prefix (AWS_* variables: endpoint, keys, profile), a folder, or a hub id")
         command.add_argument("--precision", choices=("half", "full"), default="half",
                              help="half (GPU, default): the fp16 variant where there is one; full: the float32 files (CPU)")
-    pull.add_argument("dir", type=Path)
+    pull.add_argument("dir", type=Path, help="the folder to fill (created when missing)")
     weights.set_defaults(run=_weights)
 
     demo = commands.add_parser("demo", help="start the embedded server, make a video from the sample image, stop")
