@@ -13,6 +13,7 @@ import concurrent.futures
 import functools
 import json
 import locale
+import logging
 import os
 import threading
 import traceback
@@ -52,6 +53,7 @@ class TritonPythonModel:
     def initialize(self, args):
         self.model_name = args["model_name"]
         utf8_text_files()
+        forward_engine_logs()
         model_config = json.loads(args["model_config"])
         check_contract(model_config, self.model_name)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
@@ -277,6 +279,20 @@ def utf8_text_files() -> None:
     """
     if locale.getpreferredencoding(False).upper().replace("-", "") != "UTF8":
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+
+
+class TritonLogHandler(logging.Handler):
+    def emit(self, record):
+        write = (pb_utils.Logger.log_error if record.levelno >= logging.ERROR else
+                 pb_utils.Logger.log_warn if record.levelno >= logging.WARNING else pb_utils.Logger.log_info)
+        write(f"{record.name}: {record.getMessage()}")
+
+
+def forward_engine_logs() -> None:
+    """Send svd_engine's log records (weight download progress, compile times) to Triton's log (once per stub process)."""
+    engine_log = logging.getLogger("svd_engine")
+    engine_log.addHandler(TritonLogHandler())
+    engine_log.setLevel(logging.INFO)
 
 
 def check_contract(model_config, model_name):
