@@ -149,7 +149,7 @@ def test_the_requirements_are_read_from_the_dockerfile_and_pyproject(dockerfile)
     requirements = image_requirements(dockerfile)
     torch_pin = f"torch=={dockerfile.args['TORCH_VERSION']}"
     assert requirements.count(torch_pin) == 2  # torch's own step, and again beside the engine
-    assert {"numpy<2", "diffusers>=0.42"} <= set(requirements)
+    assert "numpy<2" in requirements and any(Requirement(r).name == "diffusers" for r in requirements)
     assert not any("pytriton" in r or r.startswith("svd-triton") for r in requirements)  # engine only, expanded
 
 
@@ -171,4 +171,4 @@ def test_the_image_install_step_resolves_for_its_python_and_platform(dockerfile,
 def test_the_resolution_check_rejects_the_old_python_3_10_base(dockerfile, tmp_path):
     done = resolve(image_requirements(dockerfile), TRITON_IMAGES["24.10"], tmp_path)
     assert done.returncode != 0
-    assert "No matching distribution found for diffusers>=0.42" in unresolved(done)
+    assert "No matching distribution found for diffusers" in unresolved(done)

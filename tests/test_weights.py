@@ -20,7 +20,7 @@ from conftest import TOKEN, _serve
 from svd_engine import ModelLoadError, SVDEngine
 from svd_engine.loading import build_tiny_pipeline
 from svd_triton import SVDClient
-from svd_triton.server import free_port
+from svd_triton.launcher import free_port
 from videos import decode_video, max_abs_diff
 
 CLI = [sys.executable, "-m", "svd_triton", "weights"]
