@@ -108,13 +108,13 @@ class TritonPythonModel:
         try:
             result = future.result()
             replies.send(position, output_tensors(result, replies.wanted[position]))
+            self.metrics.observe(spec, result)
+            if self.decoupled:
+                self.logger.log_info(f"{self.model_name}: request {replies.request_id(position)} done, "
+                                     f"{sum(result.timings.values()):.2f} s")
         except Exception as error:
-            self.fail(replies, position, error)
+            self.fail(replies, position, error)  # after a sent reply, logs the error and sends nothing more
             return None
-        self.metrics.observe(spec, result)
-        if self.decoupled:
-            self.logger.log_info(f"{self.model_name}: request {replies.request_id(position)} done, "
-                                 f"{sum(result.timings.values()):.2f} s")
         return result
 
     def fail(self, replies, position, error):
