@@ -35,25 +35,25 @@ serve: setup
 
 # perf_analyzer over HTTP and gRPC, concurrency 1..4, table into docs/benchmarks.md (INPUT=tiny|preview|xt).
 bench-serve: setup
-	$(BIN)/python benchmarks/perf_serve.py --input $(or $(INPUT),tiny)
+	$(BIN)/python -m benchmarks.perf_serve --input $(or $(INPUT),tiny)
 
 soak: setup
-	$(BIN)/python benchmarks/reliability.py
+	$(BIN)/python -m benchmarks.reliability
 
 bench-batching: setup
-	$(BIN)/python benchmarks/batching.py
+	$(BIN)/python -m benchmarks.batching
 
 # The fast path vs stock diffusers (SIZE=tiny on CPU, SIZE=xt on a GPU), table into docs/benchmarks.md.
 bench-fast-path: setup
-	$(BIN)/python benchmarks/fast_path.py --size $(or $(SIZE),tiny) $(ARGS)
+	$(BIN)/python -m benchmarks.fast_path --size $(or $(SIZE),tiny) $(ARGS)
 
 # Each SDPA kernel at the UNet's attention shapes (SIZE=xt on a GPU), table into docs/benchmarks.md.
 bench-attention: setup
-	$(BIN)/python benchmarks/attention.py --size $(or $(SIZE),tiny) $(ARGS)
+	$(BIN)/python -m benchmarks.attention --size $(or $(SIZE),tiny) $(ARGS)
 
 # Gateway overhead vs calling Triton directly, and a burst of 200 jobs at concurrency 16, into docs/benchmarks.md.
 bench-gateway: setup
-	$(BIN)/python benchmarks/gateway_overhead.py $(ARGS)
+	$(BIN)/python -m benchmarks.gateway_overhead $(ARGS)
 
 clean:
 	rm -rf $(VENV) out

@@ -1,14 +1,14 @@
 """Each SDPA kernel at the attention shapes of a real SVD UNet call: which kernel to pin, per kind.
 
-    python benchmarks/attention.py                  # CPU smoke: tiny model, 128×128, 8 frames
-    python benchmarks/attention.py --size xt        # CUDA: SVD-XT architecture, 1024×576, 25 frames
+    python -m benchmarks.attention                  # CPU smoke: tiny model, 128×128, 8 frames
+    python -m benchmarks.attention --size xt        # CUDA: SVD-XT architecture, 1024×576, 25 frames
 
 Records every scaled_dot_product_attention call of one UNet forward pass at the request shape
 (classifier-free guidance batch of 2) and of one VAE decode of a chunk, grouped by kind: the UNet's
 `spatial` and `temporal` attention (the engine's `spatial_attention` and `temporal_attention`
 switches) and `vae` (always PyTorch's pick, shown for reference). Then times each kernel on each
 recorded shape. Far cheaper than compiling the whole model once per kernel; confirm the pick end to
-end with `benchmarks/fast_path.py --set spatial_attention=...`.
+end with `python -m benchmarks.fast_path --set spatial_attention=...`.
 """
 from __future__ import annotations
 
@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
 from fast_path import SIZES
-from report import ROOT, markdown_table, write_section
+from benchmarks.report import ROOT, markdown_table, write_section
 
-sys.path.insert(0, str(ROOT / "model_repository" / "svd_xt" / "1"))
 from diffusers.models.attention_processor import Attention  # noqa: E402
 
 from svd_engine.fast_path import SDPA_KERNELS, attention_kind  # noqa: E402

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import ROOT, markdown_table, write_section
+from benchmarks.report import ROOT, markdown_table, write_section
 
 from svd_triton import SVDClient
-from svd_triton.server import ServerOptions, TritonServer, free_port
+from svd_triton.launcher import ServerOptions, TritonServer, free_port
 
 SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
 

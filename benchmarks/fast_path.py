@@ -1,9 +1,9 @@
 """The fast path against stock diffusers: same weights, same input, one run; a table into docs/benchmarks.md.
 
-    python benchmarks/fast_path.py                      # CPU smoke: tiny model, 128×128, 8 frames, 4 steps
-    python benchmarks/fast_path.py --size xt            # CUDA: SVD-XT architecture, random weights, 1024×576,
+    python -m benchmarks.fast_path                      # CPU smoke: tiny model, 128×128, 8 frames, 4 steps
+    python -m benchmarks.fast_path --size xt            # CUDA: SVD-XT architecture, random weights, 1024×576,
                                                         # 25 frames, 25 steps, guidance 1→3
-    python benchmarks/fast_path.py --size xt --ablate --vary dtype=bfloat16 --vary compile=reduce-overhead \
+    python -m benchmarks.fast_path --size xt --ablate --vary dtype=bfloat16 --vary compile=reduce-overhead \
         --vary fp8=true --vary default_decode_chunk_size=2,4,14 --results out/fast-path-xt
 
 Rows: the stock `StableVideoDiffusionPipeline` as a user runs it (float16 on CUDA, float32 on CPU,
@@ -34,9 +34,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from report import ROOT, markdown_table, write_section
+from benchmarks.report import ROOT, markdown_table, write_section
 
-sys.path.insert(0, str(ROOT / "model_repository" / "svd_xt" / "1"))
 from diffusers import StableVideoDiffusionPipeline  # noqa: E402
 
 from svd_engine import EngineConfig, SVDEngine, encode_video  # noqa: E402

@@ -10,10 +10,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import perf
-from report import markdown_table, write_section
+from benchmarks import perf
+from benchmarks.report import markdown_table, write_section
 
-from svd_triton.server import ServerOptions, TritonServer, free_port
+from svd_triton.launcher import ServerOptions, TritonServer, free_port
 
 
 def main() -> None:

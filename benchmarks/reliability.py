@@ -1,7 +1,7 @@
 """Reliability report: the hostile-input matrix and a load/soak run against the embedded server.
 
-    python benchmarks/reliability.py                      # 500 requests at concurrency 16 (make soak)
-    python benchmarks/reliability.py --requests 60        # shorter
+    python -m benchmarks.reliability                      # 500 requests at concurrency 16 (make soak)
+    python -m benchmarks.reliability --requests 60        # shorter
 
 Every request carries its own seed: each must come back as a decodable video with that seed, or as
 a clear error (the queue is bounded, so some are refused with UNAVAILABLE at this concurrency);
@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from report import ROOT, environment, markdown_table
+import psutil
 
-sys.path.insert(0, str(ROOT / "tests"))
-from hostile import CASES, VALID, leaks  # noqa: E402  (the matrix lives with the tests that assert it)
+from benchmarks.report import ROOT, environment, markdown_table
 
-from svd_triton import SVDClient, SVDClientError, UnavailableError  # noqa: E402
-from svd_triton.server import ServerOptions, TritonServer, free_port  # noqa: E402
+from svd_triton import SVDClient, SVDClientError, UnavailableError
+from svd_triton.launcher import ServerOptions, TritonServer, free_port
+from tests.hostile import CASES, VALID, leaks  # the matrix lives with the tests that assert it
 
 SMALL = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1, "video_format": "mp4"}
 RETRIES = 50
@@ -34,16 +34,8 @@ SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
 
 def server_rss_mb(server_pid: int) -> float:
     """Resident memory of tritonserver and its children (the Python-backend stubs), in MiB."""
-    total = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
-            continue
-        pid, parent = int(fields["Pid"]), int(fields["PPid"])
-        if (pid == server_pid or parent == server_pid) and "VmRSS" in fields:
-            total += int(fields["VmRSS"].split()[0])
-    return total / 1024
+    server = psutil.Process(server_pid)
+    return sum(process.memory_info().rss for process in [server, *server.children()]) / 2**20
 
 
 @dataclass
@@ -138,7 +130,7 @@ def main() -> None:
         rows = matrix_rows(server)
         run_load(server, 8, 4, token)  # warm-up before reading memory
         load = run_load(server, args.requests, args.concurrency, token)
-    command = f"python benchmarks/reliability.py --requests {args.requests} --concurrency {args.concurrency}"
+    command = f"python -m benchmarks.reliability --requests {args.requests} --concurrency {args.concurrency}"
     errors = "; ".join(f"{n} × {kind}" for kind, n in load.errors.most_common()) or "none"
     text = f"""# Reliability
 

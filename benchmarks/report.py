@@ -39,7 +39,8 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 def write_section(name: str, title: str, body: str, doc: Path | None = None) -> None:
     """Replace (or append) the section `name` of `doc` (docs/benchmarks.md); other sections stay as they are."""
     doc = doc or DOC
-    command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT))] + sys.argv[1:])
+    module = ".".join(Path(sys.argv[0]).resolve().relative_to(ROOT).with_suffix("").parts)
+    command = " ".join(["python -m", module] + sys.argv[1:])
     section = (f"<!-- {name}:start -->\n## {title}\n\n{body}\n\n"
                f"Measured on {environment()}.\nCommand: `{command}`\n<!-- {name}:end -->")
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEach section is written by the command it names.\n"

@@ -1,5 +1,4 @@
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +6,6 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))  # the tests' own helpers (videos.py, ...)
 
 
 def encode_image(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
@@ -43,7 +41,7 @@ TOKEN = "test-token-7f3a"
 
 def on_free_ports(**options):
     """ServerOptions with free HTTP, gRPC and metrics ports, so servers in one test run never collide."""
-    from svd_triton.server import ServerOptions, free_port
+    from svd_triton.launcher import ServerOptions, free_port
 
     return ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options)
 
@@ -57,7 +55,7 @@ def cpu_config_copy(tmp_path: Path) -> Path:
 
 
 def _serve(**options):
-    from svd_triton.server import TritonServer
+    from svd_triton.launcher import TritonServer
 
     return TritonServer(on_free_ports(token=TOKEN, **options), ready_timeout=240)
 
@@ -85,7 +83,7 @@ def postgres_url():
     import subprocess
     import tempfile
 
-    from svd_triton.server import free_port
+    from svd_triton.launcher import free_port
 
     binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     if not binaries:
@@ -107,3 +105,15 @@ def postgres_url():
     finally:
         subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the `gpu` tests where no CUDA device is visible; everything else runs (slow ones too)."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        config.hook.pytest_deselected(items=gpu_tests)
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]

@@ -14,7 +14,7 @@ import requests
 import uvicorn
 
 from svd_triton.gateway import Settings, create_app
-from svd_triton.server import free_port
+from svd_triton.launcher import free_port
 
 
 class Gateway:

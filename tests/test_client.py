@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import TOKEN
 from svd_triton import (AsyncSVDClient, InvalidRequestError, SVDClient, UnauthorizedError, UnavailableError,
                         sniff_format)
-from svd_triton.server import free_port
+from svd_triton.launcher import free_port
 from videos import decode_video
 
 SMALL = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 2}

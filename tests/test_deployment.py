@@ -76,8 +76,20 @@ def test_dockerfile_passes_hadolint():
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     text = (ROOT / "docker/Dockerfile").read_text()
-    assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3" in text and "HEALTHCHECK" in text and "/v2/health/ready" in text
-    assert "USER 1000" in text
+    assert "FROM nvcr.io/nvidia/tritonserver:" in text and "HEALTHCHECK" in text and "/v2/health/ready" in text
+    assert "USER 1000" in text  # the base image and its Python: tests/test_image.py
+
+
+def test_compose_and_kubernetes_run_the_image_the_dockerfile_builds_on_its_ports():
+    compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())["services"]["svd-xt"]
+    container = yaml.safe_load((ROOT / "docker/kubernetes/deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"][0]
+    exposed = next(line.split()[1:] for line in (ROOT / "docker/Dockerfile").read_text().splitlines()
+                   if line.startswith("EXPOSE "))
+    built = ROOT / "docker" / compose["build"]["context"] / compose["build"]["dockerfile"]
+    assert built.resolve() == (ROOT / "docker/Dockerfile").resolve()
+    assert compose["image"] == container["image"]
+    assert sorted(port.split(":")[1] for port in compose["ports"]) == sorted(exposed)
+    assert sorted(str(port["containerPort"]) for port in container["ports"]) == sorted(exposed)
 
 
 def test_compose_file_matches_the_compose_spec():
@@ -134,8 +146,7 @@ def test_model_analyzer_example_parses():
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_perf_analyzer_smoke_run(triton, protocol):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import perf
+    from benchmarks import perf
 
     url = triton.http_url if protocol == "http" else triton.grpc_url
     with tempfile.TemporaryDirectory() as folder:

@@ -17,7 +17,7 @@ from svd_engine.fast_path import SDPA_KERNELS, FastPath, PinnedKernelProcessor, 
 from svd_engine.loading import build_tiny_pipeline
 from svd_engine.pipeline import uint8_frames
 from svd_triton.client import SVDClient
-from svd_triton.server import TritonServer
+from svd_triton.launcher import TritonServer
 from videos import max_abs_diff
 
 TINY = dict(model_source="tiny", device="cpu", default_width=64, default_height=64, default_num_frames=8,
@@ -87,6 +87,7 @@ def test_compiled_once_at_load_and_never_again_per_request(sample_png, sample_rg
     assert other_size.frames.shape == (8, 64, 96, 3)
 
 
+@pytest.mark.slow
 def test_tritonserver_loads_the_inductor_compiled_fast_path_and_serves_two_images(tmp_path, sample_png, sample_rgb):
     """The deployment path of a GPU server, on CPU: a minutes-long compile inside the model's
     initialize (the stub reads inductor's UTF-8 templates), then two different images back to back."""
@@ -150,11 +151,11 @@ def table_rows(text: str, first_cells: tuple[str, ...]) -> dict[str, list[str]]:
 
 def test_benchmark_harness_writes_its_table_and_goes_on_from_kept_rows(tmp_path):
     doc, kept = tmp_path / "benchmarks.md", tmp_path / "rows"
-    common = ["benchmarks/fast_path.py", "--runs", "2", "--warmup", "0", "--width", "64", "--height", "64", "--frames", "4",
+    common = ["-m", "benchmarks.fast_path", "--runs", "2", "--warmup", "0", "--width", "64", "--height", "64", "--frames", "4",
               "--steps", "2", "--set", "compile_backend=aot_eager", "--doc", str(doc), "--results", str(kept)]
     harness(*common)
     text = doc.read_text()
-    assert "<!-- fast-path-cpu-tiny:start -->" in text and "Command: `python benchmarks/fast_path.py --runs 2" in text
+    assert "<!-- fast-path-cpu-tiny:start -->" in text and "Command: `python -m benchmarks.fast_path --runs 2" in text
     rows = table_rows(text, ("stock", "engine", "fast path"))
     assert set(rows) == {"stock diffusers, float32", "engine, fast path off", "engine, fast path on"}
     for cells in rows.values():
@@ -172,7 +173,7 @@ def test_benchmark_harness_writes_its_table_and_goes_on_from_kept_rows(tmp_path)
 
 def test_attention_benchmark_times_each_kernel_at_the_unets_shapes(tmp_path):
     doc = tmp_path / "benchmarks.md"
-    harness("benchmarks/attention.py", "--width", "64", "--height", "64", "--frames", "4", "--repeats", "1", "--doc", str(doc))
+    harness("-m", "benchmarks.attention", "--width", "64", "--height", "64", "--frames", "4", "--repeats", "1", "--doc", str(doc))
     text = doc.read_text()
     assert "<!-- attention-cpu-tiny:start -->" in text
     summary = table_rows(text.split("Per shape")[0], ("spatial", "temporal"))

@@ -6,7 +6,7 @@ import time
 
 from conftest import TOKEN, _serve
 from svd_triton import ServerError, SVDClient
-from svd_triton.server import backend_stub_pids
+from svd_triton.launcher import backend_stub_pids
 from videos import decode_video
 
 SMALL = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1}

@@ -5,10 +5,10 @@ import pytest
 import requests
 
 from conftest import TOKEN
+from gateways import Gateway
 from svd_triton.contract import PARAMETERS
 from svd_triton.gateway import Settings
-from gateways import Gateway
-from svd_triton.server import free_port
+from svd_triton.launcher import free_port
 from videos import decode_video
 
 SMALL = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 2}

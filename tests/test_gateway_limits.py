@@ -15,7 +15,7 @@ import requests
 from conftest import TOKEN
 from gateways import Gateway
 from svd_triton.gateway import Settings
-from svd_triton.server import free_port
+from svd_triton.launcher import free_port
 
 MIB = 1024 * 1024
 LIMIT = 32 * MIB

@@ -14,7 +14,7 @@ from schemathesis import GenerationMode
 from conftest import TOKEN
 from gateways import Gateway
 from svd_triton.gateway import Settings
-from svd_triton.server import free_port
+from svd_triton.launcher import free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FUZZED = "^/(predict|v1/models/\\{model\\}:predict|v1/inference/\\{slug\\}|v1/video/generations|v1/predictions)$"

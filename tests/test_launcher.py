@@ -1,5 +1,6 @@
 """The launcher: it reports the server log when tritonserver exits or never becomes ready, and stops
 cleanly on SIGTERM, loaded or still loading."""
+import os
 import queue
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import urllib.request
 import pytest
 
 from conftest import cpu_config_copy, on_free_ports
-from svd_triton.server import ServerStartError, TritonServer, free_port
+from svd_triton.launcher import ServerStartError, TritonServer, free_port
 
 HANGING_MODEL = '''
 import time
@@ -100,3 +101,23 @@ def test_sigterm_while_the_model_loads_stops_cleanly_too():
     time.sleep(1)  # tritonserver is up and loading the model (about 5 s here)
     output = _stop_with_sigterm(serve, lines, http_port)
     assert "ready:" not in output and "Error" not in output
+
+
+def test_a_killed_server_leaves_nothing_in_dev_shm(tmp_path):
+    from svd_triton.launcher import SHM_FOLDER, SHM_PREFIX
+
+    dead_launcher = subprocess.Popen(["true"])
+    dead_launcher.wait()  # a pid that no longer runs: its launcher's leftovers are fair game
+    stale = SHM_FOLDER / f"{SHM_PREFIX}_{dead_launcher.pid}_8001_1"
+    stale.write_bytes(b"left by a killed server")
+    server = TritonServer(on_free_ports(), ready_timeout=240).start()
+    try:
+        assert not stale.exists()
+        regions = sorted(SHM_FOLDER.glob(server.shm_prefix + "*"))
+        assert regions, "the Python backend's regions carry this server's prefix"
+        os.killpg(server.process.pid, signal.SIGKILL)  # no finalize, no clean shutdown
+        server.process.wait()
+        assert all(region.exists() for region in regions)
+    finally:
+        server.stop()
+    assert not list(SHM_FOLDER.glob(server.shm_prefix + "*"))

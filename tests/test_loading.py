@@ -62,3 +62,21 @@ def test_weights_load_only_from_safetensors(tmp_path, sample_png):
     assert list((folder / "unet").glob("*.bin")) and not list((folder / "unet").glob("*.safetensors"))
     with pytest.raises(ModelLoadError):
         SVDEngine.load(model_source=str(folder), device="cpu")
+
+
+def test_the_installed_diffusers_has_what_the_pipeline_overrides():
+    from svd_engine.pipeline import diffusers_mismatches
+
+    assert diffusers_mismatches() == []
+
+
+def test_a_changed_private_method_is_named_and_fails_the_load(monkeypatch):
+    from diffusers import StableVideoDiffusionPipeline
+
+    monkeypatch.setattr(StableVideoDiffusionPipeline, "_get_add_time_ids", lambda self, fps, motion_bucket_id: None)
+    monkeypatch.delattr(StableVideoDiffusionPipeline, "_encode_vae_image")
+    with pytest.raises(ModelLoadError) as caught:
+        SVDEngine.load(model_source="tiny", device="cpu")
+    message = str(caught.value)
+    assert "_get_add_time_ids('fps', 'motion_bucket_id') no longer takes" in message
+    assert "_encode_vae_image no longer exists" in message

@@ -1,10 +1,6 @@
 """A short load run against the real server: every request answered once, correctly or clearly."""
-import sys
-
-from conftest import ROOT, TOKEN
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from reliability import run_load  # noqa: E402
+from benchmarks.reliability import run_load
+from conftest import TOKEN
 
 
 def test_short_load_every_request_gets_its_video_or_a_clear_error(triton):

@@ -284,3 +284,63 @@ def test_parser_accepts_or_names_a_field(sample_rgb, params):
     assert 1 <= request.num_inference_steps <= 100 and 0 <= request.seed <= MAX_SEED
     assert request.min_guidance_scale <= request.max_guidance_scale
     assert request.image.size == (request.width, request.height) and request.image.mode == "RGB"
+
+
+# --- budgets by construction: every accepted request is within every limit of its deployment ---
+
+def test_keep_mode_is_held_to_the_work_budget():
+    """512×512 with keep, 16 frames, 100 steps: ~25× the cpu config's budget, refused before any work."""
+    cpu = EngineConfig(max_pixels=262144, max_num_frames=16, max_work=16777216)
+    message = rejected(encode_image(Image.new("RGB", (512, 512))), "num_frames", cpu,
+                       resize_mode="keep", num_frames=16, num_inference_steps=100)
+    assert "max_work budget of 16777216" in message and "512×512×16×100" in message and "resize_mode=keep" in message
+
+
+# One check per limit in EngineConfig, given the request and the encoded input; a new max_* field
+# fails test_every_limit_is_guarded until it is checked here.
+LIMIT_CHECKS = {
+    "max_pixels": lambda request, config, upload: request.width * request.height <= config.max_pixels,
+    "max_num_frames": lambda request, config, upload: request.num_frames <= config.max_num_frames,
+    "max_work": lambda request, config, upload:
+        request.width * request.height * request.num_frames * request.num_inference_steps <= config.max_work,
+    "max_image_bytes": lambda request, config, upload: len(upload[0]) <= config.max_image_bytes,
+    "max_image_pixels": lambda request, config, upload: upload[1] * upload[2] <= config.max_image_pixels,
+}
+
+
+def test_every_limit_is_guarded():
+    import dataclasses
+
+    limits = {f.name for f in dataclasses.fields(EngineConfig) if f.name.startswith("max_")}
+    assert limits == set(LIMIT_CHECKS), f"limits without a check in LIMIT_CHECKS: {sorted(limits - set(LIMIT_CHECKS))}"
+
+
+def _upload(width: int, height: int) -> tuple[bytes, int, int]:
+    return encode_image(Image.new("RGB", (width, height), (90, 140, 200))), width, height
+
+
+PLAUSIBLE = {  # values near and across each field's bounds, so that many requests are accepted
+    "width": st.integers(8, 160).map(lambda n: n * 8), "height": st.integers(8, 160).map(lambda n: n * 8),
+    "resize_mode": st.sampled_from(["crop", "pad", "stretch", "keep"]),
+    "num_frames": st.integers(2, 40), "num_inference_steps": st.integers(1, 100),
+    "decode_chunk_size": st.integers(1, 40), "video_format": st.sampled_from(["mp4", "gif", "webp", "frames"]),
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(params=st.fixed_dictionaries({}, optional=PLAUSIBLE),
+       size=st.tuples(st.integers(32, 1600), st.integers(32, 1200)),
+       config=st.builds(EngineConfig, default_width=st.just(64), default_height=st.just(64),
+                        max_pixels=st.integers(64 * 64, 1024 * 1024), max_num_frames=st.integers(2, 30),
+                        max_work=st.integers(64 * 64 * 2, 1024 * 576 * 25 * 50),
+                        max_image_bytes=st.one_of(st.just(20 * 1024 * 1024), st.integers(100, 20_000)),
+                        max_image_pixels=st.one_of(st.just(40_000_000), st.integers(1000, 2_000_000))))
+def test_every_accepted_request_is_within_every_limit(params, size, config):
+    upload = _upload(*size)
+    try:
+        request = parse_request(upload[0], params, config, model_num_frames=25)
+    except InvalidRequest:
+        return
+    broken = [name for name, within in LIMIT_CHECKS.items() if not within(request, config, upload)]
+    assert not broken, f"accepted a request over {broken}: {request}"
+    assert request.image.size == (request.width, request.height)

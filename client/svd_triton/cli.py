@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -14,8 +15,8 @@ from . import jobs_cli
 from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
 from .contract import EXTENSION_FORMATS, KINDS, PARAMETERS
 from .errors import SVDClientError
-from .probe import probe_video
-from .server import PACKAGED_REPOSITORY, ServerOptions, ServerStartError, TritonServer, free_port
+from .video_info import video_info
+from .launcher import PACKAGED_REPOSITORY, ServerOptions, ServerStartError, TritonServer, free_port
 
 TOKEN_ENV = "SVD_TRITON_TOKEN"
 # The model's optional inputs, as CLI flags (--num-frames → NUM_FRAMES), from the generated contract.
@@ -76,6 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     gateway.set_defaults(run=_gateway)
 
     jobs_cli.add_parser(commands, TOKEN_ENV)
+
+    weights = commands.add_parser("weights", help="check or copy pipeline weights: a folder, s3://bucket/prefix or a cached hub id")
+    weights_commands = weights.add_subparsers(dest="weights_command", required=True)
+    validate = weights_commands.add_parser("validate", help="is SOURCE a loadable SVD pipeline? prints what is there "
+                                                             "and what is missing; exit 0 when loadable, 1 when not")
+    pull = weights_commands.add_parser("pull", help="copy what the model loads from SOURCE into DIR (air-gapped boxes, init containers)")
+    for command in (validate, pull):
+        command.add_argument("source", help="s3://bucket/prefix (AWS_* variables: endpoint, keys, profile), a folder, or a hub id")
+        command.add_argument("--precision", choices=("half", "full"), default="half",
+                             help="half (GPU, default): the fp16 variant where there is one; full: the float32 files (CPU)")
+    pull.add_argument("dir", type=Path, help="the folder to fill (created when missing)")
+    weights.set_defaults(run=_weights)
 
     demo = commands.add_parser("demo", help="start the embedded server, make a video from the sample image, stop")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo.mp4"))
@@ -180,6 +193,26 @@ def _gateway(args) -> int:
     return 0
 
 
+def _weights(args) -> int:
+    # Imported here: the checks need no torch, so the thin client runs them (with boto3 for s3://).
+    from svd_engine.errors import ModelLoadError
+    from svd_engine.weights import check_weights, copy_files, log, open_source
+
+    try:
+        tree = open_source(args.source)
+        inspection = check_weights(tree, half=args.precision == "half")
+        print(inspection.report())
+        if inspection.ok and args.weights_command == "pull":
+            log.addHandler(logging.StreamHandler(sys.stderr))  # progress
+            log.setLevel(logging.INFO)
+            copy_files(tree, inspection.files, args.dir)
+            print(f"{args.dir}: {len(inspection.files)} files; serve them with SVD_MODEL_SOURCE={args.dir.resolve()}")
+    except ModelLoadError as error:
+        print(f"svd-triton weights {args.weights_command}: {error}", file=sys.stderr)
+        return 1
+    return 0 if inspection.ok else 1
+
+
 def _demo(args) -> int:
     sample = resources.files("svd_triton") / "data" / "sample.png"
     options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
@@ -246,7 +279,7 @@ class ProgressBar:
 
 def _save_and_summarise(result, output: Path) -> None:
     path = result.save(output)
-    frames, width, height = probe_video(path, result.video_format)
+    frames, width, height = video_info(path, result.video_format)
     print(f"{path}: {frames} frames, {width}×{height}, {result.video_format}, {len(result.video) / 1024:.1f} KiB, "
           f"seed {result.seed}, {result.seconds:.1f} s")
 

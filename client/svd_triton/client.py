@@ -131,6 +131,14 @@ def _map_error(error: Exception) -> SVDClientError:
     return ServerError(message)
 
 
+def auth_headers(protocol: str, token: str | None) -> dict[str, str] | None:
+    """The bearer-token header for `protocol`, None without a token. Triton's restricted gRPC protocol
+    reads its key from a `triton-grpc-protocol-` prefixed header."""
+    if not token:
+        return None
+    return {"authorization" if protocol == "http" else "triton-grpc-protocol-authorization": f"Bearer {token}"}
+
+
 class _Protocol:
     """What the sync and async clients share: connection settings and request/response conversion."""
 
@@ -139,9 +147,7 @@ class _Protocol:
         self.url = url or DEFAULT_URLS[protocol]
         self.model = model
         self.timeout = timeout
-        # Triton's restricted gRPC protocol reads its key from a `triton-grpc-protocol-` prefixed header.
-        header = "authorization" if protocol == "http" else "triton-grpc-protocol-authorization"
-        self.headers = {header: f"Bearer {token}"} if token else None
+        self.headers = auth_headers(protocol, token)
         self.tc = _module(protocol, asynchronous)
         self.datatypes: dict[str, str] | None = None
         self.streams = False

@@ -13,7 +13,9 @@ import concurrent.futures
 import functools
 import json
 import locale
+import logging
 import os
+import threading
 import traceback
 from dataclasses import replace
 
@@ -27,18 +29,31 @@ OUTPUTS = {"VIDEO": "TYPE_STRING", "SEED_USED": "TYPE_INT64", "FRAMES": "TYPE_UI
 TYPES_FOR_KIND = {int: ("TYPE_INT32", "TYPE_INT64"), float: ("TYPE_FP32",), str: ("TYPE_STRING",)}
 MODEL_SOURCE_ENV = "SVD_MODEL_SOURCE"
 BACKEND_PARAMETERS = {"EXECUTION_ENV_PATH"}  # read by the python backend itself, not the engine
-# Per-request engine outcomes that are not a video: (TritonError code name, metrics outcome, message
-# prefix). Names, because pb_utils.TritonError only exists once the stub runs the model.
-RESULT_ERRORS = {
-    GenerationCancelled: ("CANCELLED", "cancelled", "request cancelled"),
-    OutOfMemory: ("UNAVAILABLE", "failed", "not enough memory"),
-}
+# The one map from a request's failure to its reply: (exception class, TritonError code name, metrics
+# outcome, message prefix), first isinstance match wins. Names, because pb_utils.TritonError only
+# exists once the stub runs the model. Anything else is INTERNAL with a generic message, the
+# traceback going to the server log only.
+ERROR_REPLIES = (
+    (InvalidRequest, "INVALID_ARG", "invalid", ""),
+    (GenerationCancelled, "CANCELLED", "cancelled", "request cancelled: "),
+    (OutOfMemory, "UNAVAILABLE", "failed", "not enough memory: "),
+)
+INTERNAL_MESSAGE = "generation failed; the server log has the details"
+
+
+def error_reply(error):
+    """(TritonError code name, metrics outcome, client message) for a request that ended with `error`."""
+    for kind, code, outcome, prefix in ERROR_REPLIES:
+        if isinstance(error, kind):
+            return code, outcome, f"{prefix}{error}"
+    return "INTERNAL", "failed", INTERNAL_MESSAGE
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.model_name = args["model_name"]
         utf8_text_files()
+        forward_engine_logs()
         model_config = json.loads(args["model_config"])
         check_contract(model_config, self.model_name)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
@@ -56,9 +71,8 @@ class TritonPythonModel:
         for position, request in enumerate(requests):
             try:
                 accepted.append((position, replace(parse(self.engine, request), encode="VIDEO" in replies.wanted[position])))
-            except InvalidRequest as error:
-                self.metrics.count("invalid")
-                replies.error(position, str(error), pb_utils.TritonError.INVALID_ARG)
+            except Exception as error:
+                self.fail(replies, position, error)
         if not accepted:
             return replies.finish()
         positions = [position for position, _ in accepted]  # engine index → request position
@@ -68,10 +82,8 @@ class TritonPythonModel:
                 on_progress=lambda event: replies.progress([positions[i] for i in event.batch], event),
                 cancelled=lambda index: replies.is_cancelled(positions[index]))
         except Exception as error:
-            self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
             futures = [failed(error) for _ in accepted]
-        deliveries = [functools.partial(self.deliver, replies, requests[position], position, spec)
-                      for position, spec in accepted]
+        deliveries = [functools.partial(self.deliver, replies, position, spec) for position, spec in accepted]
         if self.decoupled:
             # Each reply goes out when its video is encoded, from an engine thread: returning now lets
             # Triton start the next batch on the device while these videos are still being encoded.
@@ -87,29 +99,37 @@ class TritonPythonModel:
                              + (f", {max(sum(r.timings.values()) for r in videos):.2f} s" if videos else ""))
         return replies.finish()
 
-    def deliver(self, replies, request, position, spec, future):
-        """Send one request's final reply: its outputs, or the error its engine result stands for.
+    def deliver(self, replies, position, spec, future):
+        """Send one request's final reply: its outputs, or the error it ended with. Never raises (in a
+        decoupled model it runs as a Future callback, where an exception would be swallowed and the
+        client left waiting).
 
-        Returns the GenerationResult when there is a video, else None."""
+        Returns the GenerationResult when its outputs were sent, else None."""
         try:
             result = future.result()
-        except Exception:
-            self.logger.log_error(f"{self.model_name}: generation failed\n{traceback.format_exc()}")
-            self.metrics.count("failed")
-            replies.error(position, "generation failed; the server log has the details", pb_utils.TritonError.INTERNAL)
+            replies.send(position, output_tensors(result, replies.wanted[position]))
+            self.metrics.observe(spec, result)
+            if self.decoupled:
+                self.logger.log_info(f"{self.model_name}: request {replies.request_id(position)} done, "
+                                     f"{sum(result.timings.values()):.2f} s")
+        except Exception as error:
+            self.fail(replies, position, error)  # after a sent reply, logs the error and sends nothing more
             return None
-        if type(result) in RESULT_ERRORS:
-            code, outcome, prefix = RESULT_ERRORS[type(result)]
-            self.metrics.count(outcome)
-            self.logger.log_info(f"{self.model_name}: request {request.request_id() or position} {result}")
-            replies.error(position, f"{prefix}: {result}", getattr(pb_utils.TritonError, code))
-            return None
-        self.metrics.observe(spec, result)
-        replies.send(position, output_tensors(result, replies.wanted[position]))
-        if self.decoupled:
-            self.logger.log_info(f"{self.model_name}: request {request.request_id() or position} done, "
-                                 f"{sum(result.timings.values()):.2f} s")
         return result
+
+    def fail(self, replies, position, error):
+        """The final reply for a request that ended with `error`, mapped by ERROR_REPLIES; never raises."""
+        code, outcome, message = error_reply(error)
+        try:
+            if code == "INTERNAL":
+                self.logger.log_error(f"{self.model_name}: request {replies.request_id(position)} failed\n"
+                                      + "".join(traceback.format_exception(error)))
+            elif code != "INVALID_ARG":
+                self.logger.log_info(f"{self.model_name}: request {replies.request_id(position)} {message}")
+            self.metrics.count(outcome)
+            replies.error(position, message, getattr(pb_utils.TritonError, code))
+        except Exception:
+            self.logger.log_error(f"{self.model_name}: could not answer request {position}\n{traceback.format_exc()}")
 
     def finalize(self):
         self.engine.close()
@@ -186,7 +206,8 @@ class Metrics:
 class Replies:
     """Responses for one execute(): returned as a list, or sent one by one when decoupled.
 
-    Decoupled models may send PROGRESS responses first; every request gets exactly one final reply.
+    Decoupled models may send PROGRESS responses first. Every request gets exactly one final reply:
+    a second one is refused, and `finish` answers any request still without one with INTERNAL.
     """
 
     def __init__(self, requests, decoupled):
@@ -195,6 +216,11 @@ class Replies:
         self.wanted = [set(request.requested_output_names()) for request in requests]
         self.senders = [request.get_response_sender() for request in requests] if decoupled else None
         self.responses = [None] * len(requests)
+        self.answered = [False] * len(requests)
+        self._lock = threading.Lock()
+
+    def request_id(self, position):
+        return self.requests[position].request_id() or position
 
     def is_cancelled(self, position):
         return (self.senders[position] if self.decoupled else self.requests[position]).is_cancelled()
@@ -205,10 +231,11 @@ class Replies:
             return
         payload = json.dumps({"phase": event.phase, "step": event.step, "total": event.total,
                               "elapsed": round(event.elapsed, 3)}).encode()
+        tensor = pb_utils.Tensor("PROGRESS", np.array([[payload]], dtype=np.object_))
         for position in positions:
-            if "PROGRESS" in self.wanted[position]:
-                tensor = pb_utils.Tensor("PROGRESS", np.array([[payload]], dtype=np.object_))
-                self.senders[position].send(pb_utils.InferenceResponse(output_tensors=[tensor]))
+            with self._lock:
+                if "PROGRESS" in self.wanted[position] and not self.answered[position]:
+                    self.senders[position].send(pb_utils.InferenceResponse(output_tensors=[tensor]))
 
     def send(self, position, tensors):
         self._reply(position, pb_utils.InferenceResponse(output_tensors=tensors))
@@ -217,13 +244,23 @@ class Replies:
         self._reply(position, pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)))
 
     def _reply(self, position, response):
-        if self.decoupled:
-            self.senders[position].send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        else:
-            self.responses[position] = response
+        with self._lock:
+            if self.answered[position]:
+                raise RuntimeError(f"request {position} already has its final response")
+            if self.decoupled:
+                self.senders[position].send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            else:
+                self.responses[position] = response
+            self.answered[position] = True
 
     def finish(self):
-        return None if self.decoupled else self.responses
+        """The responses to return from execute(): None when decoupled (all were sent)."""
+        if self.decoupled:
+            return None
+        for position, answered in enumerate(self.answered):
+            if not answered:
+                self.error(position, INTERNAL_MESSAGE, pb_utils.TritonError.INTERNAL)
+        return self.responses
 
 
 def failed(error):
@@ -242,6 +279,20 @@ def utf8_text_files() -> None:
     """
     if locale.getpreferredencoding(False).upper().replace("-", "") != "UTF8":
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+
+
+class TritonLogHandler(logging.Handler):
+    def emit(self, record):
+        write = (pb_utils.Logger.log_error if record.levelno >= logging.ERROR else
+                 pb_utils.Logger.log_warn if record.levelno >= logging.WARNING else pb_utils.Logger.log_info)
+        write(f"{record.name}: {record.getMessage()}")
+
+
+def forward_engine_logs() -> None:
+    """Send svd_engine's log records (weight download progress, compile times) to Triton's log (once per stub process)."""
+    engine_log = logging.getLogger("svd_engine")
+    engine_log.addHandler(TritonLogHandler())
+    engine_log.setLevel(logging.INFO)
 
 
 def check_contract(model_config, model_name):

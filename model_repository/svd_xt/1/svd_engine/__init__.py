@@ -5,13 +5,24 @@
     result.save("out.mp4")
 """
 from .config import DEFAULT_MODEL_SOURCE, EngineConfig
-from .engine import GenerationResult, Progress, SVDEngine
-from .errors import EngineError, GenerationCancelled, InvalidRequest, ModelLoadError, OutOfMemory
+from .errors import EngineError, GenerationCancelled, InvalidRequest, ModelLoadError, OutOfMemory, VideoEncodingError
 from .request import PARAMETERS, GenerationRequest
 from .video import VIDEO_FORMATS, encode_video
+
+ENGINE_NAMES = ("GenerationResult", "Progress", "SVDEngine")
+
+
+def __getattr__(name):
+    """The engine needs torch: imported on first use, so the torch-free parts (weights checks) work without it."""
+    if name in ENGINE_NAMES:
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_MODEL_SOURCE", "EngineConfig", "EngineError", "GenerationCancelled", "GenerationRequest",
     "GenerationResult", "InvalidRequest", "ModelLoadError", "OutOfMemory", "PARAMETERS", "Progress", "SVDEngine",
-    "VIDEO_FORMATS", "encode_video",
+    "VIDEO_FORMATS", "VideoEncodingError", "encode_video",
 ]

@@ -6,9 +6,8 @@ that `from_parameters` can convert.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, get_type_hints
 
 DEFAULT_MODEL_SOURCE = "stabilityai/stable-video-diffusion-img2vid-xt"
 
@@ -75,17 +74,17 @@ class EngineConfig:
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> "EngineConfig":
         """Build from string parameters (config.pbtxt); unknown names and bad values raise ValueError."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(parameters) - set(fields))
+        types = get_type_hints(cls)
+        unknown = sorted(set(parameters) - set(types))
         if unknown:
-            raise ValueError(f"unknown engine parameter(s) {unknown}; known: {sorted(fields)}")
+            raise ValueError(f"unknown engine parameter(s) {unknown}; known: {sorted(types)}")
         values = {}
         for name, raw in parameters.items():
-            convert = CONVERTERS.get(fields[name].type, str)
+            kind = types[name]
             try:
-                values[name] = convert(str(raw).strip())
+                values[name] = CONVERTERS.get(kind, kind)(str(raw).strip())
             except (KeyError, ValueError):
-                raise ValueError(f"engine parameter {name}={raw!r} is not a valid {fields[name].type}") from None
+                raise ValueError(f"engine parameter {name}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values)
 
 
@@ -98,4 +97,5 @@ CHOICES = {
     "compile": ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-CONVERTERS = {"int": int, "bool": lambda text: BOOLEANS[text.lower()]}
+CONVERTERS = {bool: lambda text: BOOLEANS[text.lower()]}
+"""Parsers for config.pbtxt strings, by field type; any other type parses with its own constructor."""

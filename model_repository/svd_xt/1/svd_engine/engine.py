@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from .config import EngineConfig
-from .errors import GenerationCancelled, OutOfMemory
+from .errors import GenerationCancelled, ModelLoadError, OutOfMemory
 from .fast_path import FastPath
 from .loading import load_pipeline, resolve_device, resolve_dtype
-from .pipeline import EnginePipeline, PhaseTimer, uint8_frames
+from .pipeline import EnginePipeline, PhaseTimer, diffusers_mismatches, uint8_frames
 from .request import GenerationRequest, parse_request
 from .video import VIDEO_FORMATS, encode_video
 
@@ -83,6 +83,10 @@ class SVDEngine:
     def load(cls, config: EngineConfig | None = None, **overrides) -> "SVDEngine":
         """Load from `config` (or EngineConfig(**overrides)) onto the configured device, fast path applied and warm."""
         config = replace(config or EngineConfig(), **overrides)
+        mismatches = diffusers_mismatches()
+        if mismatches:
+            raise ModelLoadError("this diffusers is not the one svd_engine was written for: " + "; ".join(mismatches)
+                                 + "; install the range pyproject.toml pins")
         device = resolve_device(config.device)
         return cls.from_pipeline(load_pipeline(config.model_source, device=device,
                                                dtype=resolve_dtype(config.dtype, device)), config)
@@ -119,24 +123,27 @@ class SVDEngine:
 
     def generate(self, requests: Sequence[GenerationRequest], on_progress: ProgressHook | None = None,
                  cancelled: CancelCheck | None = None) -> list:
-        """One GenerationResult per request, in order; requests sharing a batch key run as one pipeline call.
+        """One outcome per request, in order: its GenerationResult, or the exception it ended with (like
+        `asyncio.gather(..., return_exceptions=True)`); requests sharing a batch key run as one pipeline call.
 
-        A request that does not fit in device memory even alone gets an OutOfMemory in its slot; a batch
-        that runs out of memory is retried one request at a time.
+        A request that does not fit in device memory even alone ends with OutOfMemory; a batch that
+        runs out of memory is retried one request at a time.
 
-        With `cancelled`, a request whose client gave up gets a GenerationCancelled in its slot instead
-        of a result. It is checked at every phase change and denoising step: a pipeline call whose
-        requests are all cancelled stops there; otherwise the call finishes for the others and the
-        cancelled sample is dropped before video encoding (diffusers' loop keeps the batch's
-        conditioning tensors as locals, so a sample cannot leave the batch mid-loop).
+        With `cancelled`, a request whose client gave up ends with GenerationCancelled. It is checked
+        at every phase change and denoising step: a pipeline call whose requests are all cancelled
+        stops there; otherwise the call finishes for the others and the cancelled sample is dropped
+        before video encoding (diffusers' loop keeps the batch's conditioning tensors as locals, so a
+        sample cannot leave the batch mid-loop).
         """
-        return [future.result() for future in self.submit(requests, on_progress, cancelled)]
+        futures = self.submit(requests, on_progress, cancelled)
+        return [future.exception() or future.result() for future in futures]
 
     def submit(self, requests: Sequence[GenerationRequest], on_progress: ProgressHook | None = None,
                cancelled: CancelCheck | None = None) -> list[Future]:
         """Like `generate`, but returns once the device work is done: each slot is a Future that
-        resolves when that request's video is encoded. Encoding runs on worker threads, so it overlaps
-        the next pipeline call, in this batch or the caller's next one."""
+        resolves when that request's video is encoded, or holds the exception the request ended with.
+        Encoding runs on worker threads, so it overlaps the next pipeline call, in this batch or the
+        caller's next one."""
         futures: list = [None] * len(requests)
         for indices in self._pipeline_calls(requests):
             for index, future in zip(indices, self._generate_group(requests, indices, on_progress, cancelled)):
@@ -160,7 +167,7 @@ class SVDEngine:
             self._release_memory()
         if len(indices) == 1:
             request = requests[indices[0]]
-            return [_resolved(OutOfMemory(
+            return [_failed(OutOfMemory(
                 f"out of {self.device.type.upper()} memory for {request.width}×{request.height}, {request.num_frames} "
                 "frames; try fewer frames, a smaller size or a smaller decode_chunk_size"))]
         return [future for index in indices for future in self._generate_group(requests, [index], on_progress, cancelled)]
@@ -199,7 +206,7 @@ class SVDEngine:
             frames = uint8_frames(video)
             timer.enter(None)
         except GenerationCancelled as stop:
-            return [_resolved(stop) for _ in batch.requests]
+            return [_failed(stop) for _ in batch.requests]
         finally:
             self.pipeline.phase_timer = None
         return [self._encoder.submit(batch.finish, position, clip, timer.seconds) for position, clip in enumerate(frames)]
@@ -211,9 +218,10 @@ class SVDEngine:
         self._release_memory()
 
 
-def _resolved(value) -> Future:
+def _failed(error: BaseException) -> Future:
+    """A Future already holding `error`: the outcome of a request that ended before encoding."""
     future = Future()
-    future.set_result(value)
+    future.set_exception(error)
     return future
 
 
@@ -249,12 +257,12 @@ class _Batch:
                                       tuple(self.indices[p] for p in positions), time.perf_counter() - self.started))
 
     def finish(self, position: int, frames: np.ndarray, batch_seconds: dict[str, float]):
-        """The result for one request of the batch: its video encoded, or GenerationCancelled."""
+        """The result for one request of the batch, its video encoded; raises GenerationCancelled."""
         request = self.requests[position]
         if self.cancelled is not None and self.cancelled(self.indices[position]):
             self.live.discard(position)
         if position not in self.live:
-            return GenerationCancelled("cancelled by the client; its batch finished for the others")
+            raise GenerationCancelled("cancelled by the client; its batch finished for the others")
         started = time.perf_counter()
         video = None
         if request.encode:

@@ -1,4 +1,8 @@
-"""The engine's error hierarchy; the Triton adapter maps each class to one protocol status."""
+"""The engine's error hierarchy; the Triton adapter maps each class to one protocol status.
+
+Every error the engine raises on purpose derives from `EngineError`. Per-request failures reach the
+caller as exceptions: raised by `parse`, or set on the request's Future by `submit`.
+"""
 
 
 class EngineError(Exception):
@@ -23,8 +27,12 @@ class ModelLoadError(EngineError, RuntimeError):
 
 
 class GenerationCancelled(EngineError):
-    """A step hook asked to stop; the batch's work was abandoned before decoding."""
+    """The client gave up; its work was abandoned (Triton: CANCELLED)."""
 
 
 class OutOfMemory(EngineError):
     """The device ran out of memory for this request even when run alone (Triton: UNAVAILABLE)."""
+
+
+class VideoEncodingError(EngineError, RuntimeError):
+    """ffmpeg failed: an internal error, not the client's (Triton: INTERNAL, details in the server log)."""

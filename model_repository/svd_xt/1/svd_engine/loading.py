@@ -1,4 +1,4 @@
-"""Loading an SVD pipeline from one source string: a hub id, a local folder, or `tiny`."""
+"""Loading an SVD pipeline from one source string: a hub id, a local folder, s3://bucket/prefix, or `tiny`."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError
+from .object_storage import fetch, is_s3_source
 from .pipeline import EnginePipeline
+from .weights import FolderTree, find_model_folder, require_loadable
 
 TINY_SOURCE = "tiny"
 RANDOM_XT_SOURCE = "random-xt"
@@ -34,6 +36,8 @@ def load_pipeline(source: str, *, device: torch.device, dtype: torch.dtype) -> E
         pipeline = build_tiny_pipeline()
     elif source == RANDOM_XT_SOURCE:
         pipeline = build_random_xt_pipeline(device)
+    elif is_s3_source(source):
+        pipeline = _from_folder(fetch(source, half=_is_half(dtype)), dtype)
     elif Path(source).expanduser().exists() or source.startswith(("/", ".", "~")):
         pipeline = _from_folder(find_model_folder(Path(source).expanduser()), dtype)
     else:
@@ -44,30 +48,16 @@ def load_pipeline(source: str, *, device: torch.device, dtype: torch.dtype) -> E
     return pipeline.to(device)
 
 
-def find_model_folder(folder: Path) -> Path:
-    """The folder holding model_index.json: `folder` itself or exactly one of its sub-folders."""
-    if not folder.is_dir():
-        raise ModelLoadError(f"model folder {folder} does not exist or is not a folder")
-    if (folder / "model_index.json").is_file():
-        return folder
-    nested = sorted(child for child in folder.iterdir() if (child / "model_index.json").is_file())
-    if len(nested) == 1:
-        return nested[0]
-    contents = sorted(child.name + ("/" if child.is_dir() else "") for child in folder.iterdir())
-    shown = ", ".join(contents[:30]) + (f", … ({len(contents)} entries)" if len(contents) > 30 else "")
-    if nested:
-        raise ModelLoadError(f"{folder} holds several pipelines ({', '.join(p.name for p in nested)}); point the model source at one")
-    raise ModelLoadError(f"no model_index.json in {folder} or its sub-folders; it contains: {shown or 'nothing'}. "
-                         "Expected a diffusers pipeline folder (model_index.json, unet/, vae/, image_encoder/, ...)")
+def _is_half(dtype: torch.dtype) -> bool:
+    return dtype in (torch.float16, torch.bfloat16)
 
 
 def _half_variant(dtype: torch.dtype) -> str | None:
-    return "fp16" if dtype in (torch.float16, torch.bfloat16) else None
+    return "fp16" if _is_half(dtype) else None
 
 
 def _from_folder(folder: Path, dtype: torch.dtype) -> EnginePipeline:
-    has_fp16_files = any(folder.glob("*/*.fp16.safetensors"))
-    variant = _half_variant(dtype) if has_fp16_files else None
+    variant = require_loadable(FolderTree(folder), half=_is_half(dtype)).variant
     try:
         return EnginePipeline.from_pretrained(folder, dtype=dtype, variant=variant, use_safetensors=True)
     except (OSError, ValueError) as error:

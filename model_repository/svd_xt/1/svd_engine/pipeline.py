@@ -7,6 +7,7 @@ and phase boundaries are reported to an optional `PhaseTimer` for timings and pr
 """
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Callable
 
@@ -39,6 +40,37 @@ class PhaseTimer:
         self._phase, self._started = phase, now
         if phase is not None and self.on_phase is not None:
             self.on_phase(phase)
+
+
+# The private methods of StableVideoDiffusionPipeline that EnginePipeline overrides, with the
+# parameters it relies on; diffusers offers no public hook for per-sample micro-conditioning or for
+# the phase boundaries. pyproject.toml pins diffusers to the minor range these were read from.
+OVERRIDDEN = {
+    "_encode_image": ("image", "device", "num_videos_per_prompt", "do_classifier_free_guidance"),
+    "_encode_vae_image": ("image", "device", "num_videos_per_prompt", "do_classifier_free_guidance"),
+    "_get_add_time_ids": ("fps", "motion_bucket_id", "noise_aug_strength", "dtype", "batch_size",
+                          "num_videos_per_prompt", "do_classifier_free_guidance"),
+    "decode_latents": ("latents", "num_frames", "decode_chunk_size"),
+}
+
+
+def diffusers_mismatches() -> list[str]:
+    """What changed in the installed diffusers under EnginePipeline's overrides (empty when nothing did)."""
+    import diffusers
+
+    problems = []
+    call_source = inspect.getsource(StableVideoDiffusionPipeline.__call__)
+    for name, expected in OVERRIDDEN.items():
+        method = getattr(StableVideoDiffusionPipeline, name, None)
+        if method is None:
+            problems.append(f"StableVideoDiffusionPipeline.{name} no longer exists")
+            continue
+        found = tuple(inspect.signature(method).parameters)[1:]
+        if found != expected:
+            problems.append(f"StableVideoDiffusionPipeline.{name}{found} no longer takes {expected}")
+        if f"self.{name}(" not in call_source:
+            problems.append(f"StableVideoDiffusionPipeline.__call__ no longer calls self.{name}")
+    return [f"diffusers {diffusers.__version__}: {problem}" for problem in problems]
 
 
 class EnginePipeline(StableVideoDiffusionPipeline):

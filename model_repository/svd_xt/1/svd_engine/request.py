@@ -144,7 +144,12 @@ class GenerationRequest:
 
 
 def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *, model_num_frames: int) -> GenerationRequest:
-    """Validate `params` (None values mean 'use the default') and prepare `image` for generation."""
+    """Validate `params` (None values mean 'use the default') and prepare `image` for generation.
+
+    Three stages, in this order: each field alone (type, static range); then everything that can
+    change what the request costs is resolved (defaults, the image, the size `keep` takes from it);
+    then `check_limits` runs once on the final request. No request reaches the engine without it.
+    """
     started = time.perf_counter()
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
@@ -164,34 +169,40 @@ def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *
         "decode_chunk_size": min(config.default_decode_chunk_size, num_frames),
         "video_format": config.default_video_format,
         "video_quality": None,
+        "seed": secrets.randbits(63),
         **given,
     }
-    _check_cross_field_limits(values, given, config)
-    if "seed" not in given:
-        values["seed"] = secrets.randbits(63)
-
-    picture = images.load_image(image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
-    if values["resize_mode"] == "keep":
-        values["width"], values["height"] = images.keep_size(picture, max_pixels=config.max_pixels, max_side=MAX_SIDE)
-    picture = images.resize(picture, values["width"], values["height"], values["resize_mode"])
-    return GenerationRequest(image=picture, prep_seconds=time.perf_counter() - started, **values)
-
-
-def _check_cross_field_limits(values: dict, given: dict, config: EngineConfig) -> None:
-    """Limits that depend on the deployment or on other fields of the same request."""
-    if values["min_guidance_scale"] > values["max_guidance_scale"]:
-        raise InvalidRequest("min_guidance_scale", f"min_guidance_scale={values['min_guidance_scale']:g} is greater than max_guidance_scale={values['max_guidance_scale']:g}")
     if values["resize_mode"] == "keep":
         clash = sorted({"width", "height"} & set(given))
         if clash:
             raise InvalidRequest(clash[0], "resize_mode=keep takes the size from the image; leave width and height unset")
-    elif values["width"] * values["height"] > config.max_pixels:
-        raise InvalidRequest("width", f"width×height={values['width']}×{values['height']} = {values['width'] * values['height']} pixels is over this deployment's limit of {config.max_pixels}")
-    work = values["width"] * values["height"] * values["num_frames"] * values["num_inference_steps"]
-    if values["resize_mode"] != "keep" and work > config.max_work:
-        raise InvalidRequest("num_frames", f"width×height×num_frames×num_inference_steps = {values['width']}×{values['height']}×"
-                             f"{values['num_frames']}×{values['num_inference_steps']} = {work} is over this deployment's "
-                             f"budget of {config.max_work}; ask for fewer frames, steps or pixels")
-    video_format = VIDEO_FORMATS[values["video_format"]]
-    if values["video_quality"] is not None:
-        video_format.check_quality(values["video_quality"])
+    picture = images.load_image(image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
+    if values["resize_mode"] == "keep":
+        values["width"], values["height"] = images.keep_size(picture, max_pixels=config.max_pixels, max_side=MAX_SIDE)
+    request = GenerationRequest(image=picture, **values)
+    check_limits(request, config)
+    resized = images.resize(picture, request.width, request.height, request.resize_mode)
+    return replace(request, image=resized, prep_seconds=time.perf_counter() - started)
+
+
+def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
+    """Every limit that depends on the deployment or on several fields, checked on the final request."""
+    size = f"width×height={request.width}×{request.height}" + (" (resize_mode=keep: the image's size)"
+                                                                if request.resize_mode == "keep" else "")
+    if request.num_frames > config.max_num_frames:
+        PARAMETERS["num_frames"].coerce(request.num_frames, high=config.max_num_frames)
+    if request.decode_chunk_size > request.num_frames:
+        PARAMETERS["decode_chunk_size"].coerce(request.decode_chunk_size, high=request.num_frames)
+    if request.min_guidance_scale > request.max_guidance_scale:
+        raise InvalidRequest("min_guidance_scale", f"min_guidance_scale={request.min_guidance_scale:g} is greater than max_guidance_scale={request.max_guidance_scale:g}")
+    pixels = request.width * request.height
+    if pixels > config.max_pixels:
+        raise InvalidRequest("width", f"{size} = {pixels} pixels is over this deployment's max_pixels limit of {config.max_pixels}")
+    work = pixels * request.num_frames * request.num_inference_steps
+    if work > config.max_work:
+        raise InvalidRequest("num_frames", f"width×height×num_frames×num_inference_steps = {request.width}×{request.height}×"
+                             f"{request.num_frames}×{request.num_inference_steps} = {work} is over this deployment's "
+                             f"max_work budget of {config.max_work}; ask for fewer frames, steps or pixels"
+                             + (" (resize_mode=keep took the size from the image)" if request.resize_mode == "keep" else ""))
+    if request.video_quality is not None:
+        VIDEO_FORMATS[request.video_format].check_quality(request.video_quality)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, VideoEncodingError
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,6 @@ VIDEO_FORMATS: dict[str, VideoFormat] = {f.name: f for f in (
                 "-quality", (0, 100), 80, "WebP quality, higher is better"),
     VideoFormat("frames", ".npy", "application/x-npy"),
 )}
-
-
-class VideoEncodingError(RuntimeError):
-    """ffmpeg failed; an internal error, not the client's."""
 
 
 def encode_video(frames: np.ndarray, video_format: str, fps: int, quality: int | None = None) -> bytes:

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 
-def probe_video(path: Path, video_format: str) -> tuple[int, int, int]:
+def video_info(path: Path, video_format: str) -> tuple[int, int, int]:
     """(frames, width, height) of the file at `path`, read with Pillow, numpy or the bundled ffmpeg."""
     if video_format == "frames":
         frames = np.load(path, mmap_mode="r", allow_pickle=False)

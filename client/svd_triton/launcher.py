@@ -10,6 +10,7 @@ goes first on LD_LIBRARY_PATH.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -20,21 +21,30 @@ import sysconfig
 import tempfile
 import threading
 import time
-import json
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from .client import auth_headers
 
 PACKAGED_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CPU_CONFIG_NAME = "cpu"
 STREAM_CONFIG_NAMES = {True: "cpu_stream", False: "stream"}  # by "no GPU visible"
 CPU_ONLY_FLAGS = ("--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0", "--allow-gpu-metrics=false")
+SHM_FOLDER = Path("/dev/shm")
+SHM_PREFIX = "svd_triton_shm"
+"""The Python backend's shared-memory regions are named `svd_triton_shm_<launcher pid>_<gRPC port>_...`
+(backend-config shm-region-prefix-name), so each launcher can find and remove its own leftovers."""
 
 
 class ServerStartError(RuntimeError):
     """tritonserver exited or did not become ready in time; the message ends with its log tail."""
 
 
+@functools.cache
 def gpu_visible() -> bool:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
@@ -121,11 +131,15 @@ class TritonServer:
     def __init__(self, options: ServerOptions, *, ready_timeout: float = 300.0, log_path: Path | None = None):
         self.options = options
         self.ready_timeout = ready_timeout
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.log_path = log_path or Path(tempfile.gettempdir()) / f"tritonserver-{os.getpid()}-{options.grpc_port}.log"
+        self.shm_prefix = f"{SHM_PREFIX}_{os.getpid()}_{options.grpc_port}_"
         self.process: subprocess.Popen | None = None
         self._stop_requested = False
         self.watchdog: StubWatchdog | None = None
-        self.cpu_only = not gpu_visible()
+
+    @property
+    def cpu_only(self) -> bool:
+        return not gpu_visible()
 
     @property
     def http_url(self) -> str:
@@ -144,6 +158,7 @@ class TritonServer:
                 f"--log-verbose={o.log_verbose}"]
         if backends is not None:
             args.append(f"--backend-directory={backends}")
+        args.append(f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}")
         config_name = self.config_name()
         if config_name:
             args.append(f"--model-config-name={config_name}")
@@ -166,6 +181,7 @@ class TritonServer:
 
     def start(self) -> "TritonServer":
         args, env = self.command()
+        remove_shm_leftovers(self.shm_prefix)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.wait_ready()
@@ -174,33 +190,27 @@ class TritonServer:
             self.watchdog.start()
         return self
 
-    def repository_request(self, path: str, body: bytes | None = None):
-        """A model-repository API call over HTTP, with the token when one is set."""
-        headers = {"authorization": f"Bearer {self.options.token}"} if self.options.token else {}
-        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/{path}", data=body, headers=headers,
-                                         method="POST")
-        with urllib.request.urlopen(request, timeout=600) as reply:
-            return json.loads(reply.read() or b"null")
+    def client(self) -> grpcclient.InferenceServerClient:
+        """A gRPC client for health and the model-repository API (thread-safe, unlike the HTTP one)."""
+        return grpcclient.InferenceServerClient(self.grpc_url)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                if self.stopping:  # stopped on request while loading (a pod terminated mid-compile): no failure
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    if self.stopping:  # stopped on request while loading (a pod terminated mid-compile): no failure
+                        return
+                    raise ServerStartError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
+                if is_ready(client):
                     return
-                raise ServerStartError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
-            if self.is_ready():
-                return
-            time.sleep(0.25)
+                time.sleep(0.25)
         self.stop(grace=5)
         raise ServerStartError(f"tritonserver was not ready after {self.ready_timeout:g} s\n{self.log_tail()}")
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+        with self.client() as client:
+            return is_ready(client)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
@@ -232,15 +242,18 @@ class TritonServer:
             self.process.send_signal(signal.SIGTERM)
 
     def stop(self, grace: float = 30.0) -> None:
-        """Request a stop, then kill the group if it has not exited after `grace` seconds."""
-        if self.process is None or self.process.poll() is not None:
+        """Request a stop, kill the group if it has not exited after `grace` seconds, then remove this
+        server's shared-memory regions (a killed Python backend leaves them behind)."""
+        if self.process is None:
             return
-        self.request_stop()
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
+        if self.process.poll() is None:
             self.request_stop()
-            self.process.wait()
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.request_stop()
+                self.process.wait()
+        remove_shm_leftovers(self.shm_prefix)
 
     def wait(self) -> int:
         return self.process.wait()
@@ -252,19 +265,38 @@ class TritonServer:
         self.stop()
 
 
+def is_ready(client: grpcclient.InferenceServerClient) -> bool:
+    try:
+        return client.is_server_ready()
+    except InferenceServerException:
+        return False
+
+
 def backend_stub_pids(server_pid: int) -> list[int]:
     """The Python-backend stub processes of this tritonserver that are alive (zombies excluded)."""
+    try:
+        children = psutil.Process(server_pid).children()
+    except psutil.NoSuchProcess:
+        return []
     pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in children:
         try:
-            text = stat.read_text()
-        except OSError:
+            if child.name().startswith("triton_python") and child.status() != psutil.STATUS_ZOMBIE:
+                pids.append(child.pid)
+        except psutil.NoSuchProcess:
             continue
-        name = text[text.find("(") + 1:text.rfind(")")]
-        state, parent = text[text.rfind(")") + 2:].split()[:2]
-        if name.startswith("triton_python") and int(parent) == server_pid and state != "Z":
-            pids.append(int(stat.parent.name))
     return pids
+
+
+def remove_shm_leftovers(own_prefix: str) -> list[Path]:
+    """Remove this server's shared-memory regions, and those of launchers that no longer run."""
+    removed = []
+    for region in SHM_FOLDER.glob(f"{SHM_PREFIX}_*"):
+        launcher_pid = region.name[len(SHM_PREFIX) + 1:].split("_", 1)[0]
+        if region.name.startswith(own_prefix) or (launcher_pid.isdigit() and not psutil.pid_exists(int(launcher_pid))):
+            region.unlink(missing_ok=True)
+            removed.append(region)
+    return removed
 
 
 class StubWatchdog(threading.Thread):
@@ -282,18 +314,23 @@ class StubWatchdog(threading.Thread):
 
     def run(self) -> None:
         expected = len(backend_stub_pids(self.server.process.pid))
-        while not self.halt.wait(self.interval) and self.server.process.poll() is None:
-            alive = len(backend_stub_pids(self.server.process.pid))
-            if alive < expected and not self.halt.is_set():
-                try:
-                    ready = [m["name"] for m in self.server.repository_request("index") if m.get("state") == "READY"]
-                    for model in ready:
-                        print(f"svd-triton: a Python-backend process died; reloading {model}", file=sys.stderr, flush=True)
-                        # Unload first: Triton treats a load of an unchanged, loaded model as nothing to do.
-                        self.server.repository_request(f"models/{model}/unload", b"{}")
-                        self.server.repository_request(f"models/{model}/load", b"{}")
-                        self.reloads += 1
-                except OSError as error:
-                    print(f"svd-triton: reload failed: {error}", file=sys.stderr, flush=True)
+        with self.server.client() as client:
+            while not self.halt.wait(self.interval) and self.server.process.poll() is None:
                 alive = len(backend_stub_pids(self.server.process.pid))
-            expected = alive
+                if alive < expected and not self.halt.is_set():
+                    self.reload_ready_models(client)
+                    alive = len(backend_stub_pids(self.server.process.pid))
+                expected = alive
+
+    def reload_ready_models(self, client: grpcclient.InferenceServerClient) -> None:
+        headers = auth_headers("grpc", self.server.options.token)
+        try:
+            index = client.get_model_repository_index(headers=headers, as_json=True).get("models", [])
+            for model in [m["name"] for m in index if m.get("state") == "READY"]:
+                print(f"svd-triton: a Python-backend process died; reloading {model}", file=sys.stderr, flush=True)
+                # Unload first: Triton treats a load of an unchanged, loaded model as nothing to do.
+                client.unload_model(model, headers=headers)
+                client.load_model(model, headers=headers)
+                self.reloads += 1
+        except InferenceServerException as error:
+            print(f"svd-triton: reload failed: {error}", file=sys.stderr, flush=True)
