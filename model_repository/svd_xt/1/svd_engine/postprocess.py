@@ -65,7 +65,8 @@ def match_colors(clip: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def interpolate(frames: np.ndarray, factor: int, fps: int) -> np.ndarray:
     """(F−1)×factor+1 frames at fps×factor: ffmpeg's motion-compensated `minterpolate` between each
-    pair; the original frames stay at every factor-th position."""
+    pair; the original frames, exactly, at every factor-th position (minterpolate works in YUV, so its
+    copies of them would be a rounding off)."""
     if factor == 1:
         return frames
     import imageio_ffmpeg
@@ -77,7 +78,7 @@ def interpolate(frames: np.ndarray, factor: int, fps: int) -> np.ndarray:
     command = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0",
-        "-vf", f"minterpolate=fps={fps * factor}:mi_mode=mci", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+        "-vf", f"format=yuv444p,minterpolate=fps={fps * factor}:mi_mode=mci", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
     done = subprocess.run(command, input=np.ascontiguousarray(padded).tobytes(), capture_output=True)
     if done.returncode != 0:
@@ -85,7 +86,9 @@ def interpolate(frames: np.ndarray, factor: int, fps: int) -> np.ndarray:
     result = np.frombuffer(done.stdout, np.uint8).reshape(-1, height, width, 3)
     if len(result) < wanted:
         raise VideoEncodingError(f"ffmpeg minterpolate made {len(result)} frames, expected {wanted}")
-    return result[:wanted].copy()
+    result = result[:wanted].copy()
+    result[::factor] = frames
+    return result
 
 
 def loop(frames: np.ndarray, mode: str) -> np.ndarray:
