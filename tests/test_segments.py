@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kserve import infer, scalar, small, text, video_bytes
+from kserve import image_bytes, infer, scalar, small, text, video_bytes
 from svd_engine import GenerationCancelled, SVDEngine
 from svd_engine import postprocess
 from svd_engine.engine import segment_seed
@@ -197,11 +197,33 @@ COMBINATIONS = [  # (segments, interpolate, loop, video_format) → frames
 
 
 @pytest.mark.parametrize("segments,interpolate,loop,video_format,frames", COMBINATIONS)
-def test_frame_count_and_container_fps_over_triton(triton, segments, interpolate, loop, video_format, frames):
-    tensors = small(SEGMENTS=scalar(segments, np.int32), INTERPOLATE=scalar(interpolate, np.int32), LOOP=text(loop),
+def test_frame_count_and_container_fps_over_triton(triton, sample_png, segments, interpolate, loop, video_format, frames):
+    tensors = small(IMAGE_BYTES=image_bytes(sample_png), SEGMENTS=scalar(segments, np.int32), INTERPOLATE=scalar(interpolate, np.int32), LOOP=text(loop),
                     FPS=scalar(6, np.int32), SEED=scalar(3, np.int64), VIDEO_FORMAT=text(video_format))
     response = infer(triton, "grpc", tensors, outputs=("VIDEO", "SEED_USED", "FRAMES"))
     assert response.as_numpy("FRAMES").shape == (1, frames, 64, 64, 3)
     video = decode_video(video_bytes(response), video_format)
     assert video.num_frames == frames
     assert video.fps == pytest.approx(6 * interpolate, rel=0.05)
+
+
+def test_cli_makes_a_longer_smoother_looping_video(triton, tmp_path, sample_png):
+    import subprocess
+    import sys
+
+    from conftest import TOKEN
+
+    image = tmp_path / "photo.png"
+    image.write_bytes(sample_png)
+    output = tmp_path / "loop.mp4"
+    done = subprocess.run(
+        [sys.executable, "-m", "svd_triton", "generate", str(image), "-o", str(output), "--url", triton.grpc_url,
+         "--grpc", "--token", TOKEN, "--segments", "3", "--interpolate", "2", "--loop", "pingpong",
+         "--num-frames", "4", "--width", "64", "--height", "64", "--num-inference-steps", "2", "--fps", "5"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    video = decode_video(output.read_bytes(), "mp4")
+    assert video.num_frames == 2 * 19 - 2 and video.fps == pytest.approx(10, rel=0.05)
+    frames = video.frames.astype(np.float32)
+    # played forth and back: frame 18 is the turning point, frame 18 + i mirrors frame 18 − i (up to the codec)
+    assert distance(frames[17], frames[19]) < distance(frames[17], frames[25])

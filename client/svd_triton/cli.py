@@ -23,6 +23,7 @@ GENERATION_FLAGS = {
     "width": int, "height": int, "resize_mode": str, "num_frames": int, "num_inference_steps": int,
     "fps": int, "motion_bucket_id": int, "noise_aug_strength": float, "min_guidance_scale": float,
     "max_guidance_scale": float, "decode_chunk_size": int, "seed": int, "video_format": str, "video_quality": int,
+    "segments": int, "interpolate": int, "loop": str,
 }
 
 

@@ -39,7 +39,7 @@ PARAMETER_MAP = {
     "noise_aug_strength": "noise_aug_strength", "min_guidance_scale": "min_guidance_scale",
     "max_guidance_scale": "max_guidance_scale", "guidance_scale": "max_guidance_scale",
     "decode_chunk_size": "decode_chunk_size", "resize_mode": "resize_mode", "video_format": "video_format",
-    "video_quality": "video_quality",
+    "video_quality": "video_quality", "segments": "segments", "interpolate": "interpolate", "loop": "loop",
 }
 IGNORED_FIELDS = {
     "prompt": "an image-to-video model takes no prompt; it was ignored",
@@ -70,6 +70,9 @@ class _Body(BaseModel):
     resize_mode: str | None = None
     video_format: str | None = None
     video_quality: int | None = None
+    segments: int | None = None
+    interpolate: int | None = None
+    loop: str | None = None
 
 
 class PredictRequest(_Body):
