@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention soak clean
+.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-segments soak clean
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ bench-fast-path: setup
 # Each SDPA kernel at the UNet's attention shapes (SIZE=xt on a GPU), table into docs/benchmarks.md.
 bench-attention: setup
 	$(BIN)/python -m benchmarks.attention --size $(or $(SIZE),tiny) $(ARGS)
+
+# What segments, interpolation and loops cost vs a plain request, and segment drift (tiny model on CPU).
+bench-segments: setup
+	$(BIN)/python -m benchmarks.segments $(ARGS)
 
 clean:
 	rm -rf $(VENV) out

@@ -37,8 +37,8 @@ def pipeline_calls(monkeypatch):
     return calls
 
 
-def without_color_matching(engine: SVDEngine) -> SVDEngine:
-    return SVDEngine(engine.pipeline, replace(engine.config, match_segment_colors=False), engine.fast_path)
+def with_color_matching(engine: SVDEngine) -> SVDEngine:
+    return SVDEngine(engine.pipeline, replace(engine.config, match_segment_colors=True), engine.fast_path)
 
 
 @pytest.mark.parametrize("segments", [1, 3])
@@ -56,7 +56,7 @@ def test_frame_count_and_fps_of_each_combination(tiny_engine, sample_png, segmen
 
 
 def test_each_segment_is_conditioned_on_the_last_frame_before_it(tiny_engine, sample_png, pipeline_calls):
-    engine = without_color_matching(tiny_engine)
+    engine = tiny_engine
     [result] = engine.generate([engine.parse(sample_png, seed=9, segments=3, **FAST)])
     assert len(pipeline_calls) == 3
     frames = result.frames
@@ -72,7 +72,8 @@ def test_each_segment_is_conditioned_on_the_last_frame_before_it(tiny_engine, sa
 
 
 def test_color_matching_conditions_on_the_matched_frame(tiny_engine, sample_png, pipeline_calls):
-    [result] = tiny_engine.generate([tiny_engine.parse(sample_png, seed=9, segments=2, **FAST)])
+    engine = with_color_matching(tiny_engine)
+    [result] = engine.generate([engine.parse(sample_png, seed=9, segments=2, **FAST)])
     conditioning, clip = pipeline_calls[1][0][0], pipeline_calls[1][1][0]
     assert np.array_equal(conditioning, result.frames[3])
     matched = postprocess.match_colors(clip, result.frames[:4])

@@ -40,8 +40,10 @@ class EngineConfig:
     max_output_frames: int = 400
     """Most frames in a delivered video after segments, interpolation and looping: bounds the cost of
     interpolating and encoding and the size of FRAMES."""
-    match_segment_colors: bool = True
-    """Match each continuation segment's colour statistics to the first segment's (drift mitigation)."""
+    match_segment_colors: bool = False
+    """Match each continuation segment's colour statistics to the first segment's (a drift mitigation).
+    Off: on the random-weight models it made no measurable difference (docs/benchmarks.md, "Segments");
+    `python -m benchmarks.segments --model-source ...` measures it on real weights."""
     max_image_bytes: int = 20 * 1024 * 1024
     """Largest encoded input image accepted, checked before decoding."""
     max_image_pixels: int = 40_000_000
