@@ -154,6 +154,8 @@ def test_segments_interpolation_and_loops_count_frames_and_budget(sample_png):
     assert "segments" in message and "max_work" in message
     assert "max_output_frames" in rejected(sample_png, "interpolate", EngineConfig(max_output_frames=50),
                                            num_frames=25, interpolate=3)
+    assert "max_output_frames" in rejected(sample_png, "segments", EngineConfig(max_output_frames=30), segments=2)
+    assert "max_output_frames" in rejected(sample_png, "loop", EngineConfig(max_output_frames=30), loop="pingpong")
     assert "1–2" in rejected(sample_png, "segments", EngineConfig(max_segments=2), segments=3)
     assert "at least 4 frames" in rejected(sample_png, "loop", num_frames=3, loop="crossfade")
 

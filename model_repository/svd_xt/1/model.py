@@ -198,9 +198,9 @@ class Metrics:
         self.count("success")
         for phase, seconds in result.timings.items():
             self.phases[phase].observe(seconds)
-        self.frames.increment(spec.num_frames)
+        self.frames.increment(spec.num_frames * spec.segments)
         if result.timings["denoising"] > 0:
-            self.step_rate.set(spec.num_inference_steps / result.timings["denoising"])
+            self.step_rate.set(spec.num_inference_steps * spec.segments / result.timings["denoising"])
 
 
 class Replies:

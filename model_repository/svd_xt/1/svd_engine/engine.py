@@ -140,7 +140,9 @@ class SVDEngine:
         at every phase change and denoising step: a pipeline call whose requests are all cancelled
         stops there; otherwise the call finishes for the others and the cancelled sample is dropped
         before video encoding (diffusers' loop keeps the batch's conditioning tensors as locals, so a
-        sample cannot leave the batch mid-loop).
+        sample cannot leave the batch mid-loop). With `segments`, each continuation segment is a further
+        pipeline call for the requests still live that asked for it, so cancellation also takes effect
+        between segments.
         """
         futures = self.submit(requests, on_progress, cancelled)
         return [future.exception() or future.result() for future in futures]

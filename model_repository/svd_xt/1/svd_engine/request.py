@@ -234,7 +234,8 @@ def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
         raise InvalidRequest("loop", f"loop=crossfade needs at least {MIN_CROSSFADE_FRAMES} frames to blend; "
                              "ask for more frames, segments or interpolation")
     if request.output_frames > config.max_output_frames:
-        raise InvalidRequest("interpolate", f"the video would have {request.output_frames} frames (num_frames={request.num_frames}, "
+        culprit = "interpolate" if request.interpolate > 1 else "loop" if request.loop != "none" else "segments"
+        raise InvalidRequest(culprit, f"the video would have {request.output_frames} frames (num_frames={request.num_frames}, "
                              f"segments={request.segments}, interpolate={request.interpolate}, loop={request.loop}), over "
                              f"this deployment's max_output_frames limit of {config.max_output_frames}")
     if request.video_quality is not None:
