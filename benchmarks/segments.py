@@ -10,6 +10,7 @@ statistics of colour and frame-to-frame change only, not of content or identity.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 from dataclasses import replace
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = SVDEngine.load(model_source=args.model_source, device=args.device, max_segments=args.drift_segments)
     image = SAMPLE.read_bytes()
     base = {"width": args.size, "height": args.size, "num_frames": args.frames, "num_inference_steps": args.steps}
+    load = os.getloadavg()[0]  # the cost table is only as clean as the machine was quiet
     costs = markdown_table(["request", "frames", "fps", "device s", "encoding s", "total s", "vs plain"],
                            cost_rows(engine, image, base, args.repeats))
     drifts = markdown_table(["match_segment_colors", "colour mean shift, last vs first segment (levels)",
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     body = (f"Engine only, model `{args.model_source}` on {engine.device.type.upper()}, {args.size}×{args.size}, {args.frames} frames, "
             f"{args.steps} steps, mp4, median of {args.repeats} seeds. \"device s\" is preparing + denoising + "
             "decoding (every segment); \"encoding s\" includes interpolation (ffmpeg `minterpolate`) and looping.\n\n"
-            f"{costs}\n\n"
+            f"{costs}\n\n1-minute load average at the end of the timings: {load:.1f} on {os.cpu_count()} cores.\n\n"
             f"Drift over {args.drift_segments} chained segments, mean of {args.drift_seeds} seeds, same settings. "
             "Colour mean shift: mean absolute difference of the per-channel means of the last and the first "
             "segment (0–255 levels); spread ratio: their per-channel standard deviations' ratio (1 = no change); "
