@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-gateway soak clean
+.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-gateway bench-segments soak clean
 
 setup: $(VENV)/.installed
 
@@ -54,6 +54,10 @@ bench-attention: setup
 # Gateway overhead vs calling Triton directly, and a burst of 200 jobs at concurrency 16, into docs/benchmarks.md.
 bench-gateway: setup
 	$(BIN)/python -m benchmarks.gateway_overhead $(ARGS)
+
+# What segments, interpolation and loops cost vs a plain request, and segment drift (tiny model on CPU).
+bench-segments: setup
+	$(BIN)/python -m benchmarks.segments $(ARGS)
 
 clean:
 	rm -rf $(VENV) out

@@ -49,6 +49,15 @@ def test_forge_style_data_uri_reports_the_ignored_prompt(gateway, sample_png):
     assert estimate["estimated_seconds"] > 0 and estimate["based_on_requests"] >= 1
 
 
+def test_segments_interpolation_and_loop_fields_reach_the_model(gateway, sample_png):
+    body = {"image": base64.b64encode(sample_png).decode(), "fps": 5, "segments": 2, "interpolate": 2,
+            "loop": "pingpong", "video_format": "mp4", **SMALL}
+    reply = requests.post(f"{gateway.url}/v1/models/svd:predict", json=body, headers=HEADERS, timeout=300)
+    assert reply.status_code == 200, reply.text
+    video = decode_video(base64.b64decode(reply.json()["predictions"]), "mp4")
+    assert video.num_frames == 2 * 13 - 2 and video.fps == pytest.approx(10, rel=0.05)  # 7 joined, 13 interpolated
+
+
 def test_openai_style_url_and_b64_and_a_bounded_store(gateway, sample_png):
     body = {"model": "svd-xt", "image": base64.b64encode(sample_png).decode(), **SMALL}
     reply = requests.post(f"{gateway.url}/v1/video/generations", json=body, headers=HEADERS, timeout=120)

@@ -257,19 +257,24 @@ class ProgressBar:
         self.tty = stream.isatty()
         self.phase = None
 
+    @staticmethod
+    def segment(update: ProgressUpdate) -> str:
+        return f"segment {update.segment}/{update.segments} " if update.segments > 1 else ""
+
     def update(self, update: ProgressUpdate) -> None:
         if self.tty:
             print("\r" + self.render(update), end="", file=self.stream, flush=True)
-        elif update.phase != self.phase:
-            print(f"{update.phase} (step {update.step}/{update.total}, {update.elapsed:.1f} s)", file=self.stream, flush=True)
-        self.phase = update.phase
+        elif (update.phase, update.segment) != self.phase:
+            print(f"{self.segment(update)}{update.phase} (step {update.step}/{update.total}, {update.elapsed:.1f} s)",
+                  file=self.stream, flush=True)
+        self.phase = (update.phase, update.segment)
 
     def render(self, update: ProgressUpdate) -> str:
         filled = round(self.WIDTH * update.step / max(update.total, 1))
         eta = ""
-        if update.phase == "denoising" and 0 < update.step < update.total:
+        if update.phase == "denoising" and 0 < update.step < update.total and update.segment == 1:
             eta = f", ETA {update.elapsed / update.step * (update.total - update.step):.1f} s"
-        return (f"{update.phase:<10} {update.step:>3}/{update.total:<3} ▕{'█' * filled}{' ' * (self.WIDTH - filled)}▏ "
+        return (f"{self.segment(update)}{update.phase:<10} {update.step:>3}/{update.total:<3} ▕{'█' * filled}{' ' * (self.WIDTH - filled)}▏ "
                 f"{update.elapsed:5.1f} s{eta}      ")
 
     def close(self) -> None:

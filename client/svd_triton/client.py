@@ -49,6 +49,9 @@ class ProgressUpdate:
     step: int
     total: int
     elapsed: float
+    segment: int = 1
+    """Which chained clip is being generated (SEGMENTS), of `segments`."""
+    segments: int = 1
 
 
 @dataclass

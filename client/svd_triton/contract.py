@@ -44,6 +44,9 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
     Parameter('seed', 'int', low=0, high=9223372036854775807),
     Parameter('video_format', 'str', choices=('mp4', 'avi', 'webm', 'gif', 'webp', 'frames')),
     Parameter('video_quality', 'int'),
+    Parameter('segments', 'int', low=1, high=None),
+    Parameter('interpolate', 'int', low=1, high=4),
+    Parameter('loop', 'str', choices=('none', 'pingpong', 'crossfade')),
 )}
 
 VIDEO_FORMATS: dict[str, VideoFormat] = {f.name: f for f in (

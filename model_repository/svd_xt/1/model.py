@@ -5,7 +5,7 @@ checks the model configuration it was given, converts tensors and maps engine er
 Input names are the engine's parameter names in upper case (NUM_FRAMES → num_frames).
 
 With a decoupled configuration (configs/stream.pbtxt, configs/cpu_stream.pbtxt) each request gets
-PROGRESS responses (JSON: phase, step, total, elapsed) while it runs, then one final response.
+PROGRESS responses (JSON: phase, step, total, elapsed, segment, segments) while it runs, then one final response.
 Either way a request whose client has gone (cancelled, timed out, disconnected stream) stops
 being worked on at the next phase change or denoising step.
 """
@@ -198,9 +198,9 @@ class Metrics:
         self.count("success")
         for phase, seconds in result.timings.items():
             self.phases[phase].observe(seconds)
-        self.frames.increment(spec.num_frames)
+        self.frames.increment(spec.num_frames * spec.segments)
         if result.timings["denoising"] > 0:
-            self.step_rate.set(spec.num_inference_steps / result.timings["denoising"])
+            self.step_rate.set(spec.num_inference_steps * spec.segments / result.timings["denoising"])
 
 
 class Replies:
@@ -230,7 +230,8 @@ class Replies:
         if not self.decoupled:
             return
         payload = json.dumps({"phase": event.phase, "step": event.step, "total": event.total,
-                              "elapsed": round(event.elapsed, 3)}).encode()
+                              "elapsed": round(event.elapsed, 3), "segment": event.segment,
+                              "segments": event.segments}).encode()
         tensor = pb_utils.Tensor("PROGRESS", np.array([[payload]], dtype=np.object_))
         for position in positions:
             with self._lock:
