@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
-from fast_path import SIZES
+from benchmarks.fast_path import SIZES
 from benchmarks.report import ROOT, markdown_table, write_section
 
 from diffusers.models.attention_processor import Attention  # noqa: E402

@@ -65,6 +65,14 @@ def test_run_with_a_local_file_and_cog_svd_names_returns_the_video_asked_for(cli
     assert prediction.metrics["predict_time"] > 0
 
 
+def test_segments_interpolation_and_loop_through_the_jobs_api(client, sample_png):
+    output = client.run(REF, input={"input_image": data_uri(sample_png), "num_frames": 4, "segments": 2,
+                                    "interpolate": 2, "loop": "pingpong", "fps": 6, "seed": 9, **SMALL})
+    video = decode_video(fetch(str(output)), "mp4")
+    # 4 + 3 joined frames, interpolated ×2 to 13, pingpong to 2×13−2
+    assert video.num_frames == 24 and video.fps == pytest.approx(12, abs=0.5)
+
+
 def test_a_model_error_fails_the_prediction_and_run_raises(client, sample_png):
     with pytest.raises(ModelError) as raised:  # this deployment allows 16 frames at most
         client.run("stability-ai/stable-video-diffusion", input={"input_image": data_uri(sample_png),
