@@ -54,6 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         _connection_arguments(control)
         control.set_defaults(run=_control)
 
+    warm = commands.add_parser("warm", help="prewarm: weights onto the device without generating (keep-warm window "
+                                            "restarts); --pin keeps them there until --release")
+    _connection_arguments(warm)
+    choice = warm.add_mutually_exclusive_group()
+    choice.add_argument("--pin", action="store_const", dest="action", const="pin", help="stay warm until released")
+    choice.add_argument("--release", action="store_const", dest="action", const="release",
+                        help="unpin and free the device now (the next request pays a cold start)")
+    warm.set_defaults(run=_warm, action="prewarm")
+
     gateway = commands.add_parser("gateway", help="REST routes of hosted SVD endpoints (TIR, Forge, OpenAI-style) over Triton")
     gateway.add_argument("--triton-url", default="localhost:8001", help="Triton's gRPC address")
     gateway.add_argument("--host", default="127.0.0.1")
@@ -158,10 +167,34 @@ def _control(args) -> int:
         if args.command != "status":
             getattr(client, args.command)()
         status = client.status()
+        keep_warm = client.control("state") if status["model_ready"] else None
     state = "ready (warm)" if status["model_ready"] else "not loaded (cold)"
+    if keep_warm is not None:
+        state = f"ready; weights {describe_keep_warm(keep_warm)}"
     streams = ", streams progress" if status["streams"] else ""
     print(f"server {'ready' if status['server_ready'] else 'live, not ready'}; model {status['model']}: {state}{streams}")
     return 0
+
+
+def _warm(args) -> int:
+    with SVDClient(args.url, protocol="grpc" if args.grpc else "http", token=args.token) as client:
+        state = client.control(args.action)
+    started = f"cold start {state['startup_seconds']} s" if state["was_cold_start"] else "already warm"
+    print(f"{args.action}: {started}; weights {describe_keep_warm(state)}")
+    return 0
+
+
+def describe_keep_warm(state: dict) -> str:
+    """One line for a model's keep-warm state: `warm (pinned)`, `warm, released in 812 s`, `cold since ...`."""
+    since = time.strftime("%H:%M:%S", time.localtime(state["since"]))
+    if state["state"] != "warm":
+        return f"{state['state']} since {since}" + (
+            f" (last cold start {state['last_cold_start_seconds']} s)" if state["last_cold_start_seconds"] else "")
+    if state["pinned"]:
+        return f"warm since {since}, pinned until released"
+    if state["keep_warm_left_seconds"] is None:
+        return f"warm since {since}, never released (keep_warm_seconds -1)"
+    return f"warm since {since}, released after {state['keep_warm_left_seconds']:.0f} s more idle"
 
 
 def _gateway(args) -> int:

@@ -1,0 +1,135 @@
+"""Keep-warm against a real tritonserver: idle release, cold start on the next request, prewarm, pin, release.
+
+The module's server releases after 2 s idle (SVD_KEEP_WARM_SECONDS=2); on CPU the "device" is host
+memory, so release is proven from where the weights live: svd_weight_bytes_on_device falls to 0
+(the reload mechanism drops every weight tensor) and comes back with the next request.
+"""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import TOKEN
+from keep_warm_server import gauge, keep_warm_server, metrics, model_state
+from svd_triton import SVDClient
+from videos import decode_video
+
+SMALL = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 2}
+WINDOW = 2
+
+
+@pytest.fixture(scope="module")
+def server():
+    with keep_warm_server(WINDOW) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    with SVDClient(server.http_url, token=TOKEN, timeout=300) as svd:
+        yield svd
+
+
+def wait_for_state(server, wanted, timeout=WINDOW + 10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if model_state(server) == wanted:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"model never became {wanted}; it is {model_state(server)}")
+
+
+def cold_starts(server):
+    return gauge(server, "svd_cold_starts_total")
+
+
+def test_idle_model_releases_its_weights_and_the_next_request_pays_a_cold_start(server, client, sample_png):
+    video = client.generate(sample_png, **SMALL).video
+    assert decode_video(video, "mp4").num_frames == 4
+    assert model_state(server) == "warm" and gauge(server, "svd_weight_bytes_on_device") > 1_000_000
+    wait_for_state(server, "cold")
+    assert gauge(server, "svd_weight_bytes_on_device") == 0  # no weight tensor is held any more
+    assert gauge(server, "svd_keep_warm_remaining_seconds") == 0
+    state = client.control("state")
+    assert state["state"] == "cold" and state["weight_bytes_on_device"] == 0 and state["release_mechanism"] == "reload"
+    before = cold_starts(server)
+
+    video = client.generate(sample_png, seed=5, **SMALL).video
+    assert decode_video(video, "mp4").num_frames == 4
+    assert cold_starts(server) == before + 1
+    assert gauge(server, "svd_last_cold_start_seconds") > 0
+    state = client.control("state")
+    assert state["state"] == "warm" and state["cold_starts"] == before + 1 and state["weight_bytes_on_device"] > 0
+    assert 0 < state["keep_warm_left_seconds"] <= WINDOW
+
+
+def test_requests_arriving_around_the_release_all_succeed(server, client, sample_png):
+    """Each request lands at a different moment of the release (the timer ticks each second after 2 s idle)."""
+    for delay in (1.9, 2.3, 2.7, 3.1):
+        client.generate(sample_png, **SMALL)
+        time.sleep(delay)
+        assert decode_video(client.generate(sample_png, **SMALL).video, "mp4").num_frames == 4
+
+
+def test_a_request_longer_than_the_window_is_never_released_under(server, client, sample_png):
+    client.control("prewarm")
+    seen, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            values = metrics(server)
+            seen.append((values[("svd_model_state", frozenset({("state", "warm")}))],
+                         values[("svd_weight_bytes_on_device", frozenset())]))
+            time.sleep(0.25)
+
+    watcher = threading.Thread(target=watch)
+    started = time.monotonic()
+    watcher.start()
+    try:
+        result = client.generate(sample_png, width=64, height=64, num_frames=8, num_inference_steps=16)
+    finally:
+        done.set()
+        watcher.join()
+    assert time.monotonic() - started > WINDOW + 1.5, "the request must outlast the keep-warm window"
+    assert decode_video(result.video, "mp4").num_frames == 8
+    assert seen and all(warm == 1 and weights > 0 for warm, weights in seen), seen
+
+
+def test_prewarm_loads_without_a_video_pin_outlasts_the_window_release_frees(server, client):
+    client.control("release")
+    assert client.control("state")["state"] == "cold"
+    before = cold_starts(server)
+
+    prewarmed = client.control("prewarm")
+    assert prewarmed["was_cold_start"] and prewarmed["state"] == "warm" and prewarmed["startup_seconds"] > 0
+    assert "video" not in prewarmed and cold_starts(server) == before + 1
+    assert client.control("prewarm")["was_cold_start"] is False  # already warm: nothing loaded again
+
+    pinned = client.control("pin")
+    assert pinned["pinned"] and pinned["keep_warm_left_seconds"] is None
+    time.sleep(WINDOW + 2.5)
+    assert model_state(server) == "warm" and gauge(server, "svd_model_pinned") == 1
+    assert gauge(server, "svd_keep_warm_remaining_seconds") == -1
+
+    released = client.control("release")
+    assert released["state"] == "cold" and not released["pinned"] and released["weight_bytes_on_device"] == 0
+    assert model_state(server) == "cold"
+
+
+def test_bad_control_values_are_refused_naming_the_input(server, client, sample_png):
+    from svd_triton.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="CONTROL.*prewarm, pin, release"):
+        client.control("explode")
+    with pytest.raises(InvalidRequestError, match="unknown parameter 'control'"):
+        client.generate(sample_png, control="pin", **SMALL)
+
+
+def test_minus_one_never_releases(sample_png):
+    with keep_warm_server(-1) as never, SVDClient(never.http_url, token=TOKEN, timeout=120) as svd:
+        svd.generate(sample_png, **SMALL)
+        time.sleep(3)
+        state = svd.control("state")
+        assert state["state"] == "warm" and state["keep_warm_left_seconds"] is None and state["weight_bytes_on_device"] > 0
+        assert gauge(never, "svd_keep_warm_remaining_seconds") == -1 and model_state(never) == "warm"
