@@ -126,10 +126,29 @@ def test_bad_control_values_are_refused_naming_the_input(server, client, sample_
         client.generate(sample_png, control="pin", **SMALL)
 
 
-def test_minus_one_never_releases(sample_png):
-    with keep_warm_server(-1) as never, SVDClient(never.http_url, token=TOKEN, timeout=120) as svd:
-        svd.generate(sample_png, **SMALL)
-        time.sleep(3)
-        state = svd.control("state")
-        assert state["state"] == "warm" and state["keep_warm_left_seconds"] is None and state["weight_bytes_on_device"] > 0
-        assert gauge(never, "svd_keep_warm_remaining_seconds") == -1 and model_state(never) == "warm"
+def test_release_racing_generation_in_the_engine_never_fails(sample_png):
+    """Engine level, no server: one thread releases in a loop while another generates; every request succeeds."""
+    from svd_engine import SVDEngine
+    from svd_engine.keep_warm import KeepWarm
+
+    engine = SVDEngine.load(model_source="tiny", device="cpu", default_width=64, default_height=64)
+    keep_warm = KeepWarm(engine, 0)  # 0: release right after each execution, on top of the racing thread
+    stop = threading.Event()
+
+    def release_loop():
+        while not stop.is_set():
+            keep_warm.release()
+            time.sleep(0.01)
+
+    racer = threading.Thread(target=release_loop)
+    racer.start()
+    try:
+        for seed in range(6):
+            with keep_warm.serving():
+                [result] = engine.generate([engine.parse(sample_png, seed=seed, num_frames=2, num_inference_steps=1)])
+            assert not isinstance(result, Exception) and result.frames.shape == (2, 64, 64, 3)
+    finally:
+        stop.set()
+        racer.join()
+    assert keep_warm.cold_starts >= 5 and keep_warm.state()["state"] == "cold"
+    assert engine.weight_bytes_on_device() == 0

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                          help=f"bearer token clients must send, also sent to Triton (default ${TOKEN_ENV})")
     gateway.add_argument("--metrics-url", help="Triton's metrics endpoint (default: Triton's host, port 8002)")
     gateway.add_argument("--public-url", help="base URL of this gateway in stored-video links")
+    gateway.add_argument("--region", default="local", help="region name the Forge routes report (default local)")
+    gateway.add_argument("--gpu-hour-price", type=float, metavar="USD",
+                         help="GPU-hour price for Forge's cost estimates (without it costs are null)")
     gateway.set_defaults(run=_gateway)
 
     weights = commands.add_parser("weights", help="check or copy pipeline weights: a folder, s3://bucket/prefix or a cached hub id")
@@ -200,10 +203,12 @@ def describe_keep_warm(state: dict) -> str:
 def _gateway(args) -> int:
     import uvicorn
 
+    from .forge import ForgeSettings
     from .gateway import Settings, create_app
 
     settings = Settings(triton_url=args.triton_url, token=args.token, metrics_url=args.metrics_url,
-                        public_url=args.public_url)
+                        public_url=args.public_url,
+                        forge=ForgeSettings(region=args.region, gpu_hour_price_usd=args.gpu_hour_price))
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 

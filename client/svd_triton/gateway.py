@@ -4,8 +4,8 @@ Three shapes, each reachable by changing only a client's base URL and token:
 
 - pre-built endpoint (E2E TIR): POST /v1/models/{model}:predict (or /predict) with
   {"image": base64, "fps": 10, ...}; answers {"predictions": base64 video}, AVI unless asked otherwise;
-- model catalogue (Nebius Forge): POST /v1/inference/{slug} with {"image": data URI, ...}; plus
-  GET /v1/inference/{slug}/status (warm/cold) and /v1/inference/{slug}/estimate (from Triton's metrics);
+- model catalogue (Nebius Forge): POST /v1/inference/{slug} with {"image": data URI, ...}, plus the
+  catalogue's runtime routes (inference-routes, run-estimate, reliability, status, start, stop: forge.py);
 - OpenAI-style: POST /v1/video/generations, answering {"created", "data": [{"url", "b64_json"}]}; the url
   points into this gateway's own bounded, expiring store (it never fetches URLs given by clients).
 
@@ -18,9 +18,8 @@ import binascii
 import re
 import secrets
 import time
-import urllib.request
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -29,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from .client import AsyncSVDClient, sniff_format
+from .forge import ForgeSettings, TritonForgeBackend, mount_forge, pin_warnings
 from .errors import (DeadlineExceededError, InvalidRequestError, SVDClientError, UnauthorizedError,
                      UnavailableError)
 
@@ -44,8 +44,9 @@ PARAMETER_MAP = {
 IGNORED_FIELDS = {
     "prompt": "an image-to-video model takes no prompt; it was ignored",
     "negative_prompt": "an image-to-video model takes no prompt; it was ignored",
-    "model_version": "this gateway serves one model version; model_version was ignored",
 }
+FORGE_PINS = ("model_version", "gpu_type", "region")
+"""Forge body fields naming a target: a mismatch is a warning (forge.pin_warnings), never a refusal."""
 MIME_TYPES = {"mp4": "video/mp4", "avi": "video/x-msvideo", "webm": "video/webm", "gif": "image/gif",
               "webp": "image/webp", "frames": "application/x-npy"}
 DATA_URI = re.compile(r"^data:image/[\w.+-]+;base64,", re.I)
@@ -89,6 +90,8 @@ class ForgeRequest(_CatalogueBody):
 
     negative_prompt: str | None = None
     model_version: str | None = None
+    gpu_type: str | None = None
+    region: str | None = None
 
 
 class VideoGenerationRequest(_CatalogueBody):
@@ -127,6 +130,7 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     store_seconds: float = 3600.0
     store_items: int = 64
+    forge: ForgeSettings = field(default_factory=ForgeSettings)
 
 
 class VideoStore:
@@ -166,7 +170,7 @@ def decode_image(value: str) -> bytes:
 
 def model_parameters(body: _Body, defaults: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The model's parameters from a request body (PARAMETER_MAP), and warnings for ignored fields."""
-    given = body.model_dump(exclude_none=True, exclude={"image", "model", "response_format"})
+    given = body.model_dump(exclude_none=True, exclude={"image", "model", "response_format", *FORGE_PINS})
     params, warnings = dict(defaults), []
     for field_name, value in given.items():
         if field_name in IGNORED_FIELDS:
@@ -207,6 +211,9 @@ def create_app(settings: Settings) -> FastAPI:
         reason = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
         return _error(GatewayError(400, "invalid_request", f"{field_name}: {reason}", field_name))
 
+    forge_backend = TritonForgeBackend(settings.triton_url, metrics_url, settings.token, settings.timeout)
+    mount_forge(app, settings.forge, forge_backend, authorised)
+
     async def generate(body: _Body, defaults: dict[str, Any]):
         image = decode_image(body.image)
         params, warnings = model_parameters(body, defaults)
@@ -225,20 +232,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/inference/{slug}", dependencies=[Depends(authorised)], tags=["Nebius Forge"])
     async def forge(slug: str, body: ForgeRequest):
+        if slug != settings.forge.slug:
+            raise GatewayError(404, "not_found", f"unknown model {slug!r}; this deployment serves {settings.forge.slug!r}", "slug")
         result, warnings = await generate(body, {})
+        warnings += await pin_warnings(settings.forge, forge_backend, **body.model_dump(include=set(FORGE_PINS)))
         return {"model": slug, "video": base64.b64encode(result.video).decode(), "format": result.video_format,
                 "mime_type": MIME_TYPES.get(result.video_format), "seed": result.seed,
                 "seconds": round(result.seconds, 3), "warnings": warnings}
-
-    @app.get("/v1/inference/{slug}/status", dependencies=[Depends(authorised)], tags=["Nebius Forge"])
-    async def runtime_status(slug: str):
-        async with svd() as client:
-            warm = await client.ready()
-        return {"model": slug, "status": "warm" if warm else "cold", "ready": warm}
-
-    @app.get("/v1/inference/{slug}/estimate", dependencies=[Depends(authorised)], tags=["Nebius Forge"])
-    async def run_estimate(slug: str):
-        return {"model": slug, **_estimate(metrics_url)}
 
     @app.post("/v1/video/generations", dependencies=[Depends(authorised)], tags=["OpenAI-style"])
     async def video_generations(body: VideoGenerationRequest, request: Request):
@@ -275,20 +275,3 @@ def _error(error: GatewayError) -> JSONResponse:
     body = {"error": {"code": error.code, "message": str(error), **({"field": error.field} if error.field else {})}}
     return JSONResponse(body, status_code=error.status)
 
-
-def _estimate(metrics_url: str) -> dict[str, Any]:
-    """Mean seconds per successful request so far, from Triton's own counters."""
-    try:
-        text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    except OSError:
-        raise GatewayError(503, "unavailable", "Triton's metrics endpoint is not reachable") from None
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        for name in ("nv_inference_request_duration_us", "nv_inference_request_success"):
-            if line.startswith(name + "{") and 'model="svd_xt"' in line:
-                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    count = totals.get("nv_inference_request_success", 0.0)
-    if not count:
-        return {"estimated_seconds": None, "based_on_requests": 0}
-    return {"estimated_seconds": round(totals["nv_inference_request_duration_us"] / count / 1e6, 3),
-            "based_on_requests": int(count)}

@@ -74,7 +74,7 @@ class TritonPythonModel:
                              + (", streaming progress" if self.decoupled else ""))
         self.engine = SVDEngine.load(config)
         self.logger.log_info(f"{self.model_name}: {self.engine.fast_path.describe()}")
-        self.metrics = Metrics(self.model_name)
+        self.metrics = Metrics(self.model_name, warmup_requests(model_config))
         seconds = keep_warm_seconds(model_config)
         self.keep_warm = KeepWarm(self.engine, seconds, on_change=self.metrics.keep_warm)
         self.logger.log_info(f"{self.model_name}: keep-warm {seconds} s, then release by {self.engine.release_mechanism}")
@@ -225,7 +225,10 @@ class Metrics:
     OUTCOMES = ("success", "invalid", "cancelled", "failed")
     BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160]
 
-    def __init__(self, model_name):
+    def __init__(self, model_name, warmup=0):
+        """The first `warmup` requests are Triton's model_warmup, run before the model is ready: not
+        user traffic, so not counted (Forge's reliability route must say "no traffic" until there is)."""
+        self.warmup = warmup
         labels = {"model": model_name}
         family = pb_utils.MetricFamily
         # The families must outlive their metrics: they are kept as attributes.
@@ -283,11 +286,20 @@ class Metrics:
         self.pinned.set(1 if state["pinned"] else 0)
         self.weight_bytes.set(state["weight_bytes_on_device"])
 
+    def is_warmup(self):
+        if self.warmup > 0:
+            self.warmup -= 1
+            return True
+        return False
+
     def count(self, outcome):
-        self.outcomes[outcome].increment(1)
+        if not self.is_warmup():
+            self.outcomes[outcome].increment(1)
 
     def observe(self, spec, result):
-        self.count("success")
+        if self.is_warmup():
+            return
+        self.outcomes["success"].increment(1)
         for phase, seconds in result.timings.items():
             self.phases[phase].observe(seconds)
         self.request_seconds.observe(sum(result.timings.values()))
@@ -418,6 +430,12 @@ def engine_config(model_config, instance_kind, device_id):
         return EngineConfig.from_parameters(parameters)
     except ValueError as error:
         raise ValueError(f"model '{model_config.get('name')}': {error}") from None
+
+
+def warmup_requests(model_config):
+    """How many requests Triton's model_warmup sends before the model is ready."""
+    return sum(max(1, int(w.get("batch_size", 1))) * max(1, int(w.get("count", 1)))
+               for w in model_config.get("model_warmup", []))
 
 
 def keep_warm_seconds(model_config):
