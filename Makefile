@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention soak clean
+.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm soak clean
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ bench-fast-path: setup
 # Each SDPA kernel at the UNet's attention shapes (SIZE=xt on a GPU), table into docs/benchmarks.md.
 bench-attention: setup
 	$(BIN)/python -m benchmarks.attention --size $(or $(SIZE),tiny) $(ARGS)
+
+# Cold start vs warm request per keep-warm release mechanism (tiny and random-xt on CPU), table into docs/benchmarks.md.
+bench-keep-warm: setup
+	$(BIN)/python -m benchmarks.keep_warm $(ARGS)
 
 clean:
 	rm -rf $(VENV) out

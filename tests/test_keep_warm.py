@@ -7,10 +7,11 @@ memory, so release is proven from where the weights live: svd_weight_bytes_on_de
 import threading
 import time
 
-import numpy as np
 import pytest
+import requests
 
 from conftest import TOKEN
+from gateway_server import Gateway, settings_for
 from keep_warm_server import gauge, keep_warm_server, metrics, model_state
 from svd_triton import SVDClient
 from videos import decode_video
@@ -23,6 +24,18 @@ WINDOW = 2
 def server():
     with keep_warm_server(WINDOW) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def gateway(server):
+    with Gateway(settings_for(server)) as running:
+        yield running
+
+
+def route_status(gateway):
+    """What Forge's runtime status route says (the seed's "Check runtime" URL)."""
+    url = f"{gateway.url}/v1/model-families/stabilityai-stable-video-diffusion/status?version=img2vid-xt-diffusers"
+    return requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
 
 
 @pytest.fixture
@@ -44,11 +57,14 @@ def cold_starts(server):
     return gauge(server, "svd_cold_starts_total")
 
 
-def test_idle_model_releases_its_weights_and_the_next_request_pays_a_cold_start(server, client, sample_png):
+def test_idle_model_releases_its_weights_and_the_next_request_pays_a_cold_start(server, gateway, client, sample_png):
     video = client.generate(sample_png, **SMALL).video
     assert decode_video(video, "mp4").num_frames == 4
     assert model_state(server) == "warm" and gauge(server, "svd_weight_bytes_on_device") > 1_000_000
+    assert route_status(gateway)["status"] == "warm"
     wait_for_state(server, "cold")
+    status = route_status(gateway)
+    assert status["status"] == "cold" and status["keep_warm_left_seconds"] is None
     assert gauge(server, "svd_weight_bytes_on_device") == 0  # no weight tensor is held any more
     assert gauge(server, "svd_keep_warm_remaining_seconds") == 0
     state = client.control("state")
@@ -59,6 +75,7 @@ def test_idle_model_releases_its_weights_and_the_next_request_pays_a_cold_start(
     assert decode_video(video, "mp4").num_frames == 4
     assert cold_starts(server) == before + 1
     assert gauge(server, "svd_last_cold_start_seconds") > 0
+    assert route_status(gateway)["last_cold_start_ms"] > 0
     state = client.control("state")
     assert state["state"] == "warm" and state["cold_starts"] == before + 1 and state["weight_bytes_on_device"] > 0
     assert 0 < state["keep_warm_left_seconds"] <= WINDOW
@@ -152,3 +169,27 @@ def test_release_racing_generation_in_the_engine_never_fails(sample_png):
         racer.join()
     assert keep_warm.cold_starts >= 5 and keep_warm.state()["state"] == "cold"
     assert engine.weight_bytes_on_device() == 0
+
+
+def test_cli_warm_pin_release_and_status(server, capsys):
+    from svd_triton.cli import main
+
+    connection = ["--url", server.http_url, "--token", TOKEN]
+    assert main(["warm", "--release", *connection]) == 0
+    assert "weights cold since" in capsys.readouterr().out
+    assert main(["status", *connection]) == 0
+    assert "model svd_xt: ready; weights cold since" in capsys.readouterr().out
+    assert main(["warm", *connection]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("prewarm: cold start ") and "released after" in out
+    assert main(["warm", "--pin", *connection]) == 0
+    assert "pin: already warm; weights warm since" in capsys.readouterr().out and model_state(server) == "warm"
+    assert main(["warm", "--release", *connection]) == 0
+    assert model_state(server) == "cold"
+
+
+def test_control_over_a_streaming_deployment(triton_stream):
+    with SVDClient(triton_stream.grpc_url, protocol="grpc", token=TOKEN, timeout=120) as svd:
+        assert svd.streams
+        state = svd.control("prewarm")
+        assert state["state"] == "warm" and state["action"] == "prewarm" and state["keep_warm_seconds"] == 300

@@ -170,7 +170,12 @@ def _control(args) -> int:
         if args.command != "status":
             getattr(client, args.command)()
         status = client.status()
-        keep_warm = client.control("state") if status["model_ready"] else None
+        keep_warm = None
+        if status["model_ready"]:
+            try:
+                keep_warm = client.control("state")
+            except SVDClientError:  # a model from before keep-warm (no CONTROL input)
+                pass
     state = "ready (warm)" if status["model_ready"] else "not loaded (cold)"
     if keep_warm is not None:
         state = f"ready; weights {describe_keep_warm(keep_warm)}"

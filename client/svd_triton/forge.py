@@ -147,7 +147,7 @@ def read_metrics(text: str, model: str) -> Measured:
     last_cold = single("svd_last_cold_start_seconds")
     return Measured(
         state=state, since=single("svd_model_state_since_seconds"),
-        keep_warm_left_seconds=None if left is None or left < 0 else left,
+        keep_warm_left_seconds=left if state == "warm" and left is not None and left >= 0 else None,
         pinned=single("svd_model_pinned") == 1, last_cold_start_seconds=last_cold or None,
         gpu_type=gpu_type_of(device[0].labels["name"]) if device else None,
         outcomes={s.labels["outcome"]: int(s.value) for s in samples.get("svd_requests_total", [])},
