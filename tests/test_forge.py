@@ -186,3 +186,14 @@ def test_histogram_quantile_interpolates_like_prometheus():
     assert histogram_quantile(0.25, buckets) == pytest.approx(1.5)
     assert histogram_quantile(0.5, [(1.0, 0), (float("inf"), 0)]) is None
     assert histogram_quantile(0.5, [(1.0, 0), (float("inf"), 4)]) == 1.0  # all beyond the last bound
+
+
+def test_openapi_documents_the_forge_routes_and_not_the_invented_ones(gateway):
+    paths = requests.get(f"{gateway.url}/openapi.json", timeout=30).json()["paths"]
+    assert {"/v1/models/{slug}/inference-routes", "/v1/models/{slug}/run-estimate", "/v1/models/{slug}/reliability",
+            "/v1/model-families/{slug}/status", "/v1/model-families/{slug}/start", "/v1/model-families/{slug}/stop",
+            "/v1/inference/{slug}"} <= set(paths)
+    assert not {"/v1/inference/{slug}/status", "/v1/inference/{slug}/estimate"} & set(paths)
+    start = paths["/v1/model-families/{slug}/start"]["post"]
+    assert "run_until_stopped" in json.dumps(requests.get(f"{gateway.url}/openapi.json", timeout=30).json()["components"])
+    assert start["tags"] == ["Nebius Forge"]

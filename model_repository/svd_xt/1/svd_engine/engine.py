@@ -1,6 +1,7 @@
 """The engine: load a pipeline once, validate requests, generate batches, encode videos."""
 from __future__ import annotations
 
+import ctypes
 import gc
 import itertools
 import logging
@@ -242,6 +243,8 @@ class SVDEngine:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        elif _LIBC is not None:
+            _LIBC.malloc_trim(0)  # glibc keeps freed heap pages otherwise: hand them back to the OS
 
     @torch.inference_mode()
     def _generate_batch(self, batch: "_Batch") -> list[Future]:
@@ -282,6 +285,17 @@ class SVDEngine:
         self._encoder.shutdown(wait=True)
         self.pipeline = None
         self._release_memory()
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+_LIBC = _glibc()
 
 
 def _load(config: EngineConfig) -> EnginePipeline:
