@@ -5,11 +5,15 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm soak clean
+.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments soak clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	# PostgreSQL for the gateway's job-store tests (a throwaway cluster on loopback); Debian's package, as root.
+	if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends postgresql; \
+		else echo "make setup: install Debian's postgresql (as root) for the gateway tests" >&2; fi; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first: an unpinned torch requirement would otherwise pull several GB of CUDA wheels.
@@ -50,6 +54,14 @@ bench-attention: setup
 # Cold start vs warm request per keep-warm release mechanism (tiny and random-xt on CPU), table into docs/benchmarks.md.
 bench-keep-warm: setup
 	$(BIN)/python -m benchmarks.keep_warm $(ARGS)
+
+# Gateway overhead vs calling Triton directly, and a burst of 200 jobs at concurrency 16, into docs/benchmarks.md.
+bench-gateway: setup
+	$(BIN)/python -m benchmarks.gateway_overhead $(ARGS)
+
+# What segments, interpolation and loops cost vs a plain request, and segment drift (tiny model on CPU).
+bench-segments: setup
+	$(BIN)/python -m benchmarks.segments $(ARGS)
 
 clean:
 	rm -rf $(VENV) out

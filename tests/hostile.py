@@ -79,6 +79,15 @@ CASES: dict[str, tuple[dict, str]] = {
     "non-UTF-8 VIDEO_FORMAT": (png(VIDEO_FORMAT=text(b"\xff\xfe\x00mp4")), "VIDEO_FORMAT"),
     "video quality out of range": (png(VIDEO_QUALITY=scalar(99, np.int32)), "VIDEO_QUALITY"),
     "frames x pixels x steps over budget": (png(WIDTH=scalar(512, np.int32), HEIGHT=scalar(512, np.int32), NUM_FRAMES=scalar(16, np.int32), NUM_INFERENCE_STEPS=scalar(10, np.int32)), "NUM_FRAMES"),
+    "segments zero": (png(SEGMENTS=scalar(0, np.int32)), "SEGMENTS"),
+    "segments over max_segments": (png(SEGMENTS=scalar(5, np.int32)), "SEGMENTS"),
+    "SEGMENTS as FP32": (png(SEGMENTS=scalar(2.0, np.float32)), "SEGMENTS"),
+    "segments over the work budget": (png(WIDTH=scalar(256, np.int32), HEIGHT=scalar(256, np.int32), NUM_FRAMES=scalar(16, np.int32), NUM_INFERENCE_STEPS=scalar(5, np.int32), SEGMENTS=scalar(4, np.int32)), "SEGMENTS"),
+    "interpolate 5": (png(INTERPOLATE=scalar(5, np.int32)), "INTERPOLATE"),
+    "INTERPOLATE as FP32": (png(INTERPOLATE=scalar(2.0, np.float32)), "INTERPOLATE"),
+    "unknown LOOP": (png(LOOP=text("bounce")), "LOOP"),
+    "LOOP as INT32": (png(LOOP=scalar(1, np.int32)), "LOOP"),
+    "output frames over max_output_frames": (png(NUM_FRAMES=scalar(16, np.int32), SEGMENTS=scalar(4, np.int32), INTERPOLATE=scalar(4, np.int32), LOOP=text("pingpong")), "INTERPOLATE"),
     "input that picks the model source": (png(MODEL_SOURCE=text("/etc/passwd")), "MODEL_SOURCE"),
 }
 

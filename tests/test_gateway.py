@@ -5,8 +5,9 @@ import pytest
 import requests
 
 from conftest import TOKEN
-from gateway_server import Gateway
-from svd_triton.gateway import PARAMETER_MAP, Settings
+from gateways import Gateway
+from svd_triton.contract import PARAMETERS
+from svd_triton.gateway import Settings
 from svd_triton.launcher import free_port
 from videos import decode_video
 
@@ -15,9 +16,9 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json
 
 
 @pytest.fixture(scope="module")
-def gateway(triton):
+def gateway(triton, tmp_path_factory):
     settings = Settings(triton_url=triton.grpc_url, token=TOKEN, metrics_url=f"http://localhost:{triton.options.metrics_port}/metrics",
-                        store_items=2, max_body_bytes=2 * 1024 * 1024)
+                        max_outputs=2, max_body_bytes=2 * 1024 * 1024, data_dir=tmp_path_factory.mktemp("gateway"))
     with Gateway(settings) as running:
         yield running
 
@@ -47,6 +48,15 @@ def test_forge_style_data_uri_reports_the_ignored_prompt(gateway, sample_png):
     assert decode_video(base64.b64decode(payload["video"]), "mp4").size == (128, 64)
 
 
+def test_segments_interpolation_and_loop_fields_reach_the_model(gateway, sample_png):
+    body = {"image": base64.b64encode(sample_png).decode(), "fps": 5, "segments": 2, "interpolate": 2,
+            "loop": "pingpong", "video_format": "mp4", **SMALL}
+    reply = requests.post(f"{gateway.url}/v1/models/svd:predict", json=body, headers=HEADERS, timeout=300)
+    assert reply.status_code == 200, reply.text
+    video = decode_video(base64.b64decode(reply.json()["predictions"]), "mp4")
+    assert video.num_frames == 2 * 13 - 2 and video.fps == pytest.approx(10, rel=0.05)  # 7 joined, 13 interpolated
+
+
 def test_openai_style_url_and_b64_and_a_bounded_store(gateway, sample_png):
     body = {"model": "svd-xt", "image": base64.b64encode(sample_png).decode(), **SMALL}
     reply = requests.post(f"{gateway.url}/v1/video/generations", json=body, headers=HEADERS, timeout=120)
@@ -70,7 +80,8 @@ def test_wrong_or_missing_token_is_401(gateway, sample_png):
 
 
 @pytest.mark.parametrize("body,field", [
-    ({"num_frames": 1, **{k: v for k, v in SMALL.items() if k != "num_frames"}}, "NUM_FRAMES"),
+    ({"num_frames": 1, **{k: v for k, v in SMALL.items() if k != "num_frames"}}, "num_frames"),  # the schema's range
+    ({"num_frames": 5, "decode_chunk_size": 6, **{k: v for k, v in SMALL.items() if k != "num_frames"}}, "decode_chunk_size"),  # the model's
     ({"frames": 8}, "frames"),
     ({"fps": "fast"}, "fps"),
 ])
@@ -78,7 +89,7 @@ def test_bad_fields_are_400_naming_them(gateway, sample_png, body, field):
     reply = requests.post(f"{gateway.url}/v1/video/generations",
                           json={"image": base64.b64encode(sample_png).decode(), **body}, headers=HEADERS, timeout=60)
     assert reply.status_code == 400, reply.text
-    assert field in reply.json()["error"]["message"]
+    assert field in reply.json()["error"]["message"] and reply.json()["error"]["field"] == field
 
 
 def test_image_urls_are_never_fetched_and_bad_base64_is_400(gateway):
@@ -95,19 +106,23 @@ def test_oversized_body_is_413(gateway):
 def test_openapi_schema_lists_the_three_shapes(gateway):
     paths = requests.get(f"{gateway.url}/openapi.json", timeout=30).json()["paths"]
     assert {"/v1/models/{model}:predict", "/v1/inference/{slug}", "/v1/video/generations"} <= set(paths)
-    assert set(PARAMETER_MAP.values()) <= {"fps", "seed", "width", "height", "num_frames", "num_inference_steps",
-                                           "motion_bucket_id", "noise_aug_strength", "min_guidance_scale",
-                                           "max_guidance_scale", "decode_chunk_size", "resize_mode", "video_format",
-                                           "video_quality"}
+    schema = requests.get(f"{gateway.url}/openapi.json", timeout=30).json()
+    body = schema["components"]["schemas"]["PredictRequest"]["properties"]
+    assert set(PARAMETERS) <= set(body)
+    [width] = [kind for kind in body["width"]["anyOf"] if kind["type"] == "integer"]
+    assert (width["minimum"], width["maximum"], width["multipleOf"]) == (64, 2048, 8)
+    [formats] = [kind for kind in body["video_format"]["anyOf"] if "enum" in kind]
+    assert formats["enum"] == list(PARAMETERS["video_format"].choices)
+    assert [p["name"] for p in paths["/v1/models/{model}:predict"]["post"]["parameters"]] == ["model"]
 
 
-def test_triton_down_is_503_and_deadline_is_504(triton, sample_png):
+def test_triton_down_is_503_and_deadline_is_504(triton, sample_png, tmp_path):
     body = {"image": base64.b64encode(sample_png).decode(), **SMALL}
-    with Gateway(Settings(triton_url=f"localhost:{free_port()}", token=TOKEN)) as down:
+    with Gateway(Settings(triton_url=f"localhost:{free_port()}", token=TOKEN, data_dir=tmp_path / "down")) as down:
         reply = requests.post(f"{down.url}/predict", json=body, headers=HEADERS, timeout=60)
         assert reply.status_code == 503 and reply.json()["error"]["code"] == "unavailable"
         assert requests.get(f"{down.url}/healthz", timeout=30).status_code == 503
-    with Gateway(Settings(triton_url=triton.grpc_url, token=TOKEN, timeout=0.5)) as impatient:
+    with Gateway(Settings(triton_url=triton.grpc_url, token=TOKEN, timeout=0.5, data_dir=tmp_path / "impatient")) as impatient:
         reply = requests.post(f"{impatient.url}/predict", json={**body, "num_inference_steps": 100, "width": 128,
                                                                  "height": 128}, headers=HEADERS, timeout=60)
         assert reply.status_code == 504, reply.text

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from conftest import TOKEN
-from gateway_server import Gateway, settings_for
+from gateways import Gateway, settings_for
 from keep_warm_server import gauge, keep_warm_server, metrics, model_state
 from svd_triton import SVDClient
 from videos import decode_video
@@ -27,8 +27,8 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def gateway(server):
-    with Gateway(settings_for(server)) as running:
+def gateway(server, tmp_path_factory):
+    with Gateway(settings_for(server, tmp_path_factory.mktemp("keep-warm"))) as running:
         yield running
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import encode_image
 from svd_engine import EngineConfig, InvalidRequest
+from svd_engine.postprocess import output_frame_count
 from svd_engine.request import MAX_SEED, PARAMETERS, parse_request
 
 CONFIG = EngineConfig(model_source="tiny", default_width=64, default_height=64)
@@ -41,6 +42,8 @@ def test_defaults_come_from_the_spec_and_the_deployment(sample_png):
     assert request.resize_mode == "crop"
     assert request.video_format == "mp4"
     assert request.video_quality is None
+    assert (request.segments, request.interpolate, request.loop) == (1, 1, "none")  # today's single clip
+    assert (request.output_frames, request.output_fps) == (25, 7)
     assert 0 <= request.seed <= MAX_SEED
     assert request.image.mode == "RGB" and request.image.size == (64, 64)
 
@@ -70,7 +73,7 @@ BOUNDARIES = [
     ("fps", 1), ("fps", 60), ("motion_bucket_id", 0), ("motion_bucket_id", 255),
     ("noise_aug_strength", 0.0), ("noise_aug_strength", 1.0),
     ("min_guidance_scale", 0.0), ("max_guidance_scale", 20.0), ("decode_chunk_size", 1),
-    ("seed", 0), ("seed", MAX_SEED),
+    ("seed", 0), ("seed", MAX_SEED), ("segments", 1), ("segments", 4), ("interpolate", 1), ("interpolate", 4),
 ]
 
 
@@ -90,7 +93,8 @@ OUT_OF_RANGE = [
     ("fps", 0), ("fps", 61), ("motion_bucket_id", -1), ("motion_bucket_id", 256),
     ("noise_aug_strength", -0.1), ("noise_aug_strength", 1.5), ("min_guidance_scale", -1.0),
     ("max_guidance_scale", 20.5), ("decode_chunk_size", 0), ("decode_chunk_size", 26),
-    ("seed", -1), ("seed", MAX_SEED + 1), ("video_quality", 52),
+    ("seed", -1), ("seed", MAX_SEED + 1), ("video_quality", 52), ("segments", 0), ("segments", 5),
+    ("interpolate", 0), ("interpolate", 5),
 ]
 
 
@@ -105,7 +109,8 @@ WRONG_TYPES = [
     ("width", "64"), ("width", 64.5), ("width", True), ("num_frames", [8]), ("fps", None.__class__),
     ("noise_aug_strength", "0.1"), ("noise_aug_strength", float("nan")), ("max_guidance_scale", float("inf")),
     ("seed", 1.5), ("video_format", 3), ("resize_mode", b"\xff\xfe"), ("video_format", "mkv"),
-    ("resize_mode", "zoom"),
+    ("resize_mode", "zoom"), ("segments", 2.5), ("segments", "2"), ("interpolate", "2"), ("interpolate", 1.5),
+    ("loop", "bounce"), ("loop", 1),
 ]
 
 
@@ -138,6 +143,24 @@ def test_cross_field_rules(sample_png):
     assert "leave width and height unset" in rejected(sample_png, "width", resize_mode="keep", width=64)
     assert "no quality setting" in rejected(sample_png, "video_quality", video_format="gif", video_quality=5)
     assert "0–100" in rejected(sample_png, "video_quality", video_format="webp", video_quality=101)
+
+
+def test_segments_interpolation_and_loops_count_frames_and_budget(sample_png):
+    request = parse(sample_png, num_frames=8, segments=3, interpolate=2, loop="pingpong", fps=6)
+    # 8 + 2×7 = 22 joined, (22 − 1)×2 + 1 = 43 interpolated, 2×43 − 2 = 84 looped, at 6×2 fps
+    assert (request.output_frames, request.output_fps) == (84, 12)
+    crossfade = parse(sample_png, num_frames=8, loop="crossfade")
+    assert crossfade.output_frames == 8 - 2  # the last quarter blended into the head
+    budget = EngineConfig(default_width=64, default_height=64, max_work=64 * 64 * 8 * 4 * 2)
+    assert parse(sample_png, budget, num_frames=8, num_inference_steps=4, segments=2).segments == 2
+    message = rejected(sample_png, "segments", budget, num_frames=8, num_inference_steps=4, segments=3)
+    assert "segments" in message and "max_work" in message
+    assert "max_output_frames" in rejected(sample_png, "interpolate", EngineConfig(max_output_frames=50),
+                                           num_frames=25, interpolate=3)
+    assert "max_output_frames" in rejected(sample_png, "segments", EngineConfig(max_output_frames=30), segments=2)
+    assert "max_output_frames" in rejected(sample_png, "loop", EngineConfig(max_output_frames=30), loop="pingpong")
+    assert "1–2" in rejected(sample_png, "segments", EngineConfig(max_segments=2), segments=3)
+    assert "at least 4 frames" in rejected(sample_png, "loop", num_frames=3, loop="crossfade")
 
 
 def test_unknown_parameter_is_rejected(sample_png):
@@ -341,7 +364,10 @@ LIMIT_CHECKS = {
     "max_pixels": lambda request, config, upload: request.width * request.height <= config.max_pixels,
     "max_num_frames": lambda request, config, upload: request.num_frames <= config.max_num_frames,
     "max_work": lambda request, config, upload:
-        request.width * request.height * request.num_frames * request.num_inference_steps <= config.max_work,
+        request.width * request.height * request.num_frames * request.num_inference_steps * request.segments <= config.max_work,
+    "max_segments": lambda request, config, upload: request.segments <= config.max_segments,
+    "max_output_frames": lambda request, config, upload: output_frame_count(
+        request.num_frames, request.segments, request.interpolate, request.loop) <= config.max_output_frames,
     "max_image_bytes": lambda request, config, upload: len(upload[0]) <= config.max_image_bytes,
     "max_image_pixels": lambda request, config, upload: upload[1] * upload[2] <= config.max_image_pixels,
 }
@@ -363,6 +389,8 @@ PLAUSIBLE = {  # values near and across each field's bounds, so that many reques
     "resize_mode": st.sampled_from(["crop", "pad", "stretch", "keep"]),
     "num_frames": st.integers(2, 40), "num_inference_steps": st.integers(1, 100),
     "decode_chunk_size": st.integers(1, 40), "video_format": st.sampled_from(["mp4", "gif", "webp", "frames"]),
+    "segments": st.integers(1, 10), "interpolate": st.integers(1, 4),
+    "loop": st.sampled_from(["none", "pingpong", "crossfade"]),
 }
 
 
@@ -371,6 +399,7 @@ PLAUSIBLE = {  # values near and across each field's bounds, so that many reques
        size=st.tuples(st.integers(32, 1600), st.integers(32, 1200)),
        config=st.builds(EngineConfig, default_width=st.just(64), default_height=st.just(64),
                         max_pixels=st.integers(64 * 64, 1024 * 1024), max_num_frames=st.integers(2, 30),
+                        max_segments=st.integers(1, 8), max_output_frames=st.integers(2, 500),
                         max_work=st.integers(64 * 64 * 2, 1024 * 576 * 25 * 50),
                         max_image_bytes=st.one_of(st.just(20 * 1024 * 1024), st.integers(100, 20_000)),
                         max_image_pixels=st.one_of(st.just(40_000_000), st.integers(1000, 2_000_000))))

@@ -84,6 +84,19 @@ def test_progress_arrives_in_order_and_ends_with_one_final_video(triton_stream, 
     stream.cancel()
 
 
+def test_progress_reports_each_segment(triton_stream, sample_png):
+    stream = Stream(triton_stream)
+    stream.send(small(IMAGE_BYTES=image_bytes(sample_png), SEGMENTS=scalar(2, np.int32)))
+    updates = []
+    while not (reply := stream.next())[0]:
+        updates.append(reply[1])
+    assert [(u["segment"], u["phase"]) for u in updates if u["phase"] != "denoising"] == [
+        (1, "preparing"), (1, "decoding"), (2, "preparing"), (2, "decoding"), (2, "encoding")]
+    assert all(u["segments"] == 2 for u in updates)
+    assert decode_video(bytes(reply[2].as_numpy("VIDEO").reshape(-1)[0]), "mp4").num_frames == 4 + 3
+    stream.cancel()
+
+
 def test_cancelling_a_stream_stops_the_work_and_the_next_request_is_prompt(triton_stream, sample_png):
     before = len(_cancellations(triton_stream))
     stream = Stream(triton_stream)
@@ -213,6 +226,8 @@ def test_progress_bar_rendering():
     bar = ProgressBar(sys.stderr)
     line = bar.render(ProgressUpdate("denoising", 5, 20, 2.0))
     assert line.startswith("denoising    5/20") and "ETA 6.0 s" in line and "▕██████" in line
+    later = bar.render(ProgressUpdate("denoising", 5, 20, 9.0, segment=2, segments=3))
+    assert later.startswith("segment 2/3 denoising    5/20") and "ETA" not in later
 
 
 def test_cli_stream_shows_progress_and_ctrl_c_cancels_server_work(triton_stream, tmp_path, sample_png):

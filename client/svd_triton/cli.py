@@ -11,19 +11,16 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from . import jobs_cli
 from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
+from .contract import EXTENSION_FORMATS, KINDS, PARAMETERS
 from .errors import SVDClientError
 from .video_info import video_info
 from .launcher import PACKAGED_REPOSITORY, ServerOptions, ServerStartError, TritonServer, free_port
 
 TOKEN_ENV = "SVD_TRITON_TOKEN"
-EXTENSION_FORMATS = {".mp4": "mp4", ".avi": "avi", ".webm": "webm", ".gif": "gif", ".webp": "webp", ".npy": "frames"}
-# The model's optional inputs, as CLI flags (--num-frames → NUM_FRAMES).
-GENERATION_FLAGS = {
-    "width": int, "height": int, "resize_mode": str, "num_frames": int, "num_inference_steps": int,
-    "fps": int, "motion_bucket_id": int, "noise_aug_strength": float, "min_guidance_scale": float,
-    "max_guidance_scale": float, "decode_chunk_size": int, "seed": int, "video_format": str, "video_quality": int,
-}
+# The model's optional inputs, as CLI flags (--num-frames → NUM_FRAMES), from the generated contract.
+GENERATION_FLAGS = {name: KINDS[p.kind] for name, p in PARAMETERS.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,18 +60,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="unpin and free the device now (the next request pays a cold start)")
     warm.set_defaults(run=_warm, action="prewarm")
 
-    gateway = commands.add_parser("gateway", help="REST routes of hosted SVD endpoints (TIR, Forge, OpenAI-style) over Triton")
+    gateway = commands.add_parser("gateway", help="REST routes of hosted SVD APIs (Replicate predictions, TIR, Forge, "
+                                                  "OpenAI-style) over Triton, with a durable job store")
     gateway.add_argument("--triton-url", default="localhost:8001", help="Triton's gRPC address")
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8080)
     gateway.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                          help=f"bearer token clients must send, also sent to Triton (default ${TOKEN_ENV})")
     gateway.add_argument("--metrics-url", help="Triton's metrics endpoint (default: Triton's host, port 8002)")
-    gateway.add_argument("--public-url", help="base URL of this gateway in stored-video links")
     gateway.add_argument("--region", default="local", help="region name the Forge routes report (default local)")
     gateway.add_argument("--gpu-hour-price", type=float, metavar="USD",
                          help="GPU-hour price for Forge's cost estimates (without it costs are null)")
+    gateway.add_argument("--public-url", help="base URL of this gateway in the links it hands out")
+    gateway.add_argument("--data-dir", type=Path, help="uploads, job inputs, videos and the SQLite database "
+                                                       "(default ~/.cache/svd-triton/gateway)")
+    gateway.add_argument("--database-url", default=os.environ.get("SVD_GATEWAY_DATABASE_URL"),
+                         help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir; "
+                              "env SVD_GATEWAY_DATABASE_URL)")
+    gateway.add_argument("--replica-id", help="stable name of this replica (default: the host name)")
+    gateway.add_argument("--concurrency", type=int, default=4, help="generations this replica runs at once")
+    gateway.add_argument("--output-seconds", type=float, default=24 * 3600.0, help="how long outputs and finished jobs are kept")
+    gateway.add_argument("--max-outputs", type=int, default=1000, help="outputs kept at most (oldest dropped first)")
+    gateway.add_argument("--webhook-secret", default=os.environ.get("SVD_GATEWAY_WEBHOOK_SECRET"),
+                         help="whsec_<base64> signing key (default: generated once into --data-dir; "
+                              "env SVD_GATEWAY_WEBHOOK_SECRET)")
+    gateway.add_argument("--webhook-allow", action="append", default=[], metavar="HOST_OR_CIDR",
+                         help="also allow webhooks to this host or network (private addresses are refused otherwise)")
     gateway.set_defaults(run=_gateway)
+
+    jobs_cli.add_parser(commands, TOKEN_ENV)
 
     weights = commands.add_parser("weights", help="check or copy pipeline weights: a folder, s3://bucket/prefix or a cached hub id")
     weights_commands = weights.add_subparsers(dest="weights_command", required=True)
@@ -208,12 +222,15 @@ def describe_keep_warm(state: dict) -> str:
 def _gateway(args) -> int:
     import uvicorn
 
-    from .forge import ForgeSettings
     from .gateway import Settings, create_app
 
+    optional = {"data_dir": args.data_dir, "replica_id": args.replica_id}
     settings = Settings(triton_url=args.triton_url, token=args.token, metrics_url=args.metrics_url,
-                        public_url=args.public_url,
-                        forge=ForgeSettings(region=args.region, gpu_hour_price_usd=args.gpu_hour_price))
+                        public_url=args.public_url, database_url=args.database_url, concurrency=args.concurrency,
+                        output_seconds=args.output_seconds, max_outputs=args.max_outputs,
+                        webhook_secret=args.webhook_secret, webhook_allow=tuple(args.webhook_allow),
+                        region=args.region, gpu_hour_price=args.gpu_hour_price,
+                        **{name: value for name, value in optional.items() if value is not None})
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
@@ -282,19 +299,24 @@ class ProgressBar:
         self.tty = stream.isatty()
         self.phase = None
 
+    @staticmethod
+    def segment(update: ProgressUpdate) -> str:
+        return f"segment {update.segment}/{update.segments} " if update.segments > 1 else ""
+
     def update(self, update: ProgressUpdate) -> None:
         if self.tty:
             print("\r" + self.render(update), end="", file=self.stream, flush=True)
-        elif update.phase != self.phase:
-            print(f"{update.phase} (step {update.step}/{update.total}, {update.elapsed:.1f} s)", file=self.stream, flush=True)
-        self.phase = update.phase
+        elif (update.phase, update.segment) != self.phase:
+            print(f"{self.segment(update)}{update.phase} (step {update.step}/{update.total}, {update.elapsed:.1f} s)",
+                  file=self.stream, flush=True)
+        self.phase = (update.phase, update.segment)
 
     def render(self, update: ProgressUpdate) -> str:
         filled = round(self.WIDTH * update.step / max(update.total, 1))
         eta = ""
-        if update.phase == "denoising" and 0 < update.step < update.total:
+        if update.phase == "denoising" and 0 < update.step < update.total and update.segment == 1:
             eta = f", ETA {update.elapsed / update.step * (update.total - update.step):.1f} s"
-        return (f"{update.phase:<10} {update.step:>3}/{update.total:<3} ▕{'█' * filled}{' ' * (self.WIDTH - filled)}▏ "
+        return (f"{self.segment(update)}{update.phase:<10} {update.step:>3}/{update.total:<3} ▕{'█' * filled}{' ' * (self.WIDTH - filled)}▏ "
                 f"{update.elapsed:5.1f} s{eta}      ")
 
     def close(self) -> None:

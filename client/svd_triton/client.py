@@ -50,6 +50,9 @@ class ProgressUpdate:
     step: int
     total: int
     elapsed: float
+    segment: int = 1
+    """Which chained clip is being generated (SEGMENTS), of `segments`."""
+    segments: int = 1
 
 
 @dataclass
@@ -106,6 +109,14 @@ def _map_error(error: Exception) -> SVDClientError:
         return DeadlineExceededError("no answer within the client's timeout")
     if isinstance(error, OSError) and not isinstance(error, InferenceServerException):
         return UnavailableError(f"server not reachable: {error or type(error).__name__}")
+    if callable(getattr(error, "code", None)) and callable(getattr(error, "details", None)):  # grpc's own RpcError
+        code = error.code().name
+        if code == "UNAVAILABLE":  # the transport's details name internal addresses: not for end users
+            return UnavailableError("server not reachable (gRPC UNAVAILABLE)")
+        kind = {"DEADLINE_EXCEEDED": DeadlineExceededError, "CANCELLED": RequestCancelledError,
+                "UNAUTHENTICATED": UnauthorizedError, "PERMISSION_DENIED": UnauthorizedError,
+                "INVALID_ARGUMENT": InvalidRequestError}.get(code, ServerError)
+        return kind(f"{code}: {error.details()}")
     message = error.message() if isinstance(error, InferenceServerException) else str(error)
     status = str(error.status() if isinstance(error, InferenceServerException) else "")
     message = message or str(error)
@@ -425,14 +436,19 @@ class AsyncSVDClient:
         async def one_request():
             yield {"model_name": self._p.model, "inputs": inputs, "outputs": outputs}
 
+        final = None
+        # Read to the stream's end rather than leaving after the final response: abandoning the iterator
+        # cancels the gRPC call, and a cancel racing the server's completion of the request is avoidable.
         async for result, error in self._client.stream_infer(one_request(), headers=self._p.headers):
             if error is not None:
                 raise error
             if self._p.is_final(result):
-                return result
-            if on_progress is not None:
+                final = result
+            elif on_progress is not None:
                 on_progress(self._p.progress(result))
-        raise ServerError("the stream ended without a final response")
+        if final is None:
+            raise ServerError("the stream ended without a final response")
+        return final
 
     async def close(self) -> None:
         await self._client.close()

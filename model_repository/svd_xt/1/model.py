@@ -5,7 +5,7 @@ checks the model configuration it was given, converts tensors and maps engine er
 Input names are the engine's parameter names in upper case (NUM_FRAMES → num_frames).
 
 With a decoupled configuration (configs/stream.pbtxt, configs/cpu_stream.pbtxt) each request gets
-PROGRESS responses (JSON: phase, step, total, elapsed) while it runs, then one final response.
+PROGRESS responses (JSON: phase, step, total, elapsed, segment, segments) while it runs, then one final response.
 Either way a request whose client has gone (cancelled, timed out, disconnected stream) stops
 being worked on at the next phase change or denoising step.
 
@@ -139,13 +139,13 @@ class TritonPythonModel:
         try:
             result = future.result()
             replies.send(position, output_tensors(result, replies.wanted[position]))
+            self.metrics.observe(spec, result)
+            if self.decoupled:
+                self.logger.log_info(f"{self.model_name}: request {replies.request_id(position)} done, "
+                                     f"{sum(result.timings.values()):.2f} s")
         except Exception as error:
-            self.fail(replies, position, error)
+            self.fail(replies, position, error)  # after a sent reply, logs the error and sends nothing more
             return None
-        self.metrics.observe(spec, result)
-        if self.decoupled:
-            self.logger.log_info(f"{self.model_name}: request {replies.request_id(position)} done, "
-                                 f"{sum(result.timings.values()):.2f} s")
         return result
 
     def fail(self, replies, position, error):
@@ -303,9 +303,9 @@ class Metrics:
         for phase, seconds in result.timings.items():
             self.phases[phase].observe(seconds)
         self.request_seconds.observe(sum(result.timings.values()))
-        self.frames.increment(spec.num_frames)
+        self.frames.increment(spec.num_frames * spec.segments)
         if result.timings["denoising"] > 0:
-            self.step_rate.set(spec.num_inference_steps / result.timings["denoising"])
+            self.step_rate.set(spec.num_inference_steps * spec.segments / result.timings["denoising"])
 
 
 class Replies:
@@ -335,7 +335,8 @@ class Replies:
         if not self.decoupled:
             return
         payload = json.dumps({"phase": event.phase, "step": event.step, "total": event.total,
-                              "elapsed": round(event.elapsed, 3)}).encode()
+                              "elapsed": round(event.elapsed, 3), "segment": event.segment,
+                              "segments": event.segments}).encode()
         tensor = pb_utils.Tensor("PROGRESS", np.array([[payload]], dtype=np.object_))
         for position in positions:
             with self._lock:

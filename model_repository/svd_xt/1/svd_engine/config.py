@@ -35,6 +35,15 @@ class EngineConfig:
     """Upper bound on width × height × num_frames × num_inference_steps: what one request may cost.
     Activation memory grows with pixels × frames, time with all four; the default admits SVD-XT's own
     defaults with twice the steps."""
+    max_segments: int = 4
+    """Most clips one request may chain (`segments`); max_work counts every segment."""
+    max_output_frames: int = 400
+    """Most frames in a delivered video after segments, interpolation and looping: bounds the cost of
+    interpolating and encoding and the size of FRAMES."""
+    match_segment_colors: bool = False
+    """Match each continuation segment's colour statistics to the first segment's (a drift mitigation).
+    Off: on the random-weight models it made no measurable difference (docs/benchmarks.md, "Segments");
+    `python -m benchmarks.segments --model-source ...` measures it on real weights."""
     max_image_bytes: int = 20 * 1024 * 1024
     """Largest encoded input image accepted, checked before decoding."""
     max_image_pixels: int = 40_000_000

@@ -16,6 +16,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from PIL import Image
+
+from . import postprocess
 from .config import EngineConfig
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemory
 from .fast_path import FastPath
@@ -42,7 +45,11 @@ class Progress:
     batch: tuple[int, ...]
     """Indices (into the list given to `generate`) of the requests this event is about."""
     elapsed: float
-    """Seconds since this pipeline call started."""
+    """Seconds since this batch started."""
+    segment: int = 1
+    """Which segment is being generated (1-based), of `segments`."""
+    segments: int = 1
+    """The most segments any request of this event asked for."""
 
 
 ProgressHook = Callable[[Progress], Any]
@@ -198,7 +205,9 @@ class SVDEngine:
         at every phase change and denoising step: a pipeline call whose requests are all cancelled
         stops there; otherwise the call finishes for the others and the cancelled sample is dropped
         before video encoding (diffusers' loop keeps the batch's conditioning tensors as locals, so a
-        sample cannot leave the batch mid-loop).
+        sample cannot leave the batch mid-loop). With `segments`, each continuation segment is a further
+        pipeline call for the requests still live that asked for it, so cancellation also takes effect
+        between segments.
         """
         futures = self.submit(requests, on_progress, cancelled)
         return [future.exception() or future.result() for future in futures]
@@ -248,37 +257,62 @@ class SVDEngine:
 
     @torch.inference_mode()
     def _generate_batch(self, batch: "_Batch") -> list[Future]:
-        first = batch.requests[0]
+        """Segment 1 for the whole batch, then each continuation segment for the requests that asked
+        for it, conditioned on the last frame of their video so far."""
         timer = PhaseTimer(self.device, on_phase=batch.enter_phase)
+        videos: list[np.ndarray | None] = [None] * len(batch.requests)
+        stopped: dict[int, GenerationCancelled] = {}
+        self.pipeline.phase_timer = timer
+        try:
+            for segment in range(1, batch.segments + 1):
+                positions = batch.start_segment(segment)
+                if not positions:
+                    break
+                images = [batch.requests[p].image if segment == 1 else Image.fromarray(videos[p][-1]) for p in positions]
+                try:
+                    clips = self._pipeline_call(batch, positions, images, segment)
+                except GenerationCancelled as stop:
+                    batch.live -= set(positions)
+                    stopped.update(dict.fromkeys(positions, stop))
+                    break
+                for position, clip in zip(positions, clips):
+                    if segment == 1:
+                        videos[position] = clip
+                    else:
+                        if self.config.match_segment_colors:
+                            clip = postprocess.match_colors(clip, videos[position][:batch.requests[position].num_frames])
+                        videos[position] = postprocess.join_segment(videos[position], clip)
+                timer.enter(None)
+        finally:
+            self.pipeline.phase_timer = None
+        return [_failed(stopped[position]) if position in stopped
+                else self._encoder.submit(batch.finish, position, video, timer.seconds)
+                for position, video in enumerate(videos)]
+
+    def _pipeline_call(self, batch: "_Batch", positions: list[int], images: list, segment: int) -> np.ndarray:
+        """One diffusers call for the requests at `positions`; B×F×H×W×3 uint8 frames."""
+        requests = [batch.requests[p] for p in positions]
+        first = requests[0]
 
         def step_end(pipeline, step, timestep, tensors):
             batch.report("denoising", step + 1)
             self.fast_path.before_unet_call()
             return {}
 
-        self.pipeline.phase_timer = timer
-        try:
-            self.fast_path.before_unet_call()
-            with self.fast_path.request_context():
-                video = self.pipeline(
-                    [request.image for request in batch.requests],
-                    height=first.height, width=first.width, num_frames=first.num_frames,
-                    num_inference_steps=first.num_inference_steps, decode_chunk_size=first.decode_chunk_size,
-                    min_guidance_scale=first.min_guidance_scale, max_guidance_scale=first.max_guidance_scale,
-                    fps=torch.tensor([r.fps for r in batch.requests]),
-                    motion_bucket_id=torch.tensor([r.motion_bucket_id for r in batch.requests]),
-                    noise_aug_strength=torch.tensor([r.noise_aug_strength for r in batch.requests],
-                                                    device=self.device).view(-1, 1, 1, 1),
-                    generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch.requests],
-                    output_type="pt", callback_on_step_end=step_end, return_dict=False,
-                )
-            frames = uint8_frames(video)
-            timer.enter(None)
-        except GenerationCancelled as stop:
-            return [_failed(stop) for _ in batch.requests]
-        finally:
-            self.pipeline.phase_timer = None
-        return [self._encoder.submit(batch.finish, position, clip, timer.seconds) for position, clip in enumerate(frames)]
+        self.fast_path.before_unet_call()
+        with self.fast_path.request_context():
+            video = self.pipeline(
+                images,
+                height=first.height, width=first.width, num_frames=first.num_frames,
+                num_inference_steps=first.num_inference_steps, decode_chunk_size=first.decode_chunk_size,
+                min_guidance_scale=first.min_guidance_scale, max_guidance_scale=first.max_guidance_scale,
+                fps=torch.tensor([r.fps for r in requests]),
+                motion_bucket_id=torch.tensor([r.motion_bucket_id for r in requests]),
+                noise_aug_strength=torch.tensor([r.noise_aug_strength for r in requests], device=self.device).view(-1, 1, 1, 1),
+                generator=[torch.Generator("cpu").manual_seed(segment_seed(r.seed, segment)) for r in requests],
+                output_type="pt", callback_on_step_end=step_end, return_dict=False,
+            )
+        return uint8_frames(video)
 
     def close(self) -> None:
         """Finish pending encodings, drop the pipeline and return its memory (Triton's finalize)."""
@@ -303,6 +337,13 @@ def _load(config: EngineConfig) -> EnginePipeline:
     return load_pipeline(config.model_source, device=device, dtype=resolve_dtype(config.dtype, device))
 
 
+def segment_seed(seed: int, segment: int) -> int:
+    """The seed of one segment: the request's own for the first, derived from it for the others."""
+    if segment == 1:
+        return seed
+    return int(np.random.SeedSequence([seed, segment]).generate_state(1, np.uint64)[0]) >> 1
+
+
 def _failed(error: BaseException) -> Future:
     """A Future already holding `error`: the outcome of a request that ended before encoding."""
     future = Future()
@@ -320,8 +361,18 @@ class _Batch:
         self.on_progress = on_progress
         self.cancelled = cancelled
         self.live = set(range(len(requests)))
+        self.active = set(self.live)
+        """Positions in the pipeline call now running."""
+        self.segment = 1
+        self.segments = max(request.segments for request in requests)
         self.step = 0
         self.started = time.perf_counter()
+
+    def start_segment(self, segment: int) -> list[int]:
+        """The live positions that asked for at least `segment` segments, which the next call runs."""
+        self.segment, self.step = segment, 0
+        self.active = {p for p in self.live if self.requests[p].segments >= segment}
+        return sorted(self.active)
 
     def enter_phase(self, phase: str) -> None:
         self.report(phase, self.step)
@@ -331,15 +382,17 @@ class _Batch:
         self.step = step
         if self.cancelled is not None:
             self.live = {p for p in self.live if not self.cancelled(self.indices[p])}
-            if not self.live:
+            if not self.live & self.active:
                 total = self.requests[0].num_inference_steps
-                raise GenerationCancelled(f"cancelled by the client in {phase}, after step {step} of {total}")
-        self._notify(phase, sorted(self.live))
+                raise GenerationCancelled(f"cancelled by the client in {phase} of segment {self.segment}, "
+                                          f"after step {step} of {total}")
+        self._notify(phase, sorted(self.live & self.active))
 
     def _notify(self, phase: str, positions: Sequence[int]) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, self.step, self.requests[0].num_inference_steps,
-                                      tuple(self.indices[p] for p in positions), time.perf_counter() - self.started))
+                                      tuple(self.indices[p] for p in positions), time.perf_counter() - self.started,
+                                      self.segment, max(self.requests[p].segments for p in positions)))
 
     def finish(self, position: int, frames: np.ndarray, batch_seconds: dict[str, float]):
         """The result for one request of the batch, its video encoded; raises GenerationCancelled."""
@@ -352,7 +405,10 @@ class _Batch:
         video = None
         if request.encode:
             self._notify("encoding", [position])
-            video = encode_video(frames, request.video_format, request.fps, request.video_quality)
+        # Interpolation and looping count as encoding: they are per-request work on the encoder threads.
+        frames = postprocess.finish_frames(frames, request.interpolate, request.loop, request.fps)
+        if request.encode:
+            video = encode_video(frames, request.video_format, request.output_fps, request.video_quality)
         timings = {"image": request.prep_seconds, **batch_seconds, "encoding": time.perf_counter() - started}
         return GenerationResult(video=video, frames=frames, video_format=request.video_format,
-                                seed=request.seed, fps=request.fps, timings=timings)
+                                seed=request.seed, fps=request.output_fps, timings=timings)

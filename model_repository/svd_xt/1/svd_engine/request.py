@@ -18,6 +18,7 @@ from PIL import Image
 from . import images
 from .config import EngineConfig
 from .errors import InvalidRequest
+from .postprocess import LOOPS, MIN_CROSSFADE_FRAMES, interpolated_frame_count, joined_frame_count, output_frame_count
 from .video import VIDEO_FORMATS
 
 MAX_SEED = 2**63 - 1
@@ -103,6 +104,9 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
     Parameter("seed", int, 0, MAX_SEED),
     Parameter("video_format", str, choices=tuple(VIDEO_FORMATS)),
     Parameter("video_quality", int, None, None),
+    Parameter("segments", int, 1, None),  # up to the deployment's max_segments
+    Parameter("interpolate", int, 1, 4),
+    Parameter("loop", str, choices=LOOPS),
 )}
 
 FIXED_DEFAULTS = {
@@ -111,6 +115,9 @@ FIXED_DEFAULTS = {
     "noise_aug_strength": 0.02,
     "min_guidance_scale": 1.0,
     "max_guidance_scale": 3.0,
+    "segments": 1,
+    "interpolate": 1,
+    "loop": "none",
 }
 
 
@@ -133,9 +140,24 @@ class GenerationRequest:
     seed: int
     video_format: str
     video_quality: int | None
+    segments: int
+    """Clips generated one after another, each from the last frame of the one before."""
+    interpolate: int
+    """Frame-rate multiplier of motion-compensated interpolation (1: none)."""
+    loop: str
     prep_seconds: float = 0.0
     encode: bool = True
     """False when the caller wants only the frames: no video file is written."""
+
+    @property
+    def output_fps(self) -> int:
+        """The delivered video's frame rate: interpolation multiplies it."""
+        return self.fps * self.interpolate
+
+    @property
+    def output_frames(self) -> int:
+        """Frames of the delivered video, after joining segments, interpolating and looping."""
+        return output_frame_count(self.num_frames, self.segments, self.interpolate, self.loop)
 
     def batch_key(self) -> tuple:
         """Requests with equal keys can run as one pipeline call: shapes, schedule and guidance agree."""
@@ -157,7 +179,7 @@ def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *
     params = {name: value for name, value in params.items() if value is not None}
     num_frames = PARAMETERS["num_frames"].coerce(params.get("num_frames", config.default_num_frames or model_num_frames),
                                                  high=config.max_num_frames)
-    bounds = {"num_frames": config.max_num_frames, "decode_chunk_size": num_frames}
+    bounds = {"num_frames": config.max_num_frames, "decode_chunk_size": num_frames, "segments": config.max_segments}
     given = {name: PARAMETERS[name].coerce(value, high=bounds.get(name)) for name, value in params.items()}
     values = {
         **FIXED_DEFAULTS,
@@ -191,6 +213,8 @@ def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
                                                                 if request.resize_mode == "keep" else "")
     if request.num_frames > config.max_num_frames:
         PARAMETERS["num_frames"].coerce(request.num_frames, high=config.max_num_frames)
+    if request.segments > config.max_segments:
+        PARAMETERS["segments"].coerce(request.segments, high=config.max_segments)
     if request.decode_chunk_size > request.num_frames:
         PARAMETERS["decode_chunk_size"].coerce(request.decode_chunk_size, high=request.num_frames)
     if request.min_guidance_scale > request.max_guidance_scale:
@@ -198,11 +222,21 @@ def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
     pixels = request.width * request.height
     if pixels > config.max_pixels:
         raise InvalidRequest("width", f"{size} = {pixels} pixels is over this deployment's max_pixels limit of {config.max_pixels}")
-    work = pixels * request.num_frames * request.num_inference_steps
+    work = pixels * request.num_frames * request.num_inference_steps * request.segments
     if work > config.max_work:
-        raise InvalidRequest("num_frames", f"width×height×num_frames×num_inference_steps = {request.width}×{request.height}×"
-                             f"{request.num_frames}×{request.num_inference_steps} = {work} is over this deployment's "
-                             f"max_work budget of {config.max_work}; ask for fewer frames, steps or pixels"
+        field_name = "segments" if request.segments > 1 else "num_frames"
+        raise InvalidRequest(field_name, f"width×height×num_frames×num_inference_steps×segments = {request.width}×{request.height}×"
+                             f"{request.num_frames}×{request.num_inference_steps}×{request.segments} = {work} is over this "
+                             f"deployment's max_work budget of {config.max_work}; ask for fewer segments, frames, steps or pixels"
                              + (" (resize_mode=keep took the size from the image)" if request.resize_mode == "keep" else ""))
+    before_loop = interpolated_frame_count(joined_frame_count(request.num_frames, request.segments), request.interpolate)
+    if request.loop == "crossfade" and before_loop < MIN_CROSSFADE_FRAMES:
+        raise InvalidRequest("loop", f"loop=crossfade needs at least {MIN_CROSSFADE_FRAMES} frames to blend; "
+                             "ask for more frames, segments or interpolation")
+    if request.output_frames > config.max_output_frames:
+        culprit = "interpolate" if request.interpolate > 1 else "loop" if request.loop != "none" else "segments"
+        raise InvalidRequest(culprit, f"the video would have {request.output_frames} frames (num_frames={request.num_frames}, "
+                             f"segments={request.segments}, interpolate={request.interpolate}, loop={request.loop}), over "
+                             f"this deployment's max_output_frames limit of {config.max_output_frames}")
     if request.video_quality is not None:
         VIDEO_FORMATS[request.video_format].check_quality(request.video_quality)

@@ -1,0 +1,67 @@
+"""Authentication before any body byte is read, then the body limit and deadline enforced while reading.
+
+A pure ASGI middleware: a declared Content-Length over the limit is answered 413 at once; a chunked or
+undeclared body is counted as it arrives and the read fails with 413 the moment it passes the limit,
+so nothing larger is ever buffered. A body that trickles in longer than `body_seconds` gets 408.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import GatewayError, error_response
+
+# Paths anyone may read: health, API docs, and outputs (their unguessable link is the credential).
+PUBLIC_PREFIXES = ("/healthz", "/docs", "/redoc", "/openapi.json", "/v1/outputs/")
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int, body_seconds: float):
+        self.app = app
+        self.expected = f"Bearer {token}".encode() if token else None
+        self.max_body_bytes = max_body_bytes
+        self.body_seconds = body_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        if self.expected and not scope["path"].startswith(PUBLIC_PREFIXES):
+            given = headers.get("authorization", "").encode()
+            if not secrets.compare_digest(given, self.expected):
+                return await _answer(scope, receive, send, 401, "unauthorized", "missing or wrong bearer token",
+                                     {"WWW-Authenticate": "Bearer", "Connection": "close"})
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            return await _answer(scope, receive, send, 413, "too_large", f"request body over {self.max_body_bytes} bytes",
+                                 {"Connection": "close"})
+        await self.app(scope, self._limited(receive), send)
+
+    def _limited(self, receive: Receive) -> Receive:
+        received, complete = 0, False
+        deadline = time.monotonic() + self.body_seconds
+
+        async def limited_receive() -> Message:
+            nonlocal received, complete
+            if complete:  # after the body: waiting for a disconnect is not limited
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise GatewayError(408, "timeout", f"the request body did not arrive within {self.body_seconds:g} s") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise GatewayError(413, "too_large", f"request body over {self.max_body_bytes} bytes")
+                complete = not message.get("more_body", False)
+            return message
+
+        return limited_receive
+
+
+async def _answer(scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str, headers: dict) -> None:
+    await error_response(status, code, message, headers=headers)(scope, receive, send)

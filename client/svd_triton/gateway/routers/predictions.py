@@ -1,0 +1,143 @@
+"""Replicate's predictions API, as the official `replicate` client uses it (client.run, predictions.*,
+models.predictions.create, webhooks.default.secret)."""
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from ..deps import BaseURL, RunnerDep, SettingsDep, StoreDep, WebhooksDep, image_bytes
+from ..errors import GatewayError
+from ..jobs import VERSION, as_prediction
+from ..schemas import PredictionInput, prediction_parameters
+from ..store import sha256
+from ..webhooks import EVENTS
+
+router = APIRouter(tags=["predictions"])
+PREDICTION_NOT_FOUND = "no such prediction"
+
+
+class PredictionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str | None = None
+    """Any version id: this gateway serves one model version."""
+    input: PredictionInput
+    webhook: str | None = None
+    webhook_completed: str | None = None
+    """Older clients' name for a webhook called only on completion."""
+    webhook_events_filter: list[Literal[EVENTS]] | None = None
+    stream: bool | None = None
+    """Accepted for compatibility; progress is in `logs`, no SSE stream is offered."""
+
+
+def wait_seconds(prefer: str | None, longest: float) -> float:
+    """`Prefer: wait` holds the answer up to `longest` seconds, `Prefer: wait=N` up to N (1–60)."""
+    for token in (prefer or "").replace(" ", "").split(","):
+        if token == "wait":
+            return longest
+        if token.startswith("wait="):
+            try:
+                return min(float(token[5:]), longest)
+            except ValueError:
+                raise GatewayError(400, "invalid_request", "Prefer: wait=N needs a number of seconds", "Prefer") from None
+    return 0.0
+
+
+async def _create(request: PredictionRequest, model: str | None, prefer: str | None, runner: RunnerDep,
+                  store: StoreDep, webhooks: WebhooksDep, settings: SettingsDep, base: str) -> JSONResponse:
+    image_ref, params = prediction_parameters(request.input)
+    image = await run_in_threadpool(image_bytes, image_ref, store, "input.input_image", 422)
+    webhook = request.webhook or request.webhook_completed
+    events = request.webhook_events_filter or (["completed"] if request.webhook_completed and not request.webhook else [])
+    if webhook:
+        await webhooks.check_target(webhook)
+    given = request.input.model_dump(exclude_none=True)
+    for name in ("input_image", "image"):  # inline images are not echoed back: their digest is
+        if name in given and not given[name].startswith(("http://", "https://")):
+            given[name] = f"sha256:{sha256(image)}"
+    job = runner.new_job("predictions", image, params, given, base, webhook=webhook, events=events)
+    job.version = request.version or VERSION
+    if model:
+        job.model = model
+    await runner.submit(job, image)
+    seconds = wait_seconds(prefer, settings.max_wait)
+    if seconds:
+        job = await runner.wait(job.id, seconds)
+    return JSONResponse(as_prediction(job), status_code=201,
+                        headers={"Preference-Applied": f"wait={seconds:g}"} if seconds else None)
+
+
+@router.post("/v1/predictions", status_code=201)
+async def create_prediction(request: PredictionRequest, runner: RunnerDep, store: StoreDep, webhooks: WebhooksDep,
+                            settings: SettingsDep, base: BaseURL, prefer: str | None = Header(None)):
+    return await _create(request, None, prefer, runner, store, webhooks, settings, base)
+
+
+@router.post("/v1/models/{owner}/{name}/predictions", status_code=201)
+async def create_model_prediction(request: PredictionRequest, runner: RunnerDep, store: StoreDep,
+                                  webhooks: WebhooksDep, settings: SettingsDep, base: BaseURL,
+                                  owner: str = Path(), name: str = Path(), prefer: str | None = Header(None)):
+    return await _create(request, f"{owner}/{name}", prefer, runner, store, webhooks, settings, base)
+
+
+@router.get("/v1/predictions")
+async def list_predictions(request: Request, store: StoreDep, cursor: str | None = None,
+                           page_size: int = Query(100, ge=1, le=1000)):
+    position = _decode_cursor(cursor) if cursor else None
+    jobs = await run_in_threadpool(store.page, position, page_size + 1)
+    following = None
+    if len(jobs) > page_size:
+        jobs = jobs[:page_size]
+        following = str(request.url.include_query_params(cursor=_encode_cursor(jobs[-1].created_at, jobs[-1].id)))
+    return {"previous": None, "next": following, "results": [as_prediction(job) for job in jobs]}
+
+
+@router.get("/v1/predictions/{prediction_id}")
+async def get_prediction(prediction_id: str, store: StoreDep):
+    job = await run_in_threadpool(store.get, prediction_id)
+    if job is None or job.origin != "predictions":
+        raise GatewayError(404, "not_found", PREDICTION_NOT_FOUND)
+    return as_prediction(job)
+
+
+@router.post("/v1/predictions/{prediction_id}/cancel")
+async def cancel_prediction(prediction_id: str, runner: RunnerDep, store: StoreDep):
+    """A queued prediction is canceled at once; a running one stops within a denoising step."""
+    job = await run_in_threadpool(store.get, prediction_id)
+    if job is None or job.origin != "predictions":
+        raise GatewayError(404, "not_found", PREDICTION_NOT_FOUND)
+    return as_prediction(await runner.cancel(prediction_id))
+
+
+@router.get("/v1/models/{owner}/{name}/versions/{version_id}")
+async def get_version(owner: str, name: str, version_id: str):
+    """The one version this gateway serves, with a Cog-style schema of its input (client.run reads it)."""
+    return {"id": version_id, "created_at": "2024-01-01T00:00:00Z", "cog_version": "0.9.0",
+            "openapi_schema": {"openapi": "3.0.2", "info": {"title": "svd-triton", "version": VERSION},
+                               "paths": {}, "components": {"schemas": {
+                                   "Input": PredictionInput.model_json_schema(),
+                                   "Output": {"type": "string", "format": "uri", "title": "Output"}}}}}
+
+
+@router.get("/v1/webhooks/default/secret")
+async def webhook_secret(webhooks: WebhooksDep):
+    """The key webhook deliveries are signed with (replicate's `webhooks.default.secret()`)."""
+    return {"key": webhooks.secret}
+
+
+def _encode_cursor(created_at: datetime, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{job_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created_at), job_id
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "invalid_request", "cursor: not a cursor this API returned", "cursor") from None
