@@ -104,12 +104,13 @@ def test_a_request_longer_than_the_window_is_never_released_under(server, client
     started = time.monotonic()
     watcher.start()
     try:
-        result = client.generate(sample_png, width=64, height=64, num_frames=8, num_inference_steps=16)
+        # Two segments (two pipeline calls): the window must not run out between them either.
+        result = client.generate(sample_png, width=128, height=128, num_frames=8, num_inference_steps=16, segments=2)
     finally:
         done.set()
         watcher.join()
     assert time.monotonic() - started > WINDOW + 1.5, "the request must outlast the keep-warm window"
-    assert decode_video(result.video, "mp4").num_frames == 8
+    assert decode_video(result.video, "mp4").num_frames == 8 + 7
     assert seen and all(warm == 1 and weights > 0 for warm, weights in seen), seen
 
 
