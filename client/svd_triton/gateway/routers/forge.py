@@ -28,7 +28,7 @@ from ...client import MODEL_NAME
 from ...contract import MIME_TYPES
 from ...errors import SVDClientError
 from ..deps import BaseURL, HTTPDep, RunnerDep, SettingsDep, StoreDep, SVDDep
-from ..errors import GatewayError
+from ..errors import FORGE_TAG, GatewayError
 from ..schemas import FORGE_PINS, NAME_PATTERN, ForgeRequest
 from ..settings import Settings
 from .synchronous import generate
@@ -38,7 +38,7 @@ MODEL_VERSION = "img2vid-xt-diffusers"
 SERVER_FAULTS = ("failed",)
 """Outcomes that count against success; invalid and cancelled requests are the client's doing."""
 
-router = APIRouter(tags=["Nebius Forge"])
+router = APIRouter(tags=[FORGE_TAG])
 
 
 class StartRequest(BaseModel):
