@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-gateway bench-segments soak clean
+.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments soak clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ bench-fast-path: setup
 # Each SDPA kernel at the UNet's attention shapes (SIZE=xt on a GPU), table into docs/benchmarks.md.
 bench-attention: setup
 	$(BIN)/python -m benchmarks.attention --size $(or $(SIZE),tiny) $(ARGS)
+
+# Cold start vs warm request per keep-warm release mechanism (tiny and random-xt on CPU), table into docs/benchmarks.md.
+bench-keep-warm: setup
+	$(BIN)/python -m benchmarks.keep_warm $(ARGS)
 
 # Gateway overhead vs calling Triton directly, and a burst of 200 jobs at concurrency 16, into docs/benchmarks.md.
 bench-gateway: setup

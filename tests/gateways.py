@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 import uvicorn
 
+from conftest import TOKEN
 from svd_triton.gateway import Settings, create_app
 from svd_triton.launcher import free_port
 
@@ -38,6 +39,12 @@ class Gateway:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+def settings_for(triton, data_dir: Path, **overrides) -> Settings:
+    """Gateway settings for a TritonServer from the launcher: its gRPC and metrics ports, the test token."""
+    return Settings(triton_url=triton.grpc_url, token=TOKEN, data_dir=data_dir,
+                    metrics_url=f"http://localhost:{triton.options.metrics_port}/metrics", **overrides)
 
 
 class GatewayProcess:

@@ -29,3 +29,13 @@ def test_the_cli_flags_come_from_the_contract():
     from svd_triton.cli import GENERATION_FLAGS
 
     assert set(GENERATION_FLAGS) == set(contract.PARAMETERS)
+
+
+def test_control_is_not_a_generation_parameter():
+    """CONTROL (keep-warm) is a request of its own: no CLI flag, no gateway body field, no contract entry."""
+    from svd_triton.cli import GENERATION_FLAGS
+    from svd_triton.gateway.schemas import ForgeRequest, PredictionInput, PredictRequest
+
+    assert "control" not in contract.PARAMETERS and "control" not in GENERATION_FLAGS
+    for body in (PredictRequest, ForgeRequest, PredictionInput):
+        assert "control" not in body.model_fields

@@ -1,6 +1,9 @@
 """The request spec: defaults, boundaries, rejections (each naming the field), image decoding."""
+import base64
+import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,8 +254,44 @@ def test_oversized_upload_is_refused_before_decoding(sample_png):
     assert "limit is 100 bytes" in rejected(sample_png, "image", EngineConfig(max_image_bytes=100))
 
 
-def test_tiny_image_is_refused():
-    assert "at least" in rejected(encode_image(Image.new("RGB", (1, 1))), "image")
+def test_images_under_8_px_a_side_are_refused_and_8_px_ones_upscaled():
+    for size in ((1, 1), (7, 64), (64, 7)):
+        assert "each side must be at least 8" in rejected(encode_image(Image.new("RGB", size)), "image")
+    request = parse(encode_image(Image.new("RGB", (8, 8), (200, 10, 10))), width=128, height=64)
+    assert request.image.size == (128, 64) and request.image.getpixel((64, 32)) == (200, 10, 10)
+    assert parse(encode_image(Image.new("RGB", (8, 8))), resize_mode="keep").image.size == (64, 64)
+
+
+FORGE_SAMPLE_PPM = json.loads((Path(__file__).parent / "forge_sample_request.json").read_text())["image"]
+
+
+def test_the_forge_sample_16px_ppm_data_uri_is_read_and_upscaled():
+    data = base64.b64decode(FORGE_SAMPLE_PPM.split(",", 1)[1])
+    assert data.startswith(b"P6\n16 16\n")
+    request = parse(data, width=128, height=128)
+    assert request.image.size == (128, 128)
+    assert np.asarray(request.image).std() > 10  # the picture (a square on a gradient), not a blank
+
+
+@pytest.mark.parametrize("fmt,mode,args", [("PPM", "RGB", {}), ("PPM", "L", {}), ("PPM", "1", {}),
+                                           ("TIFF", "RGB", {}), ("TIFF", "RGBA", {"compression": "tiff_lzw"}),
+                                           ("TIFF", "I;16", {})])
+def test_netpbm_and_tiff_are_read(sample_rgb, fmt, mode, args):
+    image = Image.fromarray(sample_rgb)
+    image = image.convert(mode) if mode != "I;16" else Image.fromarray((sample_rgb[..., 0].astype(np.uint16) * 257))
+    data = encode_image(image, fmt, **args)
+    assert data[:2] in (b"P6", b"P5", b"P4", b"II", b"MM")  # PPM, PGM, PBM or TIFF on the wire
+    request = parse(data, resize_mode="stretch", width=128, height=96)
+    assert request.image.mode == "RGB" and request.image.size == (128, 96)
+    if mode == "RGB":
+        assert np.abs(np.asarray(request.image).astype(int) - sample_rgb.astype(int)).mean() < 3
+
+
+def test_netpbm_and_tiff_bombs_are_refused_from_their_headers():
+    ppm = b"P6\n30000 30000\n255\n" + b"\x00" * 100
+    assert "limit" in rejected(ppm, "image")
+    big = encode_image(Image.new("L", (8000, 6000)), "TIFF", compression="tiff_lzw")
+    assert "limit" in rejected(big, "image", EngineConfig(max_image_pixels=1_000_000))
 
 
 @pytest.mark.parametrize("mode,size", [("crop", (128, 64)), ("pad", (64, 128)), ("stretch", (128, 64))])

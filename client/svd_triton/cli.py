@@ -51,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         _connection_arguments(control)
         control.set_defaults(run=_control)
 
+    warm = commands.add_parser("warm", help="prewarm: weights onto the device without generating (keep-warm window "
+                                            "restarts); --pin keeps them there until --release")
+    _connection_arguments(warm)
+    choice = warm.add_mutually_exclusive_group()
+    choice.add_argument("--pin", action="store_const", dest="action", const="pin", help="stay warm until released")
+    choice.add_argument("--release", action="store_const", dest="action", const="release",
+                        help="unpin and free the device now (the next request pays a cold start)")
+    warm.set_defaults(run=_warm, action="prewarm")
+
     gateway = commands.add_parser("gateway", help="REST routes of hosted SVD APIs (Replicate predictions, TIR, Forge, "
                                                   "OpenAI-style) over Triton, with a durable job store")
     gateway.add_argument("--triton-url", default="localhost:8001", help="Triton's gRPC address")
@@ -59,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                          help=f"bearer token clients must send, also sent to Triton (default ${TOKEN_ENV})")
     gateway.add_argument("--metrics-url", help="Triton's metrics endpoint (default: Triton's host, port 8002)")
+    gateway.add_argument("--region", default="local", help="region name the Forge routes report (default local)")
+    gateway.add_argument("--gpu-hour-price", type=float, metavar="USD",
+                         help="GPU-hour price for Forge's cost estimates (without it costs are null)")
     gateway.add_argument("--public-url", help="base URL of this gateway in the links it hands out")
     gateway.add_argument("--data-dir", type=Path, help="uploads, job inputs, videos and the SQLite database "
                                                        "(default ~/.cache/svd-triton/gateway)")
@@ -172,10 +184,39 @@ def _control(args) -> int:
         if args.command != "status":
             getattr(client, args.command)()
         status = client.status()
+        keep_warm = None
+        if status["model_ready"]:
+            try:
+                keep_warm = client.control("state")
+            except SVDClientError:  # a model from before keep-warm (no CONTROL input)
+                pass
     state = "ready (warm)" if status["model_ready"] else "not loaded (cold)"
+    if keep_warm is not None:
+        state = f"ready; weights {describe_keep_warm(keep_warm)}"
     streams = ", streams progress" if status["streams"] else ""
     print(f"server {'ready' if status['server_ready'] else 'live, not ready'}; model {status['model']}: {state}{streams}")
     return 0
+
+
+def _warm(args) -> int:
+    with SVDClient(args.url, protocol="grpc" if args.grpc else "http", token=args.token) as client:
+        state = client.control(args.action)
+    started = f"cold start {state['startup_seconds']} s" if state["was_cold_start"] else "already warm"
+    print(f"{args.action}: {started}; weights {describe_keep_warm(state)}")
+    return 0
+
+
+def describe_keep_warm(state: dict) -> str:
+    """One line for a model's keep-warm state: `warm (pinned)`, `warm, released in 812 s`, `cold since ...`."""
+    since = time.strftime("%H:%M:%S", time.localtime(state["since"]))
+    if state["state"] != "warm":
+        return f"{state['state']} since {since}" + (
+            f" (last cold start {state['last_cold_start_seconds']} s)" if state["last_cold_start_seconds"] else "")
+    if state["pinned"]:
+        return f"warm since {since}, pinned until released"
+    if state["keep_warm_left_seconds"] is None:
+        return f"warm since {since}, never released (keep_warm_seconds -1)"
+    return f"warm since {since}, released after {state['keep_warm_left_seconds']:.0f} s more idle"
 
 
 def _gateway(args) -> int:
@@ -188,6 +229,7 @@ def _gateway(args) -> int:
                         public_url=args.public_url, database_url=args.database_url, concurrency=args.concurrency,
                         output_seconds=args.output_seconds, max_outputs=args.max_outputs,
                         webhook_secret=args.webhook_secret, webhook_allow=tuple(args.webhook_allow),
+                        region=args.region, gpu_hour_price=args.gpu_hour_price,
                         **{name: value for name, value in optional.items() if value is not None})
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0

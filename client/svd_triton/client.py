@@ -28,6 +28,7 @@ MODEL_NAME = "svd_xt"
 DEFAULT_TIMEOUT = 900.0  # seconds: an SVD-XT request takes tens of seconds, more when queued
 DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
 IMAGE_INPUTS = ("IMAGE", "IMAGE_BYTES")
+NOT_PARAMETERS = (*IMAGE_INPUTS, "CONTROL")
 MAGIC = ((b"GIF8", 0, "gif"), (b"\x93NUMPY", 0, "frames"), (b"\x1a\x45\xdf\xa3", 0, "webm"),
          (b"ftyp", 4, "mp4"), (b"AVI ", 8, "avi"), (b"WEBP", 8, "webp"))
 
@@ -186,8 +187,8 @@ class _Protocol:
             if value is None:
                 continue
             input_name = name.upper()
-            if input_name not in self.datatypes or input_name in IMAGE_INPUTS:
-                accepted = ", ".join(n.lower() for n in self.datatypes if n not in IMAGE_INPUTS)
+            if input_name not in self.datatypes or input_name in NOT_PARAMETERS:
+                accepted = ", ".join(n.lower() for n in self.datatypes if n not in NOT_PARAMETERS)
                 raise InvalidRequestError(f"unknown parameter {name!r}; accepted: {accepted}")
             dtype = triton_to_np_dtype(self.datatypes[input_name])
             if dtype == np.object_:
@@ -205,6 +206,18 @@ class _Protocol:
         outputs = [self.tc.InferRequestedOutput(name, **({"binary_data": True} if self.protocol == "http" else {}))
                    for name in wanted]
         return inputs, outputs
+
+    def build_control(self, action: str):
+        """A keep-warm CONTROL request (prewarm, pin, release, state): no image, answered with STATE."""
+        if "CONTROL" not in self.datatypes:
+            raise SVDClientError(f"model {self.model!r} has no CONTROL input (a server older than keep-warm)")
+        tensor = self.tc.InferInput("CONTROL", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[action.encode()]], dtype=np.object_))
+        return [tensor], [self.tc.InferRequestedOutput("STATE")]
+
+    @staticmethod
+    def state(response) -> dict:
+        return json.loads(response.as_numpy("STATE").reshape(-1)[0])
 
     @staticmethod
     def is_final(response) -> bool:
@@ -267,6 +280,21 @@ class SVDClient:
         except Exception as error:
             raise _map_error(error) from None
         self._p.datatypes = None  # the next call re-reads the contract
+
+    def control(self, action: str) -> dict:
+        """Keep-warm control: `prewarm` (weights onto the device without generating), `pin` (prewarm and
+        stay warm until released), `release` (unpin, free the device now) or `state`. Returns the model's
+        keep-warm state: state (warm/cold/starting), since, keep_warm_left_seconds, was_cold_start, ..."""
+        try:
+            self._learn_contract()
+            inputs, outputs = self._p.build_control(action)
+            if self._p.streams:
+                response = self._stream(inputs, outputs, None)
+            else:
+                response = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
+        except Exception as error:
+            raise _map_error(error) from None
+        return self._p.state(response)
 
     @property
     def streams(self) -> bool:
@@ -369,14 +397,31 @@ class AsyncSVDClient:
         except Exception:
             return False
 
+    async def _learn_contract(self) -> None:
+        if self._p.datatypes is None:
+            kwargs = self._p.contract_kwargs()
+            self._p.learn_contract(await self._client.get_model_metadata(self._p.model, **kwargs),
+                                   await self._client.get_model_config(self._p.model, **kwargs))
+
+    async def control(self, action: str) -> dict:
+        """Like SVDClient.control."""
+        try:
+            await self._learn_contract()
+            inputs, outputs = self._p.build_control(action)
+            if self._p.streams:
+                call = self._stream(inputs, outputs, None)
+            else:
+                call = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
+            response = await asyncio.wait_for(call, self._p.timeout)
+        except Exception as error:
+            raise _map_error(error) from None
+        return self._p.state(response)
+
     async def generate(self, image: Any, *, frames: bool = False,
                        on_progress: Callable[[ProgressUpdate], Any] | None = None, **params: Any) -> VideoResult:
         started = time.perf_counter()
         try:
-            if self._p.datatypes is None:
-                kwargs = self._p.contract_kwargs()
-                self._p.learn_contract(await self._client.get_model_metadata(self._p.model, **kwargs),
-                                       await self._client.get_model_config(self._p.model, **kwargs))
+            await self._learn_contract()
             inputs, outputs = self._p.build(image, params, frames)
             if self._p.streams:
                 call = self._stream(inputs, outputs, on_progress)

@@ -2,7 +2,8 @@
 
 - Replicate predictions (`replicate` client): asynchronous jobs with logs, webhooks and cancellation;
 - pre-built endpoint (E2E TIR): POST /v1/models/{model}:predict or /predict, base64 in and out;
-- model catalogue (Nebius Forge): POST /v1/inference/{slug}, plus /status and /estimate;
+- model catalogue (Nebius Forge): POST /v1/inference/{slug}, plus the catalogue's runtime routes
+  (inference-routes, run-estimate, reliability, model-family status/start/stop: routers/forge.py);
 - OpenAI-style: POST /v1/video/generations, answering a URL into the gateway's store and/or base64.
 
 Every generation is a job in one durable store (SQLite or any SQLAlchemy database, videos on disk).

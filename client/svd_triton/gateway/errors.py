@@ -28,6 +28,8 @@ CODE_STATUS = {"deadline_exceeded": 504, "invalid_request": 400, "unauthorized":
                "canceled": 409, "server_error": 502, "interrupted": 503}
 # Routes of the Replicate API answer 422 for invalid input, as Replicate does; the older shapes 400.
 UNPROCESSABLE_PREFIXES = ("/v1/predictions", "/v1/models/")
+FORGE_TAG = "Nebius Forge"
+"""Forge's catalogue routes (routers/forge.py) live under /v1/models/ too, and answer 400 as Forge does."""
 
 
 class GatewayError(HTTPException):
@@ -66,5 +68,6 @@ def install_handlers(app: FastAPI) -> None:
             message = "body: not valid JSON"
         else:
             message = f"{field_name}: {first['msg']}"
-        status = 422 if request.url.path.startswith(UNPROCESSABLE_PREFIXES) else 400
+        forge = FORGE_TAG in getattr(request.scope.get("route"), "tags", ())
+        status = 422 if request.url.path.startswith(UNPROCESSABLE_PREFIXES) and not forge else 400
         return error_response(status, "invalid_request" if status == 400 else "invalid_input", message, field_name)

@@ -19,6 +19,8 @@ QUALITY_RANGE = (min(f.quality_range[0] for f in VIDEO_FORMATS.values() if f.qua
 BASE64_IMAGE = r"^(data:[\w.+/-]+(;[\w=.+-]+)*;base64,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 UPLOAD_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/v1/files/([a-z0-9]+)$"
 IMAGE_REFERENCE = BASE64_IMAGE + "|" + UPLOAD_URL
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""What a model version, GPU type or region may look like; anything else is a 400, not a lookup."""
 
 
 def _contract_field(parameter: Parameter):
@@ -51,10 +53,13 @@ class _CatalogueBody(PredictRequest):
 
 
 class ForgeRequest(_CatalogueBody):
-    """Nebius Forge model catalogue: a data-URI image; prompt and model fields accepted and reported."""
+    """Nebius Forge model catalogue: a data-URI image; prompt fields accepted and reported as ignored,
+    target pins (model_version, gpu_type, region) that this deployment does not match reported as warnings."""
 
     negative_prompt: str | None = None
-    model_version: str | None = None
+    model_version: str | None = Field(None, pattern=NAME_PATTERN)
+    gpu_type: str | None = Field(None, pattern=NAME_PATTERN)
+    region: str | None = Field(None, pattern=NAME_PATTERN)
 
 
 class VideoGenerationRequest(_CatalogueBody):
@@ -68,10 +73,11 @@ class VideoGenerationRequest(_CatalogueBody):
 IGNORED_FIELDS = {
     "prompt": "an image-to-video model takes no prompt; it was ignored",
     "negative_prompt": "an image-to-video model takes no prompt; it was ignored",
-    "model_version": "this gateway serves one model version; model_version was ignored",
 }
+FORGE_PINS = ("model_version", "gpu_type", "region")
+"""Forge body fields naming a target: never sent to the model; a mismatch is a warning (routers/forge.py)."""
 ALIASES = {"guidance_scale": "max_guidance_scale"}
-NOT_PARAMETERS = {"image", "model", "response_format"}
+NOT_PARAMETERS = {"image", "model", "response_format", *FORGE_PINS}
 
 
 def model_parameters(body: BaseModel, defaults: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -40,6 +40,11 @@ class Settings:
     max_output_bytes: int = 10 * 1024**3
     upload_seconds: float = 24 * 3600.0
 
+    region: str = "local"
+    """The region the Forge routes report for this deployment."""
+    gpu_hour_price: float | None = None
+    """The operator's GPU-hour price in USD for Forge's cost estimates; without it every cost is null (never guessed)."""
+
     webhook_secret: str | None = None
     """`whsec_<base64>` signing secret; default: generated once and kept in data_dir."""
     webhook_allow: tuple[str, ...] = ()

@@ -72,6 +72,11 @@ class EngineConfig:
     """Batch sizes 1..N are compiled at load; a batch of compiled-shape requests is split to fit."""
     fp8: bool = False
     """FP8 (e4m3) linear layers in the UNet via torchao: needs compute capability 8.9+ (Hopper, Ada)."""
+    release_mechanism: str = "auto"
+    """How an idle model frees the device (SVDEngine.release): `offload` moves the weights to pinned
+    host memory and back (compiled code stays valid), `reload` drops the pipeline and loads it again
+    from model_source; `auto`: offload on CUDA, reload on CPU (where the host is the device and
+    offloading would free nothing)."""
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():
@@ -103,6 +108,7 @@ CHOICES = {
     "fast_path": ("auto", "on", "off"),
     "spatial_attention": ATTENTION_KERNELS,
     "temporal_attention": ATTENTION_KERNELS,
+    "release_mechanism": ("auto", "offload", "reload"),
     "compile": ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}

@@ -1,8 +1,11 @@
 """The engine: load a pipeline once, validate requests, generate batches, encode videos."""
 from __future__ import annotations
 
+import ctypes
 import gc
+import itertools
 import logging
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -84,6 +87,11 @@ class SVDEngine:
         self.config = config
         self.device = pipeline.device
         self.fast_path = fast_path or FastPath(replace(config, fast_path="off"), self.device)
+        self.model_num_frames = int(pipeline.unet.config.num_frames)
+        self.released = False
+        """True between `release` and `restore`: no weight is on the device."""
+        self._device_lock = threading.RLock()
+        """Held by pipeline calls and by release/restore, so a release never runs under a request."""
         self._encoder = ThreadPoolExecutor(ENCODING_THREADS, thread_name_prefix="svd-encode")
 
     @classmethod
@@ -94,9 +102,7 @@ class SVDEngine:
         if mismatches:
             raise ModelLoadError("this diffusers is not the one svd_engine was written for: " + "; ".join(mismatches)
                                  + "; install the range pyproject.toml pins")
-        device = resolve_device(config.device)
-        return cls.from_pipeline(load_pipeline(config.model_source, device=device,
-                                               dtype=resolve_dtype(config.dtype, device)), config)
+        return cls.from_pipeline(_load(config), config)
 
     @classmethod
     def from_pipeline(cls, pipeline: EnginePipeline, config: EngineConfig) -> "SVDEngine":
@@ -121,8 +127,67 @@ class SVDEngine:
                  time.perf_counter() - started)
 
     @property
-    def model_num_frames(self) -> int:
-        return int(self.pipeline.unet.config.num_frames)
+    def device_name(self) -> str:
+        """The GPU's model name (`NVIDIA L40S`), or `cpu`."""
+        return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+
+    @property
+    def release_mechanism(self) -> str:
+        if self.config.release_mechanism != "auto":
+            return self.config.release_mechanism
+        return "offload" if self.device.type == "cuda" else "reload"
+
+    def release(self) -> float:
+        """Free the device memory the weights and caches hold; waits for a running pipeline call.
+        Returns the seconds it took. The next `generate` (or `restore`) brings the weights back."""
+        with self._device_lock:
+            if self.released:
+                return 0.0
+            started = time.perf_counter()
+            if self.release_mechanism == "offload":
+                for tensor in self._tensors():
+                    tensor.data = tensor.data.to("cpu")
+                    if self.device.type == "cuda":
+                        tensor.data = tensor.data.pin_memory()  # page-locked: copied back at full bus speed
+            else:
+                self.pipeline = None
+            self._release_memory()
+            self.released = True
+            return time.perf_counter() - started
+
+    def restore(self) -> float | None:
+        """Put the weights back on the device after `release`; returns the seconds it took, None when
+        they were there already."""
+        with self._device_lock:
+            if not self.released:
+                return None
+            started = time.perf_counter()
+            if self.release_mechanism == "offload":
+                # In place (same Parameter objects, device and dtype): torch.compile's guards still hold.
+                for tensor in self._tensors():
+                    tensor.data = tensor.data.to(self.device, non_blocking=True)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                self.released = False
+            else:
+                self.pipeline = _load(self.config)
+                self.fast_path = FastPath(self.config, self.device)
+                self.fast_path.apply(self.pipeline)
+                self.released = False
+                self._warm_up()  # compiles again: reload costs that on top of the load
+            return time.perf_counter() - started
+
+    def weight_bytes_on_device(self) -> int:
+        """Bytes of parameters and buffers the pipeline's modules hold on the serving device."""
+        return sum(t.numel() * t.element_size() for t in self._tensors() if t.device == self.device)
+
+    def _tensors(self) -> list[torch.Tensor]:
+        """Every parameter and buffer of the pipeline's models, each once."""
+        if self.pipeline is None:
+            return []
+        modules = [m for m in self.pipeline.components.values() if isinstance(m, torch.nn.Module)]
+        unique = {id(t): t for m in modules for t in itertools.chain(m.parameters(), m.buffers())}
+        return list(unique.values())
 
     def parse(self, image: Any, **params: Any) -> GenerationRequest:
         """Validate one request; raises InvalidRequest naming the field."""
@@ -154,9 +219,11 @@ class SVDEngine:
         Encoding runs on worker threads, so it overlaps the next pipeline call, in this batch or the
         caller's next one."""
         futures: list = [None] * len(requests)
-        for indices in self._pipeline_calls(requests):
-            for index, future in zip(indices, self._generate_group(requests, indices, on_progress, cancelled)):
-                futures[index] = future
+        with self._device_lock:
+            self.restore()
+            for indices in self._pipeline_calls(requests):
+                for index, future in zip(indices, self._generate_group(requests, indices, on_progress, cancelled)):
+                    futures[index] = future
         return futures
 
     def _pipeline_calls(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
@@ -185,6 +252,8 @@ class SVDEngine:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        elif _LIBC is not None:
+            _LIBC.malloc_trim(0)  # glibc keeps freed heap pages otherwise: hand them back to the OS
 
     @torch.inference_mode()
     def _generate_batch(self, batch: "_Batch") -> list[Future]:
@@ -250,6 +319,22 @@ class SVDEngine:
         self._encoder.shutdown(wait=True)
         self.pipeline = None
         self._release_memory()
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+_LIBC = _glibc()
+
+
+def _load(config: EngineConfig) -> EnginePipeline:
+    device = resolve_device(config.device)
+    return load_pipeline(config.model_source, device=device, dtype=resolve_dtype(config.dtype, device))
 
 
 def segment_seed(seed: int, segment: int) -> int:

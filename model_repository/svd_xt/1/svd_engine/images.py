@@ -9,8 +9,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidRequest
 
-ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
-MIN_IMAGE_SIDE = 32
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "PPM", "TIFF")
+"""Pillow decoders tried on uploads; PPM also reads PGM and PBM (the Netpbm family). Each checks its
+header size against Pillow's decompression-bomb limit before decoding, like the others."""
+ACCEPTED_NAMES = "PNG, JPEG, WebP, BMP, GIF, PPM/PGM/PBM or TIFF"
+MIN_IMAGE_SIDE = 8
+"""Smaller images are upscaled to the requested size. 8 px is the VAE's downsampling factor: one
+latent cell per 8×8 block, so below 8 px a side has less than one latent cell of real content."""
 RESIZE_MODES = ("crop", "pad", "stretch", "keep")
 KEEP_MULTIPLE = 64
 
@@ -44,7 +49,7 @@ def _decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise InvalidRequest("image", f"image dimensions are over the limit of {max_pixels} pixels") from None
     except UnidentifiedImageError:
-        raise InvalidRequest("image", "not a readable PNG, JPEG, WebP, BMP or GIF file") from None
+        raise InvalidRequest("image", f"not a readable {ACCEPTED_NAMES} file") from None
     except Exception:
         raise InvalidRequest("image", "image header is corrupt") from None
     _check_pixels(*image.size, max_pixels=max_pixels)
