@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,7 @@ from schemathesis import GenerationMode
 
 from conftest import TOKEN
 from gateways import Gateway
+from svd_triton.gateway.routers.forge import SLUG
 from svd_triton.gateway import Settings
 from svd_triton.launcher import free_port
 
@@ -27,8 +29,18 @@ def gateway(tmp_path_factory):
         yield running
 
 
+def json_exact(node):
+    """The document with integer bounds beyond 2^53 lowered to 2^53. FastAPI writes bounds as floats, so
+    the seed's 2^63−1 reads as 2^63, and the generator then sends 2^63, which the API rightly refuses."""
+    if isinstance(node, dict):
+        return {key: (min(value, 2.0**53) if key == "maximum" and node.get("type") == "integer" else json_exact(value))
+                for key, value in node.items()}
+    return [json_exact(item) for item in node] if isinstance(node, list) else node
+
+
 def operations(gateway) -> dict:
-    api = schemathesis.openapi.from_url(f"{gateway.url}/openapi.json")
+    document = httpx.get(f"{gateway.url}/openapi.json", timeout=30).json()
+    api = schemathesis.openapi.from_dict(json_exact(document))
     found = {}
     for result in api.get_all_operations():
         operation = result.ok()
@@ -55,7 +67,8 @@ def test_what_the_schema_allows_is_accepted_and_what_it_forbids_is_refused(gatew
             if mode == GenerationMode.POSITIVE:  # the schema cannot know which uploads exist
                 missing_upload = response.status_code == 422 and "no uploaded file" in response.text
                 assert response.status_code in (201, 503) or missing_upload, context
-            else:
-                assert response.status_code in (400, 422, 201, 503), context
+            else:  # a slug the schema does not list is an unknown resource: 404 naming it (the Forge routes)
+                unknown_slug = response.status_code == 404 and (case.path_parameters or {}).get("slug") != SLUG
+                assert response.status_code in (400, 422, 201, 503) or unknown_slug, context
 
         check()

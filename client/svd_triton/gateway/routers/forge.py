@@ -17,10 +17,10 @@ import asyncio
 import base64
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +34,8 @@ from ..settings import Settings
 from .synchronous import generate
 
 SLUG = "stabilityai-stable-video-diffusion"
+# The schema names the one slug served; any other gets a 404 naming it (check_slug), not a validation error.
+Slug = Annotated[str, Path(description="the model's catalogue slug", json_schema_extra={"enum": [SLUG]})]
 MODEL_VERSION = "img2vid-xt-diffusers"
 SERVER_FAULTS = ("failed",)
 """Outcomes that count against success; invalid and cancelled requests are the client's doing."""
@@ -192,7 +194,7 @@ Region = Query(None, pattern=NAME_PATTERN, description="a pinned region; another
 
 
 @router.post("/v1/inference/{slug}", summary="Inference")
-async def inference(slug: str, body: ForgeRequest, runner: RunnerDep, store: StoreDep, base: BaseURL,
+async def inference(slug: Slug, body: ForgeRequest, runner: RunnerDep, store: StoreDep, base: BaseURL,
                     http: HTTPDep, settings: SettingsDep):
     """A video from a data-URI image; prompt fields are reported as ignored, target pins that do not
     match this deployment as warnings."""
@@ -212,7 +214,7 @@ async def inference(slug: str, body: ForgeRequest, runner: RunnerDep, store: Sto
 
 
 @router.get("/v1/models/{slug}/inference-routes")
-async def inference_routes(slug: str, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
+async def inference_routes(slug: Slug, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
                            gpu_type: str | None = Gpu, region: str | None = Region):
     """The route this deployment serves for the model (Forge's "Verify target")."""
     check_slug(slug)
@@ -223,7 +225,7 @@ async def inference_routes(slug: str, http: HTTPDep, settings: SettingsDep, mode
 
 
 @router.get("/v1/models/{slug}/run-estimate")
-async def run_estimate(slug: str, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
+async def run_estimate(slug: Slug, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
                        gpu_type: str | None = Gpu, region: str | None = Region):
     """Warm and first-cold request time from measured p50s; cost only with a configured GPU-hour price."""
     check_slug(slug)
@@ -245,7 +247,7 @@ async def run_estimate(slug: str, http: HTTPDep, settings: SettingsDep, model_ve
 
 
 @router.get("/v1/models/{slug}/reliability")
-async def reliability(slug: str, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
+async def reliability(slug: Slug, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
                       gpu_type: str | None = Gpu, region: str | None = Region):
     """The payload Forge's reliability script reads, from this deployment's observed outcomes."""
     check_slug(slug)
@@ -273,7 +275,7 @@ async def reliability(slug: str, http: HTTPDep, settings: SettingsDep, model_ver
 
 
 @router.get("/v1/model-families/{slug}/status")
-async def family_status(slug: str, http: HTTPDep, settings: SettingsDep, version: str | None = Version):
+async def family_status(slug: Slug, http: HTTPDep, settings: SettingsDep, version: str | None = Version):
     """cold / starting / warm, from the model's keep-warm gauges (answers at once, even mid-request)."""
     check_slug(slug)
     found = await measured(http, settings)
@@ -285,7 +287,7 @@ async def family_status(slug: str, http: HTTPDep, settings: SettingsDep, version
 
 
 @router.post("/v1/model-families/{slug}/start")
-async def start(slug: str, request: Request, svd: SVDDep, settings: SettingsDep, body: StartRequest | None = None):
+async def start(slug: Slug, request: Request, svd: SVDDep, settings: SettingsDep, body: StartRequest | None = None):
     """Prewarm (weights onto the device, no video); run_until_stopped pins them until /stop."""
     check_slug(slug)
     body = body or StartRequest()
@@ -298,7 +300,7 @@ async def start(slug: str, request: Request, svd: SVDDep, settings: SettingsDep,
 
 
 @router.post("/v1/model-families/{slug}/stop")
-async def stop(slug: str, request: Request, svd: SVDDep, body: StopRequest | None = None):
+async def stop(slug: Slug, request: Request, svd: SVDDep, body: StopRequest | None = None):
     """Unpin and free the device now; the next request or start pays a cold start."""
     check_slug(slug)
     state = await single_flight(request, svd, "release")
