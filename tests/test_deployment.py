@@ -64,7 +64,7 @@ def test_cold_and_warm_control_with_explicit_model_control(tmp_path, sample_png)
         assert loaded.returncode == 0, loaded.stderr
         assert "model svd_xt: ready; weights warm since" in loaded.stdout
         status = subprocess.run(cli + ["status", "--url", server.http_url], capture_output=True, text=True, timeout=60)
-        assert "ready; weights warm since" in status.stdout
+        assert "ready (warm)" in status.stdout
         with SVDClient(server.http_url, token=TOKEN) as svd:
             assert decode_video(svd.generate(sample_png, **SMALL).video, "mp4").num_frames == 4
         refused = subprocess.run(cli + ["unload", "--url", server.http_url], capture_output=True, text=True, timeout=60)
