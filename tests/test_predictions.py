@@ -10,11 +10,10 @@ import time
 
 import httpx
 import pytest
-import replicate
 from replicate.exceptions import ModelError, ReplicateError
 
 from conftest import TOKEN
-from gateways import Gateway
+from gateways import Gateway, replicate_client
 from svd_triton.gateway import Settings
 from videos import decode_video
 
@@ -31,9 +30,7 @@ def gateway(triton_stream, tmp_path_factory):
 
 @pytest.fixture
 def client(gateway):
-    client = replicate.Client(api_token=TOKEN, base_url=gateway.url)
-    client.poll_interval = 0.1
-    return client
+    return replicate_client(gateway)
 
 
 def data_uri(png: bytes) -> str:

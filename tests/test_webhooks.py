@@ -9,12 +9,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import replicate
 from replicate.exceptions import ReplicateError
 from replicate.webhook import WebhookSigningSecret, Webhooks
 
 from conftest import TOKEN
-from gateways import Gateway
+from gateways import Gateway, replicate_client
 from svd_triton.gateway import Settings
 
 SMALL = {"num_frames": 4, "width": 64, "height": 64, "num_inference_steps": 3}
@@ -69,9 +68,7 @@ def gateway(triton_stream, tmp_path_factory):
 
 @pytest.fixture
 def client(gateway):
-    client = replicate.Client(api_token=TOKEN, base_url=gateway.url)
-    client.poll_interval = 0.1
-    return client
+    return replicate_client(gateway)
 
 
 def image(png: bytes) -> str:
