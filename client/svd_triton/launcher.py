@@ -116,6 +116,9 @@ class ServerOptions:
     model_control: str = "explicit"
     """`explicit`: load every model at start and allow load/unload calls (and automatic reloads);
     `none`: Triton's default, models are fixed for the server's life."""
+    models: tuple[str, ...] = ()
+    """With explicit control: the models to load (`serve --svd-only`: ("svd_xt",)); empty: every model
+    in the repository (svd_xt, text_to_image and the text_to_video chain)."""
     auto_reload: bool = True
     """With explicit control: reload a model whose Python-backend stub process died (Triton 2.51
     leaves it reporting ready while every request fails with 'Stub process ... is not healthy')."""
@@ -163,7 +166,7 @@ class TritonServer:
         if config_name:
             args.append(f"--model-config-name={config_name}")
         if o.model_control == "explicit":
-            args += ["--model-control-mode=explicit", "--load-model=*"]
+            args += ["--model-control-mode=explicit", *(f"--load-model={m}" for m in o.models or ["*"])]
         if self.cpu_only:
             args += CPU_ONLY_FLAGS
         if o.token:

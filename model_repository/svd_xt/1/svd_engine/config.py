@@ -12,8 +12,28 @@ from typing import Mapping, get_type_hints
 DEFAULT_MODEL_SOURCE = "stabilityai/stable-video-diffusion-img2vid-xt"
 
 
+class FromParameters:
+    """`from_parameters` for a frozen dataclass of plain-typed settings (EngineConfig, TextImageConfig)."""
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]):
+        """Build from string parameters (config.pbtxt); unknown names and bad values raise ValueError."""
+        types = get_type_hints(cls)
+        unknown = sorted(set(parameters) - set(types))
+        if unknown:
+            raise ValueError(f"unknown engine parameter(s) {unknown}; known: {sorted(types)}")
+        values = {}
+        for name, raw in parameters.items():
+            kind = types[name]
+            try:
+                values[name] = CONVERTERS.get(kind, kind)(str(raw).strip())
+            except (KeyError, ValueError):
+                raise ValueError(f"engine parameter {name}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class EngineConfig:
+class EngineConfig(FromParameters):
     model_source: str = DEFAULT_MODEL_SOURCE
     """Hugging Face hub id, a local folder holding model_index.json, or `tiny`."""
     device: str = "auto"
@@ -84,22 +104,6 @@ class EngineConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.compile_batch_size < 1:
             raise ValueError(f"compile_batch_size={self.compile_batch_size} must be at least 1")
-
-    @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str]) -> "EngineConfig":
-        """Build from string parameters (config.pbtxt); unknown names and bad values raise ValueError."""
-        types = get_type_hints(cls)
-        unknown = sorted(set(parameters) - set(types))
-        if unknown:
-            raise ValueError(f"unknown engine parameter(s) {unknown}; known: {sorted(types)}")
-        values = {}
-        for name, raw in parameters.items():
-            kind = types[name]
-            try:
-                values[name] = CONVERTERS.get(kind, kind)(str(raw).strip())
-            except (KeyError, ValueError):
-                raise ValueError(f"engine parameter {name}={raw!r} is not a valid {kind.__name__}") from None
-        return cls(**values)
 
 
 ATTENTION_KERNELS = ("auto", "flash", "efficient", "cudnn", "math")

@@ -1,9 +1,6 @@
 """The engine: load a pipeline once, validate requests, generate batches, encode videos."""
 from __future__ import annotations
 
-import ctypes
-import gc
-import itertools
 import logging
 import threading
 import time
@@ -23,6 +20,7 @@ from .config import EngineConfig
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemory
 from .fast_path import FastPath
 from .loading import load_pipeline, resolve_device, resolve_dtype
+from . import residency
 from .pipeline import EnginePipeline, PhaseTimer, diffusers_mismatches, uint8_frames
 from .request import GenerationRequest, parse_request
 from .video import VIDEO_FORMATS, encode_video
@@ -129,13 +127,11 @@ class SVDEngine:
     @property
     def device_name(self) -> str:
         """The GPU's model name (`NVIDIA L40S`), or `cpu`."""
-        return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return residency.device_name(self.device)
 
     @property
     def release_mechanism(self) -> str:
-        if self.config.release_mechanism != "auto":
-            return self.config.release_mechanism
-        return "offload" if self.device.type == "cuda" else "reload"
+        return residency.release_mechanism(self.config.release_mechanism, self.device)
 
     def release(self) -> float:
         """Free the device memory the weights and caches hold; waits for a running pipeline call.
@@ -145,10 +141,7 @@ class SVDEngine:
                 return 0.0
             started = time.perf_counter()
             if self.release_mechanism == "offload":
-                for tensor in self._tensors():
-                    tensor.data = tensor.data.to("cpu")
-                    if self.device.type == "cuda":
-                        tensor.data = tensor.data.pin_memory()  # page-locked: copied back at full bus speed
+                residency.offload(self.pipeline, self.device)
             else:
                 self.pipeline = None
             self._release_memory()
@@ -163,11 +156,7 @@ class SVDEngine:
                 return None
             started = time.perf_counter()
             if self.release_mechanism == "offload":
-                # In place (same Parameter objects, device and dtype): torch.compile's guards still hold.
-                for tensor in self._tensors():
-                    tensor.data = tensor.data.to(self.device, non_blocking=True)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
+                residency.bring_back(self.pipeline, self.device)
                 self.released = False
             else:
                 self.pipeline = _load(self.config)
@@ -179,15 +168,7 @@ class SVDEngine:
 
     def weight_bytes_on_device(self) -> int:
         """Bytes of parameters and buffers the pipeline's modules hold on the serving device."""
-        return sum(t.numel() * t.element_size() for t in self._tensors() if t.device == self.device)
-
-    def _tensors(self) -> list[torch.Tensor]:
-        """Every parameter and buffer of the pipeline's models, each once."""
-        if self.pipeline is None:
-            return []
-        modules = [m for m in self.pipeline.components.values() if isinstance(m, torch.nn.Module)]
-        unique = {id(t): t for m in modules for t in itertools.chain(m.parameters(), m.buffers())}
-        return list(unique.values())
+        return residency.bytes_on(self.pipeline, self.device)
 
     def parse(self, image: Any, **params: Any) -> GenerationRequest:
         """Validate one request; raises InvalidRequest naming the field."""
@@ -249,11 +230,7 @@ class SVDEngine:
         return [future for index in indices for future in self._generate_group(requests, [index], on_progress, cancelled)]
 
     def _release_memory(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        elif _LIBC is not None:
-            _LIBC.malloc_trim(0)  # glibc keeps freed heap pages otherwise: hand them back to the OS
+        residency.release_memory(self.device)
 
     @torch.inference_mode()
     def _generate_batch(self, batch: "_Batch") -> list[Future]:
@@ -319,17 +296,6 @@ class SVDEngine:
         self._encoder.shutdown(wait=True)
         self.pipeline = None
         self._release_memory()
-
-
-def _glibc():
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:  # not glibc (musl, macOS): nothing to trim
-        return None
-
-
-_LIBC = _glibc()
 
 
 def _load(config: EngineConfig) -> EnginePipeline:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ModelLoadError
-from .weights import (CONFIG_SUFFIXES, MODEL_INDEX, WeightsTree, choose_variant, copy_files, is_weights_file,
+from .weights import (CONFIG_SUFFIXES, MODEL_INDEX, SERVED_PIPELINES, WeightsTree, choose_variant, copy_files, is_weights_file,
                       pipeline_root, require_loadable, write_complete)
 
 SCHEME = "s3://"
@@ -114,7 +114,7 @@ def s3_errors(where: str):
         raise ModelLoadError(f"{where}: {error}; {CREDENTIALS_HINT}") from None
 
 
-def fetch(source: str, *, half: bool) -> Path:
+def fetch(source: str, *, half: bool, served: tuple[str, ...] = SERVED_PIPELINES) -> Path:
     """A local folder with the pipeline under `source` (s3://…), downloaded unless already cached.
 
     The cache entry is complete only once its marker is written; instances that load at the same
@@ -130,7 +130,7 @@ def fetch(source: str, *, half: bool) -> Path:
         if (snapshot / COMPLETE_MARKER).is_file():
             log.info("%s: using the cached copy in %s", tree.location, snapshot)
             return snapshot
-        inspection = require_loadable(tree, half=half)
+        inspection = require_loadable(tree, half=half, served=served)
         etags = {path: tree.etags[path] for path in inspection.files}
         snapshot.mkdir(exist_ok=True)
         for leftover in [p for p in snapshot.rglob("*") if p.is_file() and p.relative_to(snapshot).as_posix() not in etags]:

@@ -26,6 +26,9 @@ from .errors import ModelLoadError
 MODEL_INDEX = "model_index.json"
 SERVED_PIPELINES = ("StableVideoDiffusionPipeline", "EnginePipeline")
 """model_index.json `_class_name`s this model serves (EnginePipeline: our subclass, what save_pretrained writes)."""
+TEXT_IMAGE_PIPELINES = ("StableDiffusionXLPipeline", "StableDiffusionPipeline", "StableDiffusion3Pipeline",
+                        "PixArtSigmaPipeline", "FluxPipeline", "SanaPipeline")
+"""Text-to-image pipelines the text_to_image model loads (diffusers' AutoPipelineForText2Image classes)."""
 SVD_COMPONENTS = ("unet", "vae", "image_encoder", "scheduler", "feature_extractor")
 CONFIG_SUFFIXES = (".json", ".txt")
 """Non-weight files a component may need (configs, tokenizer vocabularies); everything else is left behind."""
@@ -184,6 +187,7 @@ class Inspection:
     files: list[str] = field(default_factory=list)
     """The files a load reads (model_index.json, configs, the chosen safetensors): what gets downloaded."""
     sizes: dict[str, int] = field(default_factory=dict)
+    kind: str = "SVD pipeline"
 
     @property
     def ok(self) -> bool:
@@ -191,7 +195,7 @@ class Inspection:
 
     @property
     def error(self) -> str:
-        return f"{self.location} is not a loadable SVD pipeline: " + "; ".join(self.problems)
+        return f"{self.location} is not a loadable {self.kind}: " + "; ".join(self.problems)
 
     def report(self) -> str:
         """The text `svd-triton weights validate` prints."""
@@ -204,9 +208,11 @@ class Inspection:
         return "\n".join(lines)
 
 
-def check_weights(tree: WeightsTree, *, half: bool) -> Inspection:
-    """Check `tree` as the SVD model would load it (in half precision or not)."""
-    result = Inspection(tree.location, sizes=tree.files)
+def check_weights(tree: WeightsTree, *, half: bool, served: tuple[str, ...] = SERVED_PIPELINES) -> Inspection:
+    """Check `tree` as a model serving the pipeline classes `served` would load it (in half precision or not);
+    SVD's component and shape rules apply to SVD pipelines."""
+    result = Inspection(tree.location, sizes=tree.files,
+                        kind="SVD pipeline" if served == SERVED_PIPELINES else "text-to-image pipeline")
     if MODEL_INDEX not in tree.files:
         result.problems.append("no model_index.json")
         return result
@@ -219,9 +225,9 @@ def check_weights(tree: WeightsTree, *, half: bool) -> Inspection:
         return result
     result.files.append(MODEL_INDEX)
     result.pipeline_class = index.get("_class_name")
-    if result.pipeline_class not in SERVED_PIPELINES:
+    if result.pipeline_class not in served:
         result.problems.append(f"pipeline class {result.pipeline_class!r} is not one this model serves "
-                               f"({', '.join(SERVED_PIPELINES)})")
+                               f"({', '.join(served)})")
     result.variant = choose_variant(tree.files, half)
     components = {name: value for name, value in index.items()
                   if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[1]}
@@ -300,9 +306,9 @@ def _check_svd_shapes(configs: dict[str, dict | None], tensors: dict[str, dict],
                             f"cross_attention_dim {unet.get('cross_attention_dim')}")
 
 
-def require_loadable(tree: WeightsTree, *, half: bool) -> Inspection:
+def require_loadable(tree: WeightsTree, *, half: bool, served: tuple[str, ...] = SERVED_PIPELINES) -> Inspection:
     """check_weights(), raising ModelLoadError with the problems when the pipeline would not load."""
-    result = check_weights(tree, half=half)
+    result = check_weights(tree, half=half, served=served)
     if not result.ok:
         raise ModelLoadError(result.error)
     return result
