@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -12,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 from . import jobs_cli
+from PIL import Image
+
 from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
 from .contract import EXTENSION_FORMATS, KINDS, PARAMETERS
 from .errors import SVDClientError
@@ -21,6 +24,8 @@ from .launcher import PACKAGED_REPOSITORY, ServerOptions, ServerStartError, Trit
 TOKEN_ENV = "SVD_TRITON_TOKEN"
 # The model's optional inputs, as CLI flags (--num-frames → NUM_FRAMES), from the generated contract.
 GENERATION_FLAGS = {name: KINDS[p.kind] for name, p in PARAMETERS.items()}
+TEXT_FLAGS = {"negative_prompt": str, "image_num_inference_steps": int, "image_guidance_scale": float}
+"""text_to_video's own inputs, for `generate --prompt` (the first frame's negative prompt, steps and guidance)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,17 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="start tritonserver for the model repository and wait")
     _server_arguments(serve)
     serve.add_argument("--stream", action="store_true", help="the decoupled variant: progress over gRPC streams")
+    serve.add_argument("--svd-only", action="store_true",
+                       help="load svd_xt alone (default: svd_xt, text_to_image and the text_to_video chain)")
     serve.add_argument("--dry-run", action="store_true", help="print the command and environment, start nothing")
     serve.set_defaults(run=_serve)
 
-    generate = commands.add_parser("generate", help="turn an image into a video on a running server")
-    generate.add_argument("image", type=Path)
+    generate = commands.add_parser("generate", help="turn an image, or a prompt alone, into a video on a running server")
+    generate.add_argument("image", type=Path, nargs="?", help="the first frame; leave out and give --prompt for text-to-video")
+    generate.add_argument("--prompt", help="text-to-video through the server's text_to_video model (no image)")
+    generate.add_argument("--first-frame", type=Path, help="with --prompt: also save the generated first frame (PNG)")
     generate.add_argument("-o", "--output", type=Path, required=True, help="the extension picks the format unless --video-format is given")
     _connection_arguments(generate)
     generate.add_argument("--stream", action="store_true",
                           help="use gRPC and show step progress when the deployment streams (svd-triton serve --stream)")
     generate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before giving up")
-    for name, kind in GENERATION_FLAGS.items():
+    for name, kind in {**GENERATION_FLAGS, **TEXT_FLAGS}.items():
         generate.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=kind.__name__.upper())
     generate.set_defaults(run=_generate)
 
@@ -142,7 +151,7 @@ def _serve(args) -> int:
     options = ServerOptions(model_repository=args.model_repository, http_port=args.http_port, grpc_port=args.grpc_port,
                             metrics_port=args.metrics_port, config_name=None if args.config == "default" else args.config,
                             token=args.token, log_verbose=args.log_verbose, stream=args.stream,
-                            model_control=args.model_control)
+                            model_control=args.model_control, models=("svd_xt",) if args.svd_only else ())
     server = TritonServer(options, ready_timeout=args.ready_timeout)
     if args.dry_run:
         command, env = server.command()
@@ -165,17 +174,28 @@ def _serve(args) -> int:
 
 
 def _generate(args) -> int:
-    params = {name: getattr(args, name) for name in GENERATION_FLAGS}
+    if (args.image is None) == (args.prompt is None):
+        raise SVDClientError("give an image (image-to-video) or --prompt (text-to-video), exactly one")
+    text_flags = {name: getattr(args, name) for name in TEXT_FLAGS if getattr(args, name) is not None}
+    if text_flags and args.prompt is None:
+        raise SVDClientError(f"--{next(iter(text_flags)).replace('_', '-')} needs --prompt")
+    if args.first_frame and args.prompt is None:
+        raise SVDClientError("--first-frame needs --prompt (the first frame of an image-to-video call is your image)")
+    params = {name: getattr(args, name) for name in GENERATION_FLAGS} | text_flags
     params["video_format"] = params["video_format"] or EXTENSION_FORMATS.get(args.output.suffix.lower())
     protocol = "grpc" if args.grpc or args.stream else "http"
     with SVDClient(args.url, protocol=protocol, token=args.token, timeout=args.timeout) as client:
+        call = functools.partial(client.generate, args.image, prompt=args.prompt, **params)
         if client.streams:
             bar = ProgressBar(sys.stderr)
-            result = client.generate(args.image, on_progress=bar.update, **params)
+            result = call(on_progress=bar.update)
             bar.close()
         else:
-            result = _with_elapsed_indicator(lambda: client.generate(args.image, **params))
+            result = _with_elapsed_indicator(call)
     _save_and_summarise(result, args.output)
+    if args.first_frame:
+        Image.fromarray(result.image).save(args.first_frame, format="PNG")
+        print(f"{args.first_frame}: the generated first frame, {result.image.shape[1]}×{result.image.shape[0]}")
     return 0
 
 
@@ -257,7 +277,8 @@ def _weights(args) -> int:
 
 def _demo(args) -> int:
     sample = resources.files("svd_triton") / "data" / "sample.png"
-    options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    # The demo animates the sample image: svd_xt alone starts faster than all three models.
+    options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), models=("svd_xt",))
     print("starting the embedded tritonserver with the tiny model ...", file=sys.stderr)
     with TritonServer(options, ready_timeout=args.ready_timeout) as server:
         with SVDClient(server.http_url) as client:

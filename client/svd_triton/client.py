@@ -25,6 +25,8 @@ from .errors import (DeadlineExceededError, InvalidRequestError, RequestCancelle
                      UnauthorizedError, UnavailableError)
 
 MODEL_NAME = "svd_xt"
+TEXT_TO_VIDEO_MODEL = "text_to_video"
+"""The server-side chain text_to_image → svd_xt that `generate(prompt=...)` calls."""
 DEFAULT_TIMEOUT = 900.0  # seconds: an SVD-XT request takes tens of seconds, more when queued
 DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
 IMAGE_INPUTS = ("IMAGE", "IMAGE_BYTES")
@@ -46,7 +48,7 @@ class ProgressUpdate:
     """One progress response of a streaming deployment."""
 
     phase: str
-    """preparing, denoising, decoding or encoding."""
+    """text-to-image (prompt calls only), then preparing, denoising, decoding or encoding."""
     step: int
     total: int
     elapsed: float
@@ -63,6 +65,8 @@ class VideoResult:
     """Wall-clock time of the call, queueing included."""
     frames: np.ndarray | None = field(default=None, repr=False)
     """F×H×W×3 uint8, only when asked for with frames=True."""
+    image: np.ndarray | None = field(default=None, repr=False)
+    """H×W×3 uint8: the first frame text-to-image made (prompt calls only), to look at or reuse as an image."""
 
     @property
     def video_format(self) -> str:
@@ -180,9 +184,12 @@ class _Protocol:
         return {"headers": self.headers, **({"as_json": True} if self.protocol == "grpc" else {})}
 
     def build(self, image: Any, params: dict[str, Any], frames: bool):
+        """Inputs and requested outputs; without an image (text_to_video) IMAGE is an output: the first frame."""
         from tritonclient.utils import triton_to_np_dtype
 
-        tensors = dict([_image_tensor(image)])
+        if image is None and frames:
+            raise SVDClientError("frames=True is not available with a prompt (text_to_video returns VIDEO and IMAGE)")
+        tensors = {} if image is None else dict([_image_tensor(image)])
         for name, value in params.items():
             if value is None:
                 continue
@@ -202,7 +209,8 @@ class _Protocol:
             tensor = self.tc.InferInput(input_name, list(array.shape), self.datatypes.get(input_name, "BYTES"))
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        wanted = ["VIDEO", "SEED_USED"] + (["FRAMES"] if frames else []) + (["PROGRESS"] if self.streams else [])
+        wanted = (["VIDEO", "SEED_USED"] + (["FRAMES"] if frames else []) + (["IMAGE"] if image is None else [])
+                  + (["PROGRESS"] if self.streams else []))
         outputs = [self.tc.InferRequestedOutput(name, **({"binary_data": True} if self.protocol == "http" else {}))
                    for name in wanted]
         return inputs, outputs
@@ -234,7 +242,15 @@ class _Protocol:
             seed=int(response.as_numpy("SEED_USED").reshape(-1)[0]),
             seconds=time.perf_counter() - started,
             frames=response.as_numpy("FRAMES")[0] if frames else None,
+            image=image[0] if (image := response.as_numpy("IMAGE")) is not None else None,
         )
+
+
+def _text_params(image: Any, prompt: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with the prompt added; exactly one of an image and a prompt."""
+    if (image is None) == (prompt is None):
+        raise SVDClientError("give an image (image-to-video) or a prompt (text-to-video), exactly one")
+    return params if prompt is None else {"prompt": prompt, **params}
 
 
 class SVDClient:
@@ -244,8 +260,9 @@ class SVDClient:
     """
 
     def __init__(self, url: str | None = None, protocol: str = "http", token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME):
+                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME, text_model: str = TEXT_TO_VIDEO_MODEL):
         self._p = _Protocol(url, protocol, token, timeout, model, asynchronous=False)
+        self._text = _Protocol(url, protocol, token, timeout, text_model, asynchronous=False)
         self._client = self._p.tc.InferenceServerClient(self._p.url, **self._p.client_kwargs())
 
     def ready(self) -> bool:
@@ -289,7 +306,7 @@ class SVDClient:
             self._learn_contract()
             inputs, outputs = self._p.build_control(action)
             if self._p.streams:
-                response = self._stream(inputs, outputs, None)
+                response = self._stream(self._p, inputs, outputs, None)
             else:
                 response = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
         except Exception as error:
@@ -305,39 +322,44 @@ class SVDClient:
             raise _map_error(error) from None
         return self._p.streams
 
-    def generate(self, image: Any, *, frames: bool = False, on_progress: Callable[[ProgressUpdate], Any] | None = None,
-                 **params: Any) -> VideoResult:
-        """Generate a video from `image` (path, bytes, PIL image or H×W×3 uint8 array).
+    def generate(self, image: Any = None, *, prompt: str | None = None, frames: bool = False,
+                 on_progress: Callable[[ProgressUpdate], Any] | None = None, **params: Any) -> VideoResult:
+        """Generate a video from `image` (path, bytes, PIL image or H×W×3 uint8 array), or from `prompt`
+        alone through the server's text_to_video chain (the result then carries `image`, its first frame).
 
-        `params` are the model's optional inputs in lower case (num_frames=14, video_format="webm", ...);
+        `params` are the model's optional inputs in lower case (num_frames=14, video_format="webm", ...;
+        with a prompt also negative_prompt, image_num_inference_steps, image_guidance_scale);
         frames=True also returns the raw frames; `on_progress` is called for each progress update
         when the deployment streams.
         """
         started = time.perf_counter()
         try:
-            self._learn_contract()
-            inputs, outputs = self._p.build(image, params, frames)
-            if self._p.streams:
-                response = self._stream(inputs, outputs, on_progress)
-            elif self._p.protocol == "grpc":
-                response = self._cancellable(inputs, outputs)
+            params = _text_params(image, prompt, params)
+            p = self._p if prompt is None else self._text
+            self._learn_contract(p)
+            inputs, outputs = p.build(image, params, frames)
+            if p.streams:
+                response = self._stream(p, inputs, outputs, on_progress)
+            elif p.protocol == "grpc":
+                response = self._cancellable(p, inputs, outputs)
             else:
-                response = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
+                response = self._client.infer(p.model, inputs, outputs=outputs, **p.call_kwargs())
         except Exception as error:
             raise _map_error(error) from None
-        return self._p.result(response, started, frames)
+        return p.result(response, started, frames)
 
-    def _learn_contract(self) -> None:
-        if self._p.datatypes is None:
-            kwargs = self._p.contract_kwargs()
-            self._p.learn_contract(self._client.get_model_metadata(self._p.model, **kwargs),
-                                   self._client.get_model_config(self._p.model, **kwargs))
+    def _learn_contract(self, p: _Protocol | None = None) -> None:
+        p = p or self._p
+        if p.datatypes is None:
+            kwargs = p.contract_kwargs()
+            p.learn_contract(self._client.get_model_metadata(p.model, **kwargs),
+                             self._client.get_model_config(p.model, **kwargs))
 
-    def _cancellable(self, inputs, outputs):
+    def _cancellable(self, p, inputs, outputs):
         """A unary gRPC call that the server cancels when we are interrupted or time out."""
         replies: queue.Queue = queue.Queue()
-        call = self._client.async_infer(self._p.model, inputs, callback=lambda result, error: replies.put((result, error)),
-                                        outputs=outputs, **self._p.call_kwargs())
+        call = self._client.async_infer(p.model, inputs, callback=lambda result, error: replies.put((result, error)),
+                                        outputs=outputs, **p.call_kwargs())
         try:
             result, error = replies.get()
         except BaseException:
@@ -347,25 +369,25 @@ class SVDClient:
             raise error
         return result
 
-    def _stream(self, inputs, outputs, on_progress):
+    def _stream(self, p, inputs, outputs, on_progress):
         """One request on a gRPC stream: progress responses, then the final one."""
         replies: queue.Queue = queue.Queue()
-        self._client.start_stream(lambda result, error: replies.put((result, error)), headers=self._p.headers)
-        deadline = time.monotonic() + self._p.timeout
+        self._client.start_stream(lambda result, error: replies.put((result, error)), headers=p.headers)
+        deadline = time.monotonic() + p.timeout
         try:
-            self._client.async_stream_infer(self._p.model, inputs, outputs=outputs)
+            self._client.async_stream_infer(p.model, inputs, outputs=outputs)
             while True:
                 try:
                     result, error = replies.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
-                    raise DeadlineExceededError(f"no answer within {self._p.timeout:g} s") from None
+                    raise DeadlineExceededError(f"no answer within {p.timeout:g} s") from None
                 if error is not None:
                     raise error
-                if self._p.is_final(result):
+                if p.is_final(result):
                     self._client.stop_stream()
                     return result
                 if on_progress is not None:
-                    on_progress(self._p.progress(result))
+                    on_progress(p.progress(result))
         except BaseException:
             self._client.stop_stream(cancel_requests=True)
             raise
@@ -387,8 +409,9 @@ class AsyncSVDClient:
     """
 
     def __init__(self, url: str | None = None, protocol: str = "http", token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME):
+                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME, text_model: str = TEXT_TO_VIDEO_MODEL):
         self._p = _Protocol(url, protocol, token, timeout, model, asynchronous=True)
+        self._text = _Protocol(url, protocol, token, timeout, text_model, asynchronous=True)
         self._client = self._p.tc.InferenceServerClient(self._p.url, **self._p.client_kwargs())
 
     async def ready(self) -> bool:
@@ -397,11 +420,12 @@ class AsyncSVDClient:
         except Exception:
             return False
 
-    async def _learn_contract(self) -> None:
-        if self._p.datatypes is None:
-            kwargs = self._p.contract_kwargs()
-            self._p.learn_contract(await self._client.get_model_metadata(self._p.model, **kwargs),
-                                   await self._client.get_model_config(self._p.model, **kwargs))
+    async def _learn_contract(self, p: _Protocol | None = None) -> None:
+        p = p or self._p
+        if p.datatypes is None:
+            kwargs = p.contract_kwargs()
+            p.learn_contract(await self._client.get_model_metadata(p.model, **kwargs),
+                             await self._client.get_model_config(p.model, **kwargs))
 
     async def control(self, action: str) -> dict:
         """Like SVDClient.control."""
@@ -409,7 +433,7 @@ class AsyncSVDClient:
             await self._learn_contract()
             inputs, outputs = self._p.build_control(action)
             if self._p.streams:
-                call = self._stream(inputs, outputs, None)
+                call = self._stream(self._p, inputs, outputs, None)
             else:
                 call = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
             response = await asyncio.wait_for(call, self._p.timeout)
@@ -417,35 +441,38 @@ class AsyncSVDClient:
             raise _map_error(error) from None
         return self._p.state(response)
 
-    async def generate(self, image: Any, *, frames: bool = False,
+    async def generate(self, image: Any = None, *, prompt: str | None = None, frames: bool = False,
                        on_progress: Callable[[ProgressUpdate], Any] | None = None, **params: Any) -> VideoResult:
+        """Like SVDClient.generate."""
         started = time.perf_counter()
         try:
-            await self._learn_contract()
-            inputs, outputs = self._p.build(image, params, frames)
-            if self._p.streams:
-                call = self._stream(inputs, outputs, on_progress)
+            params = _text_params(image, prompt, params)
+            p = self._p if prompt is None else self._text
+            await self._learn_contract(p)
+            inputs, outputs = p.build(image, params, frames)
+            if p.streams:
+                call = self._stream(p, inputs, outputs, on_progress)
             else:
-                call = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
-            response = await asyncio.wait_for(call, self._p.timeout)
+                call = self._client.infer(p.model, inputs, outputs=outputs, **p.call_kwargs())
+            response = await asyncio.wait_for(call, p.timeout)
         except Exception as error:
             raise _map_error(error) from None
-        return self._p.result(response, started, frames)
+        return p.result(response, started, frames)
 
-    async def _stream(self, inputs, outputs, on_progress):
+    async def _stream(self, p, inputs, outputs, on_progress):
         async def one_request():
-            yield {"model_name": self._p.model, "inputs": inputs, "outputs": outputs}
+            yield {"model_name": p.model, "inputs": inputs, "outputs": outputs}
 
         final = None
         # Read to the stream's end rather than leaving after the final response: abandoning the iterator
         # cancels the gRPC call, and a cancel racing the server's completion of the request is avoidable.
-        async for result, error in self._client.stream_infer(one_request(), headers=self._p.headers):
+        async for result, error in self._client.stream_infer(one_request(), headers=p.headers):
             if error is not None:
                 raise error
-            if self._p.is_final(result):
+            if p.is_final(result):
                 final = result
             elif on_progress is not None:
-                on_progress(self._p.progress(result))
+                on_progress(p.progress(result))
         if final is None:
             raise ServerError("the stream ended without a final response")
         return final
