@@ -17,6 +17,7 @@ message, which ERROR_REPLIES wrote).
 """
 import concurrent.futures
 import json
+import queue
 import secrets
 import threading
 import time
@@ -37,6 +38,9 @@ SHARED = ("WIDTH", "HEIGHT")
 """svd_xt inputs that text_to_image gets too, so the first frame has the video's size (SEED is set apart)."""
 OUTPUTS = {"VIDEO": "TYPE_STRING", "SEED_USED": "TYPE_INT64", "IMAGE": "TYPE_UINT8", "PROGRESS": "TYPE_STRING"}
 CANCEL_POLL_SECONDS = 0.1
+MARKER_SECONDS = 600
+"""A cancelled stage's marker is removed this long after: by then the stage has long seen it (it checks
+at every step), and markers do not pile up in the temporary folder."""
 STAGE_INPUTS = {"IMAGE", "IMAGE_BYTES", *PROMPT_INPUTS, *(name.upper() for name in (*PARAMETERS, *IMAGE_PARAMETERS))}
 """Every input name of text_to_image and svd_xt: an error message that starts with one is INVALID_ARG."""
 
@@ -134,54 +138,59 @@ class TritonPythonModel:
         """Send `inputs` to `model` and give each response that carries outputs to `on_response` as it
         arrives; an error response raises StageFailed with this model's input names.
 
-        While it waits, a watcher turns this request's cancellation into the stage's (the chain-cancel
-        marker), so the stage stops at its next step. Leaving early for any reason (the client gone, a
-        progress response that could not be sent) cancels the stage too, and waits for its last response."""
+        The stage's responses are read on a helper thread while this one watches for this request's
+        cancellation. Once the client has gone, the stage's chain-cancel marker is created (it stops at
+        its next step) and GenerationCancelled is raised at once: with Triton 2.51 the stage's last
+        response never reached this iterator once this model's own request was cancelled (seen in
+        tests/test_text_to_video.py), so the chain does not wait for it."""
         if replies.is_cancelled(position):
             raise GenerationCancelled(f"the client cancelled the request before {model}")
         token = secrets.token_hex(16)
         marker = CHAIN_CANCEL_FOLDER / token
-        stop_watching = threading.Event()
-        watcher = threading.Thread(target=cancel_when, daemon=True,
-                                   args=(lambda: replies.is_cancelled(position), marker, stop_watching))
-        watcher.start()
-        responses = iter(pb_utils.InferenceRequest(
+        request = pb_utils.InferenceRequest(
             model_name=model, inputs=[pb_utils.Tensor(name, value) for name, value in inputs.items()],
-            requested_output_names=outputs, parameters={CHAIN_CANCEL_PARAMETER: token}).exec(decoupled=True))
-        finished = False
-        try:
-            for response in responses:
-                if response.has_error():
-                    finished = True  # an error response is the stage's last
-                    raise stage_error(response.error(), renamed or {})
-                if response.output_tensors():
-                    on_response(response)
-            finished = True
-        finally:
-            stop_watching.set()
-            watcher.join()
-            if not finished:
-                touch(marker)
-                for _ in responses:  # the stage sees the marker at its next step and ends
-                    pass
-            marker.unlink(missing_ok=True)
+            requested_output_names=outputs, parameters={CHAIN_CANCEL_PARAMETER: token})
+        arrived = queue.Queue()
+        threading.Thread(target=read_responses, args=(request, arrived), daemon=True,
+                         name=f"text_to_video-{model}").start()
+        while True:
+            try:
+                response = arrived.get(timeout=CANCEL_POLL_SECONDS)
+            except queue.Empty:
+                if replies.is_cancelled(position):
+                    cancel_stage(marker)
+                    raise GenerationCancelled(f"the client cancelled the request during {model}") from None
+                continue
+            if response is None:
+                return
+            if isinstance(response, Exception):
+                raise response
+            if response.has_error():
+                raise stage_error(response.error(), renamed or {})
+            if response.output_tensors():
+                on_response(response)
 
     def finalize(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def cancel_when(is_cancelled, marker, stop):
-    """Create `marker` (cancelling the stage that holds its token) once `is_cancelled()` turns true,
-    unless `stop` is set first."""
-    while not stop.wait(CANCEL_POLL_SECONDS):
-        if is_cancelled():
-            touch(marker)
-            return
-
-
-def touch(marker):
-    marker.parent.mkdir(exist_ok=True)
+def cancel_stage(marker):
+    """Create the stage's marker (it stops at its next step) and remove it MARKER_SECONDS later."""
+    CHAIN_CANCEL_FOLDER.mkdir(exist_ok=True)
     marker.touch()
+    cleanup = threading.Timer(MARKER_SECONDS, marker.unlink, kwargs={"missing_ok": True})
+    cleanup.daemon = True
+    cleanup.start()
+
+
+def read_responses(request, arrived):
+    """Put each response of `request` (a BLS call) on `arrived`, then None; an exception instead when it fails."""
+    try:
+        for response in request.exec(decoupled=True):
+            arrived.put(response)
+        arrived.put(None)
+    except Exception as error:
+        arrived.put(error)
 
 
 def reply_code(error, input_names):
