@@ -258,12 +258,10 @@ def test_clients_and_cli_take_a_prompt(triton, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def gateway(triton):
-    from conftest import TOKEN
-    from svd_triton.gateway import Settings
-    from test_gateway import Gateway
+def gateway(triton, tmp_path_factory):
+    from gateways import Gateway, settings_for
 
-    with Gateway(Settings(triton_url=triton.grpc_url, token=TOKEN, store_items=2)) as running:
+    with Gateway(settings_for(triton, tmp_path_factory.mktemp("gateway"))) as running:
         yield running
 
 

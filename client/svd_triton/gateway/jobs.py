@@ -161,7 +161,8 @@ class JobRunner:
         updates: list[ProgressUpdate] = []
         started = time.perf_counter()
         try:
-            image = await run_in_threadpool(self.store.input_path(job.id).read_bytes)
+            # A job with a prompt in its params has no image: text-to-video (AsyncSVDClient.generate(prompt=...)).
+            image = None if "prompt" in job.params else await run_in_threadpool(self.store.input_path(job.id).read_bytes)
             generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
             self.generations[job.id] = generation
             while not generation.done():

@@ -45,8 +45,11 @@ class PredictRequest(SVDParameters):
 
 
 class _CatalogueBody(PredictRequest):
-    """Fields that catalogue-style APIs send beside the SVD parameters."""
+    """Fields that catalogue-style APIs send beside the SVD parameters. Without an image, a body with a
+    prompt runs text-to-video (Triton's text_to_video model): VoltageGPU's sample sends only a prompt."""
 
+    image: str | None = Field(None, pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, "
+                              "URI; leave out and send a prompt for text-to-video.")
     model: str | None = None
     guidance_scale: _contract_field(PARAMETERS["max_guidance_scale"])[0] = None
     prompt: str | None = None
@@ -69,7 +72,8 @@ class VideoGenerationRequest(_CatalogueBody):
     """`url`, `b64_json`, or unset for both."""
 
 
-# Catalogue fields that are accepted, reported as ignored, and not sent to the model.
+# Catalogue fields that are accepted, reported as ignored, and not sent to the model (with an image;
+# without one they are text_to_video's inputs).
 IGNORED_FIELDS = {
     "prompt": "an image-to-video model takes no prompt; it was ignored",
     "negative_prompt": "an image-to-video model takes no prompt; it was ignored",
@@ -83,8 +87,9 @@ NOT_PARAMETERS = {"image", "model", "response_format", *FORGE_PINS}
 def model_parameters(body: BaseModel, defaults: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The model's parameters from a request body, and warnings for the fields that were ignored."""
     params, warnings = dict(defaults), []
+    text_to_video = getattr(body, "image", None) is None
     for name, value in body.model_dump(exclude_none=True, exclude=NOT_PARAMETERS).items():
-        if name in IGNORED_FIELDS:
+        if name in IGNORED_FIELDS and not text_to_video:
             warnings.append(IGNORED_FIELDS[name])
         else:
             params[ALIASES.get(name, name)] = value

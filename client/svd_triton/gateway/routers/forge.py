@@ -196,8 +196,8 @@ Region = Query(None, pattern=NAME_PATTERN, description="a pinned region; another
 @router.post("/v1/inference/{slug}", summary="Inference")
 async def inference(slug: Slug, body: ForgeRequest, runner: RunnerDep, store: StoreDep, base: BaseURL,
                     http: HTTPDep, settings: SettingsDep):
-    """A video from a data-URI image; prompt fields are reported as ignored, target pins that do not
-    match this deployment as warnings."""
+    """A video from a data-URI image (prompt fields are then reported as ignored), or from a prompt alone
+    (text-to-video); target pins that do not match this deployment are reported as warnings."""
     check_slug(slug)
     job, video, warnings = await generate("forge", body, {}, runner, store, base)
     pins = body.model_dump(include=set(FORGE_PINS))

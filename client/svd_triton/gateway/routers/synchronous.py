@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import BaseURL, RunnerDep, StoreDep, image_bytes
+from ..errors import GatewayError
 from ..jobs import output_url
 from ..schemas import PredictRequest, VideoGenerationRequest, model_parameters
 
@@ -20,7 +21,11 @@ openai = APIRouter(tags=["OpenAI-style"])
 
 async def generate(origin: str, body: BaseModel, defaults: dict[str, Any], runner: RunnerDep, store: StoreDep,
                    base: str):
-    image = await run_in_threadpool(image_bytes, body.image, store, "image")
+    if body.image is None and getattr(body, "prompt", None) is None:
+        raise GatewayError(400, "invalid_request", "image: Field required (or send a prompt alone for text-to-video)",
+                           "image")
+    # No image: text-to-video from the prompt (JobRunner sends a job whose params hold a prompt to text_to_video).
+    image = b"" if body.image is None else await run_in_threadpool(image_bytes, body.image, store, "image")
     params, warnings = model_parameters(body, defaults)
     given = body.model_dump(exclude_none=True, exclude={"image"})
     job, video = await runner.run_now(runner.new_job(origin, image, params, given, base), image)
