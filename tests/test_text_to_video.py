@@ -18,6 +18,8 @@ from videos import decode_video
 SMALL = {"WIDTH": scalar(64, np.int32), "HEIGHT": scalar(64, np.int32), "NUM_FRAMES": scalar(4, np.int32),
          "NUM_INFERENCE_STEPS": scalar(2, np.int32)}
 PROMPT = "a red kite over a green hill"
+SLUG = "stabilityai-stable-video-diffusion"
+"""The Forge slug this gateway serves (tests/test_forge.py)."""
 
 
 def text_to_video(server, protocol, tensors, outputs=("VIDEO", "SEED_USED", "IMAGE"), model="text_to_video"):
@@ -298,14 +300,14 @@ def test_forge_body_with_a_prompt_and_no_image(gateway):
     from conftest import TOKEN
 
     body = {"prompt": PROMPT, "negative_prompt": "blurry", "seed": 3, "fps": 7, "width": 64, "height": 64,
-            "num_frames": 4, "num_inference_steps": 2, "model": "stable-video-diffusion-img2vid-xt"}
+            "num_frames": 4, "num_inference_steps": 2, "model": SLUG}
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    reply = requests.post(f"{gateway.url}/v1/inference/stable-video-diffusion-img2vid-xt", json=body, headers=headers,
+    reply = requests.post(f"{gateway.url}/v1/inference/{SLUG}", json=body, headers=headers,
                           timeout=300)
     assert reply.status_code == 200, reply.text
     assert reply.json()["seed"] == 3 and reply.json()["warnings"] == []
     assert decode_video(base64.b64decode(reply.json()["video"]), "mp4").num_frames == 4
-    neither = requests.post(f"{gateway.url}/v1/inference/x", json={"fps": 7}, headers=headers, timeout=30)
+    neither = requests.post(f"{gateway.url}/v1/inference/{SLUG}", json={"fps": 7}, headers=headers, timeout=30)
     assert neither.status_code == 400 and "image" in neither.text
-    empty = requests.post(f"{gateway.url}/v1/inference/x", json={"prompt": "  "}, headers=headers, timeout=60)
+    empty = requests.post(f"{gateway.url}/v1/inference/{SLUG}", json={"prompt": "  "}, headers=headers, timeout=60)
     assert empty.status_code == 400 and "PROMPT" in empty.text
