@@ -314,3 +314,33 @@ def test_forge_body_with_a_prompt_and_no_image(gateway):
     assert neither.status_code == 400 and "image" in neither.text
     empty = requests.post(f"{gateway.url}/v1/inference/{SLUG}", json={"prompt": "  "}, headers=headers, timeout=60)
     assert empty.status_code == 400 and "PROMPT" in empty.text
+
+
+def test_idle_text_to_image_gives_its_weights_back_and_the_next_request_brings_them_back():
+    """keep_warm_seconds for text_to_image ($TEXT_IMAGE_KEEP_WARM_SECONDS=1 here): released when idle, reloaded
+    by the next request, each transition in its metrics."""
+    from conftest import TOKEN, on_free_ports
+    from keep_warm_server import metrics
+    from svd_triton.launcher import TritonServer
+
+    def state(server):
+        values = metrics(server, "text_to_image")
+        [name] = [dict(labels)["state"] for (metric, labels), value in values.items()
+                  if metric == "svd_model_state" and value == 1]
+        return name, values[("svd_weight_bytes_on_device", frozenset())], values[("svd_cold_starts_total", frozenset())]
+
+    tensors = {"PROMPT": text(PROMPT), "WIDTH": scalar(64, np.int32), "HEIGHT": scalar(64, np.int32),
+               "SEED": scalar(5, np.int64)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TEXT_IMAGE_KEEP_WARM_SECONDS", "1")
+        server = TritonServer(on_free_ports(token=TOKEN, models=("text_to_image",)), ready_timeout=240).start()
+    try:
+        first = text_to_video(server, "http", tensors, outputs=("IMAGE",), model="text_to_image")
+        assert _wait_for(lambda: state(server)[0] == "cold", 15), state(server)
+        assert state(server)[1] == 0
+        again = text_to_video(server, "grpc", tensors, outputs=("IMAGE",), model="text_to_image")
+        assert np.array_equal(first.as_numpy("IMAGE"), again.as_numpy("IMAGE"))
+        name, weight_bytes, cold_starts = state(server)
+        assert cold_starts == 1 and (name == "cold" or weight_bytes > 0)
+    finally:
+        server.stop()

@@ -215,7 +215,8 @@ class TritonServer:
         with self.client() as client:
             return is_ready(client)
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 100) -> str:
+        """The end of the server log: long enough to hold the model tables of the three models and the error above them."""
         text = self.log_path.read_text(errors="replace").splitlines()
         return "--- tritonserver log (last lines) ---\n" + "\n".join(text[-lines:])
 
