@@ -344,3 +344,11 @@ def test_idle_text_to_image_gives_its_weights_back_and_the_next_request_brings_t
         assert state(server)[2] == cold_starts_before + 1  # the request brought the weights back
     finally:
         server.stop()
+
+
+def test_serve_loads_the_three_models_unless_svd_only(capsys):
+    assert main(["serve", "--dry-run"]) == 0
+    assert "--load-model=*" in capsys.readouterr().out
+    assert main(["serve", "--dry-run", "--svd-only"]) == 0
+    command = capsys.readouterr().out
+    assert "--load-model=svd_xt" in command and "--load-model=*" not in command

@@ -294,7 +294,8 @@ def load_text_image_pipeline(source: str, *, dtype):
         raise ModelLoadError(
             f"could not load the text-to-image pipeline {source!r} ({type(error).__name__}: {error}). Download it "
             f"where the hub is reachable with `huggingface-cli download {source} --local-dir /models/text-to-image` "
-            "and set the model source to that folder, or set HF_HOME to a cache that holds it.") from error
+            "and set the model source to that folder (TEXT_IMAGE_MODEL_SOURCE), or set HF_HOME to a cache that holds "
+            "it; or serve svd_xt alone (`svd-triton serve --svd-only`).") from error
 
 
 def build_tiny_text_image_pipeline():
