@@ -44,9 +44,16 @@ class PredictRequest(SVDParameters):
     image: str = Field(pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, URI.")
 
 
+def _given(*names: str) -> dict:
+    """JSON schema: every one of `names` present and not null."""
+    return {"required": list(names), "properties": {name: {"not": {"type": "null"}} for name in names}}
+
+
 class _CatalogueBody(PredictRequest):
     """Fields that catalogue-style APIs send beside the SVD parameters. Without an image, a body with a
     prompt runs text-to-video (Triton's text_to_video model): VoltageGPU's sample sends only a prompt."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_given("image"), _given("prompt")]})
 
     image: str | None = Field(None, pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, "
                               "URI; leave out and send a prompt for text-to-video.")
@@ -103,11 +110,6 @@ COG_NAMES = {"input_image": "image", "video_length": "num_frames", "sizing_strat
              "frames_per_second": "fps", "cond_aug": "noise_aug_strength", "decoding_t": "decode_chunk_size"}
 # What cog-svd does when a field is left out and our own name is not given either.
 COG_DEFAULTS = {"num_frames": 14, "fps": 6}
-
-
-def _given(*names: str) -> dict:
-    """JSON schema: every one of `names` present and not null."""
-    return {"required": list(names), "properties": {name: {"not": {"type": "null"}} for name in names}}
 
 
 class PredictionInput(SVDParameters):
