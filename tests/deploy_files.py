@@ -5,10 +5,12 @@ import os
 import re
 import shlex
 import subprocess
+import tomllib
 from dataclasses import dataclass, field
 from importlib.resources import files
 
 import yaml
+from packaging.requirements import Requirement
 
 from conftest import ROOT
 
@@ -39,8 +41,8 @@ def read_dockerfile(text: str) -> dict[str, Stage]:
     a stage's own ARGs its instructions."""
     global_args, stages, stage = {}, {}, None
 
-    def substitute(value: str) -> str:
-        known = stage.args if stage else global_args
+    def substitute(value: str, known: dict | None = None) -> str:
+        known = stage.args if known is None else known
         return re.sub(r"\$\{?(\w+)\}?", lambda m: known.get(m[1], m[0]), value)
 
     for line in re.sub(r"\\\n", " ", text).splitlines():
@@ -49,7 +51,7 @@ def read_dockerfile(text: str) -> dict[str, Stage]:
         if instruction == "FROM":
             words = rest.split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(stages))
-            stage = stages[name] = Stage(name, re.sub(r"\$\{?(\w+)\}?", lambda m: global_args.get(m[1], m[0]), words[0]))
+            stage = stages[name] = Stage(name, substitute(words[0], global_args))
         elif instruction == "ARG":
             name, _, default = rest.partition("=")
             (stage.args if stage else global_args)[name] = default if "=" in rest else global_args.get(name, "")
@@ -70,6 +72,36 @@ def read_dockerfile(text: str) -> dict[str, Stage]:
         elif instruction == "USER":
             stage.user = rest
     return stages
+
+
+def project_requirements(spec: str) -> list[str]:
+    """`./[engine]` → the project's base dependencies plus those extras, its own extras expanded."""
+    local = re.fullmatch(r"\./?(?:\[([\w,-]+)\])?", spec)
+    assert local, f"not a local project: {spec}"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted, requirements = local[1].split(",") if local[1] else [], list(project["dependencies"])
+    while wanted:
+        for requirement in map(Requirement, project["optional-dependencies"][wanted.pop()]):
+            if requirement.name == project["name"]:
+                wanted.extend(requirement.extras)
+            else:
+                requirements.append(str(requirement))
+    return requirements
+
+
+def image_requirements(stage: Stage) -> list[str]:
+    """Every requirement the Dockerfile's `pip install`s name, options dropped, the local project expanded."""
+    requirements = []
+    for words in stage.pip_installs:
+        words = iter(words)
+        for word in words:
+            if word in ("--index-url", "-i", "--extra-index-url"):
+                next(words)
+            elif word.startswith("."):
+                requirements += project_requirements(word)
+            elif not word.startswith("-"):
+                requirements.append(word)
+    return requirements
 
 
 def dockerfile_stages() -> dict[str, Stage]:

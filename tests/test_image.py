@@ -3,18 +3,15 @@ base image ships, and pip's resolver finds wheels for everything each stage inst
 and platform (PyPI must be reachable)."""
 import json
 import os
-import re
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from conftest import ROOT
-from deploy_files import Stage, dockerfile_stages
+from deploy_files import Stage, dockerfile_stages, image_requirements
 
 
 @dataclass(frozen=True)
@@ -42,36 +39,6 @@ TRITON_IMAGES = {
 # The gateway stage's base, Docker's official Python image: the tag names the Python and the Debian release
 # (bookworm = Debian 12, whose libc6 is 2.36).
 PYTHON_IMAGES = {"python:3.12-slim-bookworm": BaseImage(python="3.12", glibc=(2, 36))}
-
-
-def project_requirements(spec: str) -> list[str]:
-    """`./[engine]` → the project's base dependencies plus those extras, its own extras expanded."""
-    local = re.fullmatch(r"\./?(?:\[([\w,-]+)\])?", spec)
-    assert local, f"not a local project: {spec}"
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted, requirements = local[1].split(",") if local[1] else [], list(project["dependencies"])
-    while wanted:
-        for requirement in map(Requirement, project["optional-dependencies"][wanted.pop()]):
-            if requirement.name == project["name"]:
-                wanted.extend(requirement.extras)
-            else:
-                requirements.append(str(requirement))
-    return requirements
-
-
-def image_requirements(dockerfile: Stage) -> list[str]:
-    """Every requirement the Dockerfile's `pip install`s name, options dropped, the local project expanded."""
-    requirements = []
-    for words in dockerfile.pip_installs:
-        words = iter(words)
-        for word in words:
-            if word in ("--index-url", "-i", "--extra-index-url"):
-                next(words)
-            elif word.startswith("."):
-                requirements += project_requirements(word)
-            elif not word.startswith("-"):
-                requirements.append(word)
-    return requirements
 
 
 def manylinux_platforms(glibc: tuple[int, int]) -> list[str]:
