@@ -14,12 +14,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 from conftest import ROOT
 from deploy_files import (ADAPTER_VALUES, KUBERNETES, Stage, compose_model, dockerfile_stages, image_requirements,
                           kubernetes_objects, pod_containers)
-import yaml
 
 CLIENT = ROOT / "client/svd_triton"
 ENGINE = ROOT / "model_repository/svd_xt/1"
