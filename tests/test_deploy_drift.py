@@ -176,7 +176,8 @@ PROGRAMS = {"serve": run_serve, "gateway": run_gateway}
 
 
 def _set_environment(env: dict[str, str], monkeypatch) -> None:
-    for name in ("SVD_TRITON_TOKEN", "SVD_GATEWAY_DATABASE_URL", "SVD_GATEWAY_WEBHOOK_SECRET", "SVD_MODEL_SOURCE"):
+    """Exactly the container's variables, as far as the code reads any: none leak in from this shell."""
+    for name in env_read_by([CLIENT, ENGINE]):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -184,12 +185,16 @@ def _set_environment(env: dict[str, str], monkeypatch) -> None:
 
 # The files' side
 
+def http_checks(command: list[str]) -> list[tuple[int, str]]:
+    """(port, path) of each http://localhost URL a healthcheck command fetches."""
+    return [(int(port), path) for port, path in re.findall(r"http://localhost:(\d+)(/[\w/]*)", " ".join(command))]
+
+
 def compose_containers() -> list[Container]:
     services = compose_model("postgres", env=COMPOSE_ENV)["services"]
     containers = []
     for name, service in services.items():
-        test = (service.get("healthcheck") or {}).get("test") or []
-        probes = [(int(port), path) for port, path in re.findall(r"http://localhost:(\d+)(/[\w/]*)", " ".join(test))]
+        probes = http_checks((service.get("healthcheck") or {}).get("test") or [])
         containers.append(Container(
             where=f"compose.yaml service {name}", image=service["image"], args=service.get("command") or [],
             env={k: v or "" for k, v in (service.get("environment") or {}).items()},
@@ -270,9 +275,7 @@ def check_container(container: Container, built: dict[str, Stage], monkeypatch) 
                  for port in sorted(program.ports - set(stage.expose))]
     problems += [f"{container.where}: mount {path} is no path the {stage.name} image's program reads "
                  f"({sorted(p for p in program.paths if p)})" for path in sorted(container.mounts - program.paths)]
-    image_probes = [(int(port), path) for port, path in
-                    re.findall(r"http://localhost:(\d+)(/[\w/]*)", " ".join(stage.healthcheck))]
-    for port, path in container.probes + image_probes:
+    for port, path in container.probes + http_checks(stage.healthcheck):
         number = container.named_ports.get(port, port)
         if number not in program.ports:
             problems.append(f"{container.where}: probe port {port} is not one its program listens on")
