@@ -136,16 +136,26 @@ def env_problems(container: Container, stage: Stage) -> list[str]:
     return problems
 
 
+def run_cli(argv: list[str]) -> str:
+    """svd-triton's main() on a container's command line: what it prints, or a failure quoting its error."""
+    from svd_triton.cli import main
+
+    printed, errors = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+            code = main(argv)
+    except SystemExit as exit:  # argparse: an option the CLI does not have
+        code = exit.code
+    assert code == 0, f"`svd-triton {' '.join(argv)}` fails: {errors.getvalue().strip()}"
+    return printed.getvalue()
+
+
 def run_serve(argv: list[str], env: dict[str, str], monkeypatch) -> Program:
     """`svd-triton serve ... --dry-run`: the tritonserver command the launcher would start."""
-    from svd_triton.cli import main
     from svd_triton.launcher import SHM_FOLDER
 
     _set_environment(env, monkeypatch)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(argv + ["--dry-run"]) == 0
-    flags = dict(re.findall(r"--(\w[\w-]*)=(\S+)", printed.getvalue()))
+    flags = dict(re.findall(r"--(\w[\w-]*)=(\S+)", run_cli(argv + ["--dry-run"])))
     ports = {int(flags["http-port"]), int(flags["grpc-port"]), int(flags["metrics-port"])}
     paths = {str(SHM_FOLDER), env.get("HF_HOME", ""), env.get("SVD_MODEL_SOURCE", "")}
     routes = {"/" + uri for uri in re.findall(r'request_uri = "(v2/health/\w+)"', library_file(
@@ -157,7 +167,6 @@ def run_serve(argv: list[str], env: dict[str, str], monkeypatch) -> Program:
 def run_gateway(argv: list[str], env: dict[str, str], monkeypatch) -> Program:
     """`svd-triton gateway ...` up to uvicorn.run: the Settings it builds and where it would listen."""
     import svd_triton.gateway
-    from svd_triton.cli import main
 
     _set_environment(env, monkeypatch)
     built, served = {}, {}
@@ -165,7 +174,7 @@ def run_gateway(argv: list[str], env: dict[str, str], monkeypatch) -> Program:
     monkeypatch.setattr(svd_triton.gateway, "create_app",
                         lambda settings: built.setdefault("app", real_create_app(built.setdefault("settings", settings))))
     monkeypatch.setattr("uvicorn.run", lambda app, **options: served.update(options))
-    assert main(argv) == 0
+    run_cli(argv)
     settings = built["settings"]
     assert served["host"] == "0.0.0.0", f"the gateway listens on {served['host']}, unreachable from outside its container"
     return Program(ports={served["port"]}, paths={str(settings.data_dir)},
