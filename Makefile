@@ -19,9 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first: an unpinned torch requirement would otherwise pull several GB of CUDA wheels.
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	# Tools with conflicting pins, kept out of the environment: perf_analyzer (tritonclient 2.51.0's binary)
-	# and the compose-spec schema (bundled in docker-compose 1.29.2) used to validate docker/compose.yaml.
-	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/tools tritonclient==2.51.0 docker-compose==1.29.2
+	# A tool with conflicting pins, kept out of the environment: perf_analyzer (tritonclient 2.51.0's binary).
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/tools tritonclient==2.51.0
 	touch $@
 
 demo: setup
