@@ -102,6 +102,11 @@ def test_generate_from_a_photo_shows_progress_and_plays_the_video(page, gateway,
     video = decode_video(httpx.get(gateway.url + page.get_attribute("#download", "href")).content, "mp4")
     assert (video.num_frames, video.size) == (4, (64, 64)) and video.fps == pytest.approx(8, abs=0.5)
     assert "succeeded" in page.locator("#recent").inner_text()
+    with page.expect_download(timeout=60_000) as download:  # the same request and seed, as WebM
+        page.click("#formats button:has-text('webm')")
+    assert download.value.suggested_filename.endswith(".webm")
+    webm = decode_video(download.value.path().read_bytes(), "webm")
+    assert (webm.num_frames, webm.size) == (4, (64, 64))
     page.click("#snippets summary")
     assert '"num_frames": 4' in page.locator("#snippet").inner_text()
     page.click("[data-snippet=replicate]")
@@ -115,7 +120,7 @@ def test_generate_from_a_photo_shows_progress_and_plays_the_video(page, gateway,
 
 def test_errors_are_shown_next_to_the_control_they_name(page, photo):
     page.set_input_files("#image", str(photo))
-    fill_parameters(page, **{**SMALL, "width": 30}, num_inference_steps=2)  # refused by the gateway's schema: 422
+    fill_parameters(page, **{**SMALL, "width": 32}, num_inference_steps=2)  # refused by the gateway's schema: 422
     page.click("#generate")
     wait_until(page, "document.getElementById('param-width-error').textContent !== ''")
     assert "greater than or equal to 64" in error_of(page, "param-width")

@@ -5,7 +5,7 @@
 const POLL_MS = 300;
 const FORGE_SLUG = "stabilityai-stable-video-diffusion";
 const $ = (id) => document.getElementById(id);
-const state = { parameters: [], imageDataUri: null, prediction: null, polling: null, lastSeed: null,
+const state = { parameters: [], videoFormats: {}, lastInput: {}, imageDataUri: null, prediction: null, polling: null, lastSeed: null,
                 snippet: "curl" };
 
 // --- small helpers -------------------------------------------------------------------------------------
@@ -137,6 +137,7 @@ async function loadParameters() {
   try {
     const data = await api("GET", "/v1/parameters");
     state.parameters = data.parameters;
+    state.videoFormats = data.video_formats;
     for (const p of state.parameters) box.append(buildControl(p));
     $("parameters-status").textContent = "Empty fields take the default. " +
       (data.deployment ? "Defaults and limits are this deployment's." : "The model is not reachable: its own defaults apply.");
@@ -242,6 +243,7 @@ async function generate() {
   $("progress").value = 0;
   $("progress-text").textContent = "Submitting…";
   $("generate").disabled = true;
+  state.lastInput = input;
   try {
     const prediction = await api("POST", "/v1/predictions", { input });
     remember(prediction);
@@ -281,6 +283,7 @@ function finish() {
   clearTimeout(state.polling);
   $("generate").disabled = false;
   $("cancel").disabled = true;
+  loadRuntime();
 }
 
 async function cancel() {
@@ -321,6 +324,7 @@ function show(prediction) {
   const download = $("download");
   download.href = url.pathname;
   download.textContent = "Download " + url.pathname.split(".").pop().toUpperCase();
+  renderFormats(url.pathname.split(".").pop());
   const rows = $("timings").tBodies[0];
   rows.replaceChildren();
   for (const [phase, seconds] of phaseTimings(prediction)) {
@@ -329,6 +333,38 @@ function show(prediction) {
     row.insertCell().textContent = seconds.toFixed(2);
   }
   $("result").hidden = false;
+}
+
+// Download buttons for the other formats: the same input and seed again, in that format.
+function renderFormats(extension) {
+  const box = $("formats");
+  box.replaceChildren(box.firstElementChild);
+  const formats = (state.parameters.find((p) => p.name === "video_format") || { choices: [] }).choices;
+  for (const format of formats) {
+    if (state.videoFormats[format] && state.videoFormats[format].extension === "." + extension) continue;
+    box.append(button(format, () => downloadAs(format), `Generate the same video as ${format} and download it`));
+  }
+}
+
+async function downloadAs(format) {
+  $("formats-error").textContent = "";
+  const input = { ...state.lastInput, seed: state.lastSeed, video_format: format };
+  try {
+    let prediction = await api("POST", "/v1/predictions", { input });
+    remember(prediction);
+    while (!["succeeded", "failed", "canceled"].includes(prediction.status)) {
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      prediction = await api("GET", "/v1/predictions/" + encodeURIComponent(prediction.id));
+    }
+    remember(prediction);
+    if (prediction.status !== "succeeded") throw new Error(prediction.error || "the job was " + prediction.status);
+    const link = document.createElement("a");
+    link.href = new URL(prediction.output, location.href).pathname;
+    link.download = "";
+    link.click();
+  } catch (error) {
+    $("formats-error").textContent = format + ": " + error.message;
+  }
 }
 
 // --- recent jobs of this tab (session storage) --------------------------------------------------------

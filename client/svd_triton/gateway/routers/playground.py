@@ -57,6 +57,9 @@ def deployment_parameters(config: dict) -> list[dict[str, Any]]:
             entry["default"] = kind(settings[f"default_{parameter.name}"]) or None  # 0 frames: the model's own
         if entry["high"] is None and f"max_{parameter.name}" in settings:
             entry["high"] = kind(settings[f"max_{parameter.name}"])
+        for bound in ("low", "high"):  # JavaScript numbers lose digits beyond 2^53 (the seed's range): sent as text
+            if isinstance(entry[bound], int) and abs(entry[bound]) > 2**53:
+                entry[bound] = str(entry[bound])
         described.append(entry)
     return described
 
