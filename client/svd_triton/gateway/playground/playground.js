@@ -239,6 +239,7 @@ async function generate() {
   if (state.imageDataUri) input.image = state.imageDataUri;
   $("result").hidden = true;
   $("video").hidden = true;
+  $("animation").hidden = true;
   $("progress-block").hidden = false;
   $("progress").value = 0;
   $("progress-text").textContent = "Submitting…";
@@ -320,6 +321,9 @@ function show(prediction) {
   if (/\.(mp4|webm)$/.test(url.pathname)) {
     video.src = url.pathname;
     video.hidden = false;
+  } else if (/\.(gif|webp)$/.test(url.pathname)) {
+    $("animation").src = url.pathname;
+    $("animation").hidden = false;
   }
   const download = $("download");
   download.href = url.pathname;
