@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments soak playground-screenshot clean
+.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments soak playground playground-screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -66,6 +66,13 @@ bench-gateway: setup
 # What segments, interpolation and loops cost vs a plain request, and segment drift (tiny model on CPU).
 bench-segments: setup
 	$(BIN)/python -m benchmarks.segments $(ARGS)
+
+# The playground on the CPU demo stack: tiny-model Triton (streaming) and the gateway; open http://localhost:8080/.
+playground: setup
+	$(BIN)/svd-triton serve --stream & serve=$$!; trap "kill $$serve" EXIT; \
+	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://localhost:8000/v2/health/ready')" 2>/dev/null; do \
+		kill -0 $$serve || exit 1; sleep 1; done; \
+	echo "playground: open http://localhost:8080/ (Ctrl-C stops it)"; $(BIN)/svd-triton gateway --port 8080
 
 # docs/playground.png: the playground after generating a video (tiny model, real gateway, headless Chromium).
 playground-screenshot: setup

@@ -21,7 +21,6 @@ from gateways import Gateway, settings_for  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 from svd_triton.launcher import TritonServer  # noqa: E402
 
-SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
 TARGET = ROOT / "docs" / "playground.png"
 
 
@@ -31,7 +30,8 @@ def main() -> None:
             Gateway(settings_for(triton, Path(scratch))) as gateway, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         page = open_playground(browser, gateway.url, TOKEN, viewport={"width": 1280, "height": 800})
-        page.set_input_files("#image", str(SAMPLE))
+        page.click("#use-sample")
+        page.wait_for_selector("#preview:not([hidden])")
         fill_parameters(page, width=128, height=128, num_frames=8, num_inference_steps=4, fps=7, seed=42)
         page.click("#generate")
         deadline = time.monotonic() + 120

@@ -133,21 +133,37 @@ def test_errors_are_shown_next_to_the_control_they_name(page, photo):
     assert not page.script_errors
 
 
-def test_markup_sent_or_echoed_stays_text_and_runs_nothing(page, photo):
-    page.set_input_files("#image", str(photo))
+def test_markup_sent_or_echoed_stays_text_and_runs_nothing(page):
+    page.click("#use-sample")  # the page's own offer: the sample image shipped with the client
+    page.wait_for_selector("#preview:not([hidden])")
     fill_parameters(page, **SMALL, num_inference_steps=2)
     page.locator("#param-video_format").evaluate("(select, value) => { select.add(new Option(value, value)); "
                                                  "select.value = value; }", MARKUP)
     page.click("#generate")
     wait_until(page, "document.getElementById('param-video_format-error').textContent !== ''")
     assert "video_format" in error_of(page, "param-video_format")
-    # The model's messages echo bad values (video_format='<img ...>' is not supported): such a message, shown
-    # through the page's own error path, must stay text.
-    page.evaluate("markup => showError(`VIDEO_FORMAT: video_format='${markup}' is not supported`, 'video_format')", MARKUP)
+    # Server messages echo what was sent (the gateway names unknown fields, the model quotes bad values): a reply
+    # that echoes markup, taken through the page's own request and error path, must stay text.
+    page.evaluate("markup => api('POST', '/v1/predictions', {input: {[markup]: 1}})"
+                  ".catch(error => showError(error.message, error.field, error.status))", MARKUP)
+    wait_until(page, "document.getElementById('form-error').textContent !== ''")
+    assert error_of(page, "form") == f"unknown field: input.{MARKUP}"
     page.wait_for_timeout(300)  # time for a broken image's onerror, were it an element
-    assert MARKUP in error_of(page, "param-video_format")
-    assert page.locator("#param-video_format-error *").count() == 0 and page.locator("img[src=x]").count() == 0
+    assert page.locator(".error *").count() == 0 and page.locator("img[src=x]").count() == 0
     assert page.title() == "SVD playground" and not page.script_errors
+
+
+def test_the_prompt_box_sends_a_prompt(page, photo):
+    """Text-to-video's input: the page sends `prompt`, and shows whatever the server answers about it."""
+    page.set_input_files("#image", str(photo))
+    fill_parameters(page, **SMALL, num_inference_steps=2)
+    page.fill("#prompt", "a red fox in the snow")
+    with page.expect_request(lambda request: request.url.endswith("/v1/predictions") and request.method == "POST") as sent:
+        page.click("#generate")
+    assert sent.value.post_data_json["input"]["prompt"] == "a red fox in the snow"
+    wait_until(page, "document.getElementById('result').hidden === false || "
+                     "[...document.querySelectorAll('.error')].some(e => e.textContent)", 60)
+    assert not page.script_errors
 
 
 def test_a_wrong_token_gets_a_clear_message_at_the_token_field(browser, gateway, photo):

@@ -5,7 +5,7 @@
 const POLL_MS = 300;
 const FORGE_SLUG = "stabilityai-stable-video-diffusion";
 const $ = (id) => document.getElementById(id);
-const state = { parameters: [], videoFormats: {}, lastInput: {}, imageDataUri: null, prediction: null, polling: null, lastSeed: null,
+const state = { parameters: [], videoFormats: {}, lastInput: {}, imageDataUri: null, imageRead: null, prediction: null, polling: null, lastSeed: null,
                 snippet: "curl" };
 
 // --- small helpers -------------------------------------------------------------------------------------
@@ -171,14 +171,24 @@ function useImage(file) {
   preview.src = URL.createObjectURL(file);
   preview.hidden = false;
   const reader = new FileReader();
-  reader.onload = () => { state.imageDataUri = reader.result; };
-  reader.onerror = () => { $("image-error").textContent = "Could not read the file."; };
+  state.imageRead = new Promise((resolve) => {  // Generate waits for it
+    reader.onload = () => { state.imageDataUri = reader.result; resolve(); };
+    reader.onerror = () => { $("image-error").textContent = "Could not read the file."; resolve(); };
+  });
   reader.readAsDataURL(file);
 }
 
 function setUpDropZone() {
   const zone = $("drop-zone");
   $("image").addEventListener("change", (event) => useImage(event.target.files[0]));
+  $("use-sample").addEventListener("click", async () => {
+    try {
+      const reply = await fetch("/playground/sample.png");
+      useImage(new File([await reply.blob()], "sample.png", { type: "image/png" }));
+    } catch (error) {
+      $("image-error").textContent = "Could not load the sample image: " + error.message;
+    }
+  });
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("dragging"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
   zone.addEventListener("drop", (event) => {
@@ -236,6 +246,7 @@ function phaseTimings(prediction) {
 async function generate() {
   clearErrors();
   const input = collectInput();
+  await state.imageRead;
   if (state.imageDataUri) input.image = state.imageDataUri;
   $("result").hidden = true;
   $("video").hidden = true;

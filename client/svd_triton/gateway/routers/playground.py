@@ -21,7 +21,11 @@ from ..errors import GatewayError
 
 router = APIRouter()
 PAGE_DIR = Path(__file__).resolve().parents[1] / "playground"
-ASSETS = {"playground.js": "text/javascript", "playground.css": "text/css"}
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample.png"
+ASSETS = {"playground.js": (PAGE_DIR / "playground.js", "text/javascript"),
+          "playground.css": (PAGE_DIR / "playground.css", "text/css"),
+          "sample.png": (SAMPLE, "image/png")}
+"""What the page loads from /playground/: its script, its style, and the sample image it offers."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
                                "media-src 'self' blob:; connect-src 'self'; form-action 'none'; base-uri 'none'; "
@@ -41,7 +45,8 @@ async def page():
 async def asset(name: str):
     if name not in ASSETS:
         raise GatewayError(404, "not_found", "no such playground file")
-    return FileResponse(PAGE_DIR / name, media_type=ASSETS[name], headers=SECURITY_HEADERS)
+    path, media_type = ASSETS[name]
+    return FileResponse(path, media_type=media_type, headers=SECURITY_HEADERS)
 
 
 def deployment_parameters(config: dict) -> list[dict[str, Any]]:
