@@ -3,6 +3,11 @@ streaming variant): upload, generate with progress, play and decode the video, e
 controls (as text: markup from the server never runs), a wrong token, cancel, CSP, labels, phone width."""
 from __future__ import annotations
 
+import base64
+import json
+import os
+import subprocess
+import sys
 import time
 
 import httpx
@@ -83,7 +88,7 @@ def test_generate_from_a_photo_shows_progress_and_plays_the_video(page, gateway,
     page.set_input_files("#image", str(photo))
     page.wait_for_selector("#preview:not([hidden])")
     # enough steps that the 0.5 s progress flushes land mid-denoising on the tiny model
-    fill_parameters(page, **SMALL, num_inference_steps=30, fps=8, seed=7)
+    fill_parameters(page, **SMALL, num_inference_steps=20, fps=8, seed=7)
     assert page.get_attribute("#param-num_inference_steps", "max") == "100"  # ranges come from the server
     page.click("#generate")
     seen, deadline = [], time.monotonic() + 90
@@ -164,6 +169,31 @@ def test_the_prompt_box_sends_a_prompt(page, photo):
     wait_until(page, "document.getElementById('result').hidden === false || "
                      "[...document.querySelectorAll('.error')].some(e => e.textContent)", 60)
     assert not page.script_errors
+
+
+def snippet(page, language: str) -> str:
+    page.click(f"[data-snippet={language}]")
+    return page.locator("#snippet").inner_text()
+
+
+def test_copy_as_snippets_run_as_shown(page, gateway, photo):
+    fill_parameters(page, **SMALL, num_inference_steps=2, fps=5, seed=11)
+    page.click("#snippets summary")
+    environment = {"SVD_TRITON_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}
+    curl = subprocess.run(["bash", "-c", snippet(page, "curl")], cwd=photo.parent, env=environment, capture_output=True,
+                          text=True, timeout=90)
+    prediction = json.loads(curl.stdout)
+    assert prediction["status"] == "succeeded", curl.stdout + curl.stderr
+    assert decode_video(httpx.get(prediction["output"]).content, "mp4").num_frames == 4
+    replicate = subprocess.run([sys.executable, "-c", snippet(page, "replicate")], cwd=photo.parent, capture_output=True,
+                               text=True, timeout=90, env={**os.environ, **environment})
+    assert replicate.returncode == 0, replicate.stderr
+    assert decode_video(httpx.get(replicate.stdout.strip()).content, "mp4").num_frames == 4
+    compile(snippet(page, "tritonclient"), "tritonclient snippet", "exec")
+    forge_route, forge_body = snippet(page, "json").split("\n\n")[1].split("\n", 1)
+    body = json.loads(forge_body) | {"image": "data:image/png;base64," + base64.b64encode(photo.read_bytes()).decode()}
+    forge = httpx.post(forge_route.split("POST ")[1], json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=90)
+    assert forge.status_code == 200 and forge.json()["seed"] == 11, forge.text
 
 
 def test_a_wrong_token_gets_a_clear_message_at_the_token_field(browser, gateway, photo):

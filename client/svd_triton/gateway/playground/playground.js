@@ -445,11 +445,11 @@ function renderSnippet() {
   let text;
   if (state.snippet === "curl") {
     const body = json({ input: { image: "IMAGE", ...input } }).replace('"IMAGE"', `"data:image/png;base64,'"$(base64 -w0 photo.png)"'"`);
-    text = `curl -s ${origin}/v1/predictions \\\n  -H "Authorization: Bearer $SVD_TOKEN" \\\n` +
+    text = `curl -s ${origin}/v1/predictions \\\n  -H "Authorization: Bearer $SVD_TRITON_TOKEN" \\\n` +
       `  -H "Content-Type: application/json" -H "Prefer: wait" \\\n  -d '${body}'`;
   } else if (state.snippet === "replicate") {
     const fields = [`"image": open("photo.png", "rb")`, ...Object.entries(input).map(([k, v]) => `"${k}": ${pythonValue(v)}`)];
-    text = `import os\nimport replicate\n\nclient = replicate.Client(api_token=os.environ["SVD_TOKEN"], base_url="${origin}")\n` +
+    text = `import os\nimport replicate\n\nclient = replicate.Client(api_token=os.environ["SVD_TRITON_TOKEN"], base_url="${origin}")\n` +
       `output = client.run("stability-ai/stable-video-diffusion", input={\n    ${fields.join(",\n    ")},\n})\nprint(output)`;
   } else if (state.snippet === "tritonclient") {
     const types = Object.fromEntries(state.parameters.map((p) => [p.name, p.datatype || "BYTES"]));
@@ -464,7 +464,7 @@ function renderSnippet() {
       `    tensor = httpclient.InferInput(name, [1, 1], datatype)\n` +
       `    tensor.set_data_from_numpy(np.array([[value.encode() if dtype is object else value]], dtype=dtype))\n` +
       `    inputs.append(tensor)\n` +
-      `result = client.infer("svd_xt", inputs, headers={"authorization": "Bearer " + os.environ["SVD_TOKEN"]},\n` +
+      `result = client.infer("svd_xt", inputs, headers={"authorization": "Bearer " + os.environ["SVD_TRITON_TOKEN"]},\n` +
       `                      outputs=[httpclient.InferRequestedOutput("VIDEO"), httpclient.InferRequestedOutput("SEED_USED")])\n` +
       `open("video.mp4", "wb").write(result.as_numpy("VIDEO").reshape(-1)[0])`;
   } else {

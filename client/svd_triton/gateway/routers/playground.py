@@ -36,7 +36,7 @@ SECURITY_HEADERS = {
 }
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def page():
     return FileResponse(PAGE_DIR / "index.html", media_type="text/html", headers=SECURITY_HEADERS)
 
