@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                           help="use gRPC and show step progress when the deployment streams (svd-triton serve --stream)")
     generate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before giving up")
     for name, kind in GENERATION_FLAGS.items():
-        generate.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=kind.__name__.upper())
+        generate.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=kind.__name__.upper(),
+                              help=PARAMETERS[name].help)
     generate.set_defaults(run=_generate)
 
     for name, summary in (("status", "is the server up, is the model loaded (warm) or not (cold)"),

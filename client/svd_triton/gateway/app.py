@@ -13,7 +13,7 @@ from .blobs import open_blobs
 from .errors import install_handlers
 from .guard import Guard
 from .jobs import JobRunner
-from .routers import files, forge, health, predictions, synchronous
+from .routers import files, forge, health, playground, predictions, synchronous
 from .settings import Settings
 from .store import Store
 from .webhooks import Webhooks, load_secret
@@ -47,7 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
                               "OpenAI-style) in front of a Triton svd_xt deployment.")
     install_handlers(app)
     for router in (predictions.router, files.files, files.outputs, synchronous.tir, forge.router,
-                   synchronous.openai, health.router):
+                   synchronous.openai, health.router, playground.router):
         app.include_router(router)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes,
                        body_seconds=settings.body_seconds)

@@ -197,6 +197,8 @@ class JobRunner:
             self.generations.pop(job.id, None)
         if updates:
             await self._flush(job.id, updates)
+        # cog's line: the seed is otherwise not in a prediction (its output is only the video's URL)
+        await run_in_threadpool(self.store.append_logs, job.id, f"Using seed: {result.seed}\n")
         try:
             key = await run_in_threadpool(self.store.save_output, result.video)
         except Exception:  # storage down or full: the job fails, and says where to look
