@@ -227,7 +227,7 @@ def describe_keep_warm(state: dict) -> str:
 def _gateway(args) -> int:
     import uvicorn
 
-    from .gateway import Settings, create_app, uvicorn_config
+    from .gateway import Settings, create_app, server_options
 
     optional = {"data_dir": args.data_dir, "replica_id": args.replica_id}
     settings = Settings(triton_url=args.triton_url, token=args.token, metrics_url=args.metrics_url,
@@ -236,7 +236,7 @@ def _gateway(args) -> int:
                         webhook_secret=args.webhook_secret, webhook_allow=tuple(args.webhook_allow),
                         region=args.region, gpu_hour_price=args.gpu_hour_price,
                         **{name: value for name, value in optional.items() if value is not None})
-    uvicorn.Server(uvicorn_config(create_app(settings), settings, args.host, args.port)).run()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **server_options(settings))
     return 0
 
 

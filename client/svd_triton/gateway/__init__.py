@@ -10,7 +10,7 @@ Every generation is a job in one durable store (SQLite or any SQLAlchemy databas
 disk or in an S3-compatible bucket).
 """
 from .app import create_app
-from .server import uvicorn_config
+from .server import server_options
 from .settings import Settings
 
-__all__ = ["Settings", "create_app", "uvicorn_config"]
+__all__ = ["Settings", "create_app", "server_options"]

@@ -147,7 +147,7 @@ class BucketBlobs:
 
 
 def open_blobs(storage_url: str | None, data_dir: Path) -> Blobs:
-    if storage_url is None:
+    if not storage_url:
         return FolderBlobs(data_dir)
     if not storage_url.startswith(S3_SCHEME):
         raise ValueError(f"storage_url {storage_url!r}: expected s3://bucket/prefix (or none, for data_dir)")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import functools
 
 import h11
-import uvicorn
-from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .settings import Settings
@@ -61,6 +59,6 @@ class HeaderDeadline(H11Protocol):
             self.transport.close()
 
 
-def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          http=functools.partial(HeaderDeadline, header_seconds=settings.header_seconds))
+def server_options(settings: Settings) -> dict:
+    """Keyword arguments for `uvicorn.run` / `uvicorn.Config` that serve the gateway as `settings` say."""
+    return {"http": functools.partial(HeaderDeadline, header_seconds=settings.header_seconds)}
