@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments soak clean
+.PHONY: setup demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments soak playground playground-screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -14,14 +14,17 @@ $(VENV)/.installed: pyproject.toml
 	if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends postgresql; \
 		else echo "make setup: install Debian's postgresql (as root) for the gateway tests" >&2; fi; fi
+	# Chromium (and a font) for the playground's browser tests: Playwright drives Debian's build (it cannot download its own).
+	if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y --no-install-recommends chromium fonts-liberation; \
+		else echo "make setup: install Debian's chromium (as root) for the playground tests" >&2; fi; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first: an unpinned torch requirement would otherwise pull several GB of CUDA wheels.
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	# Tools with conflicting pins, kept out of the environment: perf_analyzer (tritonclient 2.51.0's binary)
-	# and the compose-spec schema (bundled in docker-compose 1.29.2) used to validate docker/compose.yaml.
-	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/tools tritonclient==2.51.0 docker-compose==1.29.2
+	# A tool with conflicting pins, kept out of the environment: perf_analyzer (tritonclient 2.51.0's binary).
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/tools tritonclient==2.51.0
 	touch $@
 
 demo: setup
@@ -62,6 +65,17 @@ bench-gateway: setup
 # What segments, interpolation and loops cost vs a plain request, and segment drift (tiny model on CPU).
 bench-segments: setup
 	$(BIN)/python -m benchmarks.segments $(ARGS)
+
+# The playground on the CPU demo stack: tiny-model Triton (streaming) and the gateway; open http://localhost:8080/.
+playground: setup
+	$(BIN)/svd-triton serve --stream & serve=$$!; trap "kill $$serve" EXIT; \
+	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://localhost:8000/v2/health/ready')" 2>/dev/null; do \
+		kill -0 $$serve || exit 1; sleep 1; done; \
+	echo "playground: open http://localhost:8080/ (Ctrl-C stops it)"; $(BIN)/svd-triton gateway --port 8080
+
+# docs/playground.png: the playground after generating a video (tiny model, real gateway, headless Chromium).
+playground-screenshot: setup
+	$(BIN)/python scripts/playground_screenshot.py
 
 clean:
 	rm -rf $(VENV) out

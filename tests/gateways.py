@@ -15,7 +15,7 @@ import requests
 import uvicorn
 
 from conftest import TOKEN
-from svd_triton.gateway import Settings, create_app
+from svd_triton.gateway import Settings, create_app, server_options
 from svd_triton.launcher import free_port
 
 
@@ -26,7 +26,8 @@ class Gateway:
         self.settings = settings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
+                                                    log_level="warning", **server_options(settings)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

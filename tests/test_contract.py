@@ -2,7 +2,7 @@
 import runpy
 from pathlib import Path
 
-from svd_engine.request import PARAMETERS as ENGINE_PARAMETERS
+from svd_engine.request import FIXED_DEFAULTS, PARAMETERS as ENGINE_PARAMETERS
 from svd_engine.video import VIDEO_FORMATS as ENGINE_FORMATS
 from svd_triton import contract
 
@@ -19,8 +19,11 @@ def test_the_contract_matches_the_engine():
     assert list(contract.PARAMETERS) == list(ENGINE_PARAMETERS)
     for name, parameter in ENGINE_PARAMETERS.items():
         mine = contract.PARAMETERS[name]
-        assert (mine.kind, mine.low, mine.high, mine.choices, mine.multiple_of) == (
-            parameter.kind.__name__, parameter.low, parameter.high, tuple(parameter.choices), parameter.multiple_of)
+        assert (mine.kind, mine.low, mine.high, mine.choices, mine.multiple_of, mine.help) == (
+            parameter.kind.__name__, parameter.low, parameter.high, tuple(parameter.choices), parameter.multiple_of,
+            parameter.help)
+        assert parameter.help, f"{name} has no help text (the CLI and the playground show it)"
+    assert {name: p.default for name, p in contract.PARAMETERS.items() if p.default is not None} == FIXED_DEFAULTS
     assert {name: (f.extension, f.mime_type) for name, f in contract.VIDEO_FORMATS.items()} == {
         name: (f.extension, f.mime_type) for name, f in ENGINE_FORMATS.items()}
 

@@ -1,6 +1,6 @@
 """Deployment: warm-up before ready, Prometheus metrics, cold/warm control, container and cluster
-files validated offline, and a perf_analyzer smoke run against the real server."""
-import json
+files validated offline (hadolint, Docker Compose's own `config`, kubernetes-validate; what they name
+is checked against the code in tests/test_deploy_drift.py), and a perf_analyzer smoke run."""
 import subprocess
 import sys
 import tempfile
@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, TOKEN, _serve
+from deploy_files import (ADAPTER_VALUES, COMPOSE_FILE, DOCKERFILE, KUBERNETES, compose_config, compose_model,
+                          dockerfile_stages)
 from svd_triton import SVDClient, UnavailableError
 from videos import decode_video
 
@@ -72,56 +74,69 @@ def test_cold_and_warm_control_with_explicit_model_control(tmp_path, sample_png)
 
 
 def test_dockerfile_passes_hadolint():
-    done = subprocess.run([Path(sys.executable).parent / "hadolint", str(ROOT / "docker/Dockerfile")],
-                          capture_output=True, text=True)
+    done = subprocess.run([Path(sys.executable).parent / "hadolint", str(DOCKERFILE)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    text = (ROOT / "docker/Dockerfile").read_text()
-    assert "FROM nvcr.io/nvidia/tritonserver:" in text and "HEALTHCHECK" in text and "/v2/health/ready" in text
-    assert "USER 1000" in text  # the base image and its Python: tests/test_image.py
+    stages = dockerfile_stages()
+    assert list(stages) == ["gateway", "triton"]  # a plain `docker build` makes the Triton image
+    assert stages["triton"].base.startswith("nvcr.io/nvidia/tritonserver:")  # its Python: tests/test_image.py
+    for stage in stages.values():
+        assert stage.healthcheck and stage.user == "1000:1000", stage.name
 
 
-def test_compose_and_kubernetes_run_the_image_the_dockerfile_builds_on_its_ports():
-    compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())["services"]["svd-xt"]
-    container = yaml.safe_load((ROOT / "docker/kubernetes/deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"][0]
-    exposed = next(line.split()[1:] for line in (ROOT / "docker/Dockerfile").read_text().splitlines()
-                   if line.startswith("EXPOSE "))
-    built = ROOT / "docker" / compose["build"]["context"] / compose["build"]["dockerfile"]
-    assert built.resolve() == (ROOT / "docker/Dockerfile").resolve()
-    assert compose["image"] == container["image"]
-    assert sorted(port.split(":")[1] for port in compose["ports"]) == sorted(exposed)
-    assert sorted(str(port["containerPort"]) for port in container["ports"]) == sorted(exposed)
+def test_hadolint_catches_mistakes(tmp_path):
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(DOCKERFILE.read_text().replace("FROM python:3.12-slim-bookworm", "FROM python"))
+    done = subprocess.run([Path(sys.executable).parent / "hadolint", str(broken)], capture_output=True, text=True)
+    assert done.returncode != 0 and "DL3006" in done.stdout  # an image without a tag
 
 
-def test_compose_file_matches_the_compose_spec():
-    import jsonschema
-
-    schema_path = Path(sys.prefix) / "tools" / "compose" / "config" / "compose_spec.json"
-    schema = json.loads(schema_path.read_text())
-    compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())
-    jsonschema.Draft201909Validator(schema).validate(compose)
-    service = compose["services"]["svd-xt"]
-    assert service["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert {"8000:8000", "8001:8001", "8002:8002"} <= set(service["ports"])
-    assert service["shm_size"] and "SVD_TRITON_TOKEN" in service["environment"] and "HF_TOKEN" in service["environment"]
-    assert service["build"]["dockerfile"] == "docker/Dockerfile"
+COMPOSE_ENV = {"SVD_TRITON_TOKEN": TOKEN}
 
 
-def test_compose_schema_check_catches_mistakes():
-    import jsonschema
+def test_compose_file_passes_docker_compose_config():
+    """Docker Compose v2 validates the file against the compose-spec schema and resolves it; the stack is
+    Triton and the gateway, PostgreSQL only with its profile."""
+    assert set(compose_model(env=COMPOSE_ENV)["services"]) == {"svd-xt", "gateway"}
+    services = compose_model("postgres", env=COMPOSE_ENV)["services"]
+    assert set(services) == {"svd-xt", "gateway", "postgres"}
+    triton, gateway = services["svd-xt"], services["gateway"]
+    assert triton["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert triton["shm_size"] and {"HF_TOKEN", "SVD_MODEL_SOURCE"} <= set(triton["environment"])
+    assert triton["environment"]["SVD_TRITON_TOKEN"] == gateway["environment"]["SVD_TRITON_TOKEN"] == TOKEN
+    assert gateway["depends_on"]["svd-xt"] == {"condition": "service_healthy", "required": True}
+    assert gateway["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}
+    assert services["postgres"]["healthcheck"]["test"][1] == "pg_isready"
 
-    schema = json.loads((Path(sys.prefix) / "tools" / "compose" / "config" / "compose_spec.json").read_text())
-    broken = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())
-    broken["services"]["svd-xt"]["shm_sise"] = "4gb"
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft201909Validator(schema).validate(broken)
+
+def test_compose_refuses_to_start_without_the_token():
+    done = compose_config(env={})
+    assert done.returncode != 0 and "required variable SVD_TRITON_TOKEN is missing a value" in done.stderr
 
 
-@pytest.mark.parametrize("manifest", sorted(p.name for p in (ROOT / "docker/kubernetes").glob("*.yaml")
-                                            if p.name != "prometheus-adapter-values.yaml"))
+@pytest.mark.parametrize("mistake, message", [
+    (("shm_size: 4gb", "shm_sise: 4gb"), "additional properties 'shm_sise' not allowed"),
+    (("condition: service_healthy\n", "condition: service_ready\n"), "condition value must be one of"),
+])
+def test_compose_check_catches_mistakes(tmp_path, mistake, message):
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(COMPOSE_FILE.read_text().replace(*mistake, 1))
+    done = compose_config(env=COMPOSE_ENV, path=broken)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("manifest", sorted(p.name for p in KUBERNETES.glob("*.yaml") if p.name != ADAPTER_VALUES))
 def test_kubernetes_manifests_validate_against_the_schemas(manifest):
     done = subprocess.run([Path(sys.executable).parent / "kubernetes-validate", "--strict", "-k", "1.30.0",
-                           str(ROOT / "docker/kubernetes" / manifest)], capture_output=True, text=True)
+                           str(KUBERNETES / manifest)], capture_output=True, text=True)
     assert done.returncode == 0 and "passed" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_kubernetes_validation_catches_mistakes(tmp_path):
+    broken = tmp_path / "gateway-statefulset.yaml"
+    broken.write_text((KUBERNETES / "gateway-statefulset.yaml").read_text().replace("readinessProbe:", "readynessProbe:"))
+    done = subprocess.run([Path(sys.executable).parent / "kubernetes-validate", "--strict", "-k", "1.30.0", str(broken)],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "readynessProbe" in done.stdout + done.stderr
 
 
 def test_deployment_probes_use_triton_health_and_request_a_gpu():
@@ -133,9 +148,6 @@ def test_deployment_probes_use_triton_health_and_request_a_gpu():
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    hpa = yaml.safe_load((ROOT / "docker/kubernetes/hpa.yaml").read_text())
-    adapter = yaml.safe_load((ROOT / "docker/kubernetes/prometheus-adapter-values.yaml").read_text())
-    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == adapter["rules"]["custom"][0]["name"]["as"]
 
 
 def test_model_analyzer_example_parses():

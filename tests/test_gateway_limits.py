@@ -23,7 +23,7 @@ LIMIT = 32 * MIB
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    settings = Settings(triton_url=f"127.0.0.1:{free_port()}", token=TOKEN, body_seconds=2.0,
+    settings = Settings(triton_url=f"127.0.0.1:{free_port()}", token=TOKEN, body_seconds=2.0, header_seconds=2.0,
                         data_dir=tmp_path_factory.mktemp("limits"))
     with Gateway(settings) as running:
         yield running
@@ -101,6 +101,47 @@ def test_a_trickling_body_is_cut_off(gateway):
     answer += b"" if answer else connection.recv(65536)
     connection.close()
     assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 10
+
+
+def trickle(connection: socket.socket, pieces: list[bytes], seconds: float) -> bytes:
+    """Send `pieces` `seconds` apart; whatever the gateway answered meanwhile (b"" if nothing)."""
+    connection.setblocking(False)
+    answer = b""
+    for piece in pieces:
+        time.sleep(seconds)
+        try:
+            connection.sendall(piece)
+            answer += connection.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            break
+        if answer:
+            break
+    connection.settimeout(10)
+    try:
+        return answer or connection.recv(65536)
+    finally:
+        connection.close()
+
+
+def test_trickling_headers_are_cut_off(gateway):
+    """Slow-loris on the headers, which uvicorn alone never times out: one header line every 0.5 s."""
+    connection = socket.create_connection(("127.0.0.1", gateway.port))
+    started = time.monotonic()
+    answer = trickle(connection, [b"GET /healthz HTTP/1.1\r\nHost: x\r\n"] + [b"X-Slow: 1\r\n"] * 20, 0.5)
+    assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 6
+
+
+def test_a_silent_connection_is_closed_and_a_keep_alive_one_is_served_again(gateway):
+    silent = socket.create_connection(("127.0.0.1", gateway.port))
+    silent.settimeout(10)
+    assert silent.recv(65536).startswith(b"HTTP/1.1 408")
+    silent.close()
+    with requests.Session() as session:  # the deadline restarts for each request of a connection
+        for _ in range(2):
+            assert session.get(gateway.url + "/openapi.json", timeout=10).status_code == 200
+            time.sleep(1.5)
 
 
 @pytest.mark.parametrize("path,status", [("/predict", 400), ("/v1/predictions", 422)])

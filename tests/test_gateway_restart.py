@@ -15,6 +15,7 @@ import sqlalchemy
 from conftest import TOKEN
 from gateways import Gateway, GatewayProcess
 from svd_triton.gateway import Settings
+from svd_triton.gateway.blobs import FolderBlobs
 from svd_triton.gateway.store import TERMINAL, Job, Store
 
 SMALL = {"num_frames": 4, "width": 64, "height": 64}
@@ -63,7 +64,7 @@ def test_sigkill_mid_run_then_restart_loses_nothing(triton_stream, sample_png, t
     finally:
         gateway.stop()
 
-    store = Store(database_url or f"sqlite:///{data_dir / 'gateway.db'}", data_dir)
+    store = Store(database_url or f"sqlite:///{data_dir / 'gateway.db'}", FolderBlobs(data_dir))
     with store.session() as session:
         jobs = list(session.scalars(sqlalchemy.select(Job)))
     store.close()
@@ -111,14 +112,16 @@ def test_two_replicas_on_one_postgresql_share_jobs_and_a_cancel_reaches_the_runn
         assert len(on_second.predictions.list().results) == 2
 
 
-def test_files_no_job_refers_to_are_swept_at_start(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path)
-    strays = [tmp_path / "outputs" / "stray", tmp_path / "inputs" / "gone", tmp_path / "files" / "upload.partial"]
-    for path in strays:
-        path.write_bytes(b"x")
+def test_files_no_job_refers_to_are_swept_unless_young(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}", FolderBlobs(tmp_path))
+    strays = ["outputs/stray", "inputs/gone", "files/upload.partial"]
+    for name in strays:
+        (tmp_path / name).write_bytes(b"x")
     upload = tmp_path / "upload"
     upload.write_bytes(b"kept")
     kept = store.add_upload("a.png", "image/png", upload, "0" * 64, 4, 60)
+    assert store.sweep_orphans(older_than=600) == []  # possibly another replica's, about to be committed
     assert sorted(store.sweep_orphans()) == sorted(strays)
-    assert store.upload_path(kept.id).read_bytes() == b"kept"
+    assert not any((tmp_path / name).exists() for name in strays)
+    assert store.read_upload(kept.id) == b"kept"
     store.close()

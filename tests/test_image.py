@@ -1,31 +1,30 @@
-"""The Docker image's install step, checked without Docker: the Python the Dockerfile assumes is the one its
-base image ships, and pip's resolver finds wheels for everything the Dockerfile installs, for that Python
+"""The Docker images' install steps, checked without Docker: the Python the Dockerfile assumes is the one its
+base image ships, and pip's resolver finds wheels for everything each stage installs, for that Python
 and platform (PyPI must be reachable)."""
 import json
 import os
-import re
-import shlex
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from conftest import ROOT
-
-DOCKERFILE = ROOT / "docker/Dockerfile"
+from deploy_files import Stage, dockerfile_stages, image_requirements
 
 
 @dataclass(frozen=True)
-class TritonImage:
+class BaseImage:
+    python: str
+    glibc: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class TritonImage(BaseImage):
     triton: str
     ubuntu: str
-    python: str
     cuda: str
-    glibc: tuple[int, int]
 
 
 # What each nvcr.io/nvidia/tritonserver:<release>-py3 image ships: the one place for these facts. Triton,
@@ -37,67 +36,9 @@ TRITON_IMAGES = {
     "24.10": TritonImage(triton="2.51.0", ubuntu="22.04", python="3.10", cuda="12.6.2", glibc=(2, 35)),
     "24.12": TritonImage(triton="2.53.0", ubuntu="24.04", python="3.12", cuda="12.6.3", glibc=(2, 39)),
 }
-
-
-@dataclass
-class Dockerfile:
-    args: dict[str, str]            # ARG defaults
-    base: str                       # the FROM image
-    runs: list[str]                 # each RUN command
-    pip_installs: list[list[str]]   # the arguments of each `pip install`
-    # (ARGs substituted in all three)
-
-
-def read_dockerfile(text: str) -> Dockerfile:
-    args, base, runs, installs = {}, "", [], []
-
-    def substitute(value: str) -> str:
-        return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m[1], m[0]), value)
-
-    for line in re.sub(r"\\\n", " ", text).splitlines():
-        instruction, _, rest = line.strip().partition(" ")
-        if instruction == "ARG" and "=" in rest:
-            name, _, default = rest.partition("=")
-            args[name] = default
-        elif instruction == "FROM":
-            base = substitute(rest.split()[0])
-        elif instruction == "RUN":
-            runs.append(substitute(rest))
-            for command in rest.split("&&"):
-                words = [substitute(word) for word in shlex.split(command)]
-                if words[:2] == ["pip", "install"]:
-                    installs.append(words[2:])
-    return Dockerfile(args, base, runs, installs)
-
-
-def project_requirements(spec: str) -> list[str]:
-    """`./[engine]` → the project's base dependencies plus those extras, its own extras expanded."""
-    local = re.fullmatch(r"\./?(?:\[([\w,-]+)\])?", spec)
-    assert local, f"not a local project: {spec}"
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted, requirements = local[1].split(",") if local[1] else [], list(project["dependencies"])
-    while wanted:
-        for requirement in map(Requirement, project["optional-dependencies"][wanted.pop()]):
-            if requirement.name == project["name"]:
-                wanted.extend(requirement.extras)
-            else:
-                requirements.append(str(requirement))
-    return requirements
-
-
-def image_requirements(dockerfile: Dockerfile) -> list[str]:
-    """Every requirement the Dockerfile's `pip install`s name, options dropped, the local project expanded."""
-    requirements = []
-    for words in dockerfile.pip_installs:
-        words = iter(words)
-        for word in words:
-            if word in ("--index-url", "-i", "--extra-index-url"):
-                next(words)
-            elif word.startswith("."):
-                requirements += project_requirements(word)
-            elif not word.startswith("-"):
-                requirements.append(word)
-    return requirements
+# The gateway stage's base, Docker's official Python image: the tag names the Python and the Debian release
+# (bookworm = Debian 12, whose libc6 is 2.36).
+PYTHON_IMAGES = {"python:3.12-slim-bookworm": BaseImage(python="3.12", glibc=(2, 36))}
 
 
 def manylinux_platforms(glibc: tuple[int, int]) -> list[str]:
@@ -106,7 +47,7 @@ def manylinux_platforms(glibc: tuple[int, int]) -> list[str]:
     return tags + ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
 
 
-def resolve(requirements: list[str], image: TritonImage, target) -> subprocess.CompletedProcess:
+def resolve(requirements: list[str], image: BaseImage, target) -> subprocess.CompletedProcess:
     """pip's resolver, as a dry run, for the image's Python and platform, wheels only. Local pip configuration
     is ignored (PyPI only). torch comes from PyPI too: PyTorch's own index is not reachable here, and PyPI's
     Linux wheel of the pinned torch is the build for the image's CUDA (checked below). fast-deps reads each
@@ -127,13 +68,22 @@ def unresolved(done: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def dockerfile() -> Dockerfile:
-    return read_dockerfile(DOCKERFILE.read_text())
+def stages() -> dict[str, Stage]:
+    return dockerfile_stages()
 
 
-def base_image(dockerfile: Dockerfile) -> TritonImage:
-    repository, _, tag = dockerfile.base.partition(":")
-    assert repository == "nvcr.io/nvidia/tritonserver" and tag.endswith("-py3"), dockerfile.base
+@pytest.fixture(scope="module")
+def dockerfile(stages) -> Stage:
+    """The Triton image (the file's last stage, what a plain `docker build` makes)."""
+    assert list(stages)[-1] == "triton"
+    return stages["triton"]
+
+
+def base_image(stage: Stage) -> BaseImage:
+    if stage.base in PYTHON_IMAGES:
+        return PYTHON_IMAGES[stage.base]
+    repository, _, tag = stage.base.partition(":")
+    assert repository == "nvcr.io/nvidia/tritonserver" and tag.endswith("-py3"), stage.base
     return TRITON_IMAGES[tag.removesuffix("-py3")]
 
 
@@ -172,3 +122,16 @@ def test_the_resolution_check_rejects_the_old_python_3_10_base(dockerfile, tmp_p
     done = resolve(image_requirements(dockerfile), TRITON_IMAGES["24.10"], tmp_path)
     assert done.returncode != 0
     assert "No matching distribution found for diffusers" in unresolved(done)
+
+
+def test_the_gateway_image_install_step_resolves_without_torch(stages, tmp_path):
+    gateway = stages["gateway"]
+    image = base_image(gateway)
+    requirements = image_requirements(gateway)
+    assert any(Requirement(r).name == "fastapi" for r in requirements) and "psycopg[binary]>=3.1" in requirements
+    done = resolve(requirements, image, tmp_path)
+    assert done.returncode == 0, f"pip cannot install the gateway image's requirements for Python {image.python}:\n" \
+                                 f"{unresolved(done)}"
+    installed = {item["metadata"]["name"].lower() for item in json.loads(done.stdout)["install"]}
+    assert {"fastapi", "uvicorn", "sqlalchemy", "psycopg-binary", "tritonclient"} <= installed
+    assert not {"torch", "diffusers"} & installed and not any(name.startswith("nvidia-") for name in installed)

@@ -49,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--stream", action="store_true",
                           help="use gRPC and show step progress when the deployment streams (svd-triton serve --stream)")
     generate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before giving up")
-    for name, kind in {**GENERATION_FLAGS, **TEXT_FLAGS}.items():
-        generate.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=kind.__name__.upper())
+    for name, kind in GENERATION_FLAGS.items():
+        generate.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=kind.__name__.upper(),
+                              help=PARAMETERS[name].help)
+    for name, kind in TEXT_FLAGS.items():
+        generate.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=kind.__name__.upper(),
+                              help="with --prompt: text_to_video's " + name.upper())
     generate.set_defaults(run=_generate)
 
     for name, summary in (("status", "is the server up, is the model loaded (warm) or not (cold)"),
@@ -86,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_argument("--database-url", default=os.environ.get("SVD_GATEWAY_DATABASE_URL"),
                          help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir; "
                               "env SVD_GATEWAY_DATABASE_URL)")
+    gateway.add_argument("--storage-url", default=os.environ.get("SVD_GATEWAY_STORAGE_URL"), metavar="s3://BUCKET/PREFIX",
+                         help="keep uploads, job inputs and videos in an S3-compatible bucket (shared by replicas; "
+                              "endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; "
+                              "env SVD_GATEWAY_STORAGE_URL); default: --data-dir")
     gateway.add_argument("--replica-id", help="stable name of this replica (default: the host name)")
     gateway.add_argument("--concurrency", type=int, default=4, help="generations this replica runs at once")
     gateway.add_argument("--output-seconds", type=float, default=24 * 3600.0, help="how long outputs and finished jobs are kept")
@@ -242,16 +250,16 @@ def describe_keep_warm(state: dict) -> str:
 def _gateway(args) -> int:
     import uvicorn
 
-    from .gateway import Settings, create_app
+    from .gateway import Settings, create_app, server_options
 
     optional = {"data_dir": args.data_dir, "replica_id": args.replica_id}
     settings = Settings(triton_url=args.triton_url, token=args.token, metrics_url=args.metrics_url,
-                        public_url=args.public_url, database_url=args.database_url, concurrency=args.concurrency,
+                        public_url=args.public_url, database_url=args.database_url, storage_url=args.storage_url, concurrency=args.concurrency,
                         output_seconds=args.output_seconds, max_outputs=args.max_outputs,
                         webhook_secret=args.webhook_secret, webhook_allow=tuple(args.webhook_allow),
                         region=args.region, gpu_hour_price=args.gpu_hour_price,
                         **{name: value for name, value in optional.items() if value is not None})
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **server_options(settings))
     return 0
 
 

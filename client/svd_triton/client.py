@@ -427,6 +427,14 @@ class AsyncSVDClient:
             p.learn_contract(await self._client.get_model_metadata(p.model, **kwargs),
                              await self._client.get_model_config(p.model, **kwargs))
 
+    async def model_config(self) -> dict:
+        """The model's configuration as Triton serves it (config.pbtxt as JSON: inputs, `parameters`...)."""
+        try:
+            config = await self._client.get_model_config(self._p.model, **self._p.contract_kwargs())
+        except Exception as error:
+            raise _map_error(error) from None
+        return config.get("config", config)
+
     async def control(self, action: str) -> dict:
         """Like SVDClient.control."""
         try:

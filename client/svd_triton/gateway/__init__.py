@@ -6,9 +6,11 @@
   (inference-routes, run-estimate, reliability, model-family status/start/stop: routers/forge.py);
 - OpenAI-style: POST /v1/video/generations, answering a URL into the gateway's store and/or base64.
 
-Every generation is a job in one durable store (SQLite or any SQLAlchemy database, videos on disk).
+Every generation is a job in one durable store (SQLite or any SQLAlchemy database; uploads and videos on
+disk or in an S3-compatible bucket).
 """
 from .app import create_app
+from .server import server_options
 from .settings import Settings
 
-__all__ = ["Settings", "create_app"]
+__all__ = ["Settings", "create_app", "server_options"]

@@ -9,10 +9,11 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from ..client import AsyncSVDClient
+from .blobs import open_blobs
 from .errors import install_handlers
 from .guard import Guard
 from .jobs import JobRunner
-from .routers import files, forge, health, predictions, synchronous
+from .routers import files, forge, health, playground, predictions, synchronous
 from .settings import Settings
 from .store import Store
 from .webhooks import Webhooks, load_secret
@@ -21,7 +22,8 @@ from .webhooks import Webhooks, load_secret
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        store = await run_in_threadpool(Store, settings.database, settings.data_dir)
+        blobs = await run_in_threadpool(open_blobs, settings.storage_url, settings.data_dir)
+        store = await run_in_threadpool(Store, settings.database, blobs)
         svd = AsyncSVDClient(settings.triton_url, protocol="grpc", token=settings.token, timeout=settings.timeout)
         webhooks = Webhooks(load_secret(settings.webhook_secret, settings.data_dir), allow=settings.webhook_allow,
                             attempts=settings.webhook_attempts, backoff=settings.webhook_backoff,
@@ -45,7 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
                               "OpenAI-style) in front of a Triton svd_xt deployment.")
     install_handlers(app)
     for router in (predictions.router, files.files, files.outputs, synchronous.tir, forge.router,
-                   synchronous.openai, health.router):
+                   synchronous.openai, health.router, playground.router):
         app.include_router(router)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes,
                        body_seconds=settings.body_seconds)

@@ -55,7 +55,7 @@ def image_bytes(value: str, store: Store, field: str, status: int = 400) -> byte
         if not found:
             raise GatewayError(status, "invalid_request", f"{field}: no uploaded file {upload.group(2)[:40]} on this "
                                "gateway (or it has expired)", field)
-        return store.upload_path(found.id).read_bytes()
+        return store.read_upload(found.id)
     try:
         return base64.b64decode(DATA_URI.sub("", value.strip()), validate=True)
     except (binascii.Error, ValueError):

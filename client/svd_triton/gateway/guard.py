@@ -15,8 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import GatewayError, error_response
 
-# Paths anyone may read: health, API docs, and outputs (their unguessable link is the credential).
-PUBLIC_PREFIXES = ("/healthz", "/docs", "/redoc", "/openapi.json", "/v1/outputs/")
+# Paths anyone may read: health, API docs, the parameters' ranges, the playground page (its token is typed
+# into it) and its assets, and outputs (their unguessable link is the credential).
+PUBLIC_PREFIXES = ("/healthz", "/docs", "/redoc", "/openapi.json", "/v1/parameters", "/playground/", "/v1/outputs/")
+PUBLIC_PATHS = ("/",)
 
 
 class Guard:
@@ -30,7 +32,8 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
-        if self.expected and not scope["path"].startswith(PUBLIC_PREFIXES):
+        public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIXES)
+        if self.expected and not public:
             given = headers.get("authorization", "").encode()
             if not secrets.compare_digest(given, self.expected):
                 return await _answer(scope, receive, send, 401, "unauthorized", "missing or wrong bearer token",

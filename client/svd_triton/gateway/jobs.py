@@ -22,6 +22,9 @@ from .webhooks import Webhooks
 
 LOG_INTERVAL = 0.5
 """Seconds between writes of progress lines to the store (and `logs` webhooks)."""
+SWEEP_GRACE = 600.0
+"""Stored bytes no row refers to are removed once this old: younger ones may be another replica's,
+written just before its row is committed."""
 MODEL = "stability-ai/stable-video-diffusion"
 VERSION = "svd-triton"
 FIELD_PREFIX = re.compile(r"^([A-Z][A-Z_]*): ")
@@ -71,7 +74,7 @@ class JobRunner:
     async def start(self) -> None:
         """Recover what a crash left behind, then schedule every queued job."""
         queued = await run_in_threadpool(self.store.recover, self.settings.replica_id, self.settings.max_attempts)
-        await run_in_threadpool(self.store.sweep_orphans)
+        await run_in_threadpool(self.store.sweep_orphans, SWEEP_GRACE)
         for job_id in queued:
             self._schedule(job_id)
         self._spawn(self._expire_periodically())
@@ -105,7 +108,7 @@ class JobRunner:
         if job.status != "succeeded":
             raise GatewayError(504, "deadline_exceeded", f"the job is still {job.status}")
         try:
-            return job, await run_in_threadpool(self.store.output_path(job.output_key).read_bytes)
+            return job, await run_in_threadpool(self.store.read_output, job.output_key)
         except FileNotFoundError:  # retention dropped it already: more concurrent jobs than max_outputs
             raise GatewayError(503, "unavailable", "the video was dropped by the store's retention before it could be "
                                "sent (max_outputs is smaller than the number of concurrent requests)") from None
@@ -162,7 +165,7 @@ class JobRunner:
         started = time.perf_counter()
         try:
             # A job with a prompt in its params has no image: text-to-video (AsyncSVDClient.generate(prompt=...)).
-            image = None if "prompt" in job.params else await run_in_threadpool(self.store.input_path(job.id).read_bytes)
+            image = None if "prompt" in job.params else await run_in_threadpool(self.store.read_input, job.id)
             generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
             self.generations[job.id] = generation
             while not generation.done():
@@ -195,12 +198,20 @@ class JobRunner:
             self.generations.pop(job.id, None)
         if updates:
             await self._flush(job.id, updates)
-        key = await run_in_threadpool(self.store.save_output, result.video)
+        # cog's line: the seed is otherwise not in a prediction (its output is only the video's URL)
+        await run_in_threadpool(self.store.append_logs, job.id, f"Using seed: {result.seed}\n")
+        try:
+            key = await run_in_threadpool(self.store.save_output, result.video)
+        except Exception:  # storage down or full: the job fails, and says where to look
+            log.exception("job %s: storing its video failed", job.id)
+            return await run_in_threadpool(self.store.finish, job.id, "failed", error_code="server_error",
+                                           error="the video was made but could not be stored; the gateway's log "
+                                                 "has the details")
         finished = await run_in_threadpool(self.store.finish, job.id, "succeeded", output_key=key,
                                            output_format=result.video_format, output_bytes=len(result.video),
                                            seed=result.seed, predict_time=time.perf_counter() - started)
         if finished is None:  # canceled at the very end: the output is not kept
-            await run_in_threadpool(self.store.output_path(key).unlink, True)
+            await run_in_threadpool(self.store.delete_output, key)
         else:
             self._notify(finished, "output")
         return finished
@@ -224,3 +235,4 @@ class JobRunner:
         while True:
             await self._expire()
             await asyncio.sleep(60)
+            await run_in_threadpool(self.store.sweep_orphans, SWEEP_GRACE)

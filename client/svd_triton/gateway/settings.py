@@ -19,11 +19,16 @@ class Settings:
     timeout: float = 900.0
     """Seconds one generation may take in Triton, queueing included."""
     max_body_bytes: int = 32 * 1024 * 1024
+    header_seconds: float = 10.0
+    """A request's line and headers must arrive within this many seconds (else 408 and the connection closes)."""
     body_seconds: float = 60.0
     """A request body must arrive within this many seconds (slow senders are cut off with 408)."""
 
     data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "svd-triton" / "gateway")
     """Uploaded files, job inputs and output videos (and the SQLite database unless database_url is set)."""
+    storage_url: str | None = None
+    """`s3://bucket/prefix`: uploads, job inputs and videos in an S3-compatible bucket that replicas share
+    (endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); default: data_dir."""
     database_url: str | None = None
     """Any SQLAlchemy URL (postgresql+psycopg://...); default: SQLite (WAL) in data_dir."""
     replica_id: str = field(default_factory=socket.gethostname)

@@ -1,15 +1,15 @@
 """The durable store: jobs and uploaded files in a SQL database (SQLite in WAL mode by default, any
-SQLAlchemy URL such as PostgreSQL for several replicas), their bytes on local disk.
+SQLAlchemy URL such as PostgreSQL for several replicas), their bytes in `Blobs` (a local folder, or an
+S3-compatible bucket that replicas share).
 
 Methods are blocking; async code calls them through `starlette.concurrency.run_in_threadpool`.
-Disk writes go to a temporary name and are renamed into place, so a crash leaves no half file under a
-real name; `sweep_orphans` removes what no row refers to.
+Bytes are stored before the row that refers to them is committed, so a crash can leave bytes without a
+row but never a row without bytes; `sweep_orphans` removes the former.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,6 +17,8 @@ from pathlib import Path
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, Integer, String, Text, create_engine, event, or_,
                         select, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from .blobs import FOLDERS, Blobs
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -84,10 +86,8 @@ class Upload(Base):
 
 
 class Store:
-    def __init__(self, database_url: str, data_dir: Path):
-        self.dir = Path(data_dir)
-        for folder in ("files", "inputs", "outputs"):
-            (self.dir / folder).mkdir(parents=True, exist_ok=True)
+    def __init__(self, database_url: str, blobs: Blobs):
+        self.blobs = blobs
         sqlite = database_url.startswith("sqlite")
         self.engine = create_engine(database_url, pool_pre_ping=True,
                                     connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {})
@@ -102,7 +102,7 @@ class Store:
     # Jobs
 
     def create(self, job: Job, image: bytes) -> Job:
-        _write(self.input_path(job.id), image)
+        self.blobs.write(f"inputs/{job.id}", image)
         with self.session.begin() as session:
             session.add(job)
         return job
@@ -141,7 +141,7 @@ class Store:
             done = session.execute(update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL))
                                    .values(status=status, completed_at=utcnow(), **values)).rowcount
             job = session.get(Job, job_id)
-        self.input_path(job_id).unlink(missing_ok=True)
+        self.blobs.delete(f"inputs/{job_id}")
         return job if done else None
 
     def requeue(self, job_id: str, note: str) -> None:
@@ -160,7 +160,7 @@ class Store:
                 job.status, job.completed_at = "canceled", utcnow()
             job.cancel_requested = True
         if job.status == "canceled":
-            self.input_path(job_id).unlink(missing_ok=True)
+            self.blobs.delete(f"inputs/{job_id}")
         return job
 
     def recover(self, worker: str, max_attempts: int) -> list[str]:
@@ -185,18 +185,21 @@ class Store:
         with self.session() as session:
             return list(session.scalars(select(Job.id).where(Job.status == "starting").order_by(Job.created_at)))
 
-    # Bytes on disk
+    # Bytes
 
-    def input_path(self, job_id: str) -> Path:
-        return self.dir / "inputs" / job_id
-
-    def output_path(self, key: str) -> Path:
-        return self.dir / "outputs" / key
+    def read_input(self, job_id: str) -> bytes:
+        return self.blobs.read(f"inputs/{job_id}")
 
     def save_output(self, video: bytes) -> str:
         key = secrets.token_urlsafe(24)
-        _write(self.output_path(key), video)
+        self.blobs.write(f"outputs/{key}", video)
         return key
+
+    def read_output(self, key: str) -> bytes:
+        return self.blobs.read(f"outputs/{key}")
+
+    def delete_output(self, key: str) -> None:
+        self.blobs.delete(f"outputs/{key}")
 
     def job_for_output(self, key: str) -> Job | None:
         with self.session() as session:
@@ -207,13 +210,13 @@ class Store:
     def add_upload(self, name: str, content_type: str, source_path: Path, sha256: str, size: int, seconds: float) -> Upload:
         upload = Upload(id=new_id(), name=name[:255], content_type=content_type[:255], size=size, sha256=sha256,
                         created_at=utcnow(), expires_at=utcnow() + timedelta(seconds=seconds))
-        os.replace(source_path, self.upload_path(upload.id))
+        self.blobs.move_in(f"files/{upload.id}", source_path)
         with self.session.begin() as session:
             session.add(upload)
         return upload
 
-    def upload_path(self, upload_id: str) -> Path:
-        return self.dir / "files" / upload_id
+    def read_upload(self, upload_id: str) -> bytes:
+        return self.blobs.read(f"files/{upload_id}")
 
     def get_upload(self, upload_id: str) -> Upload | None:
         with self.session() as session:
@@ -229,7 +232,7 @@ class Store:
             upload = session.get(Upload, upload_id)
             if upload:
                 session.delete(upload)
-        self.upload_path(upload_id).unlink(missing_ok=True)
+        self.blobs.delete(f"files/{upload_id}")
         return upload is not None
 
     # Retention
@@ -255,31 +258,25 @@ class Store:
             for upload_id in expired_uploads:
                 session.delete(session.get(Upload, upload_id))
         for key in dropped:
-            self.output_path(key).unlink(missing_ok=True)
+            self.delete_output(key)
         for upload_id in expired_uploads:
-            self.upload_path(upload_id).unlink(missing_ok=True)
+            self.blobs.delete(f"files/{upload_id}")
         return len(dropped)
 
-    def sweep_orphans(self) -> list[Path]:
-        """Delete files on disk that no row refers to (left by a crash between a write and its commit)."""
+    def sweep_orphans(self, older_than: float = 0.0) -> list[str]:
+        """Delete stored bytes that no row refers to (left by a crash between a write and its commit).
+        Replicas sharing a bucket pass `older_than`, so as not to take another's bytes before its commit."""
+        listed_before = utcnow() - timedelta(seconds=older_than)
+        names = [name for folder in FOLDERS for name, modified in self.blobs.listing(folder) if modified <= listed_before]
         with self.session() as session:
-            keep = {("outputs", key) for key in session.scalars(select(Job.output_key).where(
+            keep = {f"outputs/{key}" for key in session.scalars(select(Job.output_key).where(
                 Job.output_key.is_not(None), Job.output_removed.is_(False)))}
-            keep |= {("inputs", job_id) for job_id in session.scalars(select(Job.id).where(Job.status.not_in(TERMINAL)))}
-            keep |= {("files", upload_id) for upload_id in session.scalars(select(Upload.id))}
-        removed = []
-        for folder in ("files", "inputs", "outputs"):
-            for path in (self.dir / folder).iterdir():
-                if (folder, path.name) not in keep:
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
+            keep |= {f"inputs/{job_id}" for job_id in session.scalars(select(Job.id).where(Job.status.not_in(TERMINAL)))}
+            keep |= {f"files/{upload_id}" for upload_id in session.scalars(select(Upload.id))}
+        removed = [name for name in names if name not in keep]
+        for name in removed:
+            self.blobs.delete(name)
         return removed
-
-
-def _write(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def _sqlite_pragmas(connection, _record) -> None:

@@ -14,7 +14,6 @@ the next request brings them back. A request with a CONTROL input (prewarm, pin,
 and no image steers that and answers STATE (JSON) instead of a video.
 """
 import concurrent.futures
-import functools
 import json
 from dataclasses import replace
 
@@ -76,18 +75,15 @@ class TritonPythonModel:
                     cancelled=lambda index: replies.is_cancelled(positions[index]))
         except Exception as error:
             futures = [failed(error) for _ in accepted]
-        deliveries = [functools.partial(self.deliver, replies, position, spec) for position, spec in accepted]
-        if self.decoupled:
-            # Each reply goes out when its video is encoded, from an engine thread: returning now lets
-            # Triton start the next batch on the device while these videos are still being encoded.
-            for deliver, future in zip(deliveries, futures):
-                future.add_done_callback(deliver)
-            return None
-        # Default mode: responses are returned from execute(). Sending them later from another thread
-        # crashed tritonserver 2.51 under load (std::bad_alloc), so here encoding overlaps only the
-        # next pipeline call of this same execution.
+        # Every final reply is sent (decoupled) or returned from this thread, once the whole batch is done;
+        # encoding overlaps only the next pipeline call of this same execution. In Triton 2.51, final
+        # responses sent from other threads aborted tritonserver under concurrent load: std::bad_alloc in
+        # default mode, and in decoupled mode with batching boost::interprocess::lock_exception or
+        # SIGSEGV in libtriton_python.so within seconds of 8 concurrent streams
+        # (tests/test_streaming.py::test_a_burst_of_concurrent_streams_is_served_and_the_server_survives).
         concurrent.futures.wait(futures)
-        videos = [result for deliver, future in zip(deliveries, futures) if (result := deliver(future)) is not None]
+        videos = [result for (position, spec), future in zip(accepted, futures)
+                  if (result := self.deliver(replies, position, spec, future)) is not None]
         self.logger.log_info(f"{self.model_name}: executed {len(requests)} request(s), {len(videos)} video(s)"
                              + (f", {max(sum(r.timings.values()) for r in videos):.2f} s" if videos else ""))
         return replies.finish()
@@ -106,18 +102,14 @@ class TritonPythonModel:
                 "startup_seconds": None if startup is None else round(startup, 3)}
 
     def deliver(self, replies, position, spec, future):
-        """Send one request's final reply: its outputs, or the error it ended with. Never raises (in a
-        decoupled model it runs as a Future callback, where an exception would be swallowed and the
-        client left waiting).
+        """Send one request's final reply: its outputs, or the error it ended with. Never raises: a
+        failure while sending one reply must not cost the other requests of the batch theirs.
 
         Returns the GenerationResult when its outputs were sent, else None."""
         try:
             result = future.result()
             replies.send(position, output_tensors(result, replies.wanted[position]))
             self.metrics.observe(spec, result)
-            if self.decoupled:
-                self.logger.log_info(f"{self.model_name}: request {replies.request_id(position)} done, "
-                                     f"{sum(result.timings.values()):.2f} s")
         except Exception as error:
             self.fail(replies, position, error)  # after a sent reply, logs the error and sends nothing more
             return None

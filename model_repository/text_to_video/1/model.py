@@ -74,17 +74,20 @@ class TritonPythonModel:
                                                           thread_name_prefix="text_to_video")
 
     def execute(self, requests):
+        """Each request's chain runs on its own pool thread (so the stages can batch them); every final
+        reply is sent (decoupled) or returned from this thread once all are done: in Triton 2.51, final
+        responses sent from other threads aborted tritonserver under concurrent load (svd_xt's model.py)."""
         replies = Replies(requests, self.decoupled)
-        chains = [self.pool.submit(self.answer, replies, position) for position in range(len(requests))]
-        if self.decoupled:
-            return None
+        chains = [self.pool.submit(self.chain, replies, position) for position in range(len(requests))]
         concurrent.futures.wait(chains)
+        for position, chain in enumerate(chains):
+            self.answer(replies, position, chain)
         return replies.finish()
 
-    def answer(self, replies, position):
-        """Run one request's chain and send its final reply; never raises."""
+    def answer(self, replies, position, chain):
+        """Send one request's final reply: its outputs, or the error its chain ended with; never raises."""
         try:
-            replies.send(position, self.chain(replies, position))
+            replies.send(position, chain.result())
         except StageFailed as error:
             try:
                 replies.error(position, str(error), error.code)

@@ -6,8 +6,8 @@ import hashlib
 import json
 import tempfile
 
-from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ...contract import MIME_TYPES
@@ -36,7 +36,7 @@ async def upload_file(store: StoreDep, settings: SettingsDep, base: BaseURL, con
     except json.JSONDecodeError:
         raise GatewayError(400, "invalid_request", "metadata: not valid JSON", "metadata") from None
     digest, size = hashlib.sha256(), 0
-    with tempfile.NamedTemporaryFile(dir=store.dir / "files", suffix=".partial", delete=False) as target:
+    with tempfile.NamedTemporaryFile(dir=store.blobs.scratch, suffix=".partial", delete=False) as target:
         while chunk := await content.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -68,9 +68,13 @@ async def delete_file(file_id: str, store: StoreDep):
 
 
 @outputs.get("/v1/outputs/{name}")
-async def output_video(name: str, store: StoreDep):
+async def output_video(name: str, store: StoreDep, request: Request):
     """A generated video, until retention removes it."""
     job = await run_in_threadpool(store.job_for_output, name.split(".", 1)[0])
-    if job is None:
-        raise GatewayError(404, "not_found", "no such video, or it has expired")
-    return FileResponse(store.output_path(job.output_key), media_type=MIME_TYPES.get(job.output_format))
+    try:
+        if job is None:
+            raise FileNotFoundError(name)
+        return await run_in_threadpool(store.blobs.response, f"outputs/{job.output_key}",
+                                       MIME_TYPES.get(job.output_format), request.headers.get("range"))
+    except FileNotFoundError:
+        raise GatewayError(404, "not_found", "no such video, or it has expired") from None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -193,6 +193,29 @@ Gpu = Query(None, pattern=NAME_PATTERN, description="a pinned GPU; another GPU i
 Region = Query(None, pattern=NAME_PATTERN, description="a pinned region; another region is a warning")
 
 
+@dataclass
+class Pinned:
+    """What a catalogue route starts from: the model's metrics, this deployment as a Forge target, warnings
+    for the pins it does not match, and the pins given."""
+
+    found: Measured
+    own: dict[str, Any]
+    warnings: list[str]
+    filters: dict[str, str]
+
+
+async def pinned_target(slug: Slug, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
+                        gpu_type: str | None = Gpu, region: str | None = Region) -> Pinned:
+    check_slug(slug)
+    found = await measured(http, settings)
+    own, warnings = target(settings, found.gpu_type, model_version, gpu_type, region)
+    filters = {k: v for k, v in (("model_version", model_version), ("gpu_type", gpu_type), ("region", region)) if v}
+    return Pinned(found, own, warnings, filters)
+
+
+PinnedTarget = Annotated[Pinned, Depends(pinned_target)]
+
+
 @router.post("/v1/inference/{slug}", summary="Inference")
 async def inference(slug: Slug, body: ForgeRequest, runner: RunnerDep, store: StoreDep, base: BaseURL,
                     http: HTTPDep, settings: SettingsDep):
@@ -214,23 +237,17 @@ async def inference(slug: Slug, body: ForgeRequest, runner: RunnerDep, store: St
 
 
 @router.get("/v1/models/{slug}/inference-routes")
-async def inference_routes(slug: Slug, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
-                           gpu_type: str | None = Gpu, region: str | None = Region):
+async def inference_routes(pinned: PinnedTarget):
     """The route this deployment serves for the model (Forge's "Verify target")."""
-    check_slug(slug)
-    found = await measured(http, settings)
-    own, warnings = target(settings, found.gpu_type, model_version, gpu_type, region)
-    route = {"route": f"/v1/inference/{SLUG}", "method": "POST", "model": SLUG, **own, "status": found.state}
-    return {"slug": SLUG, "routes": [route], "warnings": warnings}
+    route = {"route": f"/v1/inference/{SLUG}", "method": "POST", "model": SLUG, **pinned.own,
+             "status": pinned.found.state}
+    return {"slug": SLUG, "routes": [route], "warnings": pinned.warnings}
 
 
 @router.get("/v1/models/{slug}/run-estimate")
-async def run_estimate(slug: Slug, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
-                       gpu_type: str | None = Gpu, region: str | None = Region):
+async def run_estimate(pinned: PinnedTarget, settings: SettingsDep):
     """Warm and first-cold request time from measured p50s; cost only with a configured GPU-hour price."""
-    check_slug(slug)
-    found = await measured(http, settings)
-    own, warnings = target(settings, found.gpu_type, model_version, gpu_type, region)
+    found, own, warnings = pinned.found, pinned.own, pinned.warnings
     warm = found.request_p50
     cold_start = found.cold_start_p50
     cold = None if warm is None or cold_start is None else warm + cold_start
@@ -247,13 +264,9 @@ async def run_estimate(slug: Slug, http: HTTPDep, settings: SettingsDep, model_v
 
 
 @router.get("/v1/models/{slug}/reliability")
-async def reliability(slug: Slug, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
-                      gpu_type: str | None = Gpu, region: str | None = Region):
+async def reliability(pinned: PinnedTarget, settings: SettingsDep):
     """The payload Forge's reliability script reads, from this deployment's observed outcomes."""
-    check_slug(slug)
-    found = await measured(http, settings)
-    own, warnings = target(settings, found.gpu_type, model_version, gpu_type, region)
-    filters = {k: v for k, v in (("model_version", model_version), ("gpu_type", gpu_type), ("region", region)) if v}
+    found, own, warnings, filters = pinned.found, pinned.own, pinned.warnings, pinned.filters
     successes = found.outcomes.get("success", 0)
     rate = successes / found.served if found.served else None
     status = ("no_traffic" if rate is None else "works" if rate == 1 else "degraded" if successes else "failing")

@@ -35,6 +35,8 @@ class Parameter:
     high: float | None = None
     choices: tuple[str, ...] = ()
     multiple_of: int = 1
+    help: str = ""
+    """One sentence for people: CLI and playground show it beside the control."""
 
     def coerce(self, value: Any, high: float | None = None):
         """The value converted to `kind` and range-checked; `high` supplies a bound set by the deployment."""
@@ -90,23 +92,33 @@ def _as_number(name: str, value: Any, *, integer: bool):
 
 
 PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
-    Parameter("width", int, 64, MAX_SIDE, multiple_of=8),
-    Parameter("height", int, 64, MAX_SIDE, multiple_of=8),
-    Parameter("resize_mode", str, choices=images.RESIZE_MODES),
-    Parameter("num_frames", int, 2, None),  # up to the deployment's max_num_frames
-    Parameter("num_inference_steps", int, 1, 100),
-    Parameter("fps", int, 1, 60),
-    Parameter("motion_bucket_id", int, 0, 255),
-    Parameter("noise_aug_strength", float, 0.0, 1.0),
-    Parameter("min_guidance_scale", float, 0.0, 20.0),
-    Parameter("max_guidance_scale", float, 0.0, 20.0),
-    Parameter("decode_chunk_size", int, 1, None),  # up to the request's num_frames
-    Parameter("seed", int, 0, MAX_SEED),
-    Parameter("video_format", str, choices=tuple(VIDEO_FORMATS)),
-    Parameter("video_quality", int, None, None),
-    Parameter("segments", int, 1, None),  # up to the deployment's max_segments
-    Parameter("interpolate", int, 1, 4),
-    Parameter("loop", str, choices=LOOPS),
+    Parameter("width", int, 64, MAX_SIDE, multiple_of=8, help="Width of the video in pixels."),
+    Parameter("height", int, 64, MAX_SIDE, multiple_of=8, help="Height of the video in pixels."),
+    Parameter("resize_mode", str, choices=images.RESIZE_MODES,
+              help="How the image is fitted to width×height: crop to fill, pad with borders, stretch, "
+                   "or keep the image's own size."),
+    Parameter("num_frames", int, 2, None,  # up to the deployment's max_num_frames
+              help="Frames generated per clip."),
+    Parameter("num_inference_steps", int, 1, 100,
+              help="Denoising steps: more is slower and usually sharper."),
+    Parameter("fps", int, 1, 60, help="Frames per second of the video; the model is also conditioned on it."),
+    Parameter("motion_bucket_id", int, 0, 255, help="How much motion: higher values move more."),
+    Parameter("noise_aug_strength", float, 0.0, 1.0,
+              help="Noise added to the image: more lets the video drift further from it."),
+    Parameter("min_guidance_scale", float, 0.0, 20.0, help="Guidance at the first frame."),
+    Parameter("max_guidance_scale", float, 0.0, 20.0,
+              help="Guidance at the last frame (guidance rises linearly across the frames)."),
+    Parameter("decode_chunk_size", int, 1, None,  # up to the request's num_frames
+              help="Frames decoded at once: fewer needs less memory; it changes the result slightly."),
+    Parameter("seed", int, 0, MAX_SEED, help="The same seed and settings give the same video; empty for a random one."),
+    Parameter("video_format", str, choices=tuple(VIDEO_FORMATS), help="Container and codec of the result."),
+    Parameter("video_quality", int, None, None,
+              help="Encoder quality; its range depends on the format (for MP4 the CRF: lower is better)."),
+    Parameter("segments", int, 1, None,  # up to the deployment's max_segments
+              help="Clips chained one after another, each from the last frame of the one before."),
+    Parameter("interpolate", int, 1, 4, help="Frame-rate multiplier by motion-compensated interpolation (1: none)."),
+    Parameter("loop", str, choices=LOOPS,
+              help="Make the video loop: none, play forward then back (pingpong), or blend the end into the start."),
 )}
 
 FIXED_DEFAULTS = {
