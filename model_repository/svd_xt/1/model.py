@@ -15,6 +15,7 @@ and no image steers that and answers STATE (JSON) instead of a video.
 """
 import concurrent.futures
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -32,6 +33,7 @@ CONTROL_ACTIONS = ("state", "prewarm", "pin", "release")
 OUTPUTS = {"VIDEO": "TYPE_STRING", "SEED_USED": "TYPE_INT64", "FRAMES": "TYPE_UINT8", "PROGRESS": "TYPE_STRING",
            "STATE": "TYPE_STRING"}
 MODEL_SOURCE_ENV = "SVD_MODEL_SOURCE"
+KEEP_WARM_ENV = "SVD_KEEP_WARM_SECONDS"
 
 
 class TritonPythonModel:
@@ -49,7 +51,7 @@ class TritonPythonModel:
         self.engine = SVDEngine.load(config)
         self.logger.log_info(f"{self.model_name}: {self.engine.fast_path.describe()}")
         self.metrics = Metrics(self.model_name, warmup_requests(model_config))
-        seconds = keep_warm_seconds(model_config)
+        seconds = keep_warm_seconds(model_config, os.environ.get(KEEP_WARM_ENV))
         self.keep_warm = KeepWarm(self.engine, seconds, on_change=self.metrics.keep_warm)
         self.logger.log_info(f"{self.model_name}: keep-warm {seconds} s, then release by {self.engine.release_mechanism}")
 
@@ -183,4 +185,4 @@ def check_contract(model_config, model_name):
 
 def engine_config(model_config, instance_kind, device_id):
     """EngineConfig from config.pbtxt parameters, the instance's device and the environment."""
-    return deployment_config(EngineConfig, model_config, instance_kind, device_id, MODEL_SOURCE_ENV)
+    return deployment_config(EngineConfig, model_config, instance_kind, device_id, os.environ.get(MODEL_SOURCE_ENV))

@@ -8,6 +8,7 @@ pipeline call (dynamic batching). Replies, errors, metrics and keep-warm are svd
 `keep_warm_seconds` ($TEXT_IMAGE_KEEP_WARM_SECONDS overrides), the first thing to free on a shared GPU.
 """
 import json
+import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -34,11 +35,11 @@ class TritonPythonModel:
                     **{name.upper(): TYPES_FOR_KIND[p.kind] for name, p in PARAMETERS.items()}}
         check_declared(model_config, self.model_name, expected, OUTPUTS)
         config = deployment_config(TextImageConfig, model_config, args["model_instance_kind"],
-                                   args["model_instance_device_id"], MODEL_SOURCE_ENV)
+                                   args["model_instance_device_id"], os.environ.get(MODEL_SOURCE_ENV))
         pb_utils.Logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})")
         self.engine = TextImageEngine.load(config)
         self.metrics = Metrics(self.model_name, warmup_requests(model_config))
-        seconds = keep_warm_seconds(model_config, KEEP_WARM_ENV)
+        seconds = keep_warm_seconds(model_config, os.environ.get(KEEP_WARM_ENV))
         self.keep_warm = KeepWarm(self.engine, seconds, on_change=self.metrics.keep_warm)
         pb_utils.Logger.log_info(f"{self.model_name}: keep-warm {seconds} s, then release by "
                                  f"{self.engine.release_mechanism}")

@@ -8,7 +8,6 @@ import concurrent.futures
 import json
 import locale
 import logging
-import os
 import re
 import tempfile
 import threading
@@ -24,7 +23,6 @@ from .keep_warm import STATES
 TYPES_FOR_KIND = {int: ("TYPE_INT32", "TYPE_INT64"), float: ("TYPE_FP32",), str: ("TYPE_STRING",)}
 BACKEND_PARAMETERS = {"EXECUTION_ENV_PATH"}  # read by the python backend itself, not the engine
 KEEP_WARM_PARAMETER = "keep_warm_seconds"  # read here (KeepWarm), not by the engine
-KEEP_WARM_ENV = "SVD_KEEP_WARM_SECONDS"
 DEFAULT_KEEP_WARM_SECONDS = 900
 # Triton 2.51's BLS cannot cancel a request it sent (python_backend added the response iterator's
 # cancel() in r25.04), so a model that chains others (text_to_video) sends each stage a random token
@@ -295,13 +293,13 @@ def check_declared(model_config, model_name, expected_inputs, outputs):
         raise ValueError(f"model '{model_name}': config.pbtxt does not match model.py: " + "; ".join(problems))
 
 
-def deployment_config(config_class, model_config, instance_kind, device_id, source_env):
-    """`config_class` (EngineConfig, TextImageConfig) from config.pbtxt parameters, the instance's device
-    and the environment variable `source_env`, which overrides model_source when set."""
+def deployment_config(config_class, model_config, instance_kind, device_id, model_source=None):
+    """`config_class` (EngineConfig, TextImageConfig) from config.pbtxt parameters and the instance's device;
+    `model_source` (the model's environment variable, read by its model.py) overrides the parameter when set."""
     parameters = {key: value["string_value"] for key, value in model_config.get("parameters", {}).items()
                   if key not in BACKEND_PARAMETERS and key != KEEP_WARM_PARAMETER}
-    if os.environ.get(source_env):
-        parameters["model_source"] = os.environ[source_env]
+    if model_source:
+        parameters["model_source"] = model_source
     parameters["device"] = f"cuda:{device_id}" if instance_kind == "GPU" else "cpu"
     try:
         return config_class.from_parameters(parameters)
@@ -315,9 +313,9 @@ def warmup_requests(model_config):
                for w in model_config.get("model_warmup", []))
 
 
-def keep_warm_seconds(model_config, env=KEEP_WARM_ENV):
-    """Idle seconds before release: $`env` (SVD_KEEP_WARM_SECONDS), else config.pbtxt's keep_warm_seconds, else 900."""
-    raw = os.environ.get(env) or model_config.get("parameters", {}).get(KEEP_WARM_PARAMETER, {}).get(
+def keep_warm_seconds(model_config, override=None):
+    """Idle seconds before release: `override` (the model's environment variable, read by its model.py), else config.pbtxt's keep_warm_seconds, else 900."""
+    raw = override or model_config.get("parameters", {}).get(KEEP_WARM_PARAMETER, {}).get(
         "string_value", str(DEFAULT_KEEP_WARM_SECONDS))
     try:
         seconds = float(raw)
