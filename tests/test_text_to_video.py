@@ -316,6 +316,35 @@ def test_forge_body_with_a_prompt_and_no_image(gateway):
     assert empty.status_code == 400 and "PROMPT" in empty.text
 
 
+def test_a_prediction_with_a_prompt_alone_runs_text_to_video(gateway, sample_png):
+    """The jobs API through the official replicate client: a prompt and no image makes a video; with an image the
+    prompt is ignored and the logs say so; a blank prompt fails naming it."""
+    import base64
+
+    import replicate
+    import requests
+
+    from conftest import TOKEN
+
+    client = replicate.Client(api_token=TOKEN, base_url=gateway.url)
+    client.poll_interval = 0.1
+    small = {"seed": 4, "width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 2, "fps": 6}
+    prediction = client.predictions.create(version="any", input={"prompt": PROMPT, **small})
+    prediction.wait()
+    assert prediction.status == "succeeded", prediction.error
+    decoded = decode_video(requests.get(prediction.output, timeout=30).content, "mp4")
+    assert (decoded.num_frames, decoded.size, decoded.fps) == (4, (64, 64), 6.0)
+    with SVDClient(gateway.settings.triton_url, protocol="grpc", token=TOKEN) as direct:
+        assert requests.get(prediction.output, timeout=30).content == direct.generate(prompt=PROMPT, **small).video
+    with_image = client.predictions.create(version="any", input={
+        "image": base64.b64encode(sample_png).decode(), "prompt": PROMPT, **small})
+    with_image.wait()
+    assert with_image.status == "succeeded" and "input.prompt: an image-to-video model takes no prompt" in with_image.logs
+    blank = client.predictions.create(version="any", input={"prompt": " ", **small})
+    blank.wait()
+    assert blank.status == "failed" and "PROMPT" in blank.error
+
+
 def test_idle_text_to_image_gives_its_weights_back_and_the_next_request_brings_them_back():
     """keep_warm_seconds for text_to_image ($TEXT_IMAGE_KEEP_WARM_SECONDS=1 here): released when idle, reloaded
     by the next request, each transition in its metrics."""

@@ -79,6 +79,7 @@ class VideoGenerationRequest(_CatalogueBody):
     """`url`, `b64_json`, or unset for both."""
 
 
+PROMPT_FIELDS = ("prompt", "negative_prompt")
 # Catalogue fields that are accepted, reported as ignored, and not sent to the model (with an image;
 # without one they are text_to_video's inputs).
 IGNORED_FIELDS = {
@@ -113,14 +114,19 @@ COG_DEFAULTS = {"num_frames": 14, "fps": 6}
 
 
 class PredictionInput(SVDParameters):
-    """A prediction's input: cog-svd's names (input_image, video_length, ...) or the model's own."""
+    """A prediction's input: cog-svd's names (input_image, video_length, ...) or the model's own. Without an
+    image, a prompt runs text-to-video; with one, a prompt is ignored (and said so in the logs)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={  # exactly one image; no setting under both names
-        "oneOf": [_given("input_image"), _given("image")],
-        "not": {"anyOf": [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS]}})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={  # an image or a prompt; no setting under both names
+        "anyOf": [_given("input_image"), _given("image"), _given("prompt")],
+        "not": {"anyOf": [_given("input_image", "image")]
+                + [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS]}})
     input_image: str | None = Field(None, pattern=IMAGE_REFERENCE,
                                     description="The image: an uploaded file's URL, a data URI or base64.")
     image: str | None = Field(None, pattern=IMAGE_REFERENCE, description="Same as input_image.")
+    prompt: str | None = Field(None, description="Without an image: the text the first frame is made from "
+                               "(text-to-video). With an image: ignored.")
+    negative_prompt: str | None = Field(None, description="Text-to-video: what the first frame should not show.")
     video_length: Literal[tuple(VIDEO_LENGTHS)] | None = None
     sizing_strategy: Literal[tuple(SIZING_STRATEGIES)] | None = None
     frames_per_second: Annotated[int | None, Field(ge=5, le=30)] = None
@@ -128,8 +134,9 @@ class PredictionInput(SVDParameters):
     decoding_t: _contract_field(PARAMETERS["decode_chunk_size"])[0] = None
 
 
-def prediction_parameters(given: PredictionInput) -> tuple[str, dict[str, Any]]:
-    """The image reference and the model's parameters of a prediction input; both names of one field → error."""
+def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str, Any], list[str]]:
+    """The image reference (None: text-to-video), the model's parameters and notes on ignored fields of a
+    prediction input; both names of one field → error."""
     values = given.model_dump(exclude_none=True)
     params: dict[str, Any] = {}
     for name, value in values.items():
@@ -139,9 +146,12 @@ def prediction_parameters(given: PredictionInput) -> tuple[str, dict[str, Any]]:
                                f"input.{name}")
         params[target] = {"video_length": VIDEO_LENGTHS, "sizing_strategy": SIZING_STRATEGIES}.get(name, {}).get(value, value)
     image = params.pop("image", None)
-    if image is None:
+    notes = []
+    if image is None and "prompt" not in params:
         raise GatewayError(422, "invalid_input", "input.input_image: required (an image URL from /v1/files, a data URI "
-                           "or base64)", "input.input_image")
+                           "or base64), or a prompt alone for text-to-video", "input.input_image")
+    if image is not None:
+        notes = [f"input.{name}: {IGNORED_FIELDS[name]}" for name in PROMPT_FIELDS if params.pop(name, None) is not None]
     if "input_image" in values:  # a cog-svd request: cog-svd's defaults where it gave nothing
         params = {**COG_DEFAULTS, **params}
-    return image, params
+    return image, params, notes

@@ -51,8 +51,9 @@ def wait_seconds(prefer: str | None, longest: float) -> float:
 
 async def _create(request: PredictionRequest, model: str | None, prefer: str | None, runner: RunnerDep,
                   store: StoreDep, webhooks: WebhooksDep, settings: SettingsDep, base: str) -> JSONResponse:
-    image_ref, params = prediction_parameters(request.input)
-    image = await run_in_threadpool(image_bytes, image_ref, store, "input.input_image", 422)
+    image_ref, params, notes = prediction_parameters(request.input)
+    # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
+    image = b"" if image_ref is None else await run_in_threadpool(image_bytes, image_ref, store, "input.input_image", 422)
     webhook = request.webhook or request.webhook_completed
     events = request.webhook_events_filter or (["completed"] if request.webhook_completed and not request.webhook else [])
     if webhook:
@@ -62,6 +63,7 @@ async def _create(request: PredictionRequest, model: str | None, prefer: str | N
         if name in given and not given[name].startswith(("http://", "https://")):
             given[name] = f"sha256:{sha256(image)}"
     job = runner.new_job("predictions", image, params, given, base, webhook=webhook, events=events)
+    job.logs = "".join(f"{note}\n" for note in notes)
     job.version = request.version or VERSION
     if model:
         job.model = model
