@@ -13,7 +13,7 @@ SMALL = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1}
 
 
 def test_killed_backend_process_fails_its_request_then_the_model_is_reloaded(sample_png):
-    with _serve() as server:
+    with _serve(models=("svd_xt",)) as server:  # one model, so its stub is the one backend process
         assert len(backend_stub_pids(server.process.pid)) == 1
         outcome = {}
 

@@ -217,7 +217,9 @@ def test_a_saturated_queue_answers_unavailable_at_once(triton, sample_png):
     assert refused, "20 concurrent requests should overflow a queue of 8 behind a batch of 4"
     for error in refused:
         assert "UNAVAILABLE" in str(error.status()) and "Exceeds maximum queue size" in error.message()
-    assert len(outcomes) - len(refused) >= 12  # every request that found room got its video
+    # Every request that found room got its video: at least the 8 the queue holds and one executing (how many
+    # the first batch took depends on how many had arrived within its 100 ms batching delay).
+    assert len(outcomes) - len(refused) >= 9
     with SVDClient(triton.grpc_url, protocol="grpc", token=TOKEN) as svd:
         assert svd.generate(sample_png, width=64, height=64, num_frames=4, num_inference_steps=2).video
 
