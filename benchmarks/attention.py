@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,12 +24,12 @@ import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
 from benchmarks.fast_path import SIZES
-from benchmarks.report import ROOT, markdown_table, write_section
+from benchmarks.report import markdown_table, write_section
 
-from diffusers.models.attention_processor import Attention  # noqa: E402
+from diffusers.models.attention_processor import Attention
 
-from svd_engine.fast_path import SDPA_KERNELS, attention_kind  # noqa: E402
-from svd_engine.loading import load_pipeline, resolve_device, resolve_dtype  # noqa: E402
+from svd_engine.fast_path import SDPA_KERNELS, attention_kind
+from svd_engine.loading import load_pipeline, resolve_device, resolve_dtype
 
 KERNELS = ["auto", *SDPA_KERNELS]
 KINDS = ("spatial", "temporal", "vae")

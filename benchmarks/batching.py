@@ -22,7 +22,7 @@ from benchmarks.report import ROOT, markdown_table, write_section
 from svd_triton import SVDClient
 from svd_triton.launcher import ServerOptions, TritonServer, free_port
 
-SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
+SAMPLE = ROOT / "src" / "svd_triton" / "data" / "sample.png"
 
 
 def repository_copy(folder: Path, batching: bool) -> Path:

@@ -25,7 +25,6 @@ import gc
 import json
 import math
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -36,14 +35,14 @@ import torch
 
 from benchmarks.report import ROOT, markdown_table, write_section
 
-from diffusers import StableVideoDiffusionPipeline  # noqa: E402
+from diffusers import StableVideoDiffusionPipeline
 
-from svd_engine import EngineConfig, SVDEngine, encode_video  # noqa: E402
-from svd_engine.loading import load_pipeline, resolve_device, resolve_dtype  # noqa: E402
-from svd_engine.pipeline import PhaseTimer, uint8_frames  # noqa: E402
-from svd_engine.request import parse_request  # noqa: E402
+from svd_engine import EngineConfig, SVDEngine, encode_video
+from svd_engine.loading import load_pipeline, resolve_device, resolve_dtype
+from svd_engine.pipeline import PhaseTimer, uint8_frames
+from svd_engine.request import parse_request
 
-SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
+SAMPLE = ROOT / "src" / "svd_triton" / "data" / "sample.png"
 SIZES = {  # source, width, height, frames, steps, decode chunk
     "tiny": ("tiny", 128, 128, 8, 4, 4),
     "xt": ("random-xt", 1024, 576, 25, 25, 8),

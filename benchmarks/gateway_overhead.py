@@ -21,12 +21,12 @@ from pathlib import Path
 
 import httpx
 import psutil
-from benchmarks.report import ROOT, markdown_table, write_section
+from benchmarks.report import REPOSITORY, ROOT, markdown_table, write_section
 
 from svd_triton import SVDClient
 from svd_triton.launcher import ServerOptions, TritonServer, free_port
 
-SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
+SAMPLE = ROOT / "src" / "svd_triton" / "data" / "sample.png"
 TOKEN = "bench-token"
 
 
@@ -101,7 +101,7 @@ def main() -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as folder, \
-            TritonServer(ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+            TritonServer(ServerOptions(model_repository=REPOSITORY, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                                        token=TOKEN, stream=True), ready_timeout=300) as triton:
         gateway, url = start_gateway(triton, Path(folder) / "data", Path(folder) / "gateway.log")
         memory = psutil.Process(gateway.pid)

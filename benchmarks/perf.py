@@ -4,7 +4,7 @@ perf_analyzer comes from the tritonclient 2.51.0 wheel, installed with --no-deps
 <venv>/tools (it pins an old protobuf); the shared libraries it needs (libb64, libcudart) are
 linked from the copies bundled in the nvidia-pytriton wheel, so no system package is required.
 
-    python -m benchmarks.perf --write-inputs   # regenerate client/perf/*.json from the sample image
+    python -m benchmarks.perf --write-inputs   # regenerate benchmarks/inputs/*.json from the sample image
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = ROOT / "client" / "perf"
-SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
+SAMPLE = ROOT / "src" / "svd_triton" / "data" / "sample.png"
 # Representative requests: the SVD-XT default, a fast preview, and the tiny CPU demo size.
 REQUESTS = {
     "xt": {},

@@ -1,7 +1,7 @@
 """perf_analyzer over HTTP and gRPC at concurrency 1..4 against the embedded server (`make bench-serve`).
 
 Starts tritonserver for this repository (the CPU variant with the tiny model when no GPU is visible,
-config.pbtxt otherwise), runs perf_analyzer with one of client/perf/*.json, and writes the table to
+config.pbtxt otherwise), runs perf_analyzer with one of benchmarks/inputs/*.json, and writes the table to
 docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import perf
-from benchmarks.report import markdown_table, write_section
+from benchmarks.report import REPOSITORY, markdown_table, write_section
 
 from svd_triton.launcher import ServerOptions, TritonServer, free_port
 
@@ -19,12 +19,12 @@ from svd_triton.launcher import ServerOptions, TritonServer, free_port
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input", choices=sorted(perf.REQUESTS), default="tiny",
-                        help="which client/perf/*.json request to send (xt and preview need a GPU)")
+                        help="which benchmarks/inputs/*.json request to send (xt and preview need a GPU)")
     parser.add_argument("--requests", type=int, default=8, help="requests per measurement window")
     parser.add_argument("--max-concurrency", type=int, default=4)
     args = parser.parse_args()
 
-    options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    options = ServerOptions(model_repository=REPOSITORY, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
     rows = []
     with TritonServer(options, ready_timeout=1800) as server, tempfile.TemporaryDirectory() as folder:
         for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
@@ -38,7 +38,7 @@ def main() -> None:
     table = markdown_table(["protocol", "concurrency", "throughput (req/s)", "p50 (s)", "p95 (s)", "queue (s)",
                             "compute (s)"], rows)
     body = (f"perf_analyzer (tritonclient 2.51.0) against the embedded server ({config}), request "
-            f"`client/perf/{args.input}.json`, count windows of {args.requests} requests.\n\n{table}")
+            f"`benchmarks/inputs/{args.input}.json`, count windows of {args.requests} requests.\n\n{table}")
     print(body)
     write_section(f"perf-{args.input}", f"perf_analyzer, {args.input} request", body)
 

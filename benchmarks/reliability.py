@@ -14,22 +14,20 @@ import argparse
 import collections
 import concurrent.futures
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psutil
 
-from benchmarks.report import ROOT, environment, markdown_table
+from benchmarks.report import REPOSITORY, ROOT, environment, markdown_table
 
 from svd_triton import SVDClient, SVDClientError, UnavailableError
 from svd_triton.launcher import ServerOptions, TritonServer, free_port
-from tests.hostile import CASES, VALID, leaks  # the matrix lives with the tests that assert it
+from tests.support.hostile import CASES, VALID, leaks  # the matrix lives with the tests that assert it
 
 SMALL = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1, "video_format": "mp4"}
 RETRIES = 50
-SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
+SAMPLE = ROOT / "src" / "svd_triton" / "data" / "sample.png"
 
 
 def server_rss_mb(server_pid: int) -> float:
@@ -125,7 +123,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     token = "reliability-token"
-    options = ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), token=token)
+    options = ServerOptions(model_repository=REPOSITORY, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), token=token)
     with TritonServer(options, ready_timeout=300) as server:
         rows = matrix_rows(server)
         run_load(server, 8, 4, token)  # warm-up before reading memory

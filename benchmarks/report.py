@@ -9,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
+REPOSITORY = ROOT / "model_repository"
 
 
 def environment() -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks.report import ROOT, markdown_table, write_section
 
-SAMPLE = ROOT / "client" / "svd_triton" / "data" / "sample.png"
+SAMPLE = ROOT / "src" / "svd_triton" / "data" / "sample.png"
 FEATURES = [  # label, request values
     ("plain", {}),
     ("segments 2", {"segments": 2}),

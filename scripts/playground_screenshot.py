@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # tests.support: the stack the browser tests start
 
-from browsers import fill_parameters, launch_chromium, open_playground  # noqa: E402
-from conftest import TOKEN, on_free_ports  # noqa: E402
-from gateways import Gateway, settings_for  # noqa: E402
+from tests.support.browsers import fill_parameters, launch_chromium, open_playground  # noqa: E402
+from tests.support import TOKEN, on_free_ports  # noqa: E402
+from tests.support.gateways import Gateway, settings_for  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 from svd_triton.launcher import TritonServer  # noqa: E402
 

@@ -1,17 +1,11 @@
-import io
+"""Fixtures every tier shares; plain helpers are in tests/support (a package: `from tests.support import TOKEN`)."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def encode_image(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save_args)
-    return buffer.getvalue()
+from tests.support import encode_image, start_server
 
 
 @pytest.fixture(scope="session")
@@ -36,41 +30,17 @@ def tiny_engine():
                           default_num_frames=8, default_num_inference_steps=3, default_decode_chunk_size=4)
 
 
-TOKEN = "test-token-7f3a"
-
-
-def on_free_ports(**options):
-    """ServerOptions with free HTTP, gRPC and metrics ports, so servers in one test run never collide."""
-    from svd_triton.launcher import ServerOptions, free_port
-
-    return ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options)
-
-
-def cpu_config_copy(tmp_path: Path) -> Path:
-    """A copy of the model repository under tmp_path; returns the copy's configs/cpu.pbtxt to edit."""
-    import shutil
-
-    shutil.copytree(ROOT / "model_repository", tmp_path / "repo", ignore=shutil.ignore_patterns("__pycache__"))
-    return tmp_path / "repo" / "svd_xt" / "configs" / "cpu.pbtxt"
-
-
-def _serve(**options):
-    from svd_triton.launcher import TritonServer
-
-    return TritonServer(on_free_ports(token=TOKEN, **options), ready_timeout=240)
-
-
 @pytest.fixture(scope="session")
 def triton():
     """One real tritonserver (CPU config, tiny model, bearer token) for the whole run, on free ports."""
-    with _serve() as server:
+    with start_server() as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def triton_stream():
     """The streaming variant (cpu_stream: decoupled, progress over gRPC streams), same token."""
-    with _serve(stream=True) as server:
+    with start_server(stream=True) as server:
         yield server
 
 

@@ -1,0 +1,140 @@
+"""The generation request, validated in one place.
+
+svd_contract.PARAMETERS is the table of request fields and their static ranges; `parse_request` adds the
+deployment defaults and the limits that depend on the deployment or on other fields, and returns a
+frozen `GenerationRequest` whose values are all valid. Every violation raises `InvalidRequest`.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from PIL import Image
+
+from svd_contract import FIXED_DEFAULTS, MAX_SIDE, PARAMETERS, VIDEO_FORMATS, InvalidRequest
+
+from . import images
+from .config import EngineConfig
+from .postprocess import MIN_CROSSFADE_FRAMES, interpolated_frame_count, joined_frame_count, output_frame_count
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A fully validated request; `image` is RGB at exactly width×height."""
+
+    image: Image.Image = field(repr=False)
+    width: int
+    height: int
+    resize_mode: str
+    num_frames: int
+    num_inference_steps: int
+    fps: int
+    motion_bucket_id: int
+    noise_aug_strength: float
+    min_guidance_scale: float
+    max_guidance_scale: float
+    decode_chunk_size: int
+    seed: int
+    video_format: str
+    video_quality: int | None
+    segments: int
+    """Clips generated one after another, each from the last frame of the one before."""
+    interpolate: int
+    """Frame-rate multiplier of motion-compensated interpolation (1: none)."""
+    loop: str
+    prep_seconds: float = 0.0
+    encode: bool = True
+    """False when the caller wants only the frames: no video file is written."""
+
+    @property
+    def output_fps(self) -> int:
+        """The delivered video's frame rate: interpolation multiplies it."""
+        return self.fps * self.interpolate
+
+    @property
+    def output_frames(self) -> int:
+        """Frames of the delivered video, after joining segments, interpolating and looping."""
+        return output_frame_count(self.num_frames, self.segments, self.interpolate, self.loop)
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can run as one pipeline call: shapes, schedule and guidance agree."""
+        return (self.width, self.height, self.num_frames, self.num_inference_steps, self.decode_chunk_size,
+                self.min_guidance_scale, self.max_guidance_scale)
+
+
+def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *, model_num_frames: int) -> GenerationRequest:
+    """Validate `params` (None values mean 'use the default') and prepare `image` for generation.
+
+    Three stages, in this order: each field alone (type, static range); then everything that can
+    change what the request costs is resolved (defaults, the image, the size `keep` takes from it);
+    then `check_limits` runs once on the final request. No request reaches the engine without it.
+    """
+    started = time.perf_counter()
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise InvalidRequest(unknown[0], f"unknown parameter {unknown[0]!r}; accepted: {', '.join(PARAMETERS)}")
+    params = {name: value for name, value in params.items() if value is not None}
+    num_frames = PARAMETERS["num_frames"].coerce(params.get("num_frames", config.default_num_frames or model_num_frames),
+                                                 high=config.max_num_frames)
+    bounds = {"num_frames": config.max_num_frames, "decode_chunk_size": num_frames, "segments": config.max_segments}
+    given = {name: PARAMETERS[name].coerce(value, high=bounds.get(name)) for name, value in params.items()}
+    values = {
+        **FIXED_DEFAULTS,
+        "width": config.default_width,
+        "height": config.default_height,
+        "num_frames": num_frames,
+        "num_inference_steps": config.default_num_inference_steps,
+        "fps": config.default_fps,
+        "decode_chunk_size": min(config.default_decode_chunk_size, num_frames),
+        "video_format": config.default_video_format,
+        "video_quality": None,
+        "seed": secrets.randbits(63),
+        **given,
+    }
+    if values["resize_mode"] == "keep":
+        clash = sorted({"width", "height"} & set(given))
+        if clash:
+            raise InvalidRequest(clash[0], "resize_mode=keep takes the size from the image; leave width and height unset")
+    picture = images.load_image(image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
+    if values["resize_mode"] == "keep":
+        values["width"], values["height"] = images.keep_size(picture, max_pixels=config.max_pixels, max_side=MAX_SIDE)
+    request = GenerationRequest(image=picture, **values)
+    check_limits(request, config)
+    resized = images.resize(picture, request.width, request.height, request.resize_mode)
+    return replace(request, image=resized, prep_seconds=time.perf_counter() - started)
+
+
+def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
+    """Every limit that depends on the deployment or on several fields, checked on the final request."""
+    size = f"width×height={request.width}×{request.height}" + (" (resize_mode=keep: the image's size)"
+                                                                if request.resize_mode == "keep" else "")
+    if request.num_frames > config.max_num_frames:
+        PARAMETERS["num_frames"].coerce(request.num_frames, high=config.max_num_frames)
+    if request.segments > config.max_segments:
+        PARAMETERS["segments"].coerce(request.segments, high=config.max_segments)
+    if request.decode_chunk_size > request.num_frames:
+        PARAMETERS["decode_chunk_size"].coerce(request.decode_chunk_size, high=request.num_frames)
+    if request.min_guidance_scale > request.max_guidance_scale:
+        raise InvalidRequest("min_guidance_scale", f"min_guidance_scale={request.min_guidance_scale:g} is greater than max_guidance_scale={request.max_guidance_scale:g}")
+    pixels = request.width * request.height
+    if pixels > config.max_pixels:
+        raise InvalidRequest("width", f"{size} = {pixels} pixels is over this deployment's max_pixels limit of {config.max_pixels}")
+    work = pixels * request.num_frames * request.num_inference_steps * request.segments
+    if work > config.max_work:
+        field_name = "segments" if request.segments > 1 else "num_frames"
+        raise InvalidRequest(field_name, f"width×height×num_frames×num_inference_steps×segments = {request.width}×{request.height}×"
+                             f"{request.num_frames}×{request.num_inference_steps}×{request.segments} = {work} is over this "
+                             f"deployment's max_work budget of {config.max_work}; ask for fewer segments, frames, steps or pixels"
+                             + (" (resize_mode=keep took the size from the image)" if request.resize_mode == "keep" else ""))
+    before_loop = interpolated_frame_count(joined_frame_count(request.num_frames, request.segments), request.interpolate)
+    if request.loop == "crossfade" and before_loop < MIN_CROSSFADE_FRAMES:
+        raise InvalidRequest("loop", f"loop=crossfade needs at least {MIN_CROSSFADE_FRAMES} frames to blend; "
+                             "ask for more frames, segments or interpolation")
+    if request.output_frames > config.max_output_frames:
+        culprit = "interpolate" if request.interpolate > 1 else "loop" if request.loop != "none" else "segments"
+        raise InvalidRequest(culprit, f"the video would have {request.output_frames} frames (num_frames={request.num_frames}, "
+                             f"segments={request.segments}, interpolate={request.interpolate}, loop={request.loop}), over "
+                             f"this deployment's max_output_frames limit of {config.max_output_frames}")
+    if request.video_quality is not None:
+        VIDEO_FORMATS[request.video_format].check_quality(request.video_quality)

@@ -1,0 +1,54 @@
+"""The app factory. The lifespan creates the per-process objects once (one Triton gRPC client, the store,
+the job runner, the webhook sender, an HTTP client for Triton's metrics) and closes them at shutdown."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from svd_triton.client import AsyncSVDClient
+from .blobs import open_blobs
+from .errors import install_handlers
+from .guard import Guard
+from .jobs import JobRunner
+from .routers import files, forge, health, playground, predictions, synchronous
+from .settings import Settings
+from .store import Store
+from .webhooks import Webhooks, load_secret
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        blobs = await run_in_threadpool(open_blobs, settings.storage_url, settings.data_dir)
+        store = await run_in_threadpool(Store, settings.database, blobs)
+        svd = AsyncSVDClient(settings.triton_url, protocol="grpc", token=settings.token, timeout=settings.timeout)
+        webhooks = Webhooks(load_secret(settings.webhook_secret, settings.data_dir), allow=settings.webhook_allow,
+                            attempts=settings.webhook_attempts, backoff=settings.webhook_backoff,
+                            timeout=settings.webhook_timeout)
+        http = httpx.AsyncClient()
+        runner = JobRunner(store, svd, webhooks, settings)
+        app.state.settings, app.state.store, app.state.svd = settings, store, svd
+        app.state.webhooks, app.state.http, app.state.runner = webhooks, http, runner
+        await runner.start()
+        try:
+            yield
+        finally:
+            await runner.stop()
+            await webhooks.close()
+            await http.aclose()
+            await svd.close()
+            store.close()
+
+    app = FastAPI(title="svd-triton gateway", version="0.2.0", lifespan=lifespan,
+                  description="Hosted-SVD-compatible REST routes (Replicate predictions, E2E TIR, Nebius Forge, "
+                              "OpenAI-style) in front of a Triton svd_xt deployment.")
+    install_handlers(app)
+    for router in (predictions.router, files.files, files.outputs, synchronous.tir, forge.router,
+                   synchronous.openai, health.router, playground.router):
+        app.include_router(router)
+    app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes,
+                       body_seconds=settings.body_seconds)
+    return app

@@ -1,0 +1,156 @@
+"""Where the job store keeps bytes: uploaded files, job inputs and output videos, under names like
+`outputs/<key>`. A local folder by default; an S3-compatible bucket (`--storage-url s3://bucket/prefix`)
+so that several gateway replicas share one another's uploads and videos.
+
+Methods are blocking; async code calls them through `run_in_threadpool`. A name only ever holds
+complete bytes: the folder writes to a temporary name and renames, S3 puts objects whole.
+"""
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from fastapi.responses import FileResponse, Response, StreamingResponse
+
+from svd_contract import S3Location, is_s3_url
+
+from .errors import GatewayError
+
+FOLDERS = ("files", "inputs", "outputs")
+CHUNK = 1024 * 1024
+RANGE = re.compile(r"^bytes=\d*-\d*$")
+
+
+class Blobs(Protocol):
+    scratch: Path
+    """A local folder for bytes on their way in (an upload being received)."""
+
+    def write(self, name: str, data: bytes) -> None: ...
+
+    def move_in(self, name: str, source: Path) -> None:
+        """Store the complete file `source` under `name`; `source` is gone afterwards."""
+
+    def read(self, name: str) -> bytes:
+        """The bytes under `name`; FileNotFoundError when there are none."""
+
+    def delete(self, name: str) -> None:
+        """Remove `name` if it exists."""
+
+    def listing(self, folder: str) -> Iterator[tuple[str, datetime]]:
+        """Every name under `folder` (as `outputs/abc`) with when it was written (naive UTC)."""
+
+    def response(self, name: str, media_type: str | None, range_header: str | None) -> Response:
+        """An HTTP response serving `name` (with byte ranges, which browsers' video players ask for)."""
+
+
+class FolderBlobs:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        for folder in FOLDERS:
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        self.scratch = self.root / "files"
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def write(self, name: str, data: bytes) -> None:
+        partial = self.path(name + ".partial")
+        partial.write_bytes(data)
+        os.replace(partial, self.path(name))
+
+    def move_in(self, name: str, source: Path) -> None:
+        os.replace(source, self.path(name))
+
+    def read(self, name: str) -> bytes:
+        return self.path(name).read_bytes()
+
+    def delete(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+    def listing(self, folder: str) -> Iterator[tuple[str, datetime]]:
+        for path in (self.root / folder).iterdir():
+            yield f"{folder}/{path.name}", datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(tzinfo=None)
+
+    def response(self, name: str, media_type: str | None, range_header: str | None) -> Response:
+        if not self.path(name).is_file():
+            raise FileNotFoundError(name)
+        return FileResponse(self.path(name), media_type=media_type)  # Starlette answers Range itself
+
+
+class BucketBlobs:
+    """Objects under `s3://bucket/prefix/`. The endpoint and credentials come from boto3's standard chain
+    (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE, AWS_DEFAULT_REGION), as for
+    s3:// model sources; videos are served through the gateway, so clients never need the bucket's address."""
+
+    def __init__(self, url: str, scratch: Path):
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            location = S3Location.parse(url)
+        except ValueError as error:
+            raise ValueError(f"storage_url: {error}") from None
+        self.bucket, self.prefix = location.bucket, location.prefix
+        self.client = boto3.session.Session().client("s3")
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as error:
+            raise ValueError(f"storage_url {url}: the bucket cannot be reached ({error}); the endpoint and credentials "
+                             "come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+                             ) from None
+        self.scratch = Path(scratch)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def write(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data)
+
+    def move_in(self, name: str, source: Path) -> None:
+        self.client.upload_file(str(source), self.bucket, self.key(name))
+        Path(source).unlink()
+
+    def read(self, name: str) -> bytes:
+        return self._get(name)["Body"].read()
+
+    def delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def listing(self, folder: str) -> Iterator[tuple[str, datetime]]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key(folder + "/")):
+            for item in page.get("Contents", []):
+                yield item["Key"][len(self.prefix):], item["LastModified"].astimezone(timezone.utc).replace(tzinfo=None)
+
+    def response(self, name: str, media_type: str | None, range_header: str | None) -> Response:
+        wanted = {"Range": range_header} if range_header and RANGE.match(range_header) else {}
+        found = self._get(name, **wanted)
+        headers = {"Content-Length": str(found["ContentLength"]), "Accept-Ranges": "bytes"}
+        if "ContentRange" in found:
+            headers["Content-Range"] = found["ContentRange"]
+        return StreamingResponse(found["Body"].iter_chunks(CHUNK), status_code=206 if "ContentRange" in found else 200,
+                                 media_type=media_type, headers=headers)
+
+    def _get(self, name: str, **extra) -> dict:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(name), **extra)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(name) from None
+            if code == "InvalidRange":
+                raise GatewayError(416, "invalid_request", "the requested range is outside the video") from None
+            raise
+
+
+def open_blobs(storage_url: str | None, data_dir: Path) -> Blobs:
+    if not storage_url:
+        return FolderBlobs(data_dir)
+    if not is_s3_url(storage_url):
+        raise ValueError(f"storage_url {storage_url!r}: expected s3://bucket/prefix (or none, for data_dir)")
+    return BucketBlobs(storage_url, Path(data_dir) / "scratch")

@@ -1,0 +1,73 @@
+"""Errors as JSON, one handler per exception type.
+
+Every error body is `{"error": {"code", "message", "field"?}}` plus RFC 7807's `title`, `detail` and
+`status`, which the `replicate` client reads into `ReplicateError`.
+"""
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from svd_triton.errors import (DeadlineExceededError, InvalidRequestError, RequestCancelledError, SVDClientError,
+                      UnauthorizedError, UnavailableError)
+
+STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                408: "timeout", 413: "too_large", 422: "invalid_input", 503: "unavailable", 504: "deadline_exceeded"}
+# Model client errors (most specific first) → the error code a job records and the HTTP status it maps to.
+CLIENT_ERRORS = [
+    (DeadlineExceededError, "deadline_exceeded"),
+    (InvalidRequestError, "invalid_request"),
+    (UnauthorizedError, "unauthorized"),
+    (UnavailableError, "unavailable"),
+    (RequestCancelledError, "canceled"),
+    (SVDClientError, "server_error"),
+]
+CODE_STATUS = {"deadline_exceeded": 504, "invalid_request": 400, "unauthorized": 502, "unavailable": 503,
+               "canceled": 409, "server_error": 502, "interrupted": 503}
+# Routes of the Replicate API answer 422 for invalid input, as Replicate does; the older shapes 400.
+UNPROCESSABLE_PREFIXES = ("/v1/predictions", "/v1/models/")
+FORGE_TAG = "Nebius Forge"
+"""Forge's catalogue routes (routers/forge.py) live under /v1/models/ too, and answer 400 as Forge does."""
+
+
+class GatewayError(HTTPException):
+    """An error the client caused or should know about; `field` names the offending request field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(status, message)
+        self.code, self.field = code, field
+
+
+def client_error_code(error: SVDClientError) -> str:
+    return next(code for kind, code in CLIENT_ERRORS if isinstance(error, kind))
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, headers=None) -> JSONResponse:
+    error = {"code": code, "message": message, **({"field": field} if field else {})}
+    return JSONResponse({"error": error, "title": code.replace("_", " "), "detail": message, "status": status},
+                        status_code=status, headers=headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        code = getattr(error, "code", None) or STATUS_CODES.get(error.status_code, "error")
+        return error_response(error.status_code, code, str(error.detail), getattr(error, "field", None), error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        first = error.errors()[0]
+        field_name = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+        if first["type"] == "extra_forbidden":
+            unknown = sorted(".".join(str(p) for p in e["loc"] if p != "body") for e in error.errors()
+                             if e["type"] == "extra_forbidden")
+            message = f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown[:20])}"
+        elif first["type"] == "json_invalid":
+            message = "body: not valid JSON"
+        else:
+            message = f"{field_name}: {first['msg']}"
+        forge = FORGE_TAG in getattr(request.scope.get("route"), "tags", ())
+        status = 422 if request.url.path.startswith(UNPROCESSABLE_PREFIXES) and not forge else 400
+        return error_response(status, "invalid_request" if status == 400 else "invalid_input", message, field_name)

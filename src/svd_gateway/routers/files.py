@@ -1,0 +1,80 @@
+"""File uploads (Replicate's /v1/files: how the replicate client sends local file inputs) and the
+generated videos (/v1/outputs: public, the unguessable link is the credential)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from svd_contract import MIME_TYPES
+from ..deps import BaseURL, SettingsDep, StoreDep
+from ..errors import GatewayError
+from ..jobs import isoformat
+from ..store import Upload
+
+files = APIRouter(tags=["files"])
+outputs = APIRouter(tags=["outputs"])
+CHUNK = 1024 * 1024
+
+
+def as_file(upload: Upload, base: str, metadata: dict | None = None) -> dict:
+    return {"id": upload.id, "name": upload.name, "content_type": upload.content_type, "size": upload.size,
+            "etag": upload.sha256[:32], "checksums": {"sha256": upload.sha256}, "metadata": metadata or {},
+            "created_at": isoformat(upload.created_at), "expires_at": isoformat(upload.expires_at),
+            "urls": {"get": f"{base}/v1/files/{upload.id}"}}
+
+
+@files.post("/v1/files", status_code=201)
+async def upload_file(store: StoreDep, settings: SettingsDep, base: BaseURL, content: UploadFile = File(),
+                      metadata: str | None = Form(None)):
+    try:
+        extra = json.loads(metadata) if metadata else {}
+    except json.JSONDecodeError:
+        raise GatewayError(400, "invalid_request", "metadata: not valid JSON", "metadata") from None
+    digest, size = hashlib.sha256(), 0
+    with tempfile.NamedTemporaryFile(dir=store.blobs.scratch, suffix=".partial", delete=False) as target:
+        while chunk := await content.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            await run_in_threadpool(target.write, chunk)
+    upload = await run_in_threadpool(store.add_upload, content.filename or "file", content.content_type or
+                                     "application/octet-stream", target.name, digest.hexdigest(), size,
+                                     settings.upload_seconds)
+    return as_file(upload, base, extra)
+
+
+@files.get("/v1/files")
+async def list_files(store: StoreDep, base: BaseURL):
+    return {"next": None, "previous": None, "results": [as_file(u, base) for u in await run_in_threadpool(store.list_uploads)]}
+
+
+@files.get("/v1/files/{file_id}")
+async def get_file(file_id: str, store: StoreDep, base: BaseURL):
+    upload = await run_in_threadpool(store.get_upload, file_id)
+    if upload is None:
+        raise GatewayError(404, "not_found", "no such file, or it has expired")
+    return as_file(upload, base)
+
+
+@files.delete("/v1/files/{file_id}", status_code=204)
+async def delete_file(file_id: str, store: StoreDep):
+    if not await run_in_threadpool(store.delete_upload, file_id):
+        raise GatewayError(404, "not_found", "no such file")
+    return Response(status_code=204)
+
+
+@outputs.get("/v1/outputs/{name}")
+async def output_video(name: str, store: StoreDep, request: Request):
+    """A generated video, until retention removes it."""
+    job = await run_in_threadpool(store.job_for_output, name.split(".", 1)[0])
+    try:
+        if job is None:
+            raise FileNotFoundError(name)
+        return await run_in_threadpool(store.blobs.response, f"outputs/{job.output_key}",
+                                       MIME_TYPES.get(job.output_format), request.headers.get("range"))
+    except FileNotFoundError:
+        raise GatewayError(404, "not_found", "no such video, or it has expired") from None

@@ -1,0 +1,157 @@
+"""Request bodies, built from the generated contract so every type, range and enum in the OpenAPI
+document is the model's own; and cog-svd's input names mapped onto the model's parameters."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from svd_contract import PARAMETERS, VIDEO_FORMATS, Parameter
+from .errors import GatewayError
+
+
+INT32_MAX = 2**31 - 1
+"""The model's integer inputs are INT32 on the wire (SEED is INT64 and has its own bound)."""
+QUALITY_RANGE = (min(f.quality_range[0] for f in VIDEO_FORMATS.values() if f.quality_range),
+                 max(f.quality_range[1] for f in VIDEO_FORMATS.values() if f.quality_range))
+"""video_quality's range depends on video_format; the schema states the union, the model the rest."""
+# An image: base64 (optionally a data URI) in whole 4-character groups, or a URL (of an upload to this gateway).
+BASE64_IMAGE = r"^(data:[\w.+/-]+(;[\w=.+-]+)*;base64,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+UPLOAD_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/v1/files/([a-z0-9]+)$"
+IMAGE_REFERENCE = BASE64_IMAGE + "|" + UPLOAD_URL
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""What a model version, GPU type or region may look like; anything else is a 400, not a lookup."""
+
+
+def _contract_field(parameter: Parameter):
+    kind = Literal[parameter.choices] if parameter.choices else parameter.kind
+    low, high = (QUALITY_RANGE if parameter.name == "video_quality" else (parameter.low, parameter.high))
+    if parameter.kind is int and high is None:
+        high = INT32_MAX
+    bounds = {"ge": low, "le": high, "multiple_of": parameter.multiple_of if parameter.multiple_of > 1 else None,
+              "allow_inf_nan": False if parameter.kind is float else None}
+    return Annotated[kind | None, Field(**{k: v for k, v in bounds.items() if v is not None})], None
+
+
+SVDParameters = create_model("SVDParameters", __config__=ConfigDict(extra="forbid"),
+                             **{name: _contract_field(p) for name, p in PARAMETERS.items()})
+SVDParameters.__doc__ = "The model's optional parameters; bounds of None depend on the deployment."
+
+
+class PredictRequest(SVDParameters):
+    """E2E TIR pre-built endpoint: a base64 image and optional SVD parameters."""
+
+    image: str = Field(pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, URI.")
+
+
+def _given(*names: str) -> dict:
+    """JSON schema: every one of `names` present and not null."""
+    return {"required": list(names), "properties": {name: {"not": {"type": "null"}} for name in names}}
+
+
+class _CatalogueBody(PredictRequest):
+    """Fields that catalogue-style APIs send beside the SVD parameters. Without an image, a body with a
+    prompt runs text-to-video (Triton's text_to_video model): VoltageGPU's sample sends only a prompt."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_given("image"), _given("prompt")]})
+
+    image: str | None = Field(None, pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, "
+                              "URI; leave out and send a prompt for text-to-video.")
+    model: str | None = None
+    guidance_scale: _contract_field(PARAMETERS["max_guidance_scale"])[0] = None
+    prompt: str | None = None
+
+
+class ForgeRequest(_CatalogueBody):
+    """Nebius Forge model catalogue: a data-URI image; prompt fields accepted and reported as ignored,
+    target pins (model_version, gpu_type, region) that this deployment does not match reported as warnings."""
+
+    negative_prompt: str | None = None
+    model_version: str | None = Field(None, pattern=NAME_PATTERN)
+    gpu_type: str | None = Field(None, pattern=NAME_PATTERN)
+    region: str | None = Field(None, pattern=NAME_PATTERN)
+
+
+class VideoGenerationRequest(_CatalogueBody):
+    """OpenAI-style video generations."""
+
+    response_format: Literal["url", "b64_json"] | None = None
+    """`url`, `b64_json`, or unset for both."""
+
+
+PROMPT_FIELDS = ("prompt", "negative_prompt")
+# Catalogue fields that are accepted, reported as ignored, and not sent to the model (with an image;
+# without one they are text_to_video's inputs).
+IGNORED_FIELDS = {
+    "prompt": "an image-to-video model takes no prompt; it was ignored",
+    "negative_prompt": "an image-to-video model takes no prompt; it was ignored",
+}
+FORGE_PINS = ("model_version", "gpu_type", "region")
+"""Forge body fields naming a target: never sent to the model; a mismatch is a warning (routers/forge.py)."""
+ALIASES = {"guidance_scale": "max_guidance_scale"}
+NOT_PARAMETERS = {"image", "model", "response_format", *FORGE_PINS}
+
+
+def model_parameters(body: BaseModel, defaults: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The model's parameters from a request body, and warnings for the fields that were ignored."""
+    params, warnings = dict(defaults), []
+    text_to_video = getattr(body, "image", None) is None
+    for name, value in body.model_dump(exclude_none=True, exclude=NOT_PARAMETERS).items():
+        if name in IGNORED_FIELDS and not text_to_video:
+            warnings.append(IGNORED_FIELDS[name])
+        else:
+            params[ALIASES.get(name, name)] = value
+    return params, warnings
+
+
+# cog-svd (replicate.com/stability-ai/stable-video-diffusion) input names → ours.
+VIDEO_LENGTHS = {"14_frames_with_svd": 14, "25_frames_with_svd_xt": 25}
+SIZING_STRATEGIES = {"maintain_aspect_ratio": "crop", "crop_to_16_9": "crop", "use_image_dimensions": "keep"}
+COG_NAMES = {"input_image": "image", "video_length": "num_frames", "sizing_strategy": "resize_mode",
+             "frames_per_second": "fps", "cond_aug": "noise_aug_strength", "decoding_t": "decode_chunk_size"}
+# What cog-svd does when a field is left out and our own name is not given either.
+COG_DEFAULTS = {"num_frames": 14, "fps": 6}
+
+
+class PredictionInput(SVDParameters):
+    """A prediction's input: cog-svd's names (input_image, video_length, ...) or the model's own. Without an
+    image, a prompt runs text-to-video; with one, a prompt is ignored (and said so in the logs)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={  # an image or a prompt; no setting under both names
+        "anyOf": [_given("input_image"), _given("image"), _given("prompt")],
+        "not": {"anyOf": [_given("input_image", "image")]
+                + [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS]}})
+    input_image: str | None = Field(None, pattern=IMAGE_REFERENCE,
+                                    description="The image: an uploaded file's URL, a data URI or base64.")
+    image: str | None = Field(None, pattern=IMAGE_REFERENCE, description="Same as input_image.")
+    prompt: str | None = Field(None, description="Without an image: the text the first frame is made from "
+                               "(text-to-video). With an image: ignored.")
+    negative_prompt: str | None = Field(None, description="Text-to-video: what the first frame should not show.")
+    video_length: Literal[tuple(VIDEO_LENGTHS)] | None = None
+    sizing_strategy: Literal[tuple(SIZING_STRATEGIES)] | None = None
+    frames_per_second: Annotated[int | None, Field(ge=5, le=30)] = None
+    cond_aug: _contract_field(PARAMETERS["noise_aug_strength"])[0] = None
+    decoding_t: _contract_field(PARAMETERS["decode_chunk_size"])[0] = None
+
+
+def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str, Any], list[str]]:
+    """The image reference (None: text-to-video), the model's parameters and notes on ignored fields of a
+    prediction input; both names of one field → error."""
+    values = given.model_dump(exclude_none=True)
+    params: dict[str, Any] = {}
+    for name, value in values.items():
+        target = COG_NAMES.get(name, name)
+        if target in params:
+            raise GatewayError(422, "invalid_input", f"input.{name} and input.{target} name the same setting; give one",
+                               f"input.{name}")
+        params[target] = {"video_length": VIDEO_LENGTHS, "sizing_strategy": SIZING_STRATEGIES}.get(name, {}).get(value, value)
+    image = params.pop("image", None)
+    notes = []
+    if image is None and "prompt" not in params:
+        raise GatewayError(422, "invalid_input", "input.input_image: required (an image URL from /v1/files, a data URI "
+                           "or base64), or a prompt alone for text-to-video", "input.input_image")
+    if image is not None:
+        notes = [f"input.{name}: {IGNORED_FIELDS[name]}" for name in PROMPT_FIELDS if params.pop(name, None) is not None]
+    if "input_image" in values:  # a cog-svd request: cog-svd's defaults where it gave nothing
+        params = {**COG_DEFAULTS, **params}
+    return image, params, notes

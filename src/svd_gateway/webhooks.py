@@ -1,0 +1,143 @@
+"""Webhook deliveries: signed like Replicate's (Standard Webhooks), in order per job, retried with
+backoff a bounded number of times, and only to targets the allow-list permits.
+
+Signature: `webhook-signature: v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`
+keyed with the bytes of the `whsec_<base64>` secret (replicate's `Webhooks.validate` checks it).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from .errors import GatewayError
+
+EVENTS = ("start", "output", "logs", "completed")
+log = logging.getLogger("svd_gateway.webhooks")
+
+
+def load_secret(configured: str | None, data_dir: Path) -> str:
+    """The configured secret, or one generated once and kept in data_dir (stable across restarts)."""
+    if configured:
+        if not configured.startswith("whsec_"):
+            raise ValueError("the webhook secret must look like whsec_<base64>")
+        return configured
+    path = Path(data_dir) / "webhook_secret"
+    if not path.exists():
+        path.write_text("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
+    key = base64.b64decode(secret.split("_", 1)[1])
+    digest = hmac.new(key, f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class Webhooks:
+    def __init__(self, secret: str, *, allow: tuple[str, ...], attempts: int, backoff: float, timeout: float):
+        self.secret = secret
+        self.attempts, self.backoff = attempts, backoff
+        self.allowed_hosts = {entry.lower() for entry in allow if not _is_network(entry)}
+        self.allowed_networks = [ipaddress.ip_network(entry, strict=False) for entry in allow if _is_network(entry)]
+        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self.queues: dict[str, asyncio.Queue] = {}
+        self.senders: set[asyncio.Task] = set()
+
+    async def close(self) -> None:
+        for task in list(self.senders):
+            task.cancel()
+        await asyncio.gather(*self.senders, return_exceptions=True)
+        await self.http.aclose()
+
+    async def check_target(self, url: str) -> None:
+        """Refuse (422) a webhook URL that is not http(s) or resolves to an address not permitted."""
+        reason = await self._refusal(url)
+        if reason:
+            raise GatewayError(422, "invalid_input", f"webhook: {reason}", "webhook")
+
+    async def _refusal(self, url: str) -> str | None:
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return "not a valid URL"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return "must be an http(s) URL"
+        host = parts.hostname.lower()
+        if host in self.allowed_hosts:
+            return None
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+        except (OSError, UnicodeError):
+            return f"cannot resolve {host[:100]}"
+        addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
+        if all(address.is_global or any(address in net for net in self.allowed_networks) for address in addresses):
+            return None
+        return f"{host} is a private, loopback or reserved address not in the gateway's webhook allow-list"
+
+    def send(self, job_id: str, url: str, events: list[str], event: str, payload: dict) -> None:
+        """Queue `payload` for `url` if `event` passes the job's filter; deliveries of one job go in order."""
+        wanted = event in (events or EVENTS)
+        if not wanted and event != "completed":  # `completed` always passes through: it ends the job's queue
+            return
+        queue = self.queues.get(job_id)
+        if queue is None:
+            queue = self.queues[job_id] = asyncio.Queue()
+            task = asyncio.create_task(self._drain(job_id, queue))
+            self.senders.add(task)
+            task.add_done_callback(self.senders.discard)
+        queue.put_nowait((url, event, json.dumps(payload) if wanted else None))
+
+    async def _drain(self, job_id: str, queue: asyncio.Queue) -> None:
+        while True:
+            url, event, body = await queue.get()
+            if body is not None:
+                await self._deliver(url, event, body)
+            if event == "completed":
+                del self.queues[job_id]
+                return
+
+    async def _deliver(self, url: str, event: str, body: str) -> bool:
+        message_id = "msg_" + secrets.token_hex(12)
+        for attempt in range(1, self.attempts + 1):
+            reason = await self._refusal(url)  # checked again at delivery: DNS may have changed
+            if reason:
+                log.warning("webhook %s to %s not sent: %s", event, url, reason)
+                return False
+            timestamp = int(time.time())
+            headers = {"content-type": "application/json", "webhook-id": message_id,
+                       "webhook-timestamp": str(timestamp), "webhook-signature": sign(self.secret, message_id, timestamp, body),
+                       "user-agent": "svd-triton-gateway"}
+            try:
+                reply = await self.http.post(url, content=body, headers=headers)
+                if reply.is_success:
+                    return True
+                problem = f"HTTP {reply.status_code}"
+            except httpx.HTTPError as error:
+                problem = f"{type(error).__name__}: {error}"
+            if attempt < self.attempts:
+                delay = min(60.0, self.backoff * 2 ** (attempt - 1))
+                log.info("webhook %s to %s failed (%s); retry %d in %.1f s", event, url, problem, attempt, delay)
+                await asyncio.sleep(delay)
+        log.warning("webhook %s to %s given up after %d attempts (%s)", event, url, self.attempts, problem)
+        return False
+
+
+def _is_network(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+        return True
+    except ValueError:
+        return False

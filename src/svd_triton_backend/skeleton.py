@@ -1,0 +1,143 @@
+"""The skeleton every generating model of the repository shares (svd_xt, text_to_image).
+
+initialize: the stub's set-up, config.pbtxt checked against the contract (failing the load with the
+model's name), the engine loaded from config.pbtxt's parameters, metrics and keep-warm. execute: each
+request's tensors parsed into a validated engine request (or answered with its error at once), the
+accepted ones run as one engine batch, and every final reply sent from this thread once the batch is
+done (svd_triton_backend.compat says why). A model's model.py subclasses one of these and sets its names.
+"""
+import concurrent.futures
+import json
+import os
+
+import triton_python_backend_utils as pb_utils
+
+from svd_contract import InvalidRequest, tensors
+from svd_engine.keep_warm import KeepWarm
+
+from . import stub_process
+from .errors import answer_error
+from .metrics import Metrics
+from .model_config import (add_parameter_inputs, check_declared, deployment_config, keep_warm_seconds,
+                           warmup_requests)
+from .replies import Replies, done
+
+
+def scalar_inputs(request, names) -> dict:
+    """{input name: its one value} for each of `names` the request carries (InvalidRequest for several)."""
+    values = {}
+    for name in names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is not None:
+            array = tensor.as_numpy()
+            if array.size != 1:
+                raise InvalidRequest(name, f"send one value, got {array.size}")
+            values[name] = array.reshape(-1)[0]
+    return values
+
+
+class GenerationModel:
+    """A Triton model around one engine. Subclasses set the names and implement `parse`, `run`, `outputs`."""
+
+    MODEL = None
+    """The contract's model name (svd_contract.tensors): its inputs and outputs."""
+    MODEL_SOURCE_ENV = KEEP_WARM_ENV = None
+    """Environment variables that override config.pbtxt's model_source and keep_warm_seconds."""
+
+    @classmethod
+    def auto_complete_config(cls, auto_complete_model_config):
+        return add_parameter_inputs(auto_complete_model_config, cls.MODEL)
+
+    def engine_class(self):
+        """(engine class, its config class): imported here, in the instance's process, not at module import."""
+        raise NotImplementedError
+
+    def initialize(self, args):
+        self.model_name = args["model_name"]
+        stub_process.prepare()
+        model_config = json.loads(args["model_config"])
+        check_declared(model_config, self.model_name, tensors.inputs(self.MODEL), tensors.OUTPUTS[self.MODEL])
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
+        engine_class, config_class = self.engine_class()
+        config = deployment_config(config_class, model_config, args["model_instance_kind"],
+                                   args["model_instance_device_id"], os.environ.get(self.MODEL_SOURCE_ENV))
+        self.logger = pb_utils.Logger
+        self.logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})"
+                             + (", streaming progress" if self.decoupled else ""))
+        self.engine = engine_class.load(config)
+        self.metrics = Metrics(self.model_name, warmup_requests(model_config))
+        seconds = keep_warm_seconds(model_config, os.environ.get(self.KEEP_WARM_ENV))
+        self.keep_warm = KeepWarm(self.engine, seconds, on_change=self.metrics.keep_warm)
+        self.logger.log_info(f"{self.model_name}: keep-warm {seconds} s, then release by {self.engine.release_mechanism}")
+
+    def execute(self, requests):
+        replies = Replies(requests, self.decoupled)
+        accepted = []  # (position, validated request)
+        for position, request in enumerate(requests):
+            try:
+                spec = self.accept(replies, position, request)
+                if spec is not None:
+                    accepted.append((position, spec))
+            except Exception as error:
+                self.fail(replies, position, error)
+        if not accepted:
+            return replies.finish()
+        try:
+            with self.keep_warm.serving():
+                futures = self.run(replies, accepted)
+        except Exception as error:
+            futures = [done(error) for _ in accepted]
+        concurrent.futures.wait(futures)
+        done = [result for (position, spec), future in zip(accepted, futures)
+                if (result := self.deliver(replies, position, spec, future)) is not None]
+        self.executed(len(requests), done)
+        return replies.finish()
+
+    def accept(self, replies, position, request):
+        """The validated engine request; None when this request was answered already (svd_xt's CONTROL)."""
+        try:
+            return self.parse(request)
+        except InvalidRequest as error:
+            raise InvalidRequest(self.input_name(request, error.field), error.detail) from None
+
+    def input_name(self, request, field):
+        """The input a refused engine field came in as."""
+        return field.upper()
+
+    def parse(self, request):
+        raise NotImplementedError
+
+    def run(self, replies, accepted):
+        """One Future per accepted (position, spec), in order, resolving to the engine's result."""
+        raise NotImplementedError
+
+    def outputs(self, result, wanted):
+        """The output tensors of one result that the client asked for."""
+        raise NotImplementedError
+
+    def observe(self, spec, result):
+        self.metrics.succeeded(result.timings)
+
+    def executed(self, count, results):
+        """Called once per execute with the results delivered."""
+
+    def deliver(self, replies, position, spec, future):
+        """Send one request's final reply: its outputs, or the error it ended with. Never raises: a
+        failure while sending one reply must not cost the other requests of the batch theirs.
+
+        Returns the result when its outputs were sent, else None."""
+        try:
+            result = future.result()
+            replies.send(position, self.outputs(result, replies.wanted[position]))
+            self.observe(spec, result)
+        except Exception as error:
+            self.fail(replies, position, error)  # after a sent reply, logs the error and sends nothing more
+            return None
+        return result
+
+    def fail(self, replies, position, error):
+        answer_error(self.model_name, replies, position, error, self.metrics.count)
+
+    def finalize(self):
+        self.keep_warm.close()
+        self.engine.close()

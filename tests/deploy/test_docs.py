@@ -1,0 +1,395 @@
+"""README.md and docs/*.md stay true: links resolve, and the commands they show exist.
+
+No server is started; the slowest part is `python -m benchmarks.NAME --help` (it imports torch).
+
+Conventions the pages follow, and this test holds them to:
+
+- Every relative link (`[text](path)`, `[text](path#anchor)`, `[text](#anchor)`, images too) points at
+  a file or folder in the repository, and an anchor into a markdown file names one of its headings
+  (GitHub's slugs: lower case, punctuation dropped, each space a hyphen, `-1`, `-2` for repeats).
+- README.md is a front door: under 250 lines, linking every page of `DOC_PAGES`.
+- Commands are read from shell code blocks (```bash, ```sh, ```console or no language) and from
+  inline code. In them:
+  - `svd-triton SUBCOMMAND ...`: the subcommand (and a nested one: `jobs submit`, `weights pull`) is
+    one that `svd-triton --help` lists, and every `--flag` / `-f` after it is in that subcommand's
+    `--help`. `a|b` in a subcommand position means each of `a` and `b`; `[--flag X]` is optional.
+  - `make TARGET ...`: TARGET is a target in the Makefile.
+  - `python -m benchmarks.NAME ...`: `benchmarks/NAME.py` exists, and every flag is in its `--help`.
+  - `pytest PATH -m EXPR`: PATH exists and EXPR's markers are declared in pyproject.toml.
+- A whole inline code span that is a repository path (`src/...`, `tests/...`, `docker/...`, ...)
+  names something that exists.
+
+The CLI runs as `sys.executable -m svd_triton` with the checkout's `src/` first on PYTHONPATH, so
+the pages are checked against this tree's code rather than an older installed copy.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DOC_PAGES = ("deployment.md", "gateway.md", "reference.md", "operations.md", "development.md")
+"""The pages the README's "where to go next" table must link."""
+README_MAX_LINES = 250
+SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console"}
+PATH_ROOTS = ("src", "tests", "model_repository", "docker", "benchmarks", "docs", "scripts")
+NOT_IN_REPOSITORY = {"docker/weights"}
+"""Paths the pages name that a user creates (compose's default weights folder), not the repository."""
+HELP_TIMEOUT = 180
+
+
+def doc_files() -> list[Path]:
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+# --- reading markdown --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snippet:
+    """A piece of code shown in a page: one logical line of a code block, or one inline code span."""
+
+    file: Path
+    line: int
+    text: str
+    inline: bool
+
+    def where(self) -> str:
+        return f"{rel(self.file)}:{self.line}"
+
+
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([\w+-]*)")
+INLINE_CODE = re.compile(r"(`+)(.+?)(?<!`)\1(?!`)")
+LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE_LINK = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$")
+HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+@functools.lru_cache(maxsize=None)
+def parse(path: Path):
+    """(prose lines with line numbers, snippets, heading slugs) of one markdown file."""
+    prose: list[tuple[int, str]] = []
+    snippets: list[Snippet] = []
+    headings: list[str] = []
+    fence: str | None = None
+    language = ""
+    pending: tuple[int, str] | None = None  # a code line continued with a trailing backslash
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        opening = FENCE.match(line)
+        if fence is None and opening:
+            fence, language = opening.group(1), opening.group(2).lower()
+            continue
+        if fence is not None:
+            if line.strip().startswith(fence[0] * len(fence)) and not line.strip().strip(fence[0]):
+                if pending:
+                    snippets.append(Snippet(path, pending[0], strip_comment(pending[1]), inline=False))
+                fence, pending = None, None
+                continue
+            if language in SHELL_LANGUAGES:
+                start, text = pending if pending else (number, "")
+                text += line
+                if line.endswith("\\"):
+                    pending = (start, text[:-1] + " ")
+                else:
+                    snippets.append(Snippet(path, start, strip_comment(text), inline=False))
+                    pending = None
+            continue
+        prose.append((number, line))
+        for match in INLINE_CODE.finditer(line):
+            snippets.append(Snippet(path, number, match.group(2).strip(), inline=True))
+        heading = HEADING.match(line)
+        if heading:
+            headings.append(heading.group(2))
+    return prose, snippets, unique_slugs(headings)
+
+
+def strip_comment(line: str) -> str:
+    """A shell line without its comment: from a `#` that starts a word outside quotes."""
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1].isspace()):
+            return line[:index].rstrip()
+    return line
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: its text, lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"!?\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\([^)]*\)", r"\1", heading)  # links: their text
+    text = re.sub(r"<[^>]+>", "", text).replace("`", "").strip().lower()
+    kept = (c for c in text if c in " -" or unicodedata.category(c)[0] in "LMN" or unicodedata.category(c) == "Pc")
+    return "".join(kept).replace(" ", "-")
+
+
+def unique_slugs(headings: list[str]) -> set[str]:
+    seen: dict[str, int] = {}
+    slugs = set()
+    for heading in headings:
+        base = slug(heading)
+        count = seen.get(base, 0)
+        slugs.add(base if count == 0 else f"{base}-{count}")
+        seen[base] = count + 1
+    return slugs
+
+
+def links(path: Path):
+    """(line number, target) of every link in the prose of `path` (code is not prose)."""
+    prose, _, _ = parse(path)
+    for number, line in prose:
+        line = INLINE_CODE.sub("", line)
+        for match in LINK.finditer(line):
+            yield number, match.group(1)
+        reference = REFERENCE_LINK.match(line)
+        if reference:
+            yield number, reference.group(1)
+
+
+def snippets() -> list[Snippet]:
+    return [snippet for path in doc_files() for snippet in parse(path)[1]]
+
+
+# --- 1. links ----------------------------------------------------------------------------------
+
+def link_problem(path: Path, target: str) -> str | None:
+    if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:, ...
+        return None
+    file_part, _, anchor = target.partition("#")
+    destination = (path.parent / file_part).resolve() if file_part else path
+    if ROOT not in (destination, *destination.parents):
+        return f"points outside the repository ({destination})"
+    if not destination.exists():
+        return f"{rel(destination) if destination.is_relative_to(ROOT) else destination} does not exist"
+    if anchor and destination.suffix == ".md":
+        slugs = parse(destination)[2]
+        if anchor not in slugs:
+            near = sorted(s for s in slugs if s.split("-")[0] == anchor.split("-")[0])
+            hint = f"; headings there that start alike: {', '.join(near)}" if near else ""
+            return f"no heading with the anchor #{anchor} in {rel(destination)}{hint}"
+    return None
+
+
+def test_every_relative_link_resolves():
+    problems = [f"{rel(path)}:{number}: link ({target}): {problem}"
+                for path in doc_files() for number, target in links(path)
+                if (problem := link_problem(path, target))]
+    assert not problems, "broken links:\n" + "\n".join(problems)
+
+
+def test_slugs_follow_github():
+    assert slug("Deployment configuration (`config.pbtxt` parameters)") == "deployment-configuration-configpbtxt-parameters"
+    assert slug("Scale-out: one GPU → many GPUs → many boxes") == "scale-out-one-gpu--many-gpus--many-boxes"
+    assert slug("The model `svd_xt`") == "the-model-svd_xt"
+    assert unique_slugs(["Errors", "Errors", "Errors"]) == {"errors", "errors-1", "errors-2"}
+
+
+# --- 2. the README is a front door ----------------------------------------------------------------
+
+def test_readme_is_short_and_links_every_page():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) < README_MAX_LINES, f"README.md: {len(lines)} lines, keep it under {README_MAX_LINES}"
+    linked = {(README.parent / target.partition("#")[0]).resolve() for _, target in links(README)}
+    missing = [page for page in DOC_PAGES if (ROOT / "docs" / page).resolve() not in linked]
+    assert not missing, f"README.md links no docs/{', docs/'.join(missing)}"
+    absent = [page for page in DOC_PAGES if not (ROOT / "docs" / page).exists()]
+    assert not absent, f"docs pages missing: {absent}"
+
+
+# --- 3. commands -------------------------------------------------------------------------------
+
+# Where a shell command ends: a comment, a pipe, a list operator, a subshell's close, a redirection.
+COMMAND_END = re.compile(r"\s#|\s\|\s|\|\||&&|;|\s&(?:\s|$)|\)|\s[0-9]?>|\s<")
+SVD_TRITON = re.compile(r"(?:^|(?<=[\s(/\"'=]))svd-triton(?=\s|$)")
+MAKE = re.compile(r"(?:^|(?<=[\s(;&|]))make(?=\s)")
+BENCHMARK = re.compile(r"-m\s+benchmarks\.([A-Za-z_]\w*)(?=\s|$)")
+PYTEST = re.compile(r"(?:^|(?<=[\s/]))(?:-m\s+)?pytest(?=\s|$)")
+
+
+def command_after(text: str, end: int) -> list[str]:
+    """The words of the command that starts at `end` in `text`, up to where the shell command ends."""
+    rest = text[end:]
+    stop = COMMAND_END.search(rest)
+    rest = rest[: stop.start()] if stop else rest
+    try:
+        words = shlex.split(rest)
+    except ValueError:  # an unbalanced quote in a shortened example
+        words = rest.split()
+    return [word.strip("[]") for word in words if word.strip("[]")]
+
+
+def flags_in(words: list[str]) -> list[str]:
+    return [word.split("=", 1)[0] for word in words
+            if re.fullmatch(r"--?[A-Za-z][\w-]*(=.*)?", word)]
+
+
+def has_flag(help_text: str, flag: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text) is not None
+
+
+def cli_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("COLUMNS", "200")
+    return env
+
+
+@functools.lru_cache(maxsize=None)
+def run_help(*command: str) -> tuple[int, str]:
+    process = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, env=cli_environment(),
+                             capture_output=True, text=True, timeout=HELP_TIMEOUT)
+    return process.returncode, process.stdout + process.stderr
+
+
+def cli_help(path: tuple[str, ...]) -> tuple[int, str]:
+    return run_help("-m", "svd_triton", *path)
+
+
+def subcommands(help_text: str) -> list[str]:
+    """The choices of the first positional `{a,b,c}` in an argparse help text."""
+    usage = help_text.split("\n\n")[0]
+    choice = re.search(r"(?:^|[\s\]])\{([\w,-]+)\}\s*\.\.\.", usage)  # `{a,b} ...`, not `--flag {a,b}`
+    return choice.group(1).split(",") if choice else []
+
+
+def check_cli(path: tuple[str, ...], words: list[str], where: str, shown: str) -> list[str]:
+    code, help_text = cli_help(path)
+    name = " ".join(("svd-triton", *path))
+    if code != 0:
+        return [f"{where}: `{shown}`: `{name} --help` failed ({code}):\n{help_text.strip()[-2000:]}"]
+    choices = subcommands(help_text)
+    if choices and words and not words[0].startswith("-"):
+        problems = []
+        for alternative in words[0].split("|"):
+            if alternative in choices:
+                problems += check_cli((*path, alternative), words[1:], where, shown)
+            else:
+                problems.append(f"{where}: `{shown}`: `{name}` has no subcommand {alternative!r} "
+                                f"(it has {', '.join(choices)})")
+        return problems
+    return [f"{where}: `{shown}`: `{name} --help` lists no {flag}"
+            for flag in flags_in(words) if not has_flag(help_text, flag)]
+
+
+def prefetch_cli_help() -> None:
+    """The help of every subcommand, two levels deep, fetched in parallel (each is a process)."""
+    code, top = cli_help(())
+    if code != 0:
+        return
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = list(pool.map(lambda name: ((name,), cli_help((name,))), subcommands(top)))
+        second = [(*path, child) for path, (status, text) in first if status == 0 for child in subcommands(text)]
+        list(pool.map(cli_help, second))
+
+
+def test_svd_triton_commands_exist():
+    shown = [(snippet, match) for snippet in snippets() for match in SVD_TRITON.finditer(snippet.text)]
+    assert shown, "no svd-triton command found in the docs: is the pattern still right?"
+    prefetch_cli_help()
+    problems = []
+    for snippet, match in shown:
+        words = command_after(snippet.text, match.end())
+        text = " ".join(["svd-triton", *words])
+        problems += check_cli((), words, snippet.where(), text)
+    assert not problems, "svd-triton commands in the docs that the CLI does not have:\n" + "\n".join(problems)
+
+
+def makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return set(re.findall(r"^([A-Za-z0-9][\w.-]*)\s*:(?!=)", text, re.M))
+
+
+def test_make_targets_exist():
+    targets = makefile_targets()
+    problems = []
+    for snippet in snippets():
+        for match in MAKE.finditer(snippet.text):
+            words = command_after(snippet.text, match.end())
+            for word in words:
+                if word.startswith("-") or "=" in word:
+                    continue
+                if word not in targets:
+                    problems.append(f"{snippet.where()}: `make {' '.join(words)}`: the Makefile has no target {word!r}")
+    assert not problems, "make targets in the docs that the Makefile lacks:\n" + "\n".join(problems)
+
+
+def test_benchmark_commands_exist():
+    shown = [(snippet, match.group(1), command_after(snippet.text, match.end()))
+             for snippet in snippets() for match in BENCHMARK.finditer(snippet.text)]
+    problems = [f"{snippet.where()}: `python -m benchmarks.{name}`: benchmarks/{name}.py does not exist"
+                for snippet, name, _ in shown if not (ROOT / "benchmarks" / f"{name}.py").exists()]
+    names = sorted({name for _, name, _ in shown if (ROOT / "benchmarks" / f"{name}.py").exists()})
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        helps = dict(zip(names, pool.map(lambda name: run_help("-m", f"benchmarks.{name}"), names)))
+    for snippet, name, words in shown:
+        if name not in helps:
+            continue
+        code, help_text = helps[name]
+        command = " ".join([f"python -m benchmarks.{name}", *words])
+        if code != 0:
+            problems.append(f"{snippet.where()}: `{command}`: `python -m benchmarks.{name} --help` failed "
+                            f"({code}):\n{help_text.strip()[-2000:]}")
+            continue
+        problems += [f"{snippet.where()}: `{command}`: `python -m benchmarks.{name} --help` lists no {flag}"
+                     for flag in flags_in(words) if not has_flag(help_text, flag)]
+    assert not problems, "benchmark commands in the docs that do not run as shown:\n" + "\n".join(problems)
+
+
+def declared_markers() -> set[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    markers = config["tool"]["pytest"]["ini_options"].get("markers", [])
+    return {marker.split(":")[0].split("(")[0].strip() for marker in markers}
+
+
+def test_pytest_commands_name_real_paths_and_markers():
+    markers = declared_markers()
+    problems = []
+    for snippet in snippets():
+        for match in PYTEST.finditer(snippet.text):
+            words = command_after(snippet.text, match.end())
+            command = " ".join(["pytest", *words])
+            skip_value = False
+            for index, word in enumerate(words):
+                if skip_value:
+                    skip_value = False
+                    continue
+                if word == "-m" and index + 1 < len(words):
+                    unknown = set(re.findall(r"[A-Za-z_]\w*", words[index + 1])) - {"and", "or", "not"} - markers
+                    problems += [f"{snippet.where()}: `{command}`: marker {name!r} is not declared in pyproject.toml"
+                                 for name in sorted(unknown)]
+                    skip_value = True
+                elif word in ("-k", "-p", "-c", "--rootdir"):
+                    skip_value = True
+                elif not word.startswith("-") and not (ROOT / word.split("::")[0]).exists():
+                    problems.append(f"{snippet.where()}: `{command}`: {word.split('::')[0]} does not exist")
+    assert not problems, "pytest commands in the docs that would not run:\n" + "\n".join(problems)
+
+
+# --- paths named in inline code ----------------------------------------------------------------
+
+REPOSITORY_PATH = re.compile(rf"(?:{'|'.join(PATH_ROOTS)})/[\w./-]*")
+
+
+def test_repository_paths_in_inline_code_exist():
+    problems = []
+    for snippet in snippets():
+        if not snippet.inline or not REPOSITORY_PATH.fullmatch(snippet.text):
+            continue
+        path = snippet.text.rstrip("/")
+        if path not in NOT_IN_REPOSITORY and not (ROOT / path).exists():
+            problems.append(f"{snippet.where()}: `{snippet.text}` does not exist")
+    assert not problems, "paths in the docs that are not in the repository:\n" + "\n".join(problems)

@@ -1,0 +1,123 @@
+"""The launcher: it reports the server log when tritonserver exits or never becomes ready, and stops
+cleanly on SIGTERM, loaded or still loading."""
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from tests.support import cpu_config_copy, on_free_ports
+from svd_triton.launcher import ServerStartError, TritonServer, free_port
+
+HANGING_MODEL = '''
+import time
+
+class TritonPythonModel:
+    def initialize(self, args):
+        time.sleep(600)
+'''
+
+
+def test_times_out_with_the_server_log_when_never_ready(tmp_path):
+    model = tmp_path / "repo" / "stuck" / "1"
+    model.mkdir(parents=True)
+    (model / "model.py").write_text(HANGING_MODEL)
+    (model.parent / "config.pbtxt").write_text('backend: "python"\nmax_batch_size: 0\n'
+                                               'instance_group [ { kind: KIND_CPU } ]\n'
+                                               'input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
+                                               'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]\n')
+    server = TritonServer(on_free_ports(model_repository=tmp_path / "repo"), ready_timeout=8)
+    with pytest.raises(ServerStartError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert "not ready after 8 s" in message
+    assert "tritonserver log" in message and "stuck" in message
+    assert server.process.poll() is not None  # it was stopped, not left behind
+
+
+def test_exits_early_with_the_log_when_the_contract_is_broken(tmp_path):
+    config = cpu_config_copy(tmp_path)
+    config.write_text(config.read_text().replace('  { name: "FPS", data_type: TYPE_INT32, dims: [ 1 ], optional: true },\n', ""))
+    with pytest.raises(ServerStartError) as caught:
+        TritonServer(on_free_ports(model_repository=tmp_path / "repo"), ready_timeout=120).start()
+    message = str(caught.value)
+    assert "exited with code" in message
+    assert "model 'svd_xt': config.pbtxt does not match model.py: input FPS is not declared" in message
+
+
+def _serve_cpu() -> tuple[subprocess.Popen, "queue.Queue[str]", int]:
+    """`svd-triton serve` in a child process, its output lines in a queue, and its HTTP port."""
+    http_port = free_port()
+    serve = subprocess.Popen([sys.executable, "-m", "svd_triton", "serve", "--http-port", str(http_port),
+                              "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), "--config", "cpu"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in serve.stdout], daemon=True).start()
+    return serve, lines, http_port
+
+
+def _read_until(lines: "queue.Queue[str]", text: str, timeout: float) -> str:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            seen.append(lines.get(timeout=1))
+        except queue.Empty:
+            continue
+        if text in seen[-1]:
+            return "".join(seen)
+    pytest.fail(f"svd-triton serve never printed {text!r} in {timeout:g} s:\n{''.join(seen)}")
+
+
+def _stop_with_sigterm(serve: subprocess.Popen, lines: "queue.Queue[str]", http_port: int) -> str:
+    """SIGTERM, then the exit code must be 0 and the server gone; returns the rest of the output."""
+    try:
+        serve.send_signal(signal.SIGTERM)
+        code = serve.wait(timeout=60)
+    finally:
+        serve.kill()
+    output = _read_until(lines, "svd-triton serve: stopped", timeout=10)
+    assert code == 0, output
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://localhost:{http_port}/v2/health/live", timeout=2)
+    return output
+
+
+def test_serve_forwards_sigterm_and_the_server_shuts_down_cleanly():
+    serve, lines, http_port = _serve_cpu()
+    _read_until(lines, "ready: HTTP", timeout=180)
+    output = _stop_with_sigterm(serve, lines, http_port)
+    assert "reload" not in output  # stubs exiting in a shutdown are not crashes for the watchdog to repair
+
+
+def test_sigterm_while_the_model_loads_stops_cleanly_too():
+    """A pod terminated during a minutes-long load (compilation on a GPU) is a requested stop, not a failure."""
+    serve, lines, http_port = _serve_cpu()
+    _read_until(lines, "starting tritonserver", timeout=30)
+    time.sleep(1)  # tritonserver is up and loading the model (about 5 s here)
+    output = _stop_with_sigterm(serve, lines, http_port)
+    assert "ready:" not in output and "Error" not in output
+
+
+def test_a_killed_server_leaves_nothing_in_dev_shm(tmp_path):
+    from svd_triton.launcher import SHM_FOLDER, SHM_PREFIX
+
+    dead_launcher = subprocess.Popen(["true"])
+    dead_launcher.wait()  # a pid that no longer runs: its launcher's leftovers are fair game
+    stale = SHM_FOLDER / f"{SHM_PREFIX}_{dead_launcher.pid}_8001_1"
+    stale.write_bytes(b"left by a killed server")
+    server = TritonServer(on_free_ports(), ready_timeout=240).start()
+    try:
+        assert not stale.exists()
+        regions = sorted(SHM_FOLDER.glob(server.shm_prefix + "*"))
+        assert regions, "the Python backend's regions carry this server's prefix"
+        os.killpg(server.process.pid, signal.SIGKILL)  # no finalize, no clean shutdown
+        server.process.wait()
+        assert all(region.exists() for region in regions)
+    finally:
+        server.stop()
+    assert not list(SHM_FOLDER.glob(server.shm_prefix + "*"))

@@ -1,0 +1,39 @@
+"""Helpers the test tiers share: the token, free ports, a server from the CPU config, repository copies."""
+import io
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+REPOSITORY = ROOT / "model_repository"
+SUPPORT = Path(__file__).resolve().parent
+TOKEN = "test-token-7f3a"
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save_args)
+    return buffer.getvalue()
+
+
+def on_free_ports(**options):
+    """ServerOptions for this checkout's model repository with free HTTP, gRPC and metrics ports, so servers in
+    one test run never collide."""
+    from svd_triton.launcher import ServerOptions, free_port
+
+    options.setdefault("model_repository", REPOSITORY)
+    return ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options)
+
+
+def cpu_config_copy(tmp_path: Path) -> Path:
+    """A plain copy of the model repository under tmp_path; returns the copy's svd_xt/configs/cpu.pbtxt to edit."""
+    shutil.copytree(REPOSITORY, tmp_path / "repo", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path / "repo" / "svd_xt" / "configs" / "cpu.pbtxt"
+
+
+def start_server(**options):
+    """A TritonServer (CPU config, tiny model, TOKEN) on free ports, not yet started: use it in `with`."""
+    from svd_triton.launcher import TritonServer
+
+    return TritonServer(on_free_ports(token=TOKEN, **options), ready_timeout=240)
