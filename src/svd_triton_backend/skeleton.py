@@ -8,7 +8,6 @@ done (svd_triton_backend.compat says why). A model's model.py subclasses one of 
 """
 import concurrent.futures
 import json
-import os
 
 import triton_python_backend_utils as pb_utils
 
@@ -41,8 +40,6 @@ class GenerationModel:
 
     MODEL = None
     """The contract's model name (svd_contract.tensors): its inputs and outputs."""
-    MODEL_SOURCE_ENV = KEEP_WARM_ENV = None
-    """Environment variables that override config.pbtxt's model_source and keep_warm_seconds."""
 
     @classmethod
     def auto_complete_config(cls, auto_complete_model_config):
@@ -52,6 +49,10 @@ class GenerationModel:
         """(engine class, its config class): imported here, in the instance's process, not at module import."""
         raise NotImplementedError
 
+    def overrides(self):
+        """(model_source, keep_warm_seconds) from the model's environment variables; None where unset."""
+        return None, None
+
     def initialize(self, args):
         self.model_name = args["model_name"]
         stub_process.prepare()
@@ -59,14 +60,15 @@ class GenerationModel:
         check_declared(model_config, self.model_name, tensors.inputs(self.MODEL), tensors.OUTPUTS[self.MODEL])
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
         engine_class, config_class = self.engine_class()
+        model_source, keep_warm = self.overrides()
         config = deployment_config(config_class, model_config, args["model_instance_kind"],
-                                   args["model_instance_device_id"], os.environ.get(self.MODEL_SOURCE_ENV))
+                                   args["model_instance_device_id"], model_source)
         self.logger = pb_utils.Logger
         self.logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})"
                              + (", streaming progress" if self.decoupled else ""))
         self.engine = engine_class.load(config)
         self.metrics = Metrics(self.model_name, warmup_requests(model_config))
-        seconds = keep_warm_seconds(model_config, os.environ.get(self.KEEP_WARM_ENV))
+        seconds = keep_warm_seconds(model_config, keep_warm)
         self.keep_warm = KeepWarm(self.engine, seconds, on_change=self.metrics.keep_warm)
         self.logger.log_info(f"{self.model_name}: keep-warm {seconds} s, then release by {self.engine.release_mechanism}")
 

@@ -21,11 +21,13 @@ from tests.support import ROOT
 from tests.support.deploy_files import (ADAPTER_VALUES, KUBERNETES, Stage, compose_model, dockerfile_stages, image_requirements,
                           kubernetes_objects, pod_containers)
 
-CLIENT = ROOT / "client/svd_triton"
-ENGINE = ROOT / "model_repository/svd_xt/1"
-# Whose code runs in each image: the gateway image runs only the client package; Triton's runs the launcher
-# and, in the Python backend, the model and its engine.
-STAGE_CODE = {"gateway": [CLIENT], "triton": [CLIENT, ENGINE]}
+SOURCE = ROOT / "src"
+GATEWAY_CODE = [SOURCE / "svd_contract", SOURCE / "svd_triton", SOURCE / "svd_gateway"]
+TRITON_CODE = [SOURCE / "svd_contract", SOURCE / "svd_triton", SOURCE / "svd_engine", SOURCE / "svd_triton_backend",
+               ROOT / "model_repository"]
+# Whose code runs in each image: the gateway image runs the client and gateway packages; Triton's runs the
+# launcher and, in the Python backend, the models, their adapters and the engine.
+STAGE_CODE = {"gateway": GATEWAY_CODE, "triton": TRITON_CODE}
 
 # Variables that libraries read, not this project's code, each with the requirement of the image that
 # brings the library and the library file that reads it (checked below): the one place they are named.
@@ -186,7 +188,7 @@ PROGRAMS = {"serve": run_serve, "gateway": run_gateway}
 
 def _set_environment(env: dict[str, str], monkeypatch) -> None:
     """Exactly the container's variables, as far as the code reads any: none leak in from this shell."""
-    for name in env_read_by([CLIENT, ENGINE]):
+    for name in env_read_by(sorted(set(GATEWAY_CODE + TRITON_CODE))):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

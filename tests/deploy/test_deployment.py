@@ -1,6 +1,6 @@
 """Deployment: warm-up before ready, Prometheus metrics, cold/warm control, container and cluster
 files validated offline (hadolint, Docker Compose's own `config`, kubernetes-validate; what they name
-is checked against the code in tests/test_deploy_drift.py), and a perf_analyzer smoke run."""
+is checked against the code in tests/deploy/test_deploy_drift.py), and a perf_analyzer smoke run."""
 import subprocess
 import sys
 import tempfile
@@ -78,7 +78,7 @@ def test_dockerfile_passes_hadolint():
     assert done.returncode == 0, done.stdout + done.stderr
     stages = dockerfile_stages()
     assert list(stages) == ["gateway", "triton"]  # a plain `docker build` makes the Triton image
-    assert stages["triton"].base.startswith("nvcr.io/nvidia/tritonserver:")  # its Python: tests/test_image.py
+    assert stages["triton"].base.startswith("nvcr.io/nvidia/tritonserver:")  # its Python: tests/deploy/test_image.py
     for stage in stages.values():
         assert stage.healthcheck and stage.user == "1000:1000", stage.name
 

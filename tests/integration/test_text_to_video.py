@@ -19,7 +19,7 @@ SMALL = {"WIDTH": scalar(64, np.int32), "HEIGHT": scalar(64, np.int32), "NUM_FRA
          "NUM_INFERENCE_STEPS": scalar(2, np.int32)}
 PROMPT = "a red kite over a green hill"
 SLUG = "stabilityai-stable-video-diffusion"
-"""The Forge slug this gateway serves (tests/test_forge.py)."""
+"""The Forge slug this gateway serves (tests/integration/test_forge.py)."""
 
 
 def text_to_video(server, protocol, tensors, outputs=("VIDEO", "SEED_USED", "IMAGE"), model="text_to_video"):

@@ -1,6 +1,6 @@
 """The hostile-input matrix: each case is the inputs a client sends and the input the answer must name.
 
-Shared by tests/test_hostile.py (every case over HTTP and gRPC against the real server) and
+Shared by tests/integration/test_hostile.py (every case over HTTP and gRPC against the real server) and
 benchmarks/reliability.py (which writes docs/reliability.md).
 """
 from __future__ import annotations

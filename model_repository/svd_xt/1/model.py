@@ -8,6 +8,7 @@ client has gone stops at the next phase change or denoising step. A request with
 release, state) and no image steers keep-warm and answers STATE (JSON) instead of a video.
 """
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -19,7 +20,10 @@ from svd_triton_backend.skeleton import GenerationModel, scalar_inputs
 
 
 class TritonPythonModel(GenerationModel):
-    MODEL, MODEL_SOURCE_ENV, KEEP_WARM_ENV = SVD_MODEL, "SVD_MODEL_SOURCE", "SVD_KEEP_WARM_SECONDS"
+    MODEL = SVD_MODEL
+
+    def overrides(self):
+        return os.environ.get("SVD_MODEL_SOURCE"), os.environ.get("SVD_KEEP_WARM_SECONDS")
 
     def engine_class(self):
         from svd_engine import EngineConfig, SVDEngine

@@ -7,6 +7,8 @@ Requests with the same size, steps and guidance share one pipeline call (dynamic
 model gives its device memory back after `keep_warm_seconds` ($TEXT_IMAGE_KEEP_WARM_SECONDS
 overrides), the first thing to free on a shared GPU.
 """
+import os
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -17,7 +19,10 @@ from svd_triton_backend.skeleton import GenerationModel, scalar_inputs
 
 
 class TritonPythonModel(GenerationModel):
-    MODEL, MODEL_SOURCE_ENV, KEEP_WARM_ENV = TEXT_TO_IMAGE_MODEL, "TEXT_IMAGE_MODEL_SOURCE", "TEXT_IMAGE_KEEP_WARM_SECONDS"
+    MODEL = TEXT_TO_IMAGE_MODEL
+
+    def overrides(self):
+        return os.environ.get("TEXT_IMAGE_MODEL_SOURCE"), os.environ.get("TEXT_IMAGE_KEEP_WARM_SECONDS")
 
     def engine_class(self):
         from svd_engine.text_to_image import TextImageConfig, TextImageEngine
