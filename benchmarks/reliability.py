@@ -133,9 +133,9 @@ def main() -> None:
     text = f"""# Reliability
 
 Written by `{command}` (`make soak`) against the embedded server (configs/cpu.pbtxt, tiny model,
-bearer token). Measured on {environment()}. The same checks run in CI: `tests/test_hostile.py` (the
-matrix over HTTP and gRPC), `tests/test_reliability.py` (a shorter load run), `tests/test_faults.py`
-(the backend process killed mid-request), `tests/test_engine.py` (out-of-memory handling).
+bearer token). Measured on {environment()}. The same checks run in CI: `tests/integration/test_hostile.py` (the
+matrix over HTTP and gRPC), `tests/integration/test_reliability.py` (a shorter load run), `tests/integration/test_faults.py`
+(the backend process killed mid-request), `tests/unit/test_engine.py` (out-of-memory handling).
 
 ## Hostile input ({len(CASES)} cases × 2 protocols)
 
@@ -166,10 +166,10 @@ generator behaves like a well-mannered client and retries those after 0.2 s × a
 
 | fault | what happens | test |
 |---|---|---|
-| device out of memory in a batch | the batch is retried one request at a time; a request that does not fit alone gets UNAVAILABLE "not enough memory: …"; memory is released and the next request runs | tests/test_engine.py (a real torch.OutOfMemoryError injected by a forward hook) |
-| Python-backend process killed mid-request | that request fails with "Stub process 'svd_xt_0_0' is not healthy."; Triton 2.51 does not restart the process and keeps reporting the model ready, so `svd-triton serve` (explicit model control) unloads and reloads the model within seconds and later requests are served | tests/test_faults.py |
-| client gone (cancel, timeout, closed stream) | work stops at the next denoising step | tests/test_streaming.py |
-| queue full / waited too long | UNAVAILABLE at once | tests/test_streaming.py |
+| device out of memory in a batch | the batch is retried one request at a time; a request that does not fit alone gets UNAVAILABLE "not enough memory: …"; memory is released and the next request runs | tests/unit/test_engine.py (a real torch.OutOfMemoryError injected by a forward hook) |
+| Python-backend process killed mid-request | that request fails with "Stub process 'svd_xt_0_0' is not healthy."; Triton 2.51 does not restart the process and keeps reporting the model ready, so `svd-triton serve` (explicit model control) unloads and reloads the model within seconds and later requests are served | tests/integration/test_faults.py |
+| client gone (cancel, timeout, closed stream) | work stops at the next denoising step | tests/integration/test_streaming.py |
+| queue full / waited too long | UNAVAILABLE at once | tests/integration/test_streaming.py |
 """
     (ROOT / "docs" / "reliability.md").write_text(text)
     print(text)

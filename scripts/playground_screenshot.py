@@ -1,7 +1,7 @@
 """Write docs/playground.png: the playground after generating a video from the sample image.
 
 A real tiny-model Triton (streaming variant), a real gateway and Debian's headless Chromium, as in
-tests/test_playground.py (whose helpers this reuses):
+tests/integration/test_playground.py (whose helpers this reuses):
 
     python scripts/playground_screenshot.py        # or: make playground-screenshot
 """

@@ -28,6 +28,8 @@ import psutil
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from svd_contract import is_s3_url
+
 from .client import auth_headers
 
 MODEL_REPOSITORY_ENV = "SVD_MODEL_REPOSITORY"
@@ -111,7 +113,8 @@ def default_repository() -> Path:
 
 @dataclass
 class ServerOptions:
-    model_repository: Path = field(default_factory=default_repository)
+    model_repository: Path | str = field(default_factory=default_repository)
+    """A folder, or `s3://host:port/bucket/prefix` (Triton reads it with the AWS_* credentials)."""
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -162,7 +165,8 @@ class TritonServer:
         """The command line and environment that start the server (also what `serve --dry-run` prints)."""
         binary, backends = find_tritonserver()
         o = self.options
-        args = [str(binary), f"--model-repository={Path(o.model_repository).resolve()}",
+        repository = str(o.model_repository) if is_s3_url(str(o.model_repository)) else Path(o.model_repository).resolve()
+        args = [str(binary), f"--model-repository={repository}",
                 f"--http-port={o.http_port}", f"--grpc-port={o.grpc_port}", f"--metrics-port={o.metrics_port}",
                 f"--log-verbose={o.log_verbose}"]
         if backends is not None:
@@ -189,8 +193,8 @@ class TritonServer:
         return CPU_CONFIG_NAME if self.cpu_only else None
 
     def start(self) -> "TritonServer":
-        repository = Path(self.options.model_repository)
-        if not (repository / "svd_xt" / "config.pbtxt").is_file():
+        repository = self.options.model_repository
+        if not is_s3_url(str(repository)) and not (Path(repository) / "svd_xt" / "config.pbtxt").is_file():
             raise ServerStartError(f"no model repository at {repository} (no svd_xt/config.pbtxt): pass "
                                    f"--model-repository, set ${MODEL_REPOSITORY_ENV}, or run from a checkout")
         args, env = self.command()
