@@ -33,23 +33,41 @@ class FromParameters:
 
 
 @dataclass(frozen=True)
-class EngineConfig(FromParameters):
-    model_source: str = DEFAULT_MODEL_SOURCE
-    """Hugging Face hub id, a local folder holding model_index.json, or `tiny`."""
+class PipelineConfig(FromParameters):
+    """What every engine's deployment sets: where the weights come from, where they run, how they leave."""
+
+    model_source: str = ""
+    """A hub id, a local folder holding model_index.json, s3://bucket/prefix, or a built-in model (`tiny`)."""
     device: str = "auto"
     """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
     dtype: str = "auto"
     """`auto` (float16 on CUDA, float32 on CPU), `float16`, `bfloat16` or `float32`."""
+    release_mechanism: str = "auto"
+    """How an idle model frees the device (ResidentEngine.release): `offload` moves the weights to pinned
+    host memory and back (compiled code stays valid), `reload` drops the pipeline and loads it again
+    from model_source; `auto`: offload on CUDA, reload on CPU (where the host is the device and
+    offloading would free nothing)."""
     default_width: int = 1024
     default_height: int = 576
+    """The size of a request that sends none (SVD-XT's native 1024×576)."""
+    default_num_inference_steps: int = 25
+    max_pixels: int = 1024 * 1024
+    """Upper bound on width × height of what one request generates."""
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if hasattr(self, name) and getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class EngineConfig(PipelineConfig):
+    model_source: str = DEFAULT_MODEL_SOURCE
     default_num_frames: int = 0
     """0 means the model's own frame count (25 for SVD-XT, 14 for SVD)."""
-    default_num_inference_steps: int = 25
     default_decode_chunk_size: int = 8
     default_fps: int = 7
     default_video_format: str = "mp4"
-    max_pixels: int = 1024 * 1024
-    """Upper bound on width × height of the generated video."""
     max_num_frames: int = 25
     max_work: int = 1024 * 576 * 25 * 50
     """Upper bound on width × height × num_frames × num_inference_steps: what one request may cost.
@@ -92,16 +110,8 @@ class EngineConfig(FromParameters):
     """Batch sizes 1..N are compiled at load; a batch of compiled-shape requests is split to fit."""
     fp8: bool = False
     """FP8 (e4m3) linear layers in the UNet via torchao: needs compute capability 8.9+ (Hopper, Ada)."""
-    release_mechanism: str = "auto"
-    """How an idle model frees the device (SVDEngine.release): `offload` moves the weights to pinned
-    host memory and back (compiled code stays valid), `reload` drops the pipeline and loads it again
-    from model_source; `auto`: offload on CUDA, reload on CPU (where the host is the device and
-    offloading would free nothing)."""
-
     def __post_init__(self):
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        super().__post_init__()
         if self.compile_batch_size < 1:
             raise ValueError(f"compile_batch_size={self.compile_batch_size} must be at least 1")
 

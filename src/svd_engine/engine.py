@@ -80,6 +80,8 @@ class GenerationResult:
 class SVDEngine(ResidentEngine):
     """One loaded SVD pipeline plus the deployment's defaults, limits and fast path."""
 
+    config_class = EngineConfig
+
     def __init__(self, pipeline: EnginePipeline, config: EngineConfig, fast_path: FastPath | None = None):
         super().__init__(pipeline, config)
         self.fast_path = fast_path or FastPath(replace(config, fast_path="off"), self.device)

@@ -22,7 +22,7 @@ from svd_contract import PROMPTS, TEXT_IMAGE_PARAMETERS as PARAMETERS
 
 from . import residency
 from .base import ResidentEngine
-from .config import CHOICES, FromParameters
+from .config import PipelineConfig
 from .errors import GenerationCancelled, InvalidRequest, OutOfMemory
 from .loading import is_half, place, resolve_device, resolve_dtype
 from .sources import load_diffusers
@@ -34,27 +34,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TextImageConfig(FromParameters):
+class TextImageConfig(PipelineConfig):
     model_source: str = DEFAULT_TEXT_IMAGE_SOURCE
-    """Any diffusers text-to-image pipeline: a hub id, a local folder holding model_index.json, or `tiny`."""
-    device: str = "auto"
-    dtype: str = "auto"
-    default_width: int = 1024
-    default_height: int = 576
+    """Any diffusers text-to-image pipeline (AutoPipelineForText2Image)."""
     default_num_inference_steps: int = 1
     """SDXL-Turbo is distilled for 1–4 steps without guidance."""
     default_guidance_scale: float = 0.0
-    max_pixels: int = 1024 * 1024
     max_num_inference_steps: int = 50
     max_prompt_chars: int = 2000
     """Longer prompts are refused before tokenizing (CLIP reads the first 77 tokens anyway)."""
-    release_mechanism: str = "auto"
-    """How the idle model frees the device (keep-warm): as EngineConfig.release_mechanism."""
-
-    def __post_init__(self):
-        for name in ("dtype", "release_mechanism"):
-            if getattr(self, name) not in CHOICES[name]:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(CHOICES[name])}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +94,8 @@ def parse_prompt(name: str, value: Any, *, max_chars: int, required: bool) -> st
 
 class TextImageEngine(ResidentEngine):
     """One loaded text-to-image pipeline plus the deployment's defaults and limits; releasable like SVDEngine."""
+
+    config_class = TextImageConfig
 
     @classmethod
     def load(cls, config: TextImageConfig) -> "TextImageEngine":

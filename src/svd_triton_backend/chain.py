@@ -6,7 +6,6 @@ final reply is sent (decoupled) or returned from the execute thread once all cha
 stops the stage through its chain-cancel marker.
 """
 import concurrent.futures
-import json
 import queue
 import secrets
 import threading
@@ -16,11 +15,11 @@ import triton_python_backend_utils as pb_utils
 from svd_contract import tensors
 from svd_engine.errors import GenerationCancelled
 
-from . import stub_process
 from .compat import CHAIN_CANCEL_FOLDER, CHAIN_CANCEL_PARAMETER, cancel_stage, stage_error_code
 from .errors import answer_error
-from .model_config import add_parameter_inputs, check_declared
+from .model_config import add_parameter_inputs
 from .replies import Replies
+from .skeleton import open_model
 
 CANCEL_POLL_SECONDS = 0.1
 STAGE_INPUTS = {"IMAGE", "IMAGE_BYTES", *(name for model in (tensors.SVD_MODEL, tensors.TEXT_TO_IMAGE_MODEL)
@@ -46,11 +45,7 @@ class ChainModel:
         return add_parameter_inputs(auto_complete_model_config, cls.MODEL)
 
     def initialize(self, args):
-        self.model_name = args["model_name"]
-        stub_process.prepare()
-        model_config = json.loads(args["model_config"])
-        check_declared(model_config, self.model_name, tensors.inputs(self.MODEL), tensors.OUTPUTS[self.MODEL])
-        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
+        model_config = open_model(self, args)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2 * model_config.get("max_batch_size", 1),
                                                           thread_name_prefix=self.model_name)
 

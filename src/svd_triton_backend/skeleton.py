@@ -7,7 +7,9 @@ accepted ones run as one engine batch, and every final reply sent from this thre
 done (svd_triton_backend.compat says why). A model's model.py subclasses one of these and sets its names.
 """
 import concurrent.futures
+import importlib
 import json
+import os
 
 import triton_python_backend_utils as pb_utils
 
@@ -20,6 +22,17 @@ from .metrics import Metrics
 from .model_config import (add_parameter_inputs, check_declared, deployment_config, keep_warm_seconds,
                            warmup_requests)
 from .replies import Replies, done
+
+
+def open_model(model, args) -> dict:
+    """initialize()'s common start: names the model, prepares the stub process, checks config.pbtxt against
+    the contract (failing the load with the model's name) and notes whether it is decoupled; the config."""
+    model.model_name = args["model_name"]
+    stub_process.prepare()
+    model_config = json.loads(args["model_config"])
+    check_declared(model_config, model.model_name, tensors.inputs(model.MODEL), tensors.OUTPUTS[model.MODEL])
+    model.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
+    return model_config
 
 
 def scalar_inputs(request, names) -> dict:
@@ -40,28 +53,21 @@ class GenerationModel:
 
     MODEL = None
     """The contract's model name (svd_contract.tensors): its inputs and outputs."""
+    ENGINE = None
+    """`module:Class` of the engine, imported in initialize (the config auto-completion process needs no torch)."""
+    ENVIRONMENT = (None, None)
+    """The variables that override config.pbtxt's model_source and keep_warm_seconds."""
 
     @classmethod
     def auto_complete_config(cls, auto_complete_model_config):
         return add_parameter_inputs(auto_complete_model_config, cls.MODEL)
 
-    def engine_class(self):
-        """(engine class, its config class): imported here, in the instance's process, not at module import."""
-        raise NotImplementedError
-
-    def overrides(self):
-        """(model_source, keep_warm_seconds) from the model's environment variables; None where unset."""
-        return None, None
-
     def initialize(self, args):
-        self.model_name = args["model_name"]
-        stub_process.prepare()
-        model_config = json.loads(args["model_config"])
-        check_declared(model_config, self.model_name, tensors.inputs(self.MODEL), tensors.OUTPUTS[self.MODEL])
-        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
-        engine_class, config_class = self.engine_class()
-        model_source, keep_warm = self.overrides()
-        config = deployment_config(config_class, model_config, args["model_instance_kind"],
+        model_config = open_model(self, args)
+        module, _, name = self.ENGINE.partition(":")
+        engine_class = getattr(importlib.import_module(module), name)
+        model_source, keep_warm = (os.environ.get(variable) for variable in self.ENVIRONMENT)
+        config = deployment_config(engine_class.config_class, model_config, args["model_instance_kind"],
                                    args["model_instance_device_id"], model_source)
         self.logger = pb_utils.Logger
         self.logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})"

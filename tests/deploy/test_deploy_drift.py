@@ -89,7 +89,8 @@ class Program:
 
 def env_read_by(folders: list[Path]) -> set[str]:
     """Names passed to os.environ.get / os.getenv / os.environ[...] in the code, literally or through a
-    module-level string constant (TOKEN_ENV = "SVD_TRITON_TOKEN")."""
+    module-level string constant (TOKEN_ENV = "SVD_TRITON_TOKEN"), and those a model names in its class
+    attribute ENVIRONMENT (svd_triton_backend.skeleton reads them with os.environ.get)."""
     names = set()
     for path in (p for folder in folders for p in folder.rglob("*.py")):
         tree = ast.parse(path.read_text())
@@ -106,6 +107,11 @@ def env_read_by(folders: list[Path]) -> set[str]:
                 names.add(key.value)
             elif isinstance(key, ast.Name) and key.id in constants:
                 names.add(constants[key.id])
+            if isinstance(node, ast.ClassDef):
+                names |= {item.value for statement in node.body if isinstance(statement, ast.Assign)
+                          and [ast.unparse(t) for t in statement.targets] == ["ENVIRONMENT"]
+                          for item in ast.walk(statement.value)
+                          if isinstance(item, ast.Constant) and isinstance(item.value, str)}
     return names
 
 

@@ -8,7 +8,6 @@ client has gone stops at the next phase change or denoising step. A request with
 release, state) and no image steers keep-warm and answers STATE (JSON) instead of a video.
 """
 import json
-import os
 from dataclasses import replace
 
 import numpy as np
@@ -21,14 +20,8 @@ from svd_triton_backend.skeleton import GenerationModel, scalar_inputs
 
 class TritonPythonModel(GenerationModel):
     MODEL = SVD_MODEL
-
-    def overrides(self):
-        return os.environ.get("SVD_MODEL_SOURCE"), os.environ.get("SVD_KEEP_WARM_SECONDS")
-
-    def engine_class(self):
-        from svd_engine import EngineConfig, SVDEngine
-
-        return SVDEngine, EngineConfig
+    ENGINE = "svd_engine.engine:SVDEngine"
+    ENVIRONMENT = ("SVD_MODEL_SOURCE", "SVD_KEEP_WARM_SECONDS")
 
     def accept(self, replies, position, request):
         if (action := control_action(request)) is None:

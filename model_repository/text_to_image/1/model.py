@@ -7,8 +7,6 @@ Requests with the same size, steps and guidance share one pipeline call (dynamic
 model gives its device memory back after `keep_warm_seconds` ($TEXT_IMAGE_KEEP_WARM_SECONDS
 overrides), the first thing to free on a shared GPU.
 """
-import os
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -20,14 +18,8 @@ from svd_triton_backend.skeleton import GenerationModel, scalar_inputs
 
 class TritonPythonModel(GenerationModel):
     MODEL = TEXT_TO_IMAGE_MODEL
-
-    def overrides(self):
-        return os.environ.get("TEXT_IMAGE_MODEL_SOURCE"), os.environ.get("TEXT_IMAGE_KEEP_WARM_SECONDS")
-
-    def engine_class(self):
-        from svd_engine.text_to_image import TextImageConfig, TextImageEngine
-
-        return TextImageEngine, TextImageConfig
+    ENGINE = "svd_engine.text_to_image:TextImageEngine"
+    ENVIRONMENT = ("TEXT_IMAGE_MODEL_SOURCE", "TEXT_IMAGE_KEEP_WARM_SECONDS")
 
     def parse(self, request):
         names = [*(name.upper() for name in PROMPTS), *parameter_inputs(TEXT_TO_IMAGE_MODEL)]
