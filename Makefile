@@ -78,7 +78,7 @@ bench-segments: setup-test
 	$(BIN)/python -m benchmarks.segments $(ARGS)
 
 # The playground on the CPU demo stack: tiny-model Triton (streaming) and the gateway; open http://localhost:8080/.
-playground: setup
+playground: setup-test
 	$(BIN)/svd-triton serve --stream & serve=$$!; trap "kill $$serve" EXIT; \
 	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://localhost:8000/v2/health/ready')" 2>/dev/null; do \
 		kill -0 $$serve || exit 1; sleep 1; done; \

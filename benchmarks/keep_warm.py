@@ -5,7 +5,7 @@ left on the serving device), then one request that pays the cold start. On CPU t
 is host memory: `offload` moves weights to where they already are (frees nothing, restores
 instantly), `reload` drops them and builds the pipeline again. For random-xt, "reload" rebuilds
 random weights (initialisation, not a disk read), so its cold start is a stand-in for reading
-~4.5 GB of safetensors; the README gives the GPU arithmetic.
+~4.5 GB of safetensors; docs/deployment.md gives the GPU arithmetic.
 
     python -m benchmarks.keep_warm                 # tiny and random-xt (bfloat16, 64×64, 2 frames, 1 step)
     python -m benchmarks.keep_warm --models tiny

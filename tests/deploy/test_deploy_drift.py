@@ -58,7 +58,7 @@ PUBLIC_IMAGES = {
 }
 
 # What the compose file is resolved with: the required token, and the documented way to serve a mounted
-# weights folder (README: SVD_MODEL_SOURCE=/models/weights), so the weights mount is named by a variable.
+# weights folder (docs/deployment.md: SVD_MODEL_SOURCE=/models/weights), so the weights mount is named by a variable.
 COMPOSE_ENV = {"SVD_TRITON_TOKEN": "test-token", "SVD_MODEL_SOURCE": "/models/weights"}
 
 

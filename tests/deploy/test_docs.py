@@ -24,6 +24,7 @@ the pages are checked against this tree's code rather than an older installed co
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import re
@@ -78,18 +79,49 @@ REFERENCE_LINK = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
-@functools.lru_cache(maxsize=None)
+@dataclass(frozen=True)
+class Paragraph:
+    """Consecutive prose lines (outside code blocks, up to a blank line or a heading), joined by spaces:
+    inline code and links may wrap across lines."""
+
+    starts: tuple[int, ...]
+    """Offset in `text` where each line begins."""
+    first_line: int
+    text: str
+
+    def line_at(self, offset: int) -> int:
+        return self.first_line + bisect.bisect_right(self.starts, offset) - 1
+
+
+def paragraph(first_line: int, lines: list[str]) -> Paragraph:
+    starts, text = [], ""
+    for line in lines:
+        starts.append(len(text))
+        text += line.strip() + " "
+    return Paragraph(tuple(starts), first_line, text)
+
+
+@functools.cache
 def parse(path: Path):
-    """(prose lines with line numbers, snippets, heading slugs) of one markdown file."""
-    prose: list[tuple[int, str]] = []
+    """(prose paragraphs, snippets, heading slugs) of one markdown file."""
+    paragraphs: list[Paragraph] = []
     snippets: list[Snippet] = []
     headings: list[str] = []
     fence: str | None = None
     language = ""
     pending: tuple[int, str] | None = None  # a code line continued with a trailing backslash
+    current: tuple[int, list[str]] | None = None  # the prose paragraph being read
+
+    def end_paragraph():
+        nonlocal current
+        if current:
+            paragraphs.append(paragraph(*current))
+        current = None
+
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         opening = FENCE.match(line)
         if fence is None and opening:
+            end_paragraph()
             fence, language = opening.group(1), opening.group(2).lower()
             continue
         if fence is not None:
@@ -107,13 +139,21 @@ def parse(path: Path):
                     snippets.append(Snippet(path, start, strip_comment(text), inline=False))
                     pending = None
             continue
-        prose.append((number, line))
-        for match in INLINE_CODE.finditer(line):
-            snippets.append(Snippet(path, number, match.group(2).strip(), inline=True))
         heading = HEADING.match(line)
-        if heading:
-            headings.append(heading.group(2))
-    return prose, snippets, unique_slugs(headings)
+        if heading or not line.strip():
+            end_paragraph()
+            if heading:
+                headings.append(heading.group(2))
+                paragraphs.append(paragraph(number, [heading.group(2)]))
+            continue
+        if current is None:
+            current = (number, [])
+        current[1].append(line)
+    end_paragraph()
+    for block in paragraphs:
+        for match in INLINE_CODE.finditer(block.text):
+            snippets.append(Snippet(path, block.line_at(match.start()), match.group(2).strip(), inline=True))
+    return paragraphs, snippets, unique_slugs(headings)
 
 
 def strip_comment(line: str) -> str:
@@ -150,14 +190,14 @@ def unique_slugs(headings: list[str]) -> set[str]:
 
 def links(path: Path):
     """(line number, target) of every link in the prose of `path` (code is not prose)."""
-    prose, _, _ = parse(path)
-    for number, line in prose:
-        line = INLINE_CODE.sub("", line)
-        for match in LINK.finditer(line):
-            yield number, match.group(1)
-        reference = REFERENCE_LINK.match(line)
-        if reference:
-            yield number, reference.group(1)
+    for block in parse(path)[0]:
+        text = INLINE_CODE.sub(lambda match: " " * len(match.group(0)), block.text)  # offsets kept
+        for match in LINK.finditer(text):
+            yield block.line_at(match.start()), match.group(1)
+        for start, end in zip(block.starts, (*block.starts[1:], len(text))):
+            reference = REFERENCE_LINK.match(text[start:end])  # `[name]: target`, a line of its own
+            if reference:
+                yield block.line_at(start), reference.group(1)
 
 
 def snippets() -> list[Snippet]:
@@ -167,7 +207,7 @@ def snippets() -> list[Snippet]:
 # --- 1. links ----------------------------------------------------------------------------------
 
 def link_problem(path: Path, target: str) -> str | None:
-    if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:, ...
+    if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):  # http:, https:, mailto:, ...
         return None
     file_part, _, anchor = target.partition("#")
     destination = (path.parent / file_part).resolve() if file_part else path
@@ -248,9 +288,9 @@ def cli_environment() -> dict[str, str]:
     return env
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_help(*command: str) -> tuple[int, str]:
-    process = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, env=cli_environment(),
+    process = subprocess.run([sys.executable, *command, "--help"], check=False, cwd=ROOT, env=cli_environment(),
                              capture_output=True, text=True, timeout=HELP_TIMEOUT)
     return process.returncode, process.stdout + process.stderr
 
@@ -310,7 +350,7 @@ def test_svd_triton_commands_exist():
 
 def makefile_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
-    return set(re.findall(r"^([A-Za-z0-9][\w.-]*)\s*:(?!=)", text, re.M))
+    return set(re.findall(r"^([A-Za-z0-9][\w.-]*)\s*:(?!=)", text, re.MULTILINE))
 
 
 def test_make_targets_exist():
