@@ -140,8 +140,8 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-repository", type=Path, default=None,
-                        help=f"the model repository to serve (default ${MODEL_REPOSITORY_ENV}, else ./model_repository)")
+    parser.add_argument("--model-repository", default=None,
+                        help=f"the model repository to serve: a folder or s3://HOST:PORT/BUCKET/PREFIX (default ${MODEL_REPOSITORY_ENV}, else ./model_repository)")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
@@ -249,7 +249,7 @@ def describe_keep_warm(state: dict) -> str:
 def _gateway(args) -> int:
     import uvicorn
 
-    from .gateway import Settings, create_app, server_options
+    from svd_gateway import Settings, create_app, server_options
 
     optional = {"data_dir": args.data_dir, "replica_id": args.replica_id}
     settings = Settings(triton_url=args.triton_url, token=args.token, metrics_url=args.metrics_url,
@@ -265,10 +265,11 @@ def _gateway(args) -> int:
 def _weights(args) -> int:
     # Imported here: the checks need no torch, so the thin client runs them (with boto3 for s3://).
     from svd_engine.errors import ModelLoadError
-    from svd_engine.weights import check_weights, copy_files, log, open_source
+    from svd_engine.sources import open_tree
+    from svd_engine.weights import check_weights, copy_files, log
 
     try:
-        tree = open_source(args.source)
+        tree = open_tree(args.source)
         inspection = check_weights(tree, half=args.precision == "half")
         print(inspection.report())
         if inspection.ok and args.weights_command == "pull":
