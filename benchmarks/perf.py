@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INPUTS = ROOT / "client" / "perf"
+INPUTS = ROOT / "benchmarks" / "inputs"
 SAMPLE = ROOT / "src" / "svd_triton" / "data" / "sample.png"
 # Representative requests: the SVD-XT default, a fast preview, and the tiny CPU demo size.
 REQUESTS = {
@@ -42,7 +42,7 @@ def write_inputs() -> None:
 def perf_analyzer_binary() -> Path:
     binary = Path(sys.prefix) / "tools" / "bin" / "perf_analyzer"
     if not binary.is_file():
-        raise SystemExit(f"perf_analyzer not found at {binary}: run `make setup` (it installs tritonclient==2.51.0 "
+        raise SystemExit(f"perf_analyzer not found at {binary}: run `make setup-test` (it installs tritonclient==2.51.0 "
                          f"with --no-deps into {binary.parents[1]})")
     return binary
 
