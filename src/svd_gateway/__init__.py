@@ -9,8 +9,20 @@
 Every generation is a job in one durable store (SQLite or any SQLAlchemy database; uploads and videos on
 disk or in an S3-compatible bucket).
 """
-from .app import create_app
-from .server import server_options
+from __future__ import annotations
+
 from .settings import Settings
 
 __all__ = ["Settings", "create_app", "server_options"]
+
+
+def __getattr__(name: str):
+    """create_app and server_options import FastAPI and uvicorn (the `gateway` extra) when first asked for:
+    `svd-triton`'s thin-client CLI builds the gateway's flags from `svd_gateway.settings` without them."""
+    if name == "create_app":
+        from .app import create_app
+        return create_app
+    if name == "server_options":
+        from .server import server_options
+        return server_options
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

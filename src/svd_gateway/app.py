@@ -1,5 +1,6 @@
 """The app factory. The lifespan creates the per-process objects once (one Triton gRPC client, the store,
-the job runner, the webhook sender, an HTTP client for Triton's metrics) and closes them at shutdown."""
+the job runner, the webhook sender, an HTTP client for Triton's metrics, the data plane), declared as one
+`GatewayState` that it hands to every request as the lifespan's state, and closes them at shutdown."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -10,10 +11,12 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_triton.client import AsyncSVDClient
 from .blobs import open_blobs
+from .deps import GatewayState
 from .errors import install_handlers
 from .guard import Guard
 from .jobs import JobRunner
 from .routers import files, forge, health, playground, predictions, synchronous
+from .service import DataPlane
 from .settings import Settings
 from .store import Store
 from .webhooks import Webhooks, load_secret
@@ -30,11 +33,11 @@ def create_app(settings: Settings) -> FastAPI:
                             timeout=settings.webhook_timeout)
         http = httpx.AsyncClient()
         runner = JobRunner(store, svd, webhooks, settings)
-        app.state.settings, app.state.store, app.state.svd = settings, store, svd
-        app.state.webhooks, app.state.http, app.state.runner = webhooks, http, runner
+        state = GatewayState(settings=settings, store=store, svd=svd, webhooks=webhooks, http=http, runner=runner,
+                             plane=DataPlane(store, runner, svd, webhooks, settings))
         await runner.start()
         try:
-            yield
+            yield {"gateway": state}  # the lifespan's state: every request's request.state.gateway (deps.State)
         finally:
             await runner.stop()
             await webhooks.close()

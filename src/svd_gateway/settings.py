@@ -1,64 +1,83 @@
-"""The gateway's configuration: one dataclass, filled from CLI flags (svd-triton gateway --help)."""
+"""The gateway's configuration, declared once: the `Settings` dataclass. Each field is also a flag of
+`svd-triton gateway` (`add_arguments`: triton_url → --triton-url, with the field's type, default and help),
+and `from_arguments` turns parsed flags back into Settings. Standard library only: the thin client's CLI
+builds its parser from this module without the gateway's dependencies."""
 from __future__ import annotations
 
+import argparse
+import os
 import socket
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any, Callable
+
+
+def setting(default: Any = MISSING, help: str = "", *, default_factory: Callable[[], Any] = MISSING,
+            env: Callable[[], str | None] | None = None, metavar: str | None = None) -> Any:
+    """A Settings field and what its flag needs. `env` reads the flag's default from the environment when the
+    CLI runs (Settings built in code never read it); written as `lambda: os.environ.get("NAME")` so that the
+    variable's name is stated where it is read (and is there for the deploy-drift test's reading of the code)."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={"help": help, "env": env, "metavar": metavar})
 
 
 @dataclass
 class Settings:
-    triton_url: str = "localhost:8001"
-    """Triton's gRPC address."""
-    token: str | None = None
-    """Required from clients as a bearer token, and sent on to Triton."""
-    metrics_url: str | None = None
-    """Triton's metrics endpoint (default: the Triton host, port 8002)."""
-    public_url: str | None = None
-    """Base URL of this gateway in links it hands out (default: the URL a request came in on)."""
-    timeout: float = 900.0
-    """Seconds one generation may take in Triton, queueing included."""
-    max_body_bytes: int = 32 * 1024 * 1024
-    header_seconds: float = 10.0
-    """A request's line and headers must arrive within this many seconds (else 408 and the connection closes)."""
-    body_seconds: float = 60.0
-    """A request body must arrive within this many seconds (slow senders are cut off with 408)."""
+    triton_url: str = setting("localhost:8001", "Triton's gRPC address", metavar="HOST:PORT")
+    token: str | None = setting(None, "bearer token clients must send, also sent to Triton "
+                                      "(default $SVD_TRITON_TOKEN)", env=lambda: os.environ.get("SVD_TRITON_TOKEN"))
+    metrics_url: str | None = setting(None, "Triton's metrics endpoint (default: Triton's host, port 8002)",
+                                      metavar="URL")
+    public_url: str | None = setting(None, "base URL of this gateway in the links it hands out (default: the URL "
+                                           "a request came in on)", metavar="URL")
+    timeout: float = setting(900.0, "seconds one generation may take in Triton, queueing included")
+    max_body_bytes: int = setting(32 * 1024 * 1024, "largest request body in bytes; a larger one is answered 413")
+    header_seconds: float = setting(10.0, "a request's line and headers must arrive within this many seconds "
+                                          "(else 408 and the connection closes)")
+    body_seconds: float = setting(60.0, "a request body must arrive within this many seconds (slow senders are "
+                                        "cut off with 408)")
 
-    data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "svd-triton" / "gateway")
-    """Uploaded files, job inputs and output videos (and the SQLite database unless database_url is set)."""
-    storage_url: str | None = None
-    """`s3://bucket/prefix`: uploads, job inputs and videos in an S3-compatible bucket that replicas share
-    (endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); default: data_dir."""
-    database_url: str | None = None
-    """Any SQLAlchemy URL (postgresql+psycopg://...); default: SQLite (WAL) in data_dir."""
-    replica_id: str = field(default_factory=socket.gethostname)
-    """Stable per replica: after a crash a replica resumes the jobs it had claimed, never another's."""
-    concurrency: int = 4
-    """Generations this replica runs at once; the others wait as `starting`."""
-    max_attempts: int = 2
-    """A job interrupted by a gateway crash is retried until it has been started this many times."""
-    max_wait: float = 60.0
-    """Longest `Prefer: wait` (Replicate's sync mode) in seconds."""
-    max_outputs: int = 1000
-    output_seconds: float = 24 * 3600.0
-    """Outputs (and finished jobs' records) expire after this; Replicate keeps outputs for an hour."""
-    max_output_bytes: int = 10 * 1024**3
-    upload_seconds: float = 24 * 3600.0
+    data_dir: Path = setting(help="uploads, job inputs, videos and the SQLite database unless --database-url is "
+                                  "set (default ~/.cache/svd-triton/gateway)",
+                             default_factory=lambda: Path.home() / ".cache" / "svd-triton" / "gateway", metavar="DIR")
+    storage_url: str | None = setting(None, "keep uploads, job inputs and videos in an S3-compatible bucket "
+                                            "(shared by replicas; endpoint and credentials from AWS_ENDPOINT_URL, "
+                                            "AWS_ACCESS_KEY_ID, ...; env SVD_GATEWAY_STORAGE_URL); default: "
+                                            "--data-dir",
+                                      env=lambda: os.environ.get("SVD_GATEWAY_STORAGE_URL"),
+                                      metavar="s3://BUCKET/PREFIX")
+    database_url: str | None = setting(None, "any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: "
+                                             "SQLite (WAL) in --data-dir; env SVD_GATEWAY_DATABASE_URL)",
+                                       env=lambda: os.environ.get("SVD_GATEWAY_DATABASE_URL"), metavar="URL")
+    replica_id: str = setting(help="stable name of this replica: after a crash a replica resumes the jobs it had "
+                                   "claimed, never another's (default: the host name)",
+                              default_factory=socket.gethostname, metavar="ID")
+    concurrency: int = setting(4, "generations this replica runs at once; the others wait as `starting`")
+    max_attempts: int = setting(2, "a job interrupted by a gateway crash is retried until it has been started "
+                                   "this many times")
+    max_wait: float = setting(60.0, "longest `Prefer: wait` (Replicate's sync mode) in seconds")
+    max_outputs: int = setting(1000, "outputs kept at most (oldest dropped first)")
+    output_seconds: float = setting(24 * 3600.0, "how long outputs and finished jobs' records are kept (Replicate "
+                                                 "keeps outputs for an hour)")
+    max_output_bytes: int = setting(10 * 1024**3, "bytes of outputs kept at most (oldest dropped first)")
+    upload_seconds: float = setting(24 * 3600.0, "how long uploaded files are kept")
 
-    region: str = "local"
-    """The region the Forge routes report for this deployment."""
-    gpu_hour_price: float | None = None
-    """The operator's GPU-hour price in USD for Forge's cost estimates; without it every cost is null (never guessed)."""
+    region: str = setting("local", "region name the Forge routes report for this deployment")
+    gpu_hour_price: float | None = setting(None, "the operator's GPU-hour price for Forge's cost estimates; "
+                                                 "without it every cost is null (never guessed)", metavar="USD")
 
-    webhook_secret: str | None = None
-    """`whsec_<base64>` signing secret; default: generated once and kept in data_dir."""
-    webhook_allow: tuple[str, ...] = ()
-    """Hosts or networks (CIDR) webhooks may target besides public addresses; private, loopback and
-    link-local targets are refused unless listed here."""
-    webhook_attempts: int = 5
-    webhook_backoff: float = 1.0
-    """Seconds before the first retry; doubled for each further one (capped at 60)."""
-    webhook_timeout: float = 10.0
+    webhook_secret: str | None = setting(None, "whsec_<base64> signing key (default: generated once into "
+                                               "--data-dir; env SVD_GATEWAY_WEBHOOK_SECRET)",
+                                         env=lambda: os.environ.get("SVD_GATEWAY_WEBHOOK_SECRET"), metavar="KEY")
+    webhook_allow: tuple[str, ...] = setting((), "also allow webhooks to this host or network (CIDR; repeatable): "
+                                                 "private, loopback and link-local targets are refused otherwise",
+                                             metavar="HOST_OR_CIDR")
+    webhook_attempts: int = setting(5, "deliveries of one webhook event at most")
+    webhook_backoff: float = setting(1.0, "seconds before a webhook's first retry; doubled for each further one "
+                                          "(capped at 60)")
+    webhook_timeout: float = setting(10.0, "seconds one webhook delivery may take")
 
     @property
     def database(self) -> str:
@@ -67,3 +86,35 @@ class Settings:
     @property
     def metrics(self) -> str:
         return self.metrics_url or f"http://{self.triton_url.rsplit(':', 1)[0]}:8002/metrics"
+
+
+def _flag_kind(hint: Any) -> tuple[type, bool]:
+    """(the type a flag's value is parsed as, whether the flag repeats) for a field's annotation."""
+    if typing.get_origin(hint) is tuple:  # tuple[str, ...]: one value each time the flag is given
+        return typing.get_args(hint)[0], True
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:  # X | None
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None)), False
+    return hint, False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field. A flag not given is left out of the namespace, so Settings' own default
+    applies; one with an environment variable defaults to it when that is set (even to an empty value)."""
+    hints = typing.get_type_hints(Settings)
+    for spec in fields(Settings):
+        kind, repeats = _flag_kind(hints[spec.name])
+        help, default = spec.metadata["help"], spec.default
+        if default not in (MISSING, None, ()):
+            help += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+        found = spec.metadata["env"]() if spec.metadata["env"] else None
+        parser.add_argument("--" + spec.name.replace("_", "-"), dest=spec.name, type=kind, help=help,
+                            action="append" if repeats else "store",
+                            metavar=spec.metadata["metavar"] or ("N" if kind is int else None),
+                            default=argparse.SUPPRESS if found is None else found)
+
+
+def from_arguments(args: argparse.Namespace) -> Settings:
+    """Settings from what add_arguments parsed (other attributes of `args` are not Settings' business)."""
+    hints = typing.get_type_hints(Settings)
+    given = {spec.name: getattr(args, spec.name) for spec in fields(Settings) if hasattr(args, spec.name)}
+    return Settings(**{name: tuple(value) if _flag_kind(hints[name])[1] else value for name, value in given.items()})

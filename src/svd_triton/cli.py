@@ -73,34 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
     gateway = commands.add_parser("gateway", help="REST routes of hosted SVD APIs (Replicate predictions, TIR, Forge, "
                                                   "OpenAI-style) over Triton, with a durable job store")
-    gateway.add_argument("--triton-url", default="localhost:8001", help="Triton's gRPC address")
-    gateway.add_argument("--host", default="127.0.0.1")
-    gateway.add_argument("--port", type=int, default=8080)
-    gateway.add_argument("--token", default=os.environ.get(TOKEN_ENV),
-                         help=f"bearer token clients must send, also sent to Triton (default ${TOKEN_ENV})")
-    gateway.add_argument("--metrics-url", help="Triton's metrics endpoint (default: Triton's host, port 8002)")
-    gateway.add_argument("--region", default="local", help="region name the Forge routes report (default local)")
-    gateway.add_argument("--gpu-hour-price", type=float, metavar="USD",
-                         help="GPU-hour price for Forge's cost estimates (without it costs are null)")
-    gateway.add_argument("--public-url", help="base URL of this gateway in the links it hands out")
-    gateway.add_argument("--data-dir", type=Path, help="uploads, job inputs, videos and the SQLite database "
-                                                       "(default ~/.cache/svd-triton/gateway)")
-    gateway.add_argument("--database-url", default=os.environ.get("SVD_GATEWAY_DATABASE_URL"),
-                         help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir; "
-                              "env SVD_GATEWAY_DATABASE_URL)")
-    gateway.add_argument("--storage-url", default=os.environ.get("SVD_GATEWAY_STORAGE_URL"), metavar="s3://BUCKET/PREFIX",
-                         help="keep uploads, job inputs and videos in an S3-compatible bucket (shared by replicas; "
-                              "endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; "
-                              "env SVD_GATEWAY_STORAGE_URL); default: --data-dir")
-    gateway.add_argument("--replica-id", help="stable name of this replica (default: the host name)")
-    gateway.add_argument("--concurrency", type=int, default=4, help="generations this replica runs at once")
-    gateway.add_argument("--output-seconds", type=float, default=24 * 3600.0, help="how long outputs and finished jobs are kept")
-    gateway.add_argument("--max-outputs", type=int, default=1000, help="outputs kept at most (oldest dropped first)")
-    gateway.add_argument("--webhook-secret", default=os.environ.get("SVD_GATEWAY_WEBHOOK_SECRET"),
-                         help="whsec_<base64> signing key (default: generated once into --data-dir; "
-                              "env SVD_GATEWAY_WEBHOOK_SECRET)")
-    gateway.add_argument("--webhook-allow", action="append", default=[], metavar="HOST_OR_CIDR",
-                         help="also allow webhooks to this host or network (private addresses are refused otherwise)")
+    gateway.add_argument("--host", default="127.0.0.1", help="address uvicorn listens on (default 127.0.0.1)")
+    gateway.add_argument("--port", type=int, default=8080, help="port uvicorn listens on (default 8080)")
+    from svd_gateway.settings import add_arguments as add_gateway_settings  # standard library only: no extra needed
+    add_gateway_settings(gateway)  # one flag per field of svd_gateway.Settings (--triton-url, --token, ...)
     gateway.set_defaults(run=_gateway)
 
     jobs_cli.add_parser(commands, TOKEN_ENV)
@@ -249,15 +225,10 @@ def describe_keep_warm(state: dict) -> str:
 def _gateway(args) -> int:
     import uvicorn
 
-    from svd_gateway import Settings, create_app, server_options
+    from svd_gateway import create_app, server_options
+    from svd_gateway.settings import from_arguments
 
-    optional = {"data_dir": args.data_dir, "replica_id": args.replica_id}
-    settings = Settings(triton_url=args.triton_url, token=args.token, metrics_url=args.metrics_url,
-                        public_url=args.public_url, database_url=args.database_url, storage_url=args.storage_url, concurrency=args.concurrency,
-                        output_seconds=args.output_seconds, max_outputs=args.max_outputs,
-                        webhook_secret=args.webhook_secret, webhook_allow=tuple(args.webhook_allow),
-                        region=args.region, gpu_hour_price=args.gpu_hour_price,
-                        **{name: value for name, value in optional.items() if value is not None})
+    settings = from_arguments(args)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **server_options(settings))
     return 0
 

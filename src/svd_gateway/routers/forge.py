@@ -7,31 +7,28 @@ start (prewarm, `run_until_stopped` to pin). This router answers them for one de
 slug and version, its own GPU (or `cpu`) and the configured region. Numbers come from the model's
 Prometheus metrics (svd_* families: request and cold-start histograms, outcome counters, the
 keep-warm state gauges), read with the lifespan's HTTP client; keep-warm actions are CONTROL requests
-over the lifespan's Triton client. With no traffic yet the routes say so instead of inventing numbers.
-A client pinning another GPU, region or version is answered with a warning, not refused, so moving a
-Forge client here needs only a new base URL and token. The guard middleware checks the token.
+through the data plane (service.DataPlane.control: one call per action at a time). With no traffic
+yet the routes say so instead of inventing numbers. A client pinning another GPU, region or version is
+answered with a warning, not refused, so moving a Forge client here needs only a new base URL and token. The guard middleware checks the token.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
 
 from svd_triton.client import MODEL_NAME
 from svd_contract import MIME_TYPES
-from svd_triton.errors import SVDClientError
-from ..deps import BaseURL, HTTPDep, RunnerDep, SettingsDep, StoreDep, SVDDep
+from ..deps import BaseURL, DataPlaneDep, HTTPDep, SettingsDep
 from ..errors import FORGE_TAG, GatewayError
 from ..schemas import FORGE_PINS, NAME_PATTERN, ForgeRequest
 from ..settings import Settings
-from .synchronous import generate
 
 SLUG = "stabilityai-stable-video-diffusion"
 # The schema names the one slug served; any other gets a 404 naming it (check_slug), not a validation error.
@@ -171,23 +168,6 @@ def costs(settings: Settings, seconds: float | None) -> float | None:
     return float(f"{seconds / 3600 * settings.gpu_hour_price:.6g}")  # six significant digits: cents are tiny here
 
 
-async def single_flight(request: Request, svd, action: str) -> dict[str, Any]:
-    """One CONTROL call per action at a time: concurrent starts share it (one load, every caller answered)."""
-    state = request.app.state
-    if not hasattr(state, "forge_in_flight"):
-        state.forge_in_flight = {}
-    in_flight: dict[str, asyncio.Task] = state.forge_in_flight
-    task = in_flight.get(action)
-    if task is None:
-        task = asyncio.ensure_future(svd.control(action))
-        in_flight[action] = task
-        task.add_done_callback(lambda _: in_flight.pop(action, None))
-    try:
-        return await asyncio.shield(task)
-    except SVDClientError as error:
-        raise GatewayError(503, "unavailable", f"the model did not answer {action}: {error}") from None
-
-
 Version = Query(None, pattern=NAME_PATTERN, description="model_version; another version is a warning")
 Gpu = Query(None, pattern=NAME_PATTERN, description="a pinned GPU; another GPU is a warning")
 Region = Query(None, pattern=NAME_PATTERN, description="a pinned region; another region is a warning")
@@ -217,12 +197,12 @@ PinnedTarget = Annotated[Pinned, Depends(pinned_target)]
 
 
 @router.post("/v1/inference/{slug}", summary="Inference")
-async def inference(slug: Slug, body: ForgeRequest, runner: RunnerDep, store: StoreDep, base: BaseURL,
-                    http: HTTPDep, settings: SettingsDep):
+async def inference(slug: Slug, body: ForgeRequest, plane: DataPlaneDep, base: BaseURL, http: HTTPDep,
+                    settings: SettingsDep):
     """A video from a data-URI image (prompt fields are then reported as ignored), or from a prompt alone
     (text-to-video); target pins that do not match this deployment are reported as warnings."""
     check_slug(slug)
-    job, video, warnings = await generate("forge", body, {}, runner, store, base)
+    job, video, warnings = await plane.generate("forge", body, {}, base)
     pins = body.model_dump(include=set(FORGE_PINS))
     own_gpu = None
     if pins["gpu_type"] is not None:
@@ -300,11 +280,11 @@ async def family_status(slug: Slug, http: HTTPDep, settings: SettingsDep, versio
 
 
 @router.post("/v1/model-families/{slug}/start")
-async def start(slug: Slug, request: Request, svd: SVDDep, settings: SettingsDep, body: StartRequest | None = None):
+async def start(slug: Slug, plane: DataPlaneDep, settings: SettingsDep, body: StartRequest | None = None):
     """Prewarm (weights onto the device, no video); run_until_stopped pins them until /stop."""
     check_slug(slug)
     body = body or StartRequest()
-    state = await single_flight(request, svd, "pin" if body.run_until_stopped else "prewarm")
+    state = await plane.control("pin" if body.run_until_stopped else "prewarm")
     own, warnings = target(settings, gpu_type_of(state["device_name"]), body.version, body.gpu_type, body.region)
     return {"slug": SLUG, "version": MODEL_VERSION, "gpu_type": own["gpu_type"],
             "region": own["region"], "startup_ms": ms(state["startup_seconds"]) if state["was_cold_start"] else 0,
@@ -313,8 +293,8 @@ async def start(slug: Slug, request: Request, svd: SVDDep, settings: SettingsDep
 
 
 @router.post("/v1/model-families/{slug}/stop")
-async def stop(slug: Slug, request: Request, svd: SVDDep, body: StopRequest | None = None):
+async def stop(slug: Slug, plane: DataPlaneDep, body: StopRequest | None = None):
     """Unpin and free the device now; the next request or start pays a cold start."""
     check_slug(slug)
-    state = await single_flight(request, svd, "release")
+    state = await plane.control("release")
     return {"slug": SLUG, "version": MODEL_VERSION, "status": state["state"], "keep_warm": state["pinned"]}

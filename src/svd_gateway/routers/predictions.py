@@ -12,11 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import BaseURL, RunnerDep, SettingsDep, StoreDep, WebhooksDep, image_bytes
+from ..deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, WebhooksDep
 from ..errors import GatewayError
 from ..jobs import VERSION, as_prediction
-from ..schemas import PredictionInput, prediction_parameters
-from ..store import sha256
+from ..schemas import PredictionInput
 from ..webhooks import EVENTS
 
 router = APIRouter(tags=["predictions"])
@@ -49,43 +48,30 @@ def wait_seconds(prefer: str | None, longest: float) -> float:
     return 0.0
 
 
-async def _create(request: PredictionRequest, model: str | None, prefer: str | None, runner: RunnerDep,
-                  store: StoreDep, webhooks: WebhooksDep, settings: SettingsDep, base: str) -> JSONResponse:
-    image_ref, params, notes = prediction_parameters(request.input)
-    # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
-    image = b"" if image_ref is None else await run_in_threadpool(image_bytes, image_ref, store, "input.input_image", 422)
+async def _create(request: PredictionRequest, model: str | None, prefer: str | None, plane: DataPlaneDep,
+                  settings: SettingsDep, base: str) -> JSONResponse:
     webhook = request.webhook or request.webhook_completed
     events = request.webhook_events_filter or (["completed"] if request.webhook_completed and not request.webhook else [])
-    if webhook:
-        await webhooks.check_target(webhook)
-    given = request.input.model_dump(exclude_none=True)
-    for name in ("input_image", "image"):  # inline images are not echoed back: their digest is
-        if name in given and not given[name].startswith(("http://", "https://")):
-            given[name] = f"sha256:{sha256(image)}"
-    job = runner.new_job("predictions", image, params, given, base, webhook=webhook, events=events)
-    job.logs = "".join(f"{note}\n" for note in notes)
-    job.version = request.version or VERSION
-    if model:
-        job.model = model
-    await runner.submit(job, image)
+    job = await plane.create_prediction(request.input, base, version=request.version or VERSION, model=model,
+                                        webhook=webhook, events=events)
     seconds = wait_seconds(prefer, settings.max_wait)
     if seconds:
-        job = await runner.wait(job.id, seconds)
+        job = await plane.wait(job.id, seconds)
     return JSONResponse(as_prediction(job), status_code=201,
                         headers={"Preference-Applied": f"wait={seconds:g}"} if seconds else None)
 
 
 @router.post("/v1/predictions", status_code=201)
-async def create_prediction(request: PredictionRequest, runner: RunnerDep, store: StoreDep, webhooks: WebhooksDep,
-                            settings: SettingsDep, base: BaseURL, prefer: str | None = Header(None)):
-    return await _create(request, None, prefer, runner, store, webhooks, settings, base)
+async def create_prediction(request: PredictionRequest, plane: DataPlaneDep, settings: SettingsDep, base: BaseURL,
+                            prefer: str | None = Header(None)):
+    return await _create(request, None, prefer, plane, settings, base)
 
 
 @router.post("/v1/models/{owner}/{name}/predictions", status_code=201)
-async def create_model_prediction(request: PredictionRequest, runner: RunnerDep, store: StoreDep,
-                                  webhooks: WebhooksDep, settings: SettingsDep, base: BaseURL,
-                                  owner: str = Path(), name: str = Path(), prefer: str | None = Header(None)):
-    return await _create(request, f"{owner}/{name}", prefer, runner, store, webhooks, settings, base)
+async def create_model_prediction(request: PredictionRequest, plane: DataPlaneDep, settings: SettingsDep,
+                                  base: BaseURL, owner: str = Path(), name: str = Path(),
+                                  prefer: str | None = Header(None)):
+    return await _create(request, f"{owner}/{name}", prefer, plane, settings, base)
 
 
 @router.get("/v1/predictions")
@@ -109,12 +95,12 @@ async def get_prediction(prediction_id: str, store: StoreDep):
 
 
 @router.post("/v1/predictions/{prediction_id}/cancel")
-async def cancel_prediction(prediction_id: str, runner: RunnerDep, store: StoreDep):
+async def cancel_prediction(prediction_id: str, plane: DataPlaneDep, store: StoreDep):
     """A queued prediction is canceled at once; a running one stops within a denoising step."""
     job = await run_in_threadpool(store.get, prediction_id)
     if job is None or job.origin != "predictions":
         raise GatewayError(404, "not_found", PREDICTION_NOT_FOUND)
-    return as_prediction(await runner.cancel(prediction_id))
+    return as_prediction(await plane.cancel(prediction_id))
 
 
 @router.get("/v1/models/{owner}/{name}/versions/{version_id}")

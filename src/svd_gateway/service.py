@@ -1,0 +1,108 @@
+"""The data plane between the routers and the job runner (KServe's split: the routers speak each API's
+shape, the data plane does the work they share). It turns a request's image reference into bytes, makes
+jobs of requests, runs them synchronously or submits them as predictions, cancels them, and sends keep-warm
+CONTROL requests to the model one per action at a time. One per process, created in the lifespan."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from svd_triton.client import AsyncSVDClient
+from svd_triton.errors import SVDClientError
+from . import schemas
+from .errors import GatewayError
+from .jobs import JobRunner
+from .schemas import PredictionInput, model_parameters, prediction_parameters
+from .settings import Settings
+from .store import Job, Store, sha256
+from .webhooks import Webhooks
+
+DATA_URI = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.I)
+UPLOAD_URL = re.compile(schemas.UPLOAD_URL)
+
+
+def image_bytes(value: str, store: Store, field: str, status: int = 400) -> bytes:
+    """An image given as base64, a data URI, or the URL of a file uploaded to this gateway (never fetched)."""
+    if value.startswith(("http://", "https://")):
+        upload = UPLOAD_URL.match(value)
+        if not upload:
+            raise GatewayError(status, "invalid_request",
+                               f"{field}: URLs are not fetched; send the image as base64, a data URI, or upload it "
+                               "to this gateway's /v1/files and pass the file's URL", field)
+        found = store.get_upload(upload.group(2))
+        if not found:
+            raise GatewayError(status, "invalid_request", f"{field}: no uploaded file {upload.group(2)[:40]} on this "
+                               "gateway (or it has expired)", field)
+        return store.read_upload(found.id)
+    try:
+        return base64.b64decode(DATA_URI.sub("", value.strip()), validate=True)
+    except (binascii.Error, ValueError):
+        raise GatewayError(status, "invalid_request",
+                           f"{field}: not valid base64 (or a data:image/...;base64, URI)", field) from None
+
+
+class DataPlane:
+    def __init__(self, store: Store, runner: JobRunner, svd: AsyncSVDClient, webhooks: Webhooks, settings: Settings):
+        self.store, self.runner, self.svd, self.webhooks, self.settings = store, runner, svd, webhooks, settings
+        self.controls: dict[str, asyncio.Task] = {}
+        """The CONTROL call in flight for each keep-warm action."""
+
+    async def generate(self, origin: str, body: BaseModel, defaults: dict[str, Any],
+                       base: str) -> tuple[Job, bytes, list[str]]:
+        """A synchronous generation (TIR, Forge, OpenAI-style): the finished job, its video, and warnings for
+        request fields the model ignores."""
+        if body.image is None and getattr(body, "prompt", None) is None:
+            raise GatewayError(400, "invalid_request",
+                               "image: Field required (or send a prompt alone for text-to-video)", "image")
+        # No image: text-to-video from the prompt (JobRunner sends a job whose params hold a prompt to text_to_video).
+        image = b"" if body.image is None else await run_in_threadpool(image_bytes, body.image, self.store, "image")
+        params, warnings = model_parameters(body, defaults)
+        given = body.model_dump(exclude_none=True, exclude={"image"})
+        job, video = await self.runner.run_now(self.runner.new_job(origin, image, params, given, base), image)
+        return job, video, warnings
+
+    async def create_prediction(self, request: PredictionInput, base: str, *, version: str, model: str | None,
+                                webhook: str | None, events: list[str]) -> Job:
+        """A Replicate prediction, queued."""
+        image_ref, params, notes = prediction_parameters(request)
+        # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
+        image = b"" if image_ref is None else await run_in_threadpool(image_bytes, image_ref, self.store,
+                                                                      "input.input_image", 422)
+        if webhook:
+            await self.webhooks.check_target(webhook)
+        given = request.model_dump(exclude_none=True)
+        for name in ("input_image", "image"):  # inline images are not echoed back: their digest is
+            if name in given and not given[name].startswith(("http://", "https://")):
+                given[name] = f"sha256:{sha256(image)}"
+        job = self.runner.new_job("predictions", image, params, given, base, webhook=webhook, events=events)
+        job.logs = "".join(f"{note}\n" for note in notes)
+        job.version = version
+        if model:
+            job.model = model
+        return await self.runner.submit(job, image)
+
+    async def wait(self, job_id: str, seconds: float) -> Job | None:
+        """The job once finished, or as it is after `seconds`."""
+        return await self.runner.wait(job_id, seconds)
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """A queued job is canceled at once; a running one stops within a denoising step."""
+        return await self.runner.cancel(job_id)
+
+    async def control(self, action: str) -> dict[str, Any]:
+        """One CONTROL call per action at a time: concurrent starts share it (one load, every caller answered)."""
+        task = self.controls.get(action)
+        if task is None:
+            task = asyncio.ensure_future(self.svd.control(action))
+            self.controls[action] = task
+            task.add_done_callback(lambda _: self.controls.pop(action, None))
+        try:
+            return await asyncio.shield(task)
+        except SVDClientError as error:
+            raise GatewayError(503, "unavailable", f"the model did not answer {action}: {error}") from None
