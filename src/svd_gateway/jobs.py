@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import Any
 
@@ -27,7 +26,6 @@ SWEEP_GRACE = 600.0
 written just before its row is committed."""
 MODEL = "stability-ai/stable-video-diffusion"
 VERSION = "svd-triton"
-FIELD_PREFIX = re.compile(r"^([A-Z][A-Z_]*): ")
 log = logging.getLogger("svd_gateway.jobs")
 
 
@@ -183,12 +181,9 @@ class JobRunner:
                 raise
             return await run_in_threadpool(self.store.finish, job.id, "canceled",
                                            predict_time=time.perf_counter() - started)
-        except SVDClientError as error:
-            message = str(error)
-            field = FIELD_PREFIX.match(message)
-            return await run_in_threadpool(self.store.finish, job.id, "failed", error=message,
-                                           error_code=client_error_code(error),
-                                           error_field=field.group(1).lower() if field else None,
+        except SVDClientError as error:  # the client read the field the message names: error.field
+            return await run_in_threadpool(self.store.finish, job.id, "failed", error=str(error),
+                                           error_code=client_error_code(error), error_field=error.field,
                                            predict_time=time.perf_counter() - started)
         except Exception:  # a bug or a lost input file must not leave the job `processing`
             log.exception("job %s failed in the gateway", job.id)

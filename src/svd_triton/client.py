@@ -7,22 +7,27 @@ deployment streams (a decoupled config), calls go over a gRPC stream and report 
 Over gRPC, a call that is interrupted (Ctrl-C, asyncio task cancellation) or runs past the client's
 timeout is cancelled on the server too, which stops its work at the next denoising step. Triton's
 HTTP endpoint has no cancellation: an abandoned HTTP request runs to the end.
+
+Both clients run one core, `_Core`: its flows yield each tritonclient call they need and are sent the
+result; `SVDClient` makes the calls, `AsyncSVDClient` awaits them.
 """
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from .errors import (DeadlineExceededError, InvalidRequestError, RequestCancelledError, ServerError, SVDClientError,
-                     UnauthorizedError, UnavailableError)
+from svd_contract.tensors import OUTPUTS as MODELS, inputs as contract_inputs
+
+from .errors import DeadlineExceededError, InvalidRequestError, ServerError, SVDClientError, map_error
 
 MODEL_NAME = "svd_xt"
 TEXT_TO_VIDEO_MODEL = "text_to_video"
@@ -79,15 +84,9 @@ class VideoResult:
 
 
 def _module(protocol: str, asynchronous: bool):
-    if protocol == "http":
-        import tritonclient.http as sync_module
-        import tritonclient.http.aio as async_module
-    elif protocol == "grpc":
-        import tritonclient.grpc as sync_module
-        import tritonclient.grpc.aio as async_module
-    else:
+    if protocol not in DEFAULT_URLS:
         raise ValueError(f"protocol={protocol!r}; accepted: http, grpc")
-    return async_module if asynchronous else sync_module
+    return importlib.import_module(f"tritonclient.{protocol}{'.aio' if asynchronous else ''}")
 
 
 def _image_tensor(image: Any) -> tuple[str, np.ndarray]:
@@ -103,40 +102,11 @@ def _image_tensor(image: Any) -> tuple[str, np.ndarray]:
     raise TypeError(f"image must be a path, bytes, a PIL image or an H×W×3 uint8 array, not {type(image).__name__}")
 
 
-def _map_error(error: Exception) -> SVDClientError:
-    """tritonclient's and the transport's exceptions → our hierarchy, keeping the server's message."""
-    from tritonclient.utils import InferenceServerException
-
-    if isinstance(error, SVDClientError):
-        return error
-    if isinstance(error, asyncio.TimeoutError):
-        return DeadlineExceededError("no answer within the client's timeout")
-    if isinstance(error, OSError) and not isinstance(error, InferenceServerException):
-        return UnavailableError(f"server not reachable: {error or type(error).__name__}")
-    if callable(getattr(error, "code", None)) and callable(getattr(error, "details", None)):  # grpc's own RpcError
-        code = error.code().name
-        if code == "UNAVAILABLE":  # the transport's details name internal addresses: not for end users
-            return UnavailableError("server not reachable (gRPC UNAVAILABLE)")
-        kind = {"DEADLINE_EXCEEDED": DeadlineExceededError, "CANCELLED": RequestCancelledError,
-                "UNAUTHENTICATED": UnauthorizedError, "PERMISSION_DENIED": UnauthorizedError,
-                "INVALID_ARGUMENT": InvalidRequestError}.get(code, ServerError)
-        return kind(f"{code}: {error.details()}")
-    message = error.message() if isinstance(error, InferenceServerException) else str(error)
-    status = str(error.status() if isinstance(error, InferenceServerException) else "")
-    message = message or str(error)
-    if "restricted" in message or any(code in status for code in ("401", "403", "PERMISSION_DENIED", "UNAUTHENTICATED")):
-        return UnauthorizedError(message)
-    if "INVALID_ARG" in status or status == "400":
-        return InvalidRequestError(message)
-    if "unknown model" in message or "no available versions" in message:  # unloaded (cold) or absent
-        return UnavailableError(message)
-    if "CANCELLED" in status:
-        return RequestCancelledError(message)
-    if "DEADLINE_EXCEEDED" in status or status == "504":
-        return DeadlineExceededError(message)
-    if any(code in status for code in ("UNAVAILABLE", "503")):
-        return UnavailableError(message)
-    return ServerError(message)
+def _text_params(image: Any, prompt: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with the prompt added; exactly one of an image and a prompt."""
+    if (image is None) == (prompt is None):
+        raise SVDClientError("give an image (image-to-video) or a prompt (text-to-video), exactly one")
+    return params if prompt is None else {"prompt": prompt, **params}
 
 
 def auth_headers(protocol: str, token: str | None) -> dict[str, str] | None:
@@ -147,18 +117,43 @@ def auth_headers(protocol: str, token: str | None) -> dict[str, str] | None:
     return {"authorization" if protocol == "http" else "triton-grpc-protocol-authorization": f"Bearer {token}"}
 
 
-class _Protocol:
-    """What the sync and async clients share: connection settings and request/response conversion."""
+class _Model:
+    """One model's contract as its server declares it: input datatypes (None until read) and whether it streams."""
 
-    def __init__(self, url: str | None, protocol: str, token: str | None, timeout: float, model: str, asynchronous: bool):
-        self.protocol = protocol
-        self.url = url or DEFAULT_URLS[protocol]
-        self.model = model
-        self.timeout = timeout
-        self.headers = auth_headers(protocol, token)
+    def __init__(self, name: str):
+        self.name, self.datatypes, self.streams = name, None, False
+
+    def learn(self, metadata: dict, config: dict, protocol: str) -> None:
+        config = config.get("config", config)
+        streams = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
+        if streams and protocol != "grpc":
+            raise SVDClientError("this deployment streams progress (decoupled model): call it with protocol='grpc'")
+        self.datatypes, self.streams = {i["name"]: i["datatype"] for i in metadata["inputs"]}, streams
+
+    def inputs(self) -> set[str]:
+        """The input names an INVALID_ARG message of this model may start with."""
+        return {*(contract_inputs(self.name) if self.name in MODELS else ()), *(self.datatypes or ()), *NOT_PARAMETERS}
+
+
+class _Infer(NamedTuple):
+    """An inference a flow needs: unary, or over a gRPC stream (with progress) when the model streams."""
+
+    model: _Model
+    inputs: list
+    outputs: list
+    on_progress: Callable[[ProgressUpdate], Any] | None = None
+
+
+class _Core:
+    """All that the sync and async clients share. Each public method is a flow here: a generator that yields
+    the calls it needs (an _Infer, or a function of the tritonclient client) and is sent their results."""
+
+    def __init__(self, url: str | None, protocol: str, token: str | None, timeout: float, model: str,
+                 text_model: str, asynchronous: bool):
         self.tc = _module(protocol, asynchronous)
-        self.datatypes: dict[str, str] | None = None
-        self.streams = False
+        self.protocol, self.url, self.timeout = protocol, url or DEFAULT_URLS[protocol], timeout
+        self.headers = auth_headers(protocol, token)
+        self.svd, self.text = _Model(model), _Model(text_model)
 
     def client_kwargs(self) -> dict:
         if self.protocol == "http" and self.tc.__name__.endswith("aio"):
@@ -170,70 +165,104 @@ class _Protocol:
     def call_kwargs(self) -> dict:
         return {"headers": self.headers, **({"client_timeout": self.timeout} if self.protocol == "grpc" else {})}
 
-    def learn_contract(self, metadata, config) -> None:
-        """Input datatypes from the model's metadata; whether it streams from its configuration."""
-        inputs = metadata["inputs"] if isinstance(metadata, dict) else metadata.inputs
-        self.datatypes = {i["name"] if isinstance(i, dict) else i.name: i["datatype"] if isinstance(i, dict) else i.datatype
-                          for i in inputs}
-        config = config.get("config", config)
-        self.streams = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
-        if self.streams and self.protocol != "grpc":
-            raise SVDClientError("this deployment streams progress (decoupled model): call it with protocol='grpc'")
-
     def contract_kwargs(self) -> dict:
         return {"headers": self.headers, **({"as_json": True} if self.protocol == "grpc" else {})}
 
-    def build(self, image: Any, params: dict[str, Any], frames: bool):
+    def map_error(self, error: Exception) -> SVDClientError:
+        return map_error(error, self.svd.inputs() | self.text.inputs())
+
+    def ready(self):
+        return bool((yield lambda client: client.is_model_ready(self.svd.name, headers=self.headers)))
+
+    def server_state(self):
+        live = yield lambda client: client.is_server_live(headers=self.headers)
+        return bool(live), bool((yield lambda client: client.is_server_ready(headers=self.headers)))
+
+    def manage(self, method: str):
+        """load_model or unload_model."""
+        yield lambda client: getattr(client, method)(self.svd.name, headers=self.headers)
+        self.svd.datatypes = None  # the next call re-reads the contract
+
+    def streams(self):
+        yield from self.learn(self.svd)
+        return self.svd.streams
+
+    def model_config(self):
+        config = yield lambda client: client.get_model_config(self.svd.name, **self.contract_kwargs())
+        return config.get("config", config)
+
+    def control(self, action: str):
+        yield from self.learn(self.svd)
+        response = yield _Infer(self.svd, *self.build_control(action))
+        return json.loads(response.as_numpy("STATE").reshape(-1)[0])
+
+    def generate(self, image: Any, prompt: str | None, frames: bool, on_progress, params: dict[str, Any]):
+        started = time.perf_counter()
+        params = _text_params(image, prompt, params)
+        model = self.svd if prompt is None else self.text
+        yield from self.learn(model)
+        response = yield _Infer(model, *self.build(model, image, params, frames), on_progress)
+        return self.result(response, started, frames)
+
+    def learn(self, model: _Model):
+        """Read the model's contract, once."""
+        if model.datatypes is None:
+            metadata = yield lambda client: client.get_model_metadata(model.name, **self.contract_kwargs())
+            config = yield lambda client: client.get_model_config(model.name, **self.contract_kwargs())
+            model.learn(metadata, config, self.protocol)
+
+    def build(self, model: _Model, image: Any, params: dict[str, Any], frames: bool):
         """Inputs and requested outputs; without an image (text_to_video) IMAGE is an output: the first frame."""
         from tritonclient.utils import triton_to_np_dtype
 
         if image is None and frames:
             raise SVDClientError("frames=True is not available with a prompt (text_to_video returns VIDEO and IMAGE)")
+        datatypes = model.datatypes
         tensors = {} if image is None else dict([_image_tensor(image)])
         for name, value in params.items():
             if value is None:
                 continue
             input_name = name.upper()
-            if input_name not in self.datatypes or input_name in NOT_PARAMETERS:
-                accepted = ", ".join(n.lower() for n in self.datatypes if n not in NOT_PARAMETERS)
-                raise InvalidRequestError(f"unknown parameter {name!r}; accepted: {accepted}")
-            dtype = triton_to_np_dtype(self.datatypes[input_name])
+            if input_name not in datatypes or input_name in NOT_PARAMETERS:
+                accepted = ", ".join(n.lower() for n in datatypes if n not in NOT_PARAMETERS)
+                raise InvalidRequestError(f"unknown parameter {name!r}; accepted: {accepted}", field=name)
+            dtype = triton_to_np_dtype(datatypes[input_name])
             if dtype == np.object_:
                 value = str(value).encode()
             try:
                 tensors[input_name] = np.array([[value]], dtype=dtype)
             except (TypeError, ValueError, OverflowError):
-                raise InvalidRequestError(f"{name}={value!r} is not a valid {self.datatypes[input_name]}") from None
+                raise InvalidRequestError(f"{name}={value!r} is not a valid {datatypes[input_name]}",
+                                          field=name) from None
         inputs = []
         for input_name, array in tensors.items():
-            tensor = self.tc.InferInput(input_name, list(array.shape), self.datatypes.get(input_name, "BYTES"))
+            tensor = self.tc.InferInput(input_name, list(array.shape), datatypes.get(input_name, "BYTES"))
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         wanted = (["VIDEO", "SEED_USED"] + (["FRAMES"] if frames else []) + (["IMAGE"] if image is None else [])
-                  + (["PROGRESS"] if self.streams else []))
+                  + (["PROGRESS"] if model.streams else []))
         outputs = [self.tc.InferRequestedOutput(name, **({"binary_data": True} if self.protocol == "http" else {}))
                    for name in wanted]
         return inputs, outputs
 
     def build_control(self, action: str):
         """A keep-warm CONTROL request (prewarm, pin, release, state): no image, answered with STATE."""
-        if "CONTROL" not in self.datatypes:
-            raise SVDClientError(f"model {self.model!r} has no CONTROL input (a server older than keep-warm)")
+        if "CONTROL" not in self.svd.datatypes:
+            raise SVDClientError(f"model {self.svd.name!r} has no CONTROL input (a server older than keep-warm)")
         tensor = self.tc.InferInput("CONTROL", [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[action.encode()]], dtype=np.object_))
         return [tensor], [self.tc.InferRequestedOutput("STATE")]
 
     @staticmethod
-    def state(response) -> dict:
-        return json.loads(response.as_numpy("STATE").reshape(-1)[0])
-
-    @staticmethod
-    def is_final(response) -> bool:
-        return response.get_response().parameters["triton_final_response"].bool_param
-
-    @staticmethod
-    def progress(response) -> ProgressUpdate:
-        return ProgressUpdate(**json.loads(response.as_numpy("PROGRESS").reshape(-1)[0]))
+    def stream_reply(op: _Infer, result, error):
+        """A stream's final response; None after passing a progress response to the call's on_progress."""
+        if error is not None:
+            raise error
+        if result.get_response().parameters["triton_final_response"].bool_param:
+            return result
+        if op.on_progress is not None:
+            op.on_progress(ProgressUpdate(**json.loads(result.as_numpy("PROGRESS").reshape(-1)[0])))
+        return None
 
     @staticmethod
     def result(response, started: float, frames: bool) -> VideoResult:
@@ -246,81 +275,55 @@ class _Protocol:
         )
 
 
-def _text_params(image: Any, prompt: str | None, params: dict[str, Any]) -> dict[str, Any]:
-    """`params` with the prompt added; exactly one of an image and a prompt."""
-    if (image is None) == (prompt is None):
-        raise SVDClientError("give an image (image-to-video) or a prompt (text-to-video), exactly one")
-    return params if prompt is None else {"prompt": prompt, **params}
+class _Client:
+    """What each client holds: its core and its tritonclient client (sync or asyncio)."""
+
+    asynchronous = False
+
+    def __init__(self, url: str | None = None, protocol: str = "http", token: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME, text_model: str = TEXT_TO_VIDEO_MODEL):
+        self._core = _Core(url, protocol, token, timeout, model, text_model, self.asynchronous)
+        self._client = self._core.tc.InferenceServerClient(self._core.url, **self._core.client_kwargs())
 
 
-class SVDClient:
+class SVDClient(_Client):
     """Blocking client: `SVDClient("localhost:8000").generate("cat.png", num_frames=14).save("cat.mp4")`.
 
     One call at a time per instance when the deployment streams (one gRPC stream per client).
     """
 
-    def __init__(self, url: str | None = None, protocol: str = "http", token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME, text_model: str = TEXT_TO_VIDEO_MODEL):
-        self._p = _Protocol(url, protocol, token, timeout, model, asynchronous=False)
-        self._text = _Protocol(url, protocol, token, timeout, text_model, asynchronous=False)
-        self._client = self._p.tc.InferenceServerClient(self._p.url, **self._p.client_kwargs())
-
     def ready(self) -> bool:
         """True when the server is up and the model is loaded and ready (warm)."""
         try:
-            return bool(self._client.is_model_ready(self._p.model, headers=self._p.headers))
-        except Exception:
+            return self._run(self._core.ready())
+        except SVDClientError:
             return False
 
     def status(self) -> dict:
         """Server liveness/readiness, whether the model is loaded and ready (warm), and whether it streams."""
-        try:
-            live = self._client.is_server_live(headers=self._p.headers)
-            ready = self._client.is_server_ready(headers=self._p.headers)
-        except Exception as error:
-            raise _map_error(error) from None
+        live, ready = self._run(self._core.server_state())
         model_ready = self.ready()
-        return {"server_live": bool(live), "server_ready": bool(ready), "model": self._p.model,
-                "model_ready": model_ready, "streams": self.streams if model_ready else None}
+        return {"server_live": live, "server_ready": ready, "model": self._core.svd.name, "model_ready": model_ready,
+                "streams": self.streams if model_ready else None}
 
     def load(self) -> None:
         """Load (warm up) the model; the server must run with --model-control-mode=explicit."""
-        self._control(self._client.load_model)
+        self._run(self._core.manage("load_model"))
 
     def unload(self) -> None:
         """Unload the model and free its GPU memory; it answers UNAVAILABLE until loaded again."""
-        self._control(self._client.unload_model)
-
-    def _control(self, action) -> None:
-        try:
-            action(self._p.model, headers=self._p.headers)
-        except Exception as error:
-            raise _map_error(error) from None
-        self._p.datatypes = None  # the next call re-reads the contract
+        self._run(self._core.manage("unload_model"))
 
     def control(self, action: str) -> dict:
         """Keep-warm control: `prewarm` (weights onto the device without generating), `pin` (prewarm and
         stay warm until released), `release` (unpin, free the device now) or `state`. Returns the model's
         keep-warm state: state (warm/cold/starting), since, keep_warm_left_seconds, was_cold_start, ..."""
-        try:
-            self._learn_contract()
-            inputs, outputs = self._p.build_control(action)
-            if self._p.streams:
-                response = self._stream(self._p, inputs, outputs, None)
-            else:
-                response = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
-        except Exception as error:
-            raise _map_error(error) from None
-        return self._p.state(response)
+        return self._run(self._core.control(action))
 
     @property
     def streams(self) -> bool:
         """Whether the deployment sends progress (a decoupled model, called over a gRPC stream)."""
-        try:
-            self._learn_contract()
-        except Exception as error:
-            raise _map_error(error) from None
-        return self._p.streams
+        return self._run(self._core.streams())
 
     def generate(self, image: Any = None, *, prompt: str | None = None, frames: bool = False,
                  on_progress: Callable[[ProgressUpdate], Any] | None = None, **params: Any) -> VideoResult:
@@ -332,34 +335,33 @@ class SVDClient:
         frames=True also returns the raw frames; `on_progress` is called for each progress update
         when the deployment streams.
         """
-        started = time.perf_counter()
+        return self._run(self._core.generate(image, prompt, frames, on_progress, params))
+
+    def _run(self, flow):
+        """Run a flow of the core: make each call it yields, send it the result, map what is raised."""
+        reply = None
         try:
-            params = _text_params(image, prompt, params)
-            p = self._p if prompt is None else self._text
-            self._learn_contract(p)
-            inputs, outputs = p.build(image, params, frames)
-            if p.streams:
-                response = self._stream(p, inputs, outputs, on_progress)
-            elif p.protocol == "grpc":
-                response = self._cancellable(p, inputs, outputs)
-            else:
-                response = self._client.infer(p.model, inputs, outputs=outputs, **p.call_kwargs())
+            while True:
+                reply = self._perform(flow.send(reply))
+        except StopIteration as done:
+            return done.value
         except Exception as error:
-            raise _map_error(error) from None
-        return p.result(response, started, frames)
+            raise self._core.map_error(error) from None
 
-    def _learn_contract(self, p: _Protocol | None = None) -> None:
-        p = p or self._p
-        if p.datatypes is None:
-            kwargs = p.contract_kwargs()
-            p.learn_contract(self._client.get_model_metadata(p.model, **kwargs),
-                             self._client.get_model_config(p.model, **kwargs))
+    def _perform(self, op):
+        if not isinstance(op, _Infer):
+            return op(self._client)
+        if op.model.streams:
+            return self._stream(op)
+        if self._core.protocol == "grpc":
+            return self._cancellable(op)
+        return self._client.infer(op.model.name, op.inputs, outputs=op.outputs, **self._core.call_kwargs())
 
-    def _cancellable(self, p, inputs, outputs):
+    def _cancellable(self, op: _Infer):
         """A unary gRPC call that the server cancels when we are interrupted or time out."""
         replies: queue.Queue = queue.Queue()
-        call = self._client.async_infer(p.model, inputs, callback=lambda result, error: replies.put((result, error)),
-                                        outputs=outputs, **p.call_kwargs())
+        call = self._client.async_infer(op.model.name, op.inputs, outputs=op.outputs, **self._core.call_kwargs(),
+                                        callback=lambda result, error: replies.put((result, error)))
         try:
             result, error = replies.get()
         except BaseException:
@@ -369,25 +371,21 @@ class SVDClient:
             raise error
         return result
 
-    def _stream(self, p, inputs, outputs, on_progress):
+    def _stream(self, op: _Infer):
         """One request on a gRPC stream: progress responses, then the final one."""
         replies: queue.Queue = queue.Queue()
-        self._client.start_stream(lambda result, error: replies.put((result, error)), headers=p.headers)
-        deadline = time.monotonic() + p.timeout
+        self._client.start_stream(lambda result, error: replies.put((result, error)), headers=self._core.headers)
+        deadline = time.monotonic() + self._core.timeout
         try:
-            self._client.async_stream_infer(p.model, inputs, outputs=outputs)
+            self._client.async_stream_infer(op.model.name, op.inputs, outputs=op.outputs)
             while True:
                 try:
                     result, error = replies.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
-                    raise DeadlineExceededError(f"no answer within {p.timeout:g} s") from None
-                if error is not None:
-                    raise error
-                if p.is_final(result):
+                    raise DeadlineExceededError(f"no answer within {self._core.timeout:g} s") from None
+                if (final := self._core.stream_reply(op, result, error)) is not None:
                     self._client.stop_stream()
-                    return result
-                if on_progress is not None:
-                    on_progress(p.progress(result))
+                    return final
         except BaseException:
             self._client.stop_stream(cancel_requests=True)
             raise
@@ -402,85 +400,62 @@ class SVDClient:
         self.close()
 
 
-class AsyncSVDClient:
+class AsyncSVDClient(_Client):
     """asyncio client with the same API: `await AsyncSVDClient(url).generate(image, ...)`.
 
     Cancelling the task (or its timeout) cancels the gRPC call on the server.
     """
 
-    def __init__(self, url: str | None = None, protocol: str = "http", token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME, text_model: str = TEXT_TO_VIDEO_MODEL):
-        self._p = _Protocol(url, protocol, token, timeout, model, asynchronous=True)
-        self._text = _Protocol(url, protocol, token, timeout, text_model, asynchronous=True)
-        self._client = self._p.tc.InferenceServerClient(self._p.url, **self._p.client_kwargs())
+    asynchronous = True
 
     async def ready(self) -> bool:
         try:
-            return bool(await self._client.is_model_ready(self._p.model, headers=self._p.headers))
-        except Exception:
+            return await self._run(self._core.ready())
+        except SVDClientError:
             return False
-
-    async def _learn_contract(self, p: _Protocol | None = None) -> None:
-        p = p or self._p
-        if p.datatypes is None:
-            kwargs = p.contract_kwargs()
-            p.learn_contract(await self._client.get_model_metadata(p.model, **kwargs),
-                             await self._client.get_model_config(p.model, **kwargs))
 
     async def model_config(self) -> dict:
         """The model's configuration as Triton serves it (config.pbtxt as JSON: inputs, `parameters`...)."""
-        try:
-            config = await self._client.get_model_config(self._p.model, **self._p.contract_kwargs())
-        except Exception as error:
-            raise _map_error(error) from None
-        return config.get("config", config)
+        return await self._run(self._core.model_config())
 
     async def control(self, action: str) -> dict:
         """Like SVDClient.control."""
-        try:
-            await self._learn_contract()
-            inputs, outputs = self._p.build_control(action)
-            if self._p.streams:
-                call = self._stream(self._p, inputs, outputs, None)
-            else:
-                call = self._client.infer(self._p.model, inputs, outputs=outputs, **self._p.call_kwargs())
-            response = await asyncio.wait_for(call, self._p.timeout)
-        except Exception as error:
-            raise _map_error(error) from None
-        return self._p.state(response)
+        return await self._run(self._core.control(action))
 
     async def generate(self, image: Any = None, *, prompt: str | None = None, frames: bool = False,
                        on_progress: Callable[[ProgressUpdate], Any] | None = None, **params: Any) -> VideoResult:
         """Like SVDClient.generate."""
-        started = time.perf_counter()
-        try:
-            params = _text_params(image, prompt, params)
-            p = self._p if prompt is None else self._text
-            await self._learn_contract(p)
-            inputs, outputs = p.build(image, params, frames)
-            if p.streams:
-                call = self._stream(p, inputs, outputs, on_progress)
-            else:
-                call = self._client.infer(p.model, inputs, outputs=outputs, **p.call_kwargs())
-            response = await asyncio.wait_for(call, p.timeout)
-        except Exception as error:
-            raise _map_error(error) from None
-        return p.result(response, started, frames)
+        return await self._run(self._core.generate(image, prompt, frames, on_progress, params))
 
-    async def _stream(self, p, inputs, outputs, on_progress):
+    async def _run(self, flow):
+        reply = None
+        try:
+            while True:
+                reply = await self._perform(flow.send(reply))
+        except StopIteration as done:
+            return done.value
+        except Exception as error:
+            raise self._core.map_error(error) from None
+
+    async def _perform(self, op):
+        if not isinstance(op, _Infer):
+            return await op(self._client)
+        if op.model.streams:
+            call = self._stream(op)
+        else:
+            call = self._client.infer(op.model.name, op.inputs, outputs=op.outputs, **self._core.call_kwargs())
+        return await asyncio.wait_for(call, self._core.timeout)
+
+    async def _stream(self, op: _Infer):
         async def one_request():
-            yield {"model_name": p.model, "inputs": inputs, "outputs": outputs}
+            yield {"model_name": op.model.name, "inputs": op.inputs, "outputs": op.outputs}
 
         final = None
         # Read to the stream's end rather than leaving after the final response: abandoning the iterator
         # cancels the gRPC call, and a cancel racing the server's completion of the request is avoidable.
-        async for result, error in self._client.stream_infer(one_request(), headers=p.headers):
-            if error is not None:
-                raise error
-            if p.is_final(result):
-                final = result
-            elif on_progress is not None:
-                on_progress(p.progress(result))
+        async for result, error in self._client.stream_infer(one_request(), headers=self._core.headers):
+            if (reply := self._core.stream_reply(op, result, error)) is not None:
+                final = reply
         if final is None:
             raise ServerError("the stream ended without a final response")
         return final

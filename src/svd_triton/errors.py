@@ -1,29 +1,113 @@
-"""What can go wrong when calling the server, as a small hierarchy with the server's message."""
+"""What can go wrong when calling the server, as a small hierarchy with the server's message, and the
+one map from tritonclient's and the transport's exceptions onto it (`map_error`).
+
+Every error carries `code`, the Triton error code name it came with (INVALID_ARG, UNAVAILABLE,
+CANCELLED, DEADLINE_EXCEEDED, UNAUTHENTICATED, PERMISSION_DENIED, INTERNAL, ...; its class's own
+where the server named none), and `field`, the request field its message names (lower case,
+`num_frames`) or None. Both are read once, here, so no caller parses messages.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Iterable
+
+from svd_contract import split_field
 
 
 class SVDClientError(Exception):
     """Base class; `str(error)` is the server's (or transport's) message."""
 
+    code = "UNKNOWN"
 
-class InvalidRequestError(SVDClientError):
-    """The request was refused as invalid (INVALID_ARG / HTTP 400); the message names the field."""
+    def __init__(self, message: str = "", *, code: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.code = code or type(self).code
+        self.field = field
+
+    def __init_subclass__(cls, code: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.code = code or cls.code
 
 
-class UnauthorizedError(SVDClientError):
+class InvalidRequestError(SVDClientError, code="INVALID_ARG"):
+    """The request was refused as invalid (INVALID_ARG / HTTP 400); `field` names the field."""
+
+
+class UnauthorizedError(SVDClientError, code="UNAUTHENTICATED"):
     """No token or a wrong token for a server that requires one."""
 
 
-class UnavailableError(SVDClientError):
+class UnavailableError(SVDClientError, code="UNAVAILABLE"):
     """The server cannot be reached, is not ready, or did not answer in time."""
 
 
-class ServerError(SVDClientError):
+class ServerError(SVDClientError, code="INTERNAL"):
     """The server failed while handling a valid request."""
 
 
-class RequestCancelledError(SVDClientError):
+class RequestCancelledError(SVDClientError, code="CANCELLED"):
     """The request was cancelled before it finished (by this client or on the server)."""
 
 
-class DeadlineExceededError(UnavailableError):
+class DeadlineExceededError(UnavailableError, code="DEADLINE_EXCEEDED"):
     """No answer within the client's timeout (the request is cancelled on the server over gRPC)."""
+
+
+HTTP_CODES = {"400": "INVALID_ARG", "401": "UNAUTHENTICATED", "403": "PERMISSION_DENIED", "404": "NOT_FOUND",
+              "500": "INTERNAL", "503": "UNAVAILABLE", "504": "DEADLINE_EXCEEDED"}
+"""Triton's HTTP statuses → the Triton error code name they stand for."""
+GRPC_CODES = {"INVALID_ARGUMENT": "INVALID_ARG"}
+"""gRPC status names that Triton spells otherwise; every other name is the same in both."""
+DECISIONS = (
+    (UnauthorizedError, {"UNAUTHENTICATED", "PERMISSION_DENIED"}, ("restricted",)),
+    (InvalidRequestError, {"INVALID_ARG"}, ()),
+    (UnavailableError, set(), ("unknown model", "no available versions")),  # unloaded (cold) or absent
+    (RequestCancelledError, {"CANCELLED"}, ()),
+    (DeadlineExceededError, {"DEADLINE_EXCEEDED"}, ()),
+    (UnavailableError, {"UNAVAILABLE"}, ()),
+)
+"""A server error's class: the first row whose codes hold the error's code, or one of whose phrases its
+message contains; ServerError when none does."""
+
+
+def code_name(status: Any) -> str | None:
+    """The Triton code name of a tritonclient status ("400" over HTTP, "StatusCode.INVALID_ARGUMENT" over
+    gRPC); None for none (an error sent on a stream) or an HTTP status without one."""
+    name = str(status or "").rpartition(".")[2]
+    return HTTP_CODES.get(name) if name.isdigit() else GRPC_CODES.get(name, name) or None
+
+
+def _classify(code: str | None, message: str) -> tuple[type[SVDClientError], str]:
+    """DECISIONS applied: the class, and its code (the class's own where the message decided)."""
+    for kind, codes, phrases in DECISIONS:
+        if code in codes or any(phrase in message for phrase in phrases):
+            return kind, code if code in codes else kind.code
+    return ServerError, code or ServerError.code
+
+
+def map_error(error: Exception, inputs: Iterable[str] = ()) -> SVDClientError:
+    """tritonclient's and the transport's exceptions → our hierarchy, keeping the server's message.
+
+    `inputs` are the model's input names: a message that starts with one and a colon (svd_contract's
+    INVALID_ARG shape, `NUM_FRAMES: ...`) names that field, which the error carries as `field` (num_frames).
+    """
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(error, SVDClientError):
+        return error
+    if isinstance(error, asyncio.TimeoutError):
+        return DeadlineExceededError("no answer within the client's timeout")
+    if isinstance(error, OSError) and not isinstance(error, InferenceServerException):
+        return UnavailableError(f"server not reachable: {error or type(error).__name__}")
+    if callable(getattr(error, "code", None)) and callable(getattr(error, "details", None)):  # grpc's own RpcError
+        status, detail = error.code().name, error.details()
+        if status == "UNAVAILABLE":  # the transport's details name internal addresses: not for end users
+            return UnavailableError("server not reachable (gRPC UNAVAILABLE)")
+        kind, code = _classify(GRPC_CODES.get(status, status), "")  # by its code alone
+        message = f"{status}: {detail}"
+    else:
+        server = isinstance(error, InferenceServerException)
+        detail = message = (error.message() if server else None) or str(error)
+        kind, code = _classify(code_name(error.status() if server else None), message)
+    field, _ = split_field(detail or "", set(inputs))
+    return kind(message, code=code, field=field.lower() if field else None)
