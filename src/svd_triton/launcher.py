@@ -194,9 +194,9 @@ class TritonServer:
 
     def start(self) -> "TritonServer":
         repository = self.options.model_repository
-        if not is_s3_url(str(repository)) and not (Path(repository) / "svd_xt" / "config.pbtxt").is_file():
-            raise ServerStartError(f"no model repository at {repository} (no svd_xt/config.pbtxt): pass "
-                                   f"--model-repository, set ${MODEL_REPOSITORY_ENV}, or run from a checkout")
+        if not is_s3_url(str(repository)) and not Path(repository).is_dir():
+            raise ServerStartError(f"no model repository at {repository}: pass --model-repository, "
+                                   f"set ${MODEL_REPOSITORY_ENV}, or run from a checkout")
         args, env = self.command()
         remove_shm_leftovers(self.shm_prefix)
         with open(self.log_path, "wb") as log:

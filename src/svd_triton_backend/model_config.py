@@ -10,9 +10,15 @@ INTEGER_TYPES = ("TYPE_INT32", "TYPE_INT64")
 def add_parameter_inputs(auto_complete_model_config, model):
     """Declare the contract's parameter inputs of `model` (optional scalars): auto_complete_config's body,
     so config.pbtxt lists only the image, control and prompt inputs and the outputs."""
+    config = auto_complete_model_config.as_dict()
+    declared = {i["name"]: i.get("data_type") for i in config.get("input", [])}
     for name, parameter in tensors.parameter_inputs(model).items():
-        auto_complete_model_config.add_input({"name": name, "data_type": tensors.triton_type(parameter),
-                                              "dims": [1], "optional": True})
+        data_type = tensors.triton_type(parameter)
+        if declared.get(name, data_type) != data_type:
+            raise ValueError(f"model '{config.get('name')}': config.pbtxt declares {name} as {declared[name]}, the "
+                             f"contract makes it {data_type}; leave it out: auto_complete_config declares every "
+                             "parameter input from svd_contract")
+        auto_complete_model_config.add_input({"name": name, "data_type": data_type, "dims": [1], "optional": True})
     return auto_complete_model_config
 
 

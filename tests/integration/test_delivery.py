@@ -14,14 +14,18 @@ FAULTS = {1001: "building outputs", 1002: "encoding", 1003: "sending"}
 INJECTED = '''
 
 import svd_engine.engine
+from svd_triton_backend.replies import Replies
 
-_build_outputs, _send, _finish = output_tensors, Replies.send, svd_engine.engine._Batch.finish
+_build_outputs, _send, _finish = TritonPythonModel.outputs, Replies.send, svd_engine.engine._Batch.finish
 
 
-def output_tensors(result, wanted):
+def _failing_outputs(self, result, wanted):
     if result.seed == 1001:
         raise RuntimeError("injected fault while building outputs")
-    return _build_outputs(result, wanted)
+    return _build_outputs(self, result, wanted)
+
+
+TritonPythonModel.outputs = _failing_outputs
 
 
 def _failing_send(self, position, tensors):

@@ -40,14 +40,26 @@ def test_times_out_with_the_server_log_when_never_ready(tmp_path):
     assert server.process.poll() is not None  # it was stopped, not left behind
 
 
-def test_exits_early_with_the_log_when_the_contract_is_broken(tmp_path):
+BROKEN_CONTRACTS = {
+    "missing": ('  { name: "IMAGE_BYTES", data_type: TYPE_STRING, dims: [ 1 ], optional: true },\n', "",
+                "model 'svd_xt': config.pbtxt does not match model.py: input IMAGE_BYTES is not declared"),
+    "retyped": ("input [\n", 'input [\n  { name: "FPS", data_type: TYPE_FP32, dims: [ 1 ], optional: true },\n',
+                "model 'svd_xt': config.pbtxt declares FPS as TYPE_FP32, the contract makes it TYPE_INT32"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_CONTRACTS)
+def test_exits_early_with_the_log_when_the_contract_is_broken(tmp_path, broken):
+    """A declared tensor missing, or a parameter input retyped against svd_contract: the load fails naming it."""
+    old, new, expected = BROKEN_CONTRACTS[broken]
     config = cpu_config_copy(tmp_path)
-    config.write_text(config.read_text().replace('  { name: "FPS", data_type: TYPE_INT32, dims: [ 1 ], optional: true },\n', ""))
+    assert old in config.read_text()
+    config.write_text(config.read_text().replace(old, new, 1))
     with pytest.raises(ServerStartError) as caught:
         TritonServer(on_free_ports(model_repository=tmp_path / "repo"), ready_timeout=120).start()
     message = str(caught.value)
     assert "exited with code" in message
-    assert "model 'svd_xt': config.pbtxt does not match model.py: input FPS is not declared" in message
+    assert expected in message
 
 
 def _serve_cpu() -> tuple[subprocess.Popen, "queue.Queue[str]", int]:
