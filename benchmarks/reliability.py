@@ -99,7 +99,7 @@ def run_load(server: TritonServer, requests: int, concurrency: int, token: str |
 
 
 def matrix_rows(server: TritonServer) -> list[list]:
-    from kserve import infer, video_bytes
+    from tests.support.kserve import infer, video_bytes
     from tritonclient.utils import InferenceServerException
 
     rows = []

@@ -22,6 +22,10 @@ class ResidentEngine:
         self._device_lock = threading.RLock()
         """Held by pipeline calls and by release/restore, so a release never runs under a request."""
 
+    def describe(self) -> str:
+        """How the pipeline runs, for the server log ('' when there is nothing to say)."""
+        return ""
+
     @property
     def device_name(self) -> str:
         """The GPU's model name (`NVIDIA L40S`), or `cpu`."""

@@ -120,6 +120,9 @@ class SVDEngine(ResidentEngine):
         log.info("compiled for %d×%d, %d frames in %.1f s", request.width, request.height, request.num_frames,
                  time.perf_counter() - started)
 
+    def describe(self) -> str:
+        return self.fast_path.describe()
+
     def _reload(self) -> None:
         """Load again, apply the fast path and compile again: reload costs that on top of the load."""
         self.pipeline = _load(self.config)

@@ -73,6 +73,8 @@ class GenerationModel:
         self.logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})"
                              + (", streaming progress" if self.decoupled else ""))
         self.engine = engine_class.load(config)
+        if description := self.engine.describe():
+            self.logger.log_info(f"{self.model_name}: {description}")
         self.metrics = Metrics(self.model_name, warmup_requests(model_config))
         seconds = keep_warm_seconds(model_config, keep_warm)
         self.keep_warm = KeepWarm(self.engine, seconds, on_change=self.metrics.keep_warm)

@@ -212,7 +212,7 @@ def test_cli_makes_a_longer_smoother_looping_video(triton, tmp_path, sample_png)
     import subprocess
     import sys
 
-    from conftest import TOKEN
+    from tests.support import TOKEN
 
     image = tmp_path / "photo.png"
     image.write_bytes(sample_png)

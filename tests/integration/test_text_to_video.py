@@ -240,7 +240,7 @@ def test_cancelling_during_svd_stops_svd_xt(triton_stream):
 
 
 def test_clients_and_cli_take_a_prompt(triton, tmp_path, capsys):
-    from conftest import TOKEN
+    from tests.support import TOKEN
 
     with SVDClient(triton.http_url, token=TOKEN) as sync_client:
         result = sync_client.generate(prompt=PROMPT, seed=5, width=64, height=64, num_frames=4, num_inference_steps=2)
@@ -265,7 +265,7 @@ def test_clients_and_cli_take_a_prompt(triton, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def gateway(triton, tmp_path_factory):
-    from gateways import Gateway, settings_for
+    from tests.support.gateways import Gateway, settings_for
 
     with Gateway(settings_for(triton, tmp_path_factory.mktemp("gateway"))) as running:
         yield running
@@ -275,7 +275,7 @@ def test_voltagegpu_sample_body_makes_a_video_from_its_prompt(gateway):
     """VoltageGPU's sample request as written, sizes scaled down for the CPU demo stack (1024×576×25 → 128×72×5)."""
     import requests
 
-    from conftest import TOKEN
+    from tests.support import TOKEN
 
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     body = {
@@ -301,7 +301,7 @@ def test_forge_body_with_a_prompt_and_no_image(gateway):
 
     import requests
 
-    from conftest import TOKEN
+    from tests.support import TOKEN
 
     body = {"prompt": PROMPT, "negative_prompt": "blurry", "seed": 3, "fps": 7, "width": 64, "height": 64,
             "num_frames": 4, "num_inference_steps": 2, "model": SLUG}
@@ -325,7 +325,7 @@ def test_a_prediction_with_a_prompt_alone_runs_text_to_video(gateway, sample_png
     import replicate
     import requests
 
-    from conftest import TOKEN
+    from tests.support import TOKEN
 
     client = replicate.Client(api_token=TOKEN, base_url=gateway.url)
     client.poll_interval = 0.1
@@ -349,8 +349,8 @@ def test_a_prediction_with_a_prompt_alone_runs_text_to_video(gateway, sample_png
 def test_idle_text_to_image_gives_its_weights_back_and_the_next_request_brings_them_back():
     """keep_warm_seconds for text_to_image ($TEXT_IMAGE_KEEP_WARM_SECONDS=1 here): released when idle, reloaded
     by the next request, each transition in its metrics."""
-    from conftest import TOKEN, on_free_ports
-    from keep_warm_server import metrics
+    from tests.support import TOKEN, on_free_ports
+    from tests.support.keep_warm_server import metrics
     from svd_triton.launcher import TritonServer
 
     def state(server):

@@ -225,7 +225,7 @@ def test_the_check_needs_no_torch_and_reads_the_hub_cache(tiny_folder, tmp_path)
 def test_the_kubernetes_deployment_reads_bucket_credentials_from_the_example_secret():
     import yaml
 
-    from conftest import ROOT
+    from tests.support import ROOT
 
     secret = yaml.safe_load((ROOT / "docker/kubernetes/secret-s3.example.yaml").read_text())
     deployment = yaml.safe_load((ROOT / "docker/kubernetes/deployment.yaml").read_text())
