@@ -23,6 +23,6 @@ def __getattr__(name: str):
         from .app import create_app
         return create_app
     if name == "server_options":
-        from .server import server_options
+        from .header_deadline import server_options
         return server_options
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from .deps import GatewayState
 from .errors import install_handlers
 from .guard import Guard
 from .jobs import JobRunner
-from .routers import files, forge, health, playground, predictions, synchronous
+from .routers import files, forge, health, openai_style, playground, predictions, tir
 from .service import DataPlane
 from .settings import Settings
 from .store import Store
@@ -49,8 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Hosted-SVD-compatible REST routes (Replicate predictions, E2E TIR, Nebius Forge, "
                               "OpenAI-style) in front of a Triton svd_xt deployment.")
     install_handlers(app)
-    for router in (predictions.router, files.files, files.outputs, synchronous.tir, forge.router,
-                   synchronous.openai, health.router, playground.router):
+    for router in (predictions.router, files.files, files.outputs, tir.router, forge.router,
+                   openai_style.router, health.router, playground.router):
         app.include_router(router)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes,
                        body_seconds=settings.body_seconds)
