@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Mapping, get_type_hints
 
 DEFAULT_MODEL_SOURCE = "stabilityai/stable-video-diffusion-img2vid-xt"
+DEFAULT_TEXT_IMAGE_SOURCE = "stabilityai/sdxl-turbo"
 
 
 class FromParameters:
@@ -62,13 +63,17 @@ class PipelineConfig(FromParameters):
 
 @dataclass(frozen=True)
 class EngineConfig(PipelineConfig):
+    """The image-to-video engine's (svd_xt's) deployment: request defaults and what one request may cost."""
     model_source: str = DEFAULT_MODEL_SOURCE
     default_num_frames: int = 0
     """0 means the model's own frame count (25 for SVD-XT, 14 for SVD)."""
     default_decode_chunk_size: int = 8
+    """Frames the VAE decodes at once: more is faster and needs more memory."""
     default_fps: int = 7
+    """Playback rate of the delivered video, and the fps conditioning SVD receives."""
     default_video_format: str = "mp4"
     max_num_frames: int = 25
+    """Most frames one segment may denoise (SVD-XT was trained on 25)."""
     max_work: int = 1024 * 576 * 25 * 50
     """Upper bound on width × height × num_frames × num_inference_steps: what one request may cost.
     Activation memory grows with pixels × frames, time with all four; the default admits SVD-XT's own
@@ -128,3 +133,17 @@ CHOICES = {
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 CONVERTERS = {bool: lambda text: BOOLEANS[text.lower()]}
 """Parsers for config.pbtxt strings, by field type; any other type parses with its own constructor."""
+
+
+@dataclass(frozen=True)
+class TextImageConfig(PipelineConfig):
+    """The text-to-image engine's (text_to_image's) deployment. Its model_source is any diffusers
+    text-to-image pipeline (AutoPipelineForText2Image); the defaults suit SDXL-Turbo."""
+    model_source: str = DEFAULT_TEXT_IMAGE_SOURCE
+    default_num_inference_steps: int = 1
+    """SDXL-Turbo is distilled for 1–4 steps without guidance."""
+    default_guidance_scale: float = 0.0
+    """0 turns classifier-free guidance off (one UNet pass a step, as SDXL-Turbo is meant to run)."""
+    max_num_inference_steps: int = 50
+    max_prompt_chars: int = 2000
+    """Longer prompts are refused before tokenizing (CLIP reads the first 77 tokens anyway)."""

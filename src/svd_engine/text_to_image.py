@@ -22,27 +22,14 @@ from svd_contract import PROMPTS, TEXT_IMAGE_PARAMETERS as PARAMETERS
 
 from . import residency
 from .base import ResidentEngine
-from .config import PipelineConfig
+from .config import TextImageConfig
 from .errors import GenerationCancelled, InvalidRequest, OutOfMemory
 from .loading import is_half, place, resolve_device, resolve_dtype
 from .sources import load_diffusers
 from .testing import TEXT_IMAGE_BUILT_IN
 from .weights import TEXT_IMAGE_PIPELINES
 
-DEFAULT_TEXT_IMAGE_SOURCE = "stabilityai/sdxl-turbo"
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TextImageConfig(PipelineConfig):
-    model_source: str = DEFAULT_TEXT_IMAGE_SOURCE
-    """Any diffusers text-to-image pipeline (AutoPipelineForText2Image)."""
-    default_num_inference_steps: int = 1
-    """SDXL-Turbo is distilled for 1–4 steps without guidance."""
-    default_guidance_scale: float = 0.0
-    max_num_inference_steps: int = 50
-    max_prompt_chars: int = 2000
-    """Longer prompts are refused before tokenizing (CLIP reads the first 77 tokens anyway)."""
 
 
 @dataclass(frozen=True)
