@@ -40,6 +40,8 @@ SHM_FOLDER = Path("/dev/shm")
 SHM_PREFIX = "svd_triton_shm"
 """The Python backend's shared-memory regions are named `svd_triton_shm_<launcher pid>_<gRPC port>_...`
 (backend-config shm-region-prefix-name), so each launcher can find and remove its own leftovers."""
+SIGNAL_POLL_SECONDS = 0.5
+"""How soon `TritonServer.wait` runs a signal handler whose signal another thread received."""
 
 
 class ServerStartError(RuntimeError):
@@ -274,7 +276,14 @@ class TritonServer:
         remove_shm_leftovers(self.shm_prefix)
 
     def wait(self) -> int:
-        return self.process.wait()
+        """Wait for tritonserver to exit, in short polls: a signal delivered to another thread of this process
+        (the gRPC client's, the watchdog's) runs its Python handler only once the main thread wakes, and a
+        blocking waitpid would never wake, leaving a forwarded SIGTERM unforwarded."""
+        while True:
+            try:
+                return self.process.wait(timeout=SIGNAL_POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                continue
 
     def __enter__(self) -> "TritonServer":
         return self.start()

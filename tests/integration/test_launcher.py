@@ -1,5 +1,6 @@
 """The launcher: it reports the server log when tritonserver exits or never becomes ready, and stops
 cleanly on SIGTERM, loaded or still loading."""
+import ctypes
 import os
 import queue
 import signal
@@ -9,6 +10,7 @@ import threading
 import time
 import urllib.request
 
+import psutil
 import pytest
 
 from tests.support import cpu_config_copy, on_free_ports
@@ -104,6 +106,21 @@ def test_serve_forwards_sigterm_and_the_server_shuts_down_cleanly():
     _read_until(lines, "ready: HTTP", timeout=180)
     output = _stop_with_sigterm(serve, lines, http_port)
     assert "reload" not in output  # stubs exiting in a shutdown are not crashes for the watchdog to repair
+
+
+def test_a_sigterm_that_another_thread_receives_is_forwarded_too():
+    """The kernel hands a process-directed signal to any thread that does not block it; with the launcher's
+    gRPC and watchdog threads running, that is often not the main thread, which must still act on it."""
+    serve, lines, http_port = _serve_cpu()
+    _read_until(lines, "ready: HTTP", timeout=180)
+    others = [thread.id for thread in psutil.Process(serve.pid).threads() if thread.id != serve.pid]
+    assert others, "the launcher runs helper threads once the server is ready"
+    try:
+        assert ctypes.CDLL(None, use_errno=True).tgkill(serve.pid, others[-1], signal.SIGTERM) == 0
+        code = serve.wait(timeout=60)
+    finally:
+        serve.kill()
+    assert code == 0, _read_until(lines, "svd-triton serve: stopped", timeout=10)
 
 
 def test_sigterm_while_the_model_loads_stops_cleanly_too():
