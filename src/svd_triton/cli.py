@@ -98,6 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--ready-timeout", type=float, default=300.0)
     demo.set_defaults(run=_demo)
 
+    doctor = commands.add_parser("doctor", help="will this machine serve SVD-XT? driver, CUDA, GPU memory and precision, "
+                                                "/dev/shm, weights, Triton and Python; exit 0 ready, 1 a check failed, "
+                                                "2 warnings only with --strict")
+    doctor.add_argument("--model-repository", default=None,
+                        help=f"the repository whose svd_xt config names the weights (default ${MODEL_REPOSITORY_ENV}, else ./model_repository)")
+    doctor.add_argument("--config", default="auto", help="as for serve: auto (cpu when no GPU is visible), cpu, or default")
+    doctor.add_argument("--json", action="store_true", help="the checks as JSON on stdout")
+    doctor.add_argument("--strict", action="store_true", help="warnings fail too (exit 2): for CI and init containers")
+    doctor.set_defaults(run=_doctor)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -252,6 +262,15 @@ def _weights(args) -> int:
         print(f"svd-triton weights {args.weights_command}: {error}", file=sys.stderr)
         return 1
     return 0 if inspection.ok else 1
+
+
+def _doctor(args) -> int:
+    from . import doctor
+
+    checks = doctor.diagnose(doctor.gather(Path(args.model_repository or default_repository()), args.config))
+    code = doctor.exit_code(checks, args.strict)
+    print(doctor.as_json(checks, code) if args.json else doctor.report(checks))
+    return code
 
 
 def _demo(args) -> int:

@@ -10,7 +10,7 @@ Conventions the pages follow, and this test holds them to:
 - README.md is a front door: under 250 lines, linking every page of `DOC_PAGES`.
 - Commands are read from shell code blocks (```bash, ```sh, ```console or no language) and from
   inline code. In them:
-  - `svd-triton SUBCOMMAND ...`: the subcommand (and a nested one: `jobs submit`, `weights pull`) is
+  - `svd-triton SUBCOMMAND ...` (not `docker run --entrypoint svd-triton IMAGE ...`): the subcommand (and a nested one: `jobs submit`, `weights pull`) is
     one that `svd-triton --help` lists, and every `--flag` / `-f` after it is in that subcommand's
     `--help`. `a|b` in a subcommand position means each of `a` and `b`; `[--flag X]` is optional.
   - `make TARGET ...`: TARGET is a target in the Makefile.
@@ -254,7 +254,8 @@ def test_readme_is_short_and_links_every_page():
 
 # Where a shell command ends: a comment, a pipe, a list operator, a subshell's close, a redirection.
 COMMAND_END = re.compile(r"\s#|\s\|\s|\|\||&&|;|\s&(?:\s|$)|\)|\s[0-9]?>|\s<")
-SVD_TRITON = re.compile(r"(?:^|(?<=[\s(/\"'=]))svd-triton(?=\s|$)")
+SVD_TRITON = re.compile(r"(?:^|(?<=[\s(/\"'=]))(?<!--entrypoint )svd-triton(?=\s|$)")
+"""`svd-triton ...` commands; not `--entrypoint svd-triton IMAGE ...`, where docker puts the image between."""
 MAKE = re.compile(r"(?:^|(?<=[\s(;&|]))make(?=\s)")
 BENCHMARK = re.compile(r"-m\s+benchmarks\.([A-Za-z_]\w*)(?=\s|$)")
 PYTEST = re.compile(r"(?:^|(?<=[\s/]))(?:-m\s+)?pytest(?=\s|$)")
