@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--svd-only", action="store_true",
                        help="load svd_xt alone (default: svd_xt, text_to_image and the text_to_video chain)")
     serve.add_argument("--dry-run", action="store_true", help="print the command and environment, start nothing")
+    serve.add_argument("--doctor", action="store_true",
+                       help="run `svd-triton doctor --strict` first and start nothing unless every check passes")
     serve.set_defaults(run=_serve)
 
     generate = commands.add_parser("generate", help="turn an image, or a prompt alone, into a video on a running server")
@@ -153,6 +155,11 @@ def _serve(args) -> int:
             print(f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}")
         print(" ".join(command))
         return 0
+    if args.doctor:
+        code = _diagnose(Path(options.model_repository), args.config, strict=True, as_json=False, out=sys.stderr)
+        if code:
+            print(f"svd-triton serve: not started: doctor exit code {code}", file=sys.stderr)
+            return code
     for signum in (signal.SIGINT, signal.SIGTERM):  # forwarded: Triton unloads the model and exits; twice kills
         signal.signal(signum, lambda *_: server.request_stop())
     print(f"starting tritonserver (log: {server.log_path}) ...", file=sys.stderr)
@@ -265,11 +272,16 @@ def _weights(args) -> int:
 
 
 def _doctor(args) -> int:
+    return _diagnose(Path(args.model_repository or default_repository()), args.config, strict=args.strict,
+                     as_json=args.json, out=sys.stdout)
+
+
+def _diagnose(model_repository: Path, config: str, *, strict: bool, as_json: bool, out) -> int:
     from . import doctor
 
-    checks = doctor.diagnose(doctor.gather(Path(args.model_repository or default_repository()), args.config))
-    code = doctor.exit_code(checks, args.strict)
-    print(doctor.as_json(checks, code) if args.json else doctor.report(checks))
+    checks = doctor.diagnose(doctor.gather(model_repository, config))
+    code = doctor.exit_code(checks, strict)
+    print(doctor.as_json(checks, code) if as_json else doctor.report(checks), file=out)
     return code
 
 

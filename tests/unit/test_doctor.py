@@ -102,3 +102,12 @@ def test_a_broken_weights_folder_fails_the_command_naming_it(tmp_path):
     assert run.returncode == 1
     line = next(line for line in run.stdout.splitlines() if "weights" in line)
     assert line.startswith("fail") and str(tmp_path) in line
+
+
+def test_serve_with_doctor_starts_nothing_when_a_check_warns():
+    """`serve --doctor` is `doctor --strict` first: without a GPU the gpu check warns, so exit 2."""
+    run = subprocess.run([sys.executable, "-m", "svd_triton", "serve", "--doctor"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2
+    assert "warn  gpu" in run.stderr and "not started: doctor exit code 2" in run.stderr
+    assert "starting tritonserver" not in run.stderr
