@@ -87,13 +87,28 @@ def _read_until(lines: "queue.Queue[str]", text: str, timeout: float) -> str:
     pytest.fail(f"svd-triton serve never printed {text!r} in {timeout:g} s:\n{''.join(seen)}")
 
 
+def _kill(serve: subprocess.Popen) -> None:
+    """The launcher, if still running, and its tritonserver and stubs (a session of their own, which killing
+    the launcher alone would leave behind)."""
+    try:
+        launcher = psutil.Process(serve.pid)
+        processes = [*launcher.children(recursive=True), launcher] if serve.poll() is None else []
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def _stop_with_sigterm(serve: subprocess.Popen, lines: "queue.Queue[str]", http_port: int) -> str:
     """SIGTERM, then the exit code must be 0 and the server gone; returns the rest of the output."""
     try:
         serve.send_signal(signal.SIGTERM)
         code = serve.wait(timeout=60)
     finally:
-        serve.kill()
+        _kill(serve)
     output = _read_until(lines, "svd-triton serve: stopped", timeout=10)
     assert code == 0, output
     with pytest.raises(OSError):
@@ -119,7 +134,7 @@ def test_a_sigterm_that_another_thread_receives_is_forwarded_too():
         assert ctypes.CDLL(None, use_errno=True).tgkill(serve.pid, others[-1], signal.SIGTERM) == 0
         code = serve.wait(timeout=60)
     finally:
-        serve.kill()
+        _kill(serve)
     assert code == 0, _read_until(lines, "svd-triton serve: stopped", timeout=10)
 
 
