@@ -13,6 +13,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from .launcher import CPU_CONFIG_NAME, ServerStartError, find_tritonserver, gpu_visible
@@ -161,11 +162,11 @@ def gather(model_repository: Path, config: str) -> Facts:
     """This machine's facts; `config` as `serve --config` takes it (auto, cpu or default)."""
     seen = gpu_visible()
     torch_version = installed_version("torch")
-    gpus = torch_gpus() if seen and torch_version else ()
+    torch_cuda, gpus = probe_torch(seen) if torch_version else (None, ())
     variant = {"auto": "default" if seen else CPU_CONFIG_NAME}.get(config, config)
     source = os.environ.get("SVD_MODEL_SOURCE") or configured_source(model_repository, variant)
     return Facts(python=f"Python {platform.python_version()}", triton=triton_release(), torch=torch_version,
-                 torch_cuda=torch_cuda() if torch_version else None, driver=driver_version() if seen else None,
+                 torch_cuda=torch_cuda, driver=driver_version() if seen else None,
                  gpu_seen=seen, gpus=gpus, shm_bytes=shutil.disk_usage("/dev/shm").total if Path("/dev/shm").is_dir() else None,
                  config_variant=variant, model_source=source, hub_token=hub_token(),
                  weights_problem=None if source in BUILT_IN_SOURCES else weights_problem(source))
@@ -201,12 +202,6 @@ def hub_token() -> bool:
     return get_token() is not None
 
 
-def torch_cuda() -> str | None:
-    import torch
-
-    return torch.version.cuda
-
-
 def installed_version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
@@ -214,16 +209,27 @@ def installed_version(package: str) -> str | None:
         return None
 
 
-def torch_gpus() -> tuple[Gpu, ...]:
-    import torch
-
-    if not torch.cuda.is_available():
-        return ()
-    gpus = []
+TORCH_PROBE = """
+import json, sys, torch
+gpus = []
+if sys.argv[1] == "gpu" and torch.cuda.is_available():
     for index in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(index)
-        gpus.append(Gpu(torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index), free, total))
-    return tuple(gpus)
+        gpus.append([torch.cuda.get_device_name(index), list(torch.cuda.get_device_capability(index)), free, total])
+print(json.dumps({"cuda": torch.version.cuda, "gpus": gpus}))
+"""
+"""Run in a child interpreter: the CLI stays torch-free (docs/architecture.md), and a torch whose CUDA
+libraries fail to load is reported instead of taking the doctor down with it."""
+
+
+def probe_torch(gpu_seen: bool) -> tuple[str | None, tuple[Gpu, ...]]:
+    """torch's CUDA build and the GPUs it can use (asked only where nvidia-smi lists one)."""
+    probe = subprocess.run([sys.executable, "-c", TORCH_PROBE, "gpu" if gpu_seen else "cpu"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return None, ()
+    found = json.loads(probe.stdout.splitlines()[-1])
+    return found["cuda"], tuple(Gpu(name, tuple(capability), free, total) for name, capability, free, total in found["gpus"])
 
 
 def driver_version() -> str | None:
