@@ -1,18 +1,23 @@
 """Workarounds for defects of the Triton releases we run, each naming the release it is for.
 
-The tests run Triton 2.51 (the nvidia-pytriton 0.7.0 wheel); the image runs NGC 24.12 (Triton 2.53).
-Each workaround below is needed by 2.51 and kept while the tests' Triton needs it; what a newer
-release fixes is said beside it, so it can go once the tests move on.
+The tests run Triton 2.51 (the nvidia-pytriton 0.7.0 wheel); the image runs NGC 26.08 (Triton 2.72,
+python_backend r26.08). Each workaround below is needed by 2.51 and kept while the tests' Triton needs
+it; what a newer release fixes is said beside it, so it can go once the tests move on.
 
 - Final replies are sent from the execute thread (svd_triton_backend.skeleton, chain): in 2.51, final
   responses sent from other threads aborted tritonserver under concurrent load (std::bad_alloc in
   default mode; boost::interprocess::lock_exception or SIGSEGV in libtriton_python.so with decoupled
-  batching; tests/integration/test_streaming.py sends that burst). No release note says it is fixed.
-- BLS cannot cancel a request it sent before python_backend r25.04 (the response iterator's cancel()):
-  the chain sends each stage a token and creates a marker file once its own client has gone; the
-  stage's Replies.is_cancelled sees it (`chain_cancel_marker`, `cancel_stage`).
+  batching; tests/integration/test_streaming.py sends that burst). Still needed on 26.08: no release
+  note says it is fixed, and triton-inference-server/server#8882 (the same lock_exception on 2.55,
+  reproduced on 25.02 in September 2026) is open.
+- BLS cannot cancel a request it sent before python_backend r25.04 (the response iterator's cancel(),
+  python_backend#398): the chain sends each stage a token and creates a marker file once its own client
+  has gone; the stage's Replies.is_cancelled sees it (`chain_cancel_marker`, `cancel_stage`). On 26.08
+  `iterator.cancel()` would do, once the tests' Triton has it.
 - BLS hands every stage error back with code INTERNAL before python_backend r25.04: the code is read
-  back from the message the stage wrote (`stage_error_code`).
+  back from the message the stage wrote (`stage_error_code`). From r25.04 a stage's reply keeps its
+  code (used first, below); an error raised while the BLS request is submitted (a full queue) still
+  arrives as text only, so `QUEUE_REJECTIONS` stays on 26.08 too.
 """
 import json
 import re

@@ -231,11 +231,9 @@ def test_cancelling_during_svd_stops_svd_xt(triton_stream):
                                NUM_FRAMES=scalar(16, np.int32), NUM_INFERENCE_STEPS=scalar(16, np.int32)))
     while (update := stream.next())[1]["phase"] != "denoising":
         assert not update[0]
-    cancelled_at = time.monotonic()
     stream.cancel()
     stopped = _wait_for(lambda: _stopped(triton_stream, "svd_xt", log_start), 30)
     assert stopped and "cancelled by the client in denoising" in stopped[0], stopped
-    assert time.monotonic() - cancelled_at < 30
     _next_request_is_served(triton_stream)
 
 
