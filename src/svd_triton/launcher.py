@@ -221,7 +221,7 @@ class TritonServer:
                     if self.stopping:  # stopped on request while loading (a pod terminated mid-compile): no failure
                         return
                     raise ServerStartError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
-                if is_ready(client):
+                if is_ready(client) and all(map(accepts_connections, (self.options.http_port, self.options.metrics_port))):
                     return
                 time.sleep(0.25)
         self.stop(grace=5)
@@ -297,6 +297,15 @@ def is_ready(client: grpcclient.InferenceServerClient) -> bool:
         return client.is_server_ready()
     except InferenceServerException:
         return False
+
+
+def accepts_connections(port: int) -> bool:
+    """tritonserver opens its HTTP and metrics ports just after gRPC reports ready: ready means all three."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def backend_stub_pids(server_pid: int) -> list[int]:
