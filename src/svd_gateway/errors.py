@@ -57,6 +57,8 @@ def house_error(status: int, code: str, message: str, field: str | None) -> dict
 
 def openai_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
     kind = "server_error" if status >= 500 else "invalid_request_error"
+    if field and field.startswith(("query.", "path.", "header.")):  # OpenAI names parameters alone
+        field = field.split(".", 1)[1]
     return {"error": {"message": message, "type": kind, "param": field,
                       "code": "invalid_api_key" if status == 401 else code}}
 

@@ -5,6 +5,7 @@ AsyncOpenAI, and the SDK's typed errors naming the parameter."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import time
 import warnings
@@ -188,3 +189,17 @@ def test_a_wrong_key_is_an_authentication_error(gateway):
     with pytest.raises(openai.AuthenticationError) as raised:
         client.videos.list()
     assert raised.value.code == "invalid_api_key"
+
+
+def test_json_clients_send_a_data_uri_and_extend_by_id(client, gateway, sample_png):
+    """Proxies and plain-HTTP clients post JSON: input_reference {"image_url": data URI}, extend {"video": {"id"}}."""
+    data_uri = "data:image/png;base64," + base64.b64encode(sample_png).decode()
+    created = httpx.post(f"{gateway.url}/v1/videos", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30,
+                         json={"prompt": "json", "input_reference": {"image_url": data_uri}, "size": "64x64", **SMALL})
+    assert created.status_code == 200 and created.json()["object"] == "video", created.text
+    original = client.videos.poll(created.json()["id"])
+    extended = httpx.post(f"{gateway.url}/v1/videos/extensions", headers={"Authorization": f"Bearer {TOKEN}"},
+                          json={"prompt": "on", "seconds": 4, "video": {"id": original.id}}, timeout=30)
+    assert extended.status_code == 200 and extended.json()["seconds"] == "8", extended.text
+    extended = client.videos.poll(extended.json()["id"])
+    assert decode_video(client.videos.download_content(extended.id).content, "mp4").num_frames == 7
