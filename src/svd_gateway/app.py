@@ -15,7 +15,7 @@ from .deps import GatewayState
 from .errors import install_handlers
 from .guard import Guard
 from .jobs import JobRunner
-from .routers import files, forge, health, openai_style, playground, predictions, tir
+from .routers import files, forge, health, openai_style, openai_videos, playground, predictions, stability, tir
 from .service import DataPlane
 from .settings import Settings
 from .store import Store
@@ -47,10 +47,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="svd-triton gateway", version="0.2.0", lifespan=lifespan,
                   description="Hosted-SVD-compatible REST routes (Replicate predictions, E2E TIR, Nebius Forge, "
-                              "OpenAI-style) in front of a Triton svd_xt deployment.")
+                              "OpenAI-style video generations, OpenAI's Videos API, Stability AI's image-to-video) "
+                              "in front of a Triton svd_xt deployment.")
     install_handlers(app)
     for router in (predictions.router, files.files, files.outputs, tir.router, forge.router,
-                   openai_style.router, health.router, playground.router):
+                   openai_style.router, openai_videos.router, stability.router, health.router, playground.router):
         app.include_router(router)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes,
                        body_seconds=settings.body_seconds)

@@ -1,5 +1,5 @@
 """What route handlers get injected: the per-process objects the lifespan created (one `GatewayState`, the
-lifespan's state: request.state.gateway), and request helpers."""
+lifespan's state: request.state.gateway), and request helpers (the base URL, a JSON-or-multipart body)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +7,11 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from svd_triton.client import AsyncSVDClient
+from .errors import GatewayError
 from .jobs import JobRunner
 from .service import DataPlane
 from .settings import Settings
@@ -76,3 +79,37 @@ def base_url(request: Request, settings: SettingsDep) -> str:
 
 
 BaseURL = Annotated[str, Depends(base_url)]
+
+
+async def read_body(request: Request, model: type[BaseModel], files: tuple[str, ...] = ()) -> tuple[BaseModel, dict]:
+    """A body sent as JSON or as multipart/form-data (form fields named `a[b]` become nested `{"a": {"b"}}`),
+    validated by `model`; the multipart file fields among `files` come back as bytes, by name."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    uploads: dict[str, bytes] = {}
+    if content_type == "application/json":
+        try:
+            fields = await request.json()
+        except ValueError:
+            raise GatewayError(400, "invalid_request", "body: not valid JSON", "body") from None
+    elif content_type == "multipart/form-data":
+        fields = {}
+        limit = get_state(request).settings.max_body_bytes  # the guard has counted the body already
+        async with request.form(max_files=len(files) or 1, max_part_size=limit) as form:
+            for name, value in form.multi_items():
+                if not isinstance(value, str):
+                    if name not in files:
+                        raise GatewayError(400, "invalid_request", f"{name}: a file is not accepted here", name)
+                    uploads[name] = await value.read()
+                    continue
+                outer, _, inner = name.partition("[")
+                if inner.endswith("]"):
+                    fields.setdefault(outer, {})[inner[:-1]] = value
+                else:
+                    fields[name] = value
+    else:
+        raise GatewayError(400, "invalid_request", f"body: Content-Type {content_type[:80]!r} is not accepted; send "
+                           "application/json or multipart/form-data", "body")
+    try:
+        return model.model_validate(fields), uploads
+    except ValidationError as error:
+        raise RequestValidationError(error.errors()) from None

@@ -1,9 +1,15 @@
-"""Errors as JSON, one handler per exception type.
+"""Errors as JSON, one handler per exception type, each body in its API family's shape (chosen by path).
 
-Every error body is `{"error": {"code", "message", "field"?}}` plus RFC 7807's `title`, `detail` and
-`status`, which the `replicate` client reads into `ReplicateError`.
+The house shape is `{"error": {"code", "message", "field"?}}` plus RFC 7807's `title`, `detail` and
+`status`, which the `replicate` client reads into `ReplicateError`. OpenAI's Videos API answers
+`{"error": {"message", "type", "param", "code"}}` (the `openai` SDK raises its typed errors from it);
+Stability AI's `{"id", "name", "errors": [...]}`.
 """
 from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,17 +50,57 @@ def client_error_code(error: SVDClientError) -> str:
     return next(code for kind, code in CLIENT_ERRORS if isinstance(error, kind))
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None, headers=None) -> JSONResponse:
+def house_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
     error = {"code": code, "message": message, **({"field": field} if field else {})}
-    return JSONResponse({"error": error, "title": code.replace("_", " "), "detail": message, "status": status},
-                        status_code=status, headers=headers)
+    return {"error": error, "title": code.replace("_", " "), "detail": message, "status": status}
+
+
+def openai_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    if field and field.startswith(("query.", "path.", "header.")):  # OpenAI names parameters alone
+        field = field.split(".", 1)[1]
+    return {"error": {"message": message, "type": kind, "param": field,
+                      "code": "invalid_api_key" if status == 401 else code}}
+
+
+STABILITY_NAMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                   408: "timeout", 413: "payload_too_large", 422: "invalid_request", 503: "unavailable"}
+
+
+def stability_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
+    """Stability's errors carry an id of their own (for support requests), a name and the messages."""
+    return {"id": uuid.uuid4().hex, "name": STABILITY_NAMES.get(status, "internal_error"), "errors": [message]}
+
+
+@dataclass(frozen=True)
+class ErrorShape:
+    """One API family's error body: render(status, code, message, field)."""
+
+    prefixes: tuple[str, ...]
+    render: Callable[[int, str, str, str | None], dict[str, Any]]
+
+
+SHAPES = (ErrorShape(("/v1/videos",), openai_error), ErrorShape(("/v2beta/",), stability_error))
+"""Families with an error shape of their own; every other path answers in the house shape."""
+
+
+def shape_for(path: str) -> ErrorShape | None:
+    return next((shape for shape in SHAPES if path.startswith(shape.prefixes)), None)
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, headers=None,
+                   path: str = "") -> JSONResponse:
+    shape = shape_for(path)
+    body = (shape.render if shape else house_error)(status, code, message, field)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
         code = getattr(error, "code", None) or STATUS_CODES.get(error.status_code, "error")
-        return error_response(error.status_code, code, str(error.detail), getattr(error, "field", None), error.headers)
+        return error_response(error.status_code, code, str(error.detail), getattr(error, "field", None), error.headers,
+                              request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
@@ -70,4 +116,5 @@ def install_handlers(app: FastAPI) -> None:
             message = f"{field_name}: {first['msg']}"
         forge = FORGE_TAG in getattr(request.scope.get("route"), "tags", ())
         status = 422 if request.url.path.startswith(UNPROCESSABLE_PREFIXES) and not forge else 400
-        return error_response(status, "invalid_request" if status == 400 else "invalid_input", message, field_name)
+        return error_response(status, "invalid_request" if status == 400 else "invalid_input", message, field_name,
+                              path=request.url.path)

@@ -67,4 +67,4 @@ class Guard:
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str, headers: dict) -> None:
-    await error_response(status, code, message, headers=headers)(scope, receive, send)
+    await error_response(status, code, message, headers=headers, path=scope["path"])(scope, receive, send)

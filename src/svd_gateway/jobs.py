@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -30,10 +31,27 @@ log = logging.getLogger("svd_gateway.jobs")
 
 
 def progress_line(update: ProgressUpdate) -> str:
-    """tqdm's shape, which the replicate client's `Prediction.progress` parses."""
+    """tqdm's shape, which the replicate client's `Prediction.progress` parses; chained clips say which one."""
     fraction = update.step / max(update.total, 1)
     bar = "█" * round(10 * fraction) + " " * (10 - round(10 * fraction))
-    return f"{round(100 * fraction):3d}%|{bar}| {update.step}/{update.total} {update.phase} [{update.elapsed:.1f}s]\n"
+    clip = f" (clip {update.segment}/{update.segments})" if update.segments > 1 else ""
+    return (f"{round(100 * fraction):3d}%|{bar}| {update.step}/{update.total} {update.phase}{clip} "
+            f"[{update.elapsed:.1f}s]\n")
+
+
+DENOISING = re.compile(r"\| (\d+)/(\d+) denoising(?: \(clip (\d+)/(\d+)\))? ")
+
+
+def progress_percent(job: Job) -> int:
+    """0–100 from the denoising steps done so far, across chained clips (read from the job's progress lines);
+    100 only once the job has finished."""
+    if job.status in TERMINAL:
+        return 100 if job.status == "succeeded" else 0
+    found = DENOISING.findall(job.logs or "")
+    if not found:
+        return 0
+    step, total, clip, clips = (int(value or 1) for value in found[-1])
+    return min(99, int(100 * (clip - 1 + step / max(total, 1)) / clips))
 
 
 def isoformat(moment) -> str | None:

@@ -155,3 +155,79 @@ def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str,
     if "input_image" in values:  # a cog-svd request: cog-svd's defaults where it gave nothing
         params = {**COG_DEFAULTS, **params}
     return image, params, notes
+
+
+# OpenAI's Videos API (routers/openai_videos.py): its own fields, the model's parameters as extra body fields.
+class ImageReference(BaseModel):
+    """OpenAI's `input_reference` object: a data URI (or an upload's URL on this gateway), or a /v1/files id."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_url: str | None = Field(None, description="A data:image/...;base64, URI, or a /v1/files URL of this gateway.")
+    file_id: str | None = Field(None, pattern=r"^[a-z0-9]{1,32}$", description="An id from POST /v1/files.")
+
+
+class VideoReference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(description="A completed video of this gateway.")
+
+
+Seconds = Annotated[str | int | None, Field(description="Multiples of 4: each 4 seconds asked is one chained clip "
+                                                        "(`segments`), up to the deployment's max_segments.")]
+
+
+class VideoCreateRequest(SVDParameters):
+    """POST /v1/videos: OpenAI's fields, and any of the model's parameters (the SDK's `extra_body`)."""
+
+    prompt: str = Field(max_length=4000, description="Recorded with an image; without one, text-to-video from it.")
+    negative_prompt: str | None = Field(None, max_length=4000, description="Text-to-video: what the first frame "
+                                        "should not show.")
+    input_reference: ImageReference | None = Field(None, description="The first frame (or a file part of that name "
+                                                   "in multipart); without it, text-to-video.")
+    model: str | None = Field(None, max_length=200, description="Recorded and echoed; this gateway serves one model.")
+    seconds: Seconds = None
+    size: str | None = Field(None, max_length=20, description="WIDTHxHEIGHT, e.g. 1024x576 (SVD's own) or 576x1024.")
+
+
+class VideoExtendRequest(BaseModel):
+    """POST /v1/videos/extensions: the same request as the original with more clips chained after it."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(max_length=4000)
+    seconds: Seconds
+    video: VideoReference | None = Field(None, description="{id}, or a file part of that name in multipart: the "
+                                         "bytes of a video this gateway made (as downloaded).")
+
+
+class VideoRemixRequest(SVDParameters):
+    """POST /v1/videos/{id}/remix: the original's input and settings with a new prompt (and a new seed unless
+    one is given)."""
+
+    prompt: str = Field(max_length=4000)
+
+
+class StabilityRequest(SVDParameters):
+    """Stability AI's POST /v2beta/image-to-video form fields (the `image` file beside them), and the model's
+    parameters under their own names."""
+
+    seed: Annotated[int, Field(ge=0, le=4294967294, description="0: a random seed.")] = 0
+    cfg_scale: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False,
+                                      description="How strongly the video sticks to the image: max_guidance_scale.")] = 1.8
+    motion_bucket_id: Annotated[int, Field(ge=1, le=255, description="Higher values move more.")] = 127
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its $defs written in place: for request bodies a route declares by hand
+    (openapi_extra), whose local references would otherwise point nowhere in the OpenAPI document."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)

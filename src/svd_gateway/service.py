@@ -7,15 +7,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import re
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from svd_triton.client import AsyncSVDClient
 from svd_triton.errors import SVDClientError
-from . import schemas
+from . import media, schemas
 from .errors import GatewayError
 from .jobs import JobRunner
 from .schemas import PredictionInput, model_parameters, prediction_parameters
@@ -45,6 +47,20 @@ def image_bytes(value: str, store: Store, field: str, status: int = 400) -> byte
     except (binascii.Error, ValueError):
         raise GatewayError(status, "invalid_request",
                            f"{field}: not valid base64 (or a data:image/...;base64, URI)", field) from None
+
+
+def check_image(data: bytes, field: str, status: int = 400) -> bytes:
+    """`data` if Pillow can read it as an image (checked before a job is stored), else a 4xx naming `field`."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise GatewayError(status, "invalid_request", f"{field}: not an image (send a PNG, JPEG or WebP)", field) from None
+    return data
+
+
+STILLS = {"thumbnail": media.thumbnail, "spritesheet": media.spritesheet}
+"""Images derived from a finished video, by the name of OpenAI's content variant."""
 
 
 class DataPlane:
@@ -86,6 +102,31 @@ class DataPlane:
         if model:
             job.model = model
         return await self.runner.submit(job, image)
+
+    async def submit(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base: str) -> Job:
+        """A polled job (OpenAI's Videos API, Stability), queued; no image: text-to-video from params' prompt."""
+        return await self.runner.submit(self.runner.new_job(origin, image, params, given, base), image)
+
+    async def deployment(self) -> dict[str, str]:
+        """The model's configured parameters (default_width, max_pixels, max_segments, ...); empty when Triton
+        cannot be asked, and the model then judges the request alone."""
+        try:
+            config = await self.svd.model_config()
+        except SVDClientError:
+            return {}
+        return {name: value["string_value"] for name, value in config.get("parameters", {}).items()}
+
+    async def keep_image(self, image: bytes, name: str) -> str:
+        """Keep a job's image as long as its video (a file like /v1/files' uploads), so that later jobs (an
+        extension, a remix) can start from it; returns the file's id."""
+        upload = await run_in_threadpool(self.store.add_upload, name, "application/octet-stream", image, sha256(image),
+                                         len(image), self.settings.output_seconds)
+        return upload.id
+
+    async def still(self, job: Job, variant: str) -> bytes:
+        """A JPEG made from the job's video: its first frame (thumbnail) or a sprite sheet of its frames."""
+        video = await run_in_threadpool(self.store.read_output, job.output_key)
+        return await run_in_threadpool(STILLS[variant], video, self.store.blobs.scratch)
 
     async def wait(self, job_id: str, seconds: float) -> Job | None:
         """The job once finished, or as it is after `seconds`."""

@@ -21,6 +21,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from .blobs import FOLDERS, Blobs
 
 TERMINAL = ("succeeded", "failed", "canceled")
+POLLED = ("predictions", "videos", "stability")
+"""Origins whose clients poll (or are called back): a restart re-queues their jobs. The others' clients wait
+on the line, and are gone after a restart."""
 
 
 def utcnow() -> datetime:
@@ -42,7 +45,8 @@ class Job(Base):
     __tablename__ = "predictions"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     origin: Mapped[str] = mapped_column(String(16))
-    """predictions (a client polls or is called back), or tir/forge/openai (a client waits on the line)."""
+    """predictions, videos (OpenAI's Videos API), stability (a client polls or is called back), or
+    tir/forge/openai (a client waits on the line)."""
     model: Mapped[str] = mapped_column(String(200))
     version: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -111,13 +115,18 @@ class Store:
         with self.session() as session:
             return session.get(Job, job_id)
 
-    def page(self, cursor: tuple[datetime, str] | None, limit: int) -> list[Job]:
-        """Newest first, `limit` jobs older than `cursor` (created_at, id)."""
-        query = select(Job).where(Job.origin == "predictions").order_by(Job.created_at.desc(), Job.id.desc())
-        if cursor:
-            query = query.where(or_(Job.created_at < cursor[0], (Job.created_at == cursor[0]) & (Job.id < cursor[1])))
+    def page(self, origin: str, cursor: tuple[datetime, str] | None, limit: int, newest_first: bool = True) -> list[Job]:
+        """`limit` jobs of `origin` after `cursor` (created_at, id): newest first, or oldest first."""
+        if newest_first:
+            query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+            if cursor:
+                query = query.where(or_(Job.created_at < cursor[0], (Job.created_at == cursor[0]) & (Job.id < cursor[1])))
+        else:
+            query = select(Job).order_by(Job.created_at, Job.id)
+            if cursor:
+                query = query.where(or_(Job.created_at > cursor[0], (Job.created_at == cursor[0]) & (Job.id > cursor[1])))
         with self.session() as session:
-            return list(session.scalars(query.limit(limit)))
+            return list(session.scalars(query.where(Job.origin == origin).limit(limit)))
 
     def claim(self, job_id: str, worker: str) -> Job | None:
         """starting → processing for `worker`, atomically: no two replicas run one job."""
@@ -144,6 +153,17 @@ class Store:
         self.blobs.delete(f"inputs/{job_id}")
         return job if done else None
 
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job and its video; False when there is no such job or it is not finished."""
+        with self.session.begin() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None or job.status not in TERMINAL:
+                return False
+            session.delete(job)
+        if job.output_key and not job.output_removed:
+            self.delete_output(job.output_key)
+        return True
+
     def requeue(self, job_id: str, note: str) -> None:
         with self.session.begin() as session:
             job = session.get(Job, job_id, with_for_update=True)
@@ -169,7 +189,7 @@ class Store:
         reasons = {}
         with self.session.begin() as session:
             for job in session.scalars(select(Job).where(Job.status == "processing", Job.worker == worker)):
-                if job.origin != "predictions":
+                if job.origin not in POLLED:
                     reasons[job.id] = "the gateway restarted while its client was waiting"
                 elif job.cancel_requested:
                     job.status, job.completed_at = "canceled", utcnow()
@@ -178,7 +198,7 @@ class Store:
                 else:
                     job.status, job.worker = "starting", None
                     job.logs = (job.logs or "") + f"gateway restarted; the job is queued again (attempt {job.attempts + 1})\n"
-            for job in session.scalars(select(Job).where(Job.status == "starting", Job.origin != "predictions")):
+            for job in session.scalars(select(Job).where(Job.status == "starting", Job.origin.not_in(POLLED))):
                 reasons[job.id] = "the gateway restarted while its client was waiting"
         for job_id, reason in reasons.items():
             self.finish(job_id, "failed", error=reason, error_code="interrupted")
@@ -201,16 +221,29 @@ class Store:
     def delete_output(self, key: str) -> None:
         self.blobs.delete(f"outputs/{key}")
 
+    def job_with_output(self, origin: str, video: bytes) -> Job | None:
+        """The finished job of `origin` whose stored video is exactly these bytes (a client sending back a video
+        it downloaded), or None."""
+        with self.session() as session:
+            candidates = list(session.scalars(select(Job).where(
+                Job.origin == origin, Job.output_bytes == len(video), Job.output_removed.is_(False))))
+        return next((job for job in candidates if self.read_output(job.output_key) == video), None)
+
     def job_for_output(self, key: str) -> Job | None:
         with self.session() as session:
             return session.scalars(select(Job).where(Job.output_key == key, Job.output_removed.is_(False))).first()
 
     # Uploads
 
-    def add_upload(self, name: str, content_type: str, source_path: Path, sha256: str, size: int, seconds: float) -> Upload:
+    def add_upload(self, name: str, content_type: str, source: Path | bytes, sha256: str, size: int,
+                   seconds: float) -> Upload:
+        """A file kept `seconds`: `source` is a complete file (moved in) or the bytes themselves."""
         upload = Upload(id=new_id(), name=name[:255], content_type=content_type[:255], size=size, sha256=sha256,
                         created_at=utcnow(), expires_at=utcnow() + timedelta(seconds=seconds))
-        self.blobs.move_in(f"files/{upload.id}", source_path)
+        if isinstance(source, bytes):
+            self.blobs.write(f"files/{upload.id}", source)
+        else:
+            self.blobs.move_in(f"files/{upload.id}", source)
         with self.session.begin() as session:
             session.add(upload)
         return upload

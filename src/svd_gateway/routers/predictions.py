@@ -78,7 +78,7 @@ async def create_model_prediction(request: PredictionRequest, plane: DataPlaneDe
 async def list_predictions(request: Request, store: StoreDep, cursor: str | None = None,
                            page_size: int = Query(100, ge=1, le=1000)):
     position = _decode_cursor(cursor) if cursor else None
-    jobs = await run_in_threadpool(store.page, position, page_size + 1)
+    jobs = await run_in_threadpool(store.page, "predictions", position, page_size + 1)
     following = None
     if len(jobs) > page_size:
         jobs = jobs[:page_size]
