@@ -44,8 +44,26 @@ def write_section(name: str, title: str, body: str, doc: Path | None = None) -> 
     command = " ".join(["python -m", module] + sys.argv[1:])
     section = (f"<!-- {name}:start -->\n## {title}\n\n{body}\n\n"
                f"Measured on {environment()}.\nCommand: `{command}`\n<!-- {name}:end -->")
+    put_section(name, section, doc)
+
+
+def put_section(name: str, section: str, doc: Path) -> None:
+    """Replace the section `name` of `doc` with `section` (markers included), or append it."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEach section is written by the command it names.\n"
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def copy_section(source: Path, prefix: str, doc: Path | None = None) -> list[str]:
+    """Copy each section of `source` whose name starts with `prefix` into `doc` as it is (a table
+    measured on another machine keeps its own "Measured on" line); returns the names copied."""
+    found = re.finditer(rf"<!-- ({re.escape(prefix)}[\w.-]*):start -->.*?<!-- \1:end -->", source.read_text(), re.S)
+    names = []
+    for match in found:
+        put_section(match[1], match[0], doc or DOC)
+        names.append(match[1])
+    if not names:
+        raise ValueError(f"{source} holds no section named {prefix}…")
+    return names

@@ -86,6 +86,8 @@ class SVDEngine(ResidentEngine):
         super().__init__(pipeline, config)
         self.fast_path = fast_path or FastPath(replace(config, fast_path="off"), self.device)
         self.model_num_frames = int(pipeline.unet.config.num_frames)
+        self.compile_seconds = 0.0
+        """What the last load spent compiling (the warm-up generations included); 0 when nothing compiles."""
         self._encoder = ThreadPoolExecutor(ENCODING_THREADS, thread_name_prefix="svd-encode")
 
     @classmethod
@@ -117,8 +119,9 @@ class SVDEngine(ResidentEngine):
         for batch_size in range(1, self.config.compile_batch_size + 1):
             self.generate([request] * batch_size)
         self.fast_path.ready = True
+        self.compile_seconds = time.perf_counter() - started
         log.info("compiled for %d×%d, %d frames in %.1f s", request.width, request.height, request.num_frames,
-                 time.perf_counter() - started)
+                 self.compile_seconds)
 
     def describe(self) -> str:
         return self.fast_path.describe()
