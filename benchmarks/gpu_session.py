@@ -68,13 +68,17 @@ class Variant:
     """A module the row cannot run without."""
 
 
-VARIANTS = (
-    Variant("stock diffusers, float16", {"dtype": "float16"}, stock=True),
-    Variant("engine, compiled, float16", {"dtype": "float16"}),
-    Variant("engine, compiled, float16, feature caching", {"dtype": "float16"}, {"cache_interval": 3}),
-    Variant("engine, compiled, bfloat16", {"dtype": "bfloat16"}),
-    Variant("engine, compiled, float16, FP8 UNet linears", {"dtype": "float16", "fp8": "true"}, needs="torchao"),
-)
+def variants(half: str) -> tuple[Variant, ...]:
+    """The rows, `half` (float16 on the GPU) for the anchor and the engine rows but the bfloat16 one."""
+    return (
+        Variant(f"stock diffusers, {half}", {"dtype": half}, stock=True),
+        Variant(f"engine, compiled, {half}", {"dtype": half}),
+        Variant(f"engine, compiled, {half}, feature caching", {"dtype": half}, {"cache_interval": 3}),
+        Variant("engine, compiled, bfloat16", {"dtype": "bfloat16"}),
+        Variant(f"engine, compiled, {half}, FP8 UNet linears", {"dtype": half, "fp8": "true"}, needs="torchao"),
+    )
+
+
 """In order of importance. Feature caching runs on the float16 engine before bfloat16: it is a request
 field of the engine already compiled, so it costs seconds where the bfloat16 row costs a compile."""
 
@@ -98,7 +102,7 @@ class Session:
     def __init__(self, args, base: EngineConfig, image: bytes, device: torch.device):
         self.args, self.base, self.image, self.device = args, base, image, device
         self.started = time.perf_counter()
-        self.outcomes = [Outcome(variant) for variant in VARIANTS]
+        self.outcomes = [Outcome(variant) for variant in variants(args.dtype)]
         self.engine: SVDEngine | None = None
         self.engine_key: tuple | None = None
         self.engine_load = 0.0
@@ -275,6 +279,10 @@ def main(argv: list[str] | None = None) -> list[Outcome] | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="xt", help="xt (the GPU window) or tiny (the CPU rehearsal)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                        help="the anchor's and the engine rows' precision (float32 for the CPU rehearsal: CPU float16 is slow)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="engine parameter for every engine row (config.pbtxt names), e.g. compile_backend=eager")
     parser.add_argument("--steps", type=int, default=MEASURED_STEPS, help="denoising steps of each measured run")
     parser.add_argument("--budget", type=float, default=450.0,
                         help="seconds: a row starts only if the rows so far say it ends within this")
@@ -282,11 +290,12 @@ def main(argv: list[str] | None = None) -> list[Outcome] | None:
                         help="where benchmarks.md and rows.json go ($OUT when set)")
     parser.add_argument("--publish", type=Path, metavar="DIR",
                         help="copy the table in DIR/benchmarks.md (a session's $OUT) into docs/benchmarks.md, and stop")
+    parser.add_argument("--doc", type=Path, default=DOC, help="with --publish: the page to copy into")
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be at least 2: the step time is measured between step ends")
     if args.publish:
-        copy_section(args.publish / "benchmarks.md", SECTION, DOC)
+        copy_section(args.publish / "benchmarks.md", SECTION, args.doc)
         return None
     stale = stale_packages()
     if stale:
@@ -294,9 +303,13 @@ def main(argv: list[str] | None = None) -> list[Outcome] | None:
 
     source, width, height, frames, chunk = SIZES[args.size]
     device = resolve_device(args.device)
-    base = EngineConfig(model_source=source, device=str(device), default_width=width, default_height=height,
+    base = EngineConfig(model_source=source, device=str(device), dtype=args.dtype, default_width=width, default_height=height,
                         default_num_frames=frames, default_num_inference_steps=args.steps,
                         default_decode_chunk_size=chunk, default_video_format="mp4", fast_path="on")
+    try:
+        base = EngineConfig.from_parameters({**parameters(base), **dict(item.split("=", 1) for item in args.set)})
+    except ValueError as error:
+        parser.error(str(error))
     image = SAMPLE.read_bytes()
     outcomes = Session(args, base, image, device).run()
     print((args.out / "benchmarks.md").read_text())
