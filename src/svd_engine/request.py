@@ -43,6 +43,10 @@ class GenerationRequest:
     interpolate: int
     """Frame-rate multiplier of motion-compensated interpolation (1: none)."""
     loop: str
+    cache_interval: int
+    """Feature caching: the whole UNet on steps 0, k, 2k, … of each segment, its shallow branch between (1: off)."""
+    cache_branch_id: int
+    """The UNet skip branch the cached steps recompute (0: the shallowest); unused while cache_interval is 1."""
     prep_seconds: float = 0.0
     encode: bool = True
     """False when the caller wants only the frames: no video file is written."""
