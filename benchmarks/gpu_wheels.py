@@ -24,7 +24,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from benchmarks.report import ROOT
+from benchmarks.report import ROOT, source_commit
 
 WHEELS = ROOT / ".whl"
 DEVICE_PYTHON = "3.12"
@@ -106,6 +106,7 @@ def prepare(folder: Path = WHEELS) -> list[Path]:
         old.unlink()  # one version of each: two would stop the device's install
     download(folder)
     build_project_wheel(folder)
+    (folder / "COMMIT").write_text(source_commit("--dirty"))  # the table's "commit" there, where the tree has no .git
     return sorted(folder.glob("*.whl"))
 
 

@@ -1,8 +1,10 @@
 """Writing a benchmark's table into its own section of docs/benchmarks.md, with how it was made."""
 from __future__ import annotations
 
+import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +22,24 @@ def environment() -> str:
     device = f"CPU: {cpu}, {torch.get_num_threads()} threads"
     if torch.cuda.is_available():
         driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True).stdout.strip().splitlines()
+                                capture_output=True, text=True).stdout.strip().splitlines() if shutil.which("nvidia-smi") else []
         device = f"{torch.cuda.get_device_name()} (driver {driver[0] if driver else 'unknown'}, CUDA {torch.version.cuda})"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = os.environ.get("SOURCE_COMMIT") or source_commit()
     try:
         from diffusers import __version__ as diffusers_version
     except ImportError:
         diffusers_version = "not installed"
     return (f"{device}; Python {platform.python_version()}, torch {torch.__version__}, diffusers {diffusers_version}; "
             f"commit {commit or 'unknown'}")
+
+
+def source_commit(*describe: str) -> str:
+    """This checkout's short commit ('' without git or .git, as in a copied tree; SOURCE_COMMIT then says
+    it); `describe` options, e.g. --dirty, ask `git describe` instead."""
+    if not shutil.which("git"):
+        return ""
+    command = ["git", "describe", "--always", "--abbrev=7", *describe] if describe else ["git", "rev-parse", "--short", "HEAD"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

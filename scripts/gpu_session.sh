@@ -10,4 +10,6 @@ WHEELS=${WHEELS:-.whl}
 SITE=${SITE:-/tmp/svd-site}
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+SOURCE_COMMIT=${SOURCE_COMMIT:-$(cat "$WHEELS/COMMIT" 2>/dev/null || true)}
+export SOURCE_COMMIT
 exec "$PYTHON" -m benchmarks.gpu_session --out "${OUT:-out/gpu-session}" "$@"
