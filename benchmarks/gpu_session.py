@@ -214,12 +214,14 @@ class Session:
                 lines.append([variant.name, fields] + ["—"] * 12 + [outcome.status])
                 continue
             built = built_seconds(outcome)
+            reused = not variant.stock and outcome.compile_seconds is None
             peak = f"{row.peak[0]:.1f} / {row.peak[1]:.1f}" if row.peak else f"n/a ({self.device.type})"
             lines.append([variant.name, fields, f"{built:.2f}", f"{anchor / built:.2f}×" if anchor else "—",
                           f"{row.phases.get('preparing', 0):.3f}", step_text(outcome), f"{statistics.median(row.e2e):.2f}",
                           f"{row.phases.get('decoding', 0):.3f}", f"{row.phases.get('encoding', 0):.3f}", peak,
-                          "0" if variant.stock else row.max_diff, decibels(row.psnr_stock), f"{row.load:.1f}",
-                          "—" if outcome.compile_seconds is None else f"{outcome.compile_seconds:.1f}", outcome.status])
+                          "0" if variant.stock else row.max_diff, decibels(row.psnr_stock),
+                          *(["(row above's engine)"] * 2 if reused else [f"{row.load:.1f}", "—" if variant.stock else
+                                                                          f"{outcome.compile_seconds:.1f}"]), outcome.status])
         return markdown_table(header, lines)
 
 
