@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments soak playground playground-screenshot clean
+.PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments gpu-wheels gpu-session soak playground playground-screenshot clean
 
 # What the demo needs: the package with its engine and embedded Triton (no browser, no database).
 setup: $(VENV)/.installed
@@ -76,6 +76,15 @@ bench-gateway: setup-test
 # What segments, interpolation and loops cost vs a plain request, and segment drift (tiny model on CPU).
 bench-segments: setup-test
 	$(BIN)/python -m benchmarks.segments $(ARGS)
+
+# The GPU session kit (docs/development.md): the wheels a lent GPU machine lacks into .whl/, checked, and the
+# device tool call to make with them.
+gpu-wheels: setup-test
+	$(BIN)/python -m benchmarks.gpu_wheels
+
+# On that machine (its own python3 and packages plus .whl/, no venv): every session row, the table into $$OUT.
+gpu-session:
+	bash scripts/gpu_session.sh $(ARGS)
 
 # The playground on the CPU demo stack: tiny-model Triton (streaming) and the gateway; open http://localhost:8080/.
 playground: setup-test

@@ -177,7 +177,13 @@ def engine_row(name: str, config: EngineConfig, image: bytes, device, warmup: in
     """Our engine as Triton runs it: parse (image decode, resize), generate, encode."""
     started = time.perf_counter()
     engine = SVDEngine.load(config)
-    row = Row(name, time.perf_counter() - started)
+    row = measure_engine(Row(name, time.perf_counter() - started), engine, image, device, warmup, runs)
+    engine.close()
+    return row
+
+
+def measure_engine(row: Row, engine, image: bytes, device, warmup: int, runs: int, **fields) -> Row:
+    """`measure` one request (the seed plus request `fields`) through a loaded engine."""
 
     def run():
         clock = StepClock(device)
@@ -186,12 +192,12 @@ def engine_row(name: str, config: EngineConfig, image: bytes, device, warmup: in
             if event.phase == "denoising" and event.step:
                 clock.tick()
 
-        [result] = engine.generate([engine.parse(image, seed=SEED)], on_progress=on_progress)
+        [result] = engine.generate([engine.parse(image, seed=SEED, **fields)], on_progress=on_progress)
+        if isinstance(result, Exception):
+            raise result
         return result.frames, {k: v for k, v in result.timings.items() if k != "image"}, clock.durations()
 
-    measure(row, run, device, warmup, runs)
-    engine.close()
-    return row
+    return measure(row, run, device, warmup, runs)
 
 
 def parameters(config: EngineConfig) -> dict[str, str]:
@@ -264,6 +270,12 @@ def table(rows: list[Row], device: torch.device) -> str:
     return markdown_table(header, lines)
 
 
+def describe(config: EngineConfig) -> str:
+    """The fast-path switches of `config`, for a table's caption."""
+    return ", ".join(f"{k}={getattr(config, k)}" for k in ("dtype", "spatial_attention", "temporal_attention", "fuse_qkv",
+                                                          "channels_last", "compile", "compile_vae", "compile_backend"))
+
+
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny (smoke) or xt (full size, random weights)")
@@ -327,8 +339,6 @@ def main(argv: list[str] | None = None) -> list[Row]:
             row.frames = None
         rows.append(row)
 
-    describe = lambda c: ", ".join(f"{k}={getattr(c, k)}" for k in ("dtype", "spatial_attention", "temporal_attention",
-                                                                     "fuse_qkv", "channels_last", "compile", "compile_vae", "compile_backend"))
     body = (f"{source} weights, {request.width}×{request.height}, {request.num_frames} frames, {request.num_inference_steps} steps, "
             f"guidance {request.min_guidance_scale:g}→{request.max_guidance_scale:g}, decode chunk {request.decode_chunk_size}, "
             f"MP4 output, seed {SEED}; {args.warmup} warm-up + {args.runs} timed runs per row.\n"

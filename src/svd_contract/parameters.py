@@ -19,6 +19,10 @@ MAX_SEED = 2**63 - 1
 MAX_SIDE = 2048
 RESIZE_MODES = ("crop", "pad", "stretch", "keep")
 LOOPS = ("none", "pingpong", "crossfade")
+MAX_CACHE_INTERVAL = 10
+"""Published set-ups use 2 to 5 (OneDiff's SVD example uses 3); up to 10 leaves room to measure further."""
+MAX_CACHE_BRANCH_ID = 3
+"""SVD's and SVD-XT's UNets have four down blocks (0–3); a model with fewer blocks lowers this bound."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,12 @@ PARAMETERS: dict[str, Parameter] = table(
     Parameter("interpolate", int, 1, 4, default=1, help="Frame-rate multiplier by motion-compensated interpolation (1: none)."),
     Parameter("loop", str, choices=LOOPS, default="none",
               help="Make the video loop: none, play forward then back (pingpong), or blend the end into the start."),
+    Parameter("cache_interval", int, 1, MAX_CACHE_INTERVAL, default=1,
+              help="Feature caching (DeepCache): the whole UNet runs every k-th denoising step and only its "
+                   "shallow branch in between; 1 is off, higher is faster and strays further from the uncached video."),
+    Parameter("cache_branch_id", int, 0, MAX_CACHE_BRANCH_ID, default=0,  # up to the model's down blocks − 1
+              help="Which UNet skip branch the cached steps recompute, 0 the shallowest (fastest); "
+                   "deeper branches cost more and stay closer to the uncached video."),
 )
 """The image-to-video request (svd_xt) besides its image."""
 FIXED_DEFAULTS = {name: p.default for name, p in PARAMETERS.items() if p.default is not None}

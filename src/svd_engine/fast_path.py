@@ -104,6 +104,10 @@ class FastPath:
         kernel = self.config.temporal_attention if attention_kind(name) == "temporal" else self.config.spatial_attention
         return processor if kernel == "auto" else PinnedKernelProcessor(processor, SDPA_KERNELS[kernel])
 
+    def compile_region(self, module):
+        """One UNet block compiled on its own (feature caching runs the UNet block by block), or as it is."""
+        return self._compile(module, self.config.compile) if self.compiles else module
+
     def _compile(self, module, mode: str):
         options = {"mode": mode} if self.config.compile_backend == "inductor" else {}
         return torch.compile(module, backend=self.config.compile_backend, dynamic=False, fullgraph=True, **options)

@@ -6,6 +6,7 @@ frozen `GenerationRequest` whose values are all valid. Every violation raises `I
 """
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,11 @@ from svd_contract import FIXED_DEFAULTS, MAX_SIDE, PARAMETERS, VIDEO_FORMATS, In
 from . import images
 from .config import EngineConfig
 from .postprocess import MIN_CROSSFADE_FRAMES, interpolated_frame_count, joined_frame_count, output_frame_count
+
+SHALLOW_STEP_COST = (0.42, 0.70, 0.96, 0.99)
+"""What a cached (shallow) UNet step costs, as a share of a whole one, by cache_branch_id: floating-point
+operations counted on SVD-XT's UNet at 1024×576 and 25 frames (`python -m benchmarks.feature_cache
+--count-flops` counts them again), rounded up. Other UNets are charged by the same table."""
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -43,6 +49,10 @@ class GenerationRequest:
     interpolate: int
     """Frame-rate multiplier of motion-compensated interpolation (1: none)."""
     loop: str
+    cache_interval: int
+    """Feature caching: the whole UNet on steps 0, k, 2k, … of each segment, its shallow branch between (1: off)."""
+    cache_branch_id: int
+    """The UNet skip branch the cached steps recompute (0: the shallowest); unused while cache_interval is 1."""
     prep_seconds: float = 0.0
     encode: bool = True
     """False when the caller wants only the frames: no video file is written."""
@@ -57,18 +67,38 @@ class GenerationRequest:
         """Frames of the delivered video, after joining segments, interpolating and looping."""
         return output_frame_count(self.num_frames, self.segments, self.interpolate, self.loop)
 
+    @property
+    def whole_steps(self) -> int:
+        """Denoising steps of each segment that run the whole UNet: steps 0, k, 2k, … with feature caching."""
+        return math.ceil(self.num_inference_steps / self.cache_interval)
+
+    @property
+    def unet_steps(self) -> float:
+        """The denoising work of one segment in whole UNet steps: cached steps count by their branch's share."""
+        cached = self.num_inference_steps - self.whole_steps
+        return self.whole_steps + cached * SHALLOW_STEP_COST[self.cache_branch_id] if cached else self.whole_steps
+
+    @property
+    def work(self) -> int:
+        """What max_work bounds: width × height × num_frames × unet_steps × segments, rounded up."""
+        return math.ceil(self.width * self.height * self.num_frames * self.unet_steps * self.segments)
+
     def batch_key(self) -> tuple:
-        """Requests with equal keys can run as one pipeline call: shapes, schedule and guidance agree."""
+        """Requests with equal keys can run as one pipeline call: shapes, schedule, guidance and feature
+        caching agree (a batch's UNet runs whole or shallow for all its samples at once)."""
+        caching = (self.cache_interval, self.cache_branch_id) if self.cache_interval > 1 else ()
         return (self.width, self.height, self.num_frames, self.num_inference_steps, self.decode_chunk_size,
-                self.min_guidance_scale, self.max_guidance_scale)
+                self.min_guidance_scale, self.max_guidance_scale, *caching)
 
 
-def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *, model_num_frames: int) -> GenerationRequest:
+def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *, model_num_frames: int,
+                  model_branches: int | None = None) -> GenerationRequest:
     """Validate `params` (None values mean 'use the default') and prepare `image` for generation.
 
     Three stages, in this order: each field alone (type, static range); then everything that can
     change what the request costs is resolved (defaults, the image, the size `keep` takes from it);
     then `check_limits` runs once on the final request. No request reaches the engine without it.
+    `model_branches` (the UNet's down blocks) bounds cache_branch_id below the contract's bound.
     """
     started = time.perf_counter()
     unknown = sorted(set(params) - set(PARAMETERS))
@@ -77,7 +107,8 @@ def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *
     params = {name: value for name, value in params.items() if value is not None}
     num_frames = PARAMETERS["num_frames"].coerce(params.get("num_frames", config.default_num_frames or model_num_frames),
                                                  high=config.max_num_frames)
-    bounds = {"num_frames": config.max_num_frames, "decode_chunk_size": num_frames, "segments": config.max_segments}
+    bounds = {"num_frames": config.max_num_frames, "decode_chunk_size": num_frames, "segments": config.max_segments,
+              "cache_branch_id": model_branches - 1 if model_branches else None}
     given = {name: PARAMETERS[name].coerce(value, high=bounds.get(name)) for name, value in params.items()}
     values = {
         **FIXED_DEFAULTS,
@@ -120,11 +151,14 @@ def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
     pixels = request.width * request.height
     if pixels > config.max_pixels:
         raise InvalidRequest("width", f"{size} = {pixels} pixels is over this deployment's max_pixels limit of {config.max_pixels}")
-    work = pixels * request.num_frames * request.num_inference_steps * request.segments
-    if work > config.max_work:
+    if request.work > config.max_work:
         field_name = "segments" if request.segments > 1 else "num_frames"
+        steps = (f"{request.num_inference_steps}" if request.unet_steps == request.num_inference_steps else
+                 f"{request.unet_steps:g} (feature caching: {request.whole_steps} whole UNet steps, "
+                 f"{request.num_inference_steps - request.whole_steps} cached at "
+                 f"{SHALLOW_STEP_COST[request.cache_branch_id]:g} of one)")
         raise InvalidRequest(field_name, f"width×height×num_frames×num_inference_steps×segments = {request.width}×{request.height}×"
-                             f"{request.num_frames}×{request.num_inference_steps}×{request.segments} = {work} is over this "
+                             f"{request.num_frames}×{steps}×{request.segments} = {request.work} is over this "
                              f"deployment's max_work budget of {config.max_work}; ask for fewer segments, frames, steps or pixels"
                              + (" (resize_mode=keep took the size from the image)" if request.resize_mode == "keep" else ""))
     before_loop = interpolated_frame_count(joined_frame_count(request.num_frames, request.segments), request.interpolate)

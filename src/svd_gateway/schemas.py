@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from svd_contract import PARAMETERS, VIDEO_FORMATS, Parameter
 from .errors import GatewayError
@@ -33,9 +33,47 @@ def _contract_field(parameter: Parameter):
     return Annotated[kind | None, Field(**{k: v for k, v in bounds.items() if v is not None})], None
 
 
-SVDParameters = create_model("SVDParameters", __config__=ConfigDict(extra="forbid"),
+DEEP_CACHE_PRESETS = {"none": 1, "minimum": 2, "medium": 3, "high": 5}
+"""fal's `deep_cache` presets → cache_interval, each at cache_branch_id 0 (the branch that saves the most)."""
+DEEPCACHE_INTERVAL = 3
+"""cache_interval of Replicate's `enable_deepcache: true` without one: the interval DeepCache's own example uses."""
+CACHE_SWITCHES = ("deep_cache", "enable_deepcache")
+
+
+class CacheSwitches(BaseModel):
+    """Other hosted APIs' feature-caching switches, mapped onto cache_interval and cache_branch_id."""
+
+    model_config = ConfigDict(extra="forbid")
+    deep_cache: Literal[tuple(DEEP_CACHE_PRESETS)] | None = Field(
+        None, description="fal's preset: none, minimum, medium or high → cache_interval 1, 2, 3 or 5 (branch 0).")
+    enable_deepcache: bool | None = Field(
+        None, description=f"Replicate's switch: true caches at cache_interval (default {DEEPCACHE_INTERVAL}) and "
+                          "cache_branch_id; false turns caching off.")
+
+    @model_validator(mode="after")
+    def _one_way_to_ask(self):
+        explicit = [name for name in ("cache_interval", "cache_branch_id") if getattr(self, name, None) is not None]
+        if self.deep_cache is not None and (explicit or self.enable_deepcache is not None):
+            raise ValueError(f"deep_cache is a preset of cache_interval; give it or {explicit[0] if explicit else 'enable_deepcache'}, not both")
+        if self.enable_deepcache is False and (getattr(self, "cache_interval", None) or 1) > 1:
+            raise ValueError("enable_deepcache=false turns caching off, but cache_interval asks for it; give one")
+        return self
+
+
+def cache_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with the other APIs' caching switches replaced by the model's cache_interval (validated above)."""
+    preset, enabled = params.pop("deep_cache", None), params.pop("enable_deepcache", None)
+    if preset is not None:
+        params["cache_interval"] = DEEP_CACHE_PRESETS[preset]
+    elif enabled is not None:
+        params["cache_interval"] = params.get("cache_interval", DEEPCACHE_INTERVAL) if enabled else 1
+    return params
+
+
+SVDParameters = create_model("SVDParameters", __base__=CacheSwitches,
                              **{name: _contract_field(p) for name, p in PARAMETERS.items()})
-SVDParameters.__doc__ = "The model's optional parameters; bounds of None depend on the deployment."
+SVDParameters.__doc__ = ("The model's optional parameters (bounds of None depend on the deployment) and other "
+                         "APIs' caching switches.")
 
 
 class PredictRequest(SVDParameters):
@@ -101,7 +139,7 @@ def model_parameters(body: BaseModel, defaults: dict[str, Any]) -> tuple[dict[st
             warnings.append(IGNORED_FIELDS[name])
         else:
             params[ALIASES.get(name, name)] = value
-    return params, warnings
+    return cache_parameters(params), warnings
 
 
 # cog-svd (replicate.com/stability-ai/stable-video-diffusion) input names → ours.
@@ -154,7 +192,7 @@ def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str,
         notes = [f"input.{name}: {IGNORED_FIELDS[name]}" for name in PROMPT_FIELDS if params.pop(name, None) is not None]
     if "input_image" in values:  # a cog-svd request: cog-svd's defaults where it gave nothing
         params = {**COG_DEFAULTS, **params}
-    return image, params, notes
+    return image, cache_parameters(params), notes
 
 
 # OpenAI's Videos API (routers/openai_videos.py): its own fields, the model's parameters as extra body fields.

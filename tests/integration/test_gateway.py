@@ -126,3 +126,21 @@ def test_triton_down_is_503_and_deadline_is_504(triton, sample_png, tmp_path):
         reply = requests.post(f"{impatient.url}/predict", json={**body, "num_inference_steps": 100, "width": 128,
                                                                  "height": 128}, headers=HEADERS, timeout=60)
         assert reply.status_code == 504, reply.text
+
+
+def test_fal_deep_cache_presets_and_the_models_own_names_reach_the_model(gateway, sample_png):
+    """fal's `deep_cache` preset runs the engine's feature caching: the same frames as its cache_interval, not
+    the uncached ones; a preset beside cache_interval is refused naming it."""
+    def frames(**fields) -> bytes:
+        body = {"image": base64.b64encode(sample_png).decode(), "seed": 5, "video_format": "frames", **SMALL,
+                "num_inference_steps": 3, **fields}
+        reply = requests.post(f"{gateway.url}/v1/models/svd:predict", json=body, headers=HEADERS, timeout=120)
+        assert reply.status_code == 200, reply.text
+        return base64.b64decode(reply.json()["predictions"])
+
+    medium = frames(deep_cache="medium")
+    assert medium == frames(cache_interval=3, cache_branch_id=0)
+    assert medium != frames() and frames() == frames(deep_cache="none")
+    reply = requests.post(f"{gateway.url}/v1/models/svd:predict", headers=HEADERS, timeout=30, json={
+        "image": base64.b64encode(sample_png).decode(), "deep_cache": "high", "cache_interval": 2})
+    assert reply.status_code == 400 and "deep_cache is a preset of cache_interval" in reply.text

@@ -174,3 +174,16 @@ def test_jobs_cli_submits_waits_cancels_and_lists(gateway, triton_stream, tmp_pa
     assert slow in cli("list", "--limit", "5").stdout
     missing = cli("status", "nope", check=False)
     assert missing.returncode == 1 and "HTTP 404: no such prediction" in missing.stderr
+
+
+def test_replicate_enable_deepcache_reaches_the_model(client, sample_png):
+    """Replicate's optimised SVD inputs: enable_deepcache (interval 3 unless cache_interval says) and
+    cache_branch_id give the engine's cached frames; enable_deepcache=false is the uncached video."""
+    def frames(**fields) -> bytes:
+        return fetch(str(client.run(REF, input={"input_image": data_uri(sample_png), "num_frames": 4, "seed": 5,
+                                                "video_format": "frames", **SMALL, "num_inference_steps": 3, **fields})))
+
+    enabled = frames(enable_deepcache=True)
+    assert enabled == frames(cache_interval=3)
+    assert frames(enable_deepcache=True, cache_interval=2, cache_branch_id=1) == frames(cache_interval=2, cache_branch_id=1)
+    assert enabled != frames(enable_deepcache=False) == frames()

@@ -1,6 +1,7 @@
 """The request spec: defaults, boundaries, rejections (each naming the field), image decoding."""
 import base64
 import json
+import math
 import struct
 import zlib
 
@@ -12,7 +13,7 @@ from tests.support import SUPPORT, encode_image
 from svd_engine import EngineConfig, InvalidRequest
 from svd_engine.postprocess import output_frame_count
 from svd_contract import MAX_SEED, PARAMETERS
-from svd_engine.request import parse_request
+from svd_engine.request import SHALLOW_STEP_COST, parse_request
 
 CONFIG = EngineConfig(model_source="tiny", default_width=64, default_height=64)
 
@@ -74,6 +75,7 @@ BOUNDARIES = [
     ("noise_aug_strength", 0.0), ("noise_aug_strength", 1.0),
     ("min_guidance_scale", 0.0), ("max_guidance_scale", 20.0), ("decode_chunk_size", 1),
     ("seed", 0), ("seed", MAX_SEED), ("segments", 1), ("segments", 4), ("interpolate", 1), ("interpolate", 4),
+    ("cache_interval", 1), ("cache_interval", 10), ("cache_branch_id", 0), ("cache_branch_id", 3),
 ]
 
 
@@ -94,7 +96,8 @@ OUT_OF_RANGE = [
     ("noise_aug_strength", -0.1), ("noise_aug_strength", 1.5), ("min_guidance_scale", -1.0),
     ("max_guidance_scale", 20.5), ("decode_chunk_size", 0), ("decode_chunk_size", 26),
     ("seed", -1), ("seed", MAX_SEED + 1), ("video_quality", 52), ("segments", 0), ("segments", 5),
-    ("interpolate", 0), ("interpolate", 5),
+    ("interpolate", 0), ("interpolate", 5), ("cache_interval", 0), ("cache_interval", 11), ("cache_branch_id", -1),
+    ("cache_branch_id", 4),
 ]
 
 
@@ -161,6 +164,34 @@ def test_segments_interpolation_and_loops_count_frames_and_budget(sample_png):
     assert "max_output_frames" in rejected(sample_png, "loop", EngineConfig(max_output_frames=30), loop="pingpong")
     assert "1–2" in rejected(sample_png, "segments", EngineConfig(max_segments=2), segments=3)
     assert "at least 4 frames" in rejected(sample_png, "loop", num_frames=3, loop="crossfade")
+
+
+def test_feature_caching_counts_whole_steps_in_full_and_cached_steps_by_their_branch(sample_png):
+    off = parse(sample_png, num_frames=8, num_inference_steps=10)
+    assert (off.cache_interval, off.whole_steps, off.unet_steps, off.work) == (1, 10, 10, 64 * 64 * 8 * 10)
+    cached = parse(sample_png, num_frames=8, num_inference_steps=10, segments=2, cache_interval=3, cache_branch_id=1)
+    assert cached.whole_steps == 4  # steps 0, 3, 6, 9
+    assert cached.work == math.ceil(64 * 64 * 8 * 2 * (4 + 6 * SHALLOW_STEP_COST[1]))
+    assert all(0 < share < 1 for share in SHALLOW_STEP_COST) and list(SHALLOW_STEP_COST) == sorted(SHALLOW_STEP_COST)
+    # A budget that refuses the uncached request admits it cached; the refusal explains the count.
+    budget = EngineConfig(default_width=64, default_height=64, max_work=64 * 64 * 8 * 7)
+    message = rejected(sample_png, "num_frames", budget, num_frames=8, num_inference_steps=10, cache_interval=2)
+    assert "5 whole UNet steps, 5 cached at 0.42 of one" in message and "max_work" in message
+    assert parse(sample_png, budget, num_frames=8, num_inference_steps=10, cache_interval=3).work <= budget.max_work
+
+
+def test_feature_caching_is_part_of_the_batch_key_and_the_branch_only_counts_when_caching(sample_png):
+    keys = {name: parse(sample_png, seed=1, **params).batch_key() for name, params in {
+        "off": {}, "off, other branch": {"cache_branch_id": 2}, "k2": {"cache_interval": 2},
+        "k2 b1": {"cache_interval": 2, "cache_branch_id": 1}, "k3": {"cache_interval": 3}}.items()}
+    assert keys["off"] == keys["off, other branch"]
+    assert len({keys[name] for name in ("off", "k2", "k2 b1", "k3")}) == 4
+
+
+def test_the_models_block_count_bounds_the_branch(sample_png):
+    assert parse_request(sample_png, {"cache_branch_id": 1}, CONFIG, model_num_frames=25, model_branches=2).cache_branch_id == 1
+    with pytest.raises(InvalidRequest, match=r"cache_branch_id=2 is out of range; accepted: an integer in 0–1"):
+        parse_request(sample_png, {"cache_branch_id": 2}, CONFIG, model_num_frames=25, model_branches=2)
 
 
 def test_unknown_parameter_is_rejected(sample_png):
@@ -363,8 +394,9 @@ def test_keep_mode_is_held_to_the_work_budget():
 LIMIT_CHECKS = {
     "max_pixels": lambda request, config, upload: request.width * request.height <= config.max_pixels,
     "max_num_frames": lambda request, config, upload: request.num_frames <= config.max_num_frames,
-    "max_work": lambda request, config, upload:
-        request.width * request.height * request.num_frames * request.num_inference_steps * request.segments <= config.max_work,
+    "max_work": lambda request, config, upload: request.work <= config.max_work
+        and request.width * request.height * request.num_frames * math.ceil(request.num_inference_steps / request.cache_interval)
+        * request.segments <= request.work,  # whole UNet steps count in full
     "max_segments": lambda request, config, upload: request.segments <= config.max_segments,
     "max_output_frames": lambda request, config, upload: output_frame_count(
         request.num_frames, request.segments, request.interpolate, request.loop) <= config.max_output_frames,
@@ -390,6 +422,7 @@ PLAUSIBLE = {  # values near and across each field's bounds, so that many reques
     "num_frames": st.integers(2, 40), "num_inference_steps": st.integers(1, 100),
     "decode_chunk_size": st.integers(1, 40), "video_format": st.sampled_from(["mp4", "gif", "webp", "frames"]),
     "segments": st.integers(1, 10), "interpolate": st.integers(1, 4),
+    "cache_interval": st.integers(1, 10), "cache_branch_id": st.integers(0, 3),
     "loop": st.sampled_from(["none", "pingpong", "crossfade"]),
 }
 
