@@ -14,7 +14,9 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from svd_triton.errors import (DeadlineExceededError, InvalidRequestError, RequestCancelledError, SVDClientError,
                       UnauthorizedError, UnavailableError)
@@ -72,6 +74,60 @@ def stability_error(status: int, code: str, message: str, field: str | None) -> 
     return {"id": uuid.uuid4().hex, "name": STABILITY_NAMES.get(status, "internal_error"), "errors": [message]}
 
 
+class HouseErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class HouseError(BaseModel):
+    """The house error body (Replicate, E2E TIR, Nebius Forge, OpenAI-style generations, files)."""
+
+    error: HouseErrorDetail
+    title: str
+    detail: str
+    status: int
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error body (the Videos API)."""
+
+    error: OpenAIErrorDetail
+
+
+class StabilityError(BaseModel):
+    """Stability AI's error body (v2beta image-to-video)."""
+
+    id: str
+    name: str
+    errors: list[str]
+
+
+ERROR_DESCRIPTIONS = {
+    400: "A field malformed or out of range, named in the error", 401: "A missing or wrong bearer token",
+    404: "No such resource", 408: "The request body did not arrive in time", 409: "A conflict with the job's state",
+    413: "The request body is over the gateway's limit", 422: "Invalid input, the field named in the error",
+    500: "The generation failed on the server", 502: "The model server failed the request",
+    503: "The model is not available", 504: "The generation ran past its deadline",
+    "4XX": "Any other client error (e.g. 405, with the methods allowed in `Allow`)"}
+GUARDED = (401, 408, 413)
+"""What the guard (guard.py) may answer on any route behind the token."""
+GENERATION = (409, 502, 503, 504)
+"""What a synchronous generation may end with besides a refused input (CODE_STATUS)."""
+
+
+def error_responses(body: type[BaseModel], *statuses: int) -> dict:
+    """OpenAPI `responses` for a route's errors: each status with its family's body, and 4XX for the rest."""
+    return {status: {"model": body, "description": ERROR_DESCRIPTIONS[status]} for status in (*statuses, "4XX")}
+
+
 @dataclass(frozen=True)
 class ErrorShape:
     """One API family's error body: render(status, code, message, field)."""
@@ -95,11 +151,23 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this request's path."""
+    methods = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
         code = getattr(error, "code", None) or STATUS_CODES.get(error.status_code, "error")
-        return error_response(error.status_code, code, str(error.detail), getattr(error, "field", None), error.headers,
+        headers = error.headers
+        if error.status_code == 405:  # Starlette's Allow names one route's methods; a path may have several
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(error.status_code, code, str(error.detail), getattr(error, "field", None), headers,
                               request.url.path)
 
     @app.exception_handler(RequestValidationError)

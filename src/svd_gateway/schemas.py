@@ -16,7 +16,8 @@ QUALITY_RANGE = (min(f.quality_range[0] for f in VIDEO_FORMATS.values() if f.qua
                  max(f.quality_range[1] for f in VIDEO_FORMATS.values() if f.quality_range))
 """video_quality's range depends on video_format; the schema states the union, the model the rest."""
 # An image: base64 (optionally a data URI) in whole 4-character groups, or a URL (of an upload to this gateway).
-BASE64_IMAGE = r"^(data:[\w.+/-]+(;[\w=.+-]+)*;base64,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+BASE64_IMAGE = (r"^(data:[\w.+/-]+(;[\w=.+-]+)*;base64,)?"  # not empty: an empty image is refused
+                r"(([A-Za-z0-9+/]{4})+([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$")
 UPLOAD_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/v1/files/([a-z0-9]+)$"
 IMAGE_REFERENCE = BASE64_IMAGE + "|" + UPLOAD_URL
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -216,6 +217,9 @@ Seconds = Annotated[str | int | None, Field(description="Multiples of 4: each 4 
 class VideoCreateRequest(SVDParameters):
     """POST /v1/videos: OpenAI's fields, and any of the model's parameters (the SDK's `extra_body`)."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={  # no setting under both names
+        "not": {"anyOf": [_given("seconds", "segments"), _given("size", "width"), _given("size", "height")]}})
+
     prompt: str = Field(max_length=4000, description="Recorded with an image; without one, text-to-video from it.")
     negative_prompt: str | None = Field(None, max_length=4000, description="Text-to-video: what the first frame "
                                         "should not show.")
@@ -227,9 +231,13 @@ class VideoCreateRequest(SVDParameters):
 
 
 class VideoExtendRequest(BaseModel):
-    """POST /v1/videos/extensions: the same request as the original with more clips chained after it."""
+    """POST /v1/videos/extensions: the same request as the original with more clips chained after it. `video`
+    is optional here because multipart sends it as a file part; the documented schemas require it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: schema.update(
+        required=["prompt", "seconds", "video"],
+        properties={**schema["properties"], "video": {**schema["properties"]["video"]["anyOf"][0],
+                                                      "description": schema["properties"]["video"]["description"]}}))
     prompt: str = Field(max_length=4000)
     seconds: Seconds
     video: VideoReference | None = Field(None, description="{id}, or a file part of that name in multipart: the "
@@ -251,6 +259,22 @@ class StabilityRequest(SVDParameters):
     cfg_scale: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False,
                                       description="How strongly the video sticks to the image: max_guidance_scale.")] = 1.8
     motion_bucket_id: Annotated[int, Field(ge=1, le=255, description="Higher values move more.")] = 127
+
+
+def form_schema(model: type[BaseModel], files: dict[str, str]) -> dict[str, Any]:
+    """`model` as a multipart/form-data body: a form field is never null (it is left out), and each of `files`
+    (name → description) is a file part in place of the JSON field of that name."""
+    schema = inline_schema(model)
+
+    def present(node):
+        options = [option for option in node.get("anyOf", ()) if option != {"type": "null"}]
+        if len(options) == 1:
+            node = {**{k: v for k, v in node.items() if k not in ("anyOf", "default")}, **options[0]}
+        return node
+
+    properties = {name: present(node) for name, node in schema["properties"].items()}
+    properties.update({name: {"type": "string", "format": "binary", "description": text} for name, text in files.items()})
+    return {**schema, "properties": properties}
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:

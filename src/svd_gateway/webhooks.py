@@ -22,6 +22,8 @@ import httpx
 
 from .errors import GatewayError
 
+WEBHOOK_URL = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+"""What a webhook may look like in the schema: an http(s) URL with a host (the allow-list decides the rest)."""
 EVENTS = ("start", "output", "logs", "completed")
 log = logging.getLogger("svd_gateway.webhooks")
 

@@ -72,9 +72,9 @@ OPENAI_CASES = {
                              {"json": {"prompt": "x", "seconds": "4", "video": {"id": "nosuch"}}}, 404, "video"),
     "extend a video not made here": ("POST", "/v1/videos/extensions",
                                      form(prompt="x", seconds="4", video=("v.mp4", b"\0\0\0\x18ftypmp42", "video/mp4")),
-                                     400, "video"),
+                                     404, "video"),
     "remix an unknown id": ("POST", "/v1/videos/nosuch/remix", {"json": {"prompt": "x"}}, 404, "video_id"),
-    "list after an unknown id": ("GET", "/v1/videos?after=nosuch", {}, 400, "after"),
+    "list after an unknown id": ("GET", "/v1/videos?after=nosuch", {}, 404, "after"),
     "list limit 0": ("GET", "/v1/videos?limit=0", {}, 400, "limit"),
 }
 

@@ -189,6 +189,17 @@ def test_copy_as_snippets_run_as_shown(page, gateway, photo):
                                text=True, timeout=90, env={**os.environ, **environment})
     assert replicate.returncode == 0, replicate.stderr
     assert decode_video(httpx.get(replicate.stdout.strip()).content, "mp4").num_frames == 4
+    python_openai = subprocess.run([sys.executable, "-c", snippet(page, "openai")], cwd=photo.parent,
+                                   capture_output=True, text=True, timeout=90, env={**os.environ, **environment})
+    assert python_openai.returncode == 0 and python_openai.stdout.startswith("completed"), python_openai.stderr
+    clip = decode_video((photo.parent / "video.mp4").read_bytes(), "mp4")
+    assert (clip.num_frames, clip.size) == (4, (64, 64)) and clip.fps == pytest.approx(5, abs=0.5)
+    (photo.parent / "video.mp4").unlink()
+    stability = subprocess.run(["bash", "-c", snippet(page, "stability")], cwd=photo.parent, env=environment,
+                               capture_output=True, text=True, timeout=90)
+    assert stability.returncode == 0, stability.stderr
+    clip = decode_video((photo.parent / "video.mp4").read_bytes(), "mp4")
+    assert (clip.num_frames, clip.size) == (4, (64, 64)) and clip.fps == pytest.approx(5, abs=0.5)
     compile(snippet(page, "tritonclient"), "tritonclient snippet", "exec")
     forge_route, forge_body = snippet(page, "json").split("\n\n")[1].split("\n", 1)
     body = json.loads(forge_body) | {"image": "data:image/png;base64," + base64.b64encode(photo.read_bytes()).decode()}

@@ -451,6 +451,10 @@ function renderSnippet() {
     const fields = [`"image": open("photo.png", "rb")`, ...Object.entries(input).map(([k, v]) => `"${k}": ${pythonValue(v)}`)];
     text = `import os\nimport replicate\n\nclient = replicate.Client(api_token=os.environ["SVD_TRITON_TOKEN"], base_url="${origin}")\n` +
       `output = client.run("stability-ai/stable-video-diffusion", input={\n    ${fields.join(",\n    ")},\n})\nprint(output)`;
+  } else if (state.snippet === "openai") {
+    text = openaiSnippet(input, origin);
+  } else if (state.snippet === "stability") {
+    text = stabilitySnippet(input, origin);
   } else if (state.snippet === "tritonclient") {
     const types = Object.fromEntries(state.parameters.map((p) => [p.name, p.datatype || "BYTES"]));
     const numpy = { INT32: "np.int32", INT64: "np.int64", FP32: "np.float32", BYTES: "object" };
@@ -474,6 +478,37 @@ function renderSnippet() {
       `# OpenAI-style: POST ${origin}/v1/video/generations\n${json({ ...body, response_format: "url" })}`;
   }
   $("snippet").textContent = text;
+}
+
+/** OpenAI's Videos API (the official Python SDK): width×height as `size`, segments as `seconds` (4 each), the
+ * rest as extra body fields; the API serves MP4, so another video_format (and its quality scale) is left out. */
+function openaiSnippet(input, origin) {
+  const { prompt = "", video_format: format, width, height, segments, ...extra } = input;
+  const args = [`prompt=${pythonValue(prompt)}`, `input_reference=open("photo.png", "rb")`];
+  if (width !== undefined && height !== undefined) args.push(`size="${width}x${height}"`);
+  else Object.assign(extra, width !== undefined ? { width } : {}, height !== undefined ? { height } : {});
+  if (segments !== undefined) args.push(`seconds="${4 * segments}"`);
+  if (format && format !== "mp4") delete extra.video_quality;
+  const fields = Object.entries(extra).map(([k, v]) => `"${k}": ${pythonValue(v)}`);
+  if (fields.length) args.push(`extra_body={${fields.join(", ")}}`);
+  return `import os\nfrom openai import OpenAI\n\n` +
+    `client = OpenAI(base_url="${origin}/v1", api_key=os.environ["SVD_TRITON_TOKEN"])\n` +
+    `video = client.videos.create_and_poll(\n    ${args.join(",\n    ")},\n)\n` +
+    `client.videos.download_content(video.id).write_to_file("video.mp4")\nprint(video.status, video.id)`;
+}
+
+/** Stability AI's v2beta image-to-video with curl, as its documentation samples it: a multipart post, then the
+ * result polled with `accept: video/*` until it stops answering 202. max_guidance_scale is Stability's cfg_scale. */
+function stabilitySnippet(input, origin) {
+  const { prompt, max_guidance_scale: cfg, ...fields } = input;  // the prompt stays out: Stability's API has none
+  if (cfg !== undefined) fields.cfg_scale = cfg;
+  const file = `video.${input.video_format || "mp4"}`;
+  const auth = `-H "authorization: Bearer $SVD_TRITON_TOKEN"`;
+  const form = Object.entries(fields).map(([k, v]) => `  -F "${k}=${v}" \\\n`).join("");
+  return `id=$(curl -sSf ${origin}/v2beta/image-to-video ${auth} \\\n  -F image=@photo.png \\\n${form}` +
+    `  | sed -E 's/.*"id": *"([^"]+)".*/\\1/')\n` +
+    `while [ "$(curl -sS -o ${file} -w '%{http_code}' ${origin}/v2beta/image-to-video/result/$id \\\n` +
+    `      ${auth} -H "accept: video/*")" = 202 ]; do sleep 2; done`;
 }
 
 function setUpSnippets() {

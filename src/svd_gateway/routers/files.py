@@ -12,12 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES
 from ..deps import BaseURL, SettingsDep, StoreDep
-from ..errors import GatewayError
+from ..errors import GUARDED, GatewayError, HouseError, error_responses
 from ..jobs import isoformat
 from ..store import Upload
 
-files = APIRouter(tags=["files"])
-outputs = APIRouter(tags=["outputs"])
+files = APIRouter(tags=["files"], responses=error_responses(HouseError, 400, *GUARDED, 404))
+outputs = APIRouter(tags=["outputs"], responses=error_responses(HouseError, 404))
 CHUNK = 1024 * 1024
 
 
@@ -30,9 +30,10 @@ def as_file(upload: Upload, base: str, metadata: dict | None = None) -> dict:
 
 @files.post("/v1/files", status_code=201)
 async def upload_file(store: StoreDep, settings: SettingsDep, base: BaseURL, content: UploadFile = File(),
-                      metadata: str | None = Form(None)):
+                      metadata: str = Form("{}", json_schema_extra={"contentMediaType": "application/json"},
+                                           description="JSON, returned as the file's metadata")):
     try:
-        extra = json.loads(metadata) if metadata else {}
+        extra = json.loads(metadata)
     except json.JSONDecodeError:
         raise GatewayError(400, "invalid_request", "metadata: not valid JSON", "metadata") from None
     digest, size = hashlib.sha256(), 0

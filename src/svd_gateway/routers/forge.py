@@ -21,12 +21,12 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Depends, Path, Query
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from svd_triton.client import MODEL_NAME
 from svd_contract import MIME_TYPES
 from ..deps import BaseURL, DataPlaneDep, HTTPDep, SettingsDep
-from ..errors import FORGE_TAG, GatewayError
+from ..errors import FORGE_TAG, GENERATION, GUARDED, GatewayError, HouseError, error_responses
 from ..schemas import FORGE_PINS, NAME_PATTERN, ForgeRequest
 from ..settings import Settings
 
@@ -37,7 +37,7 @@ MODEL_VERSION = "img2vid-xt-diffusers"
 SERVER_FAULTS = ("failed",)
 """Outcomes that count against success; invalid and cancelled requests are the client's doing."""
 
-router = APIRouter(tags=[FORGE_TAG])
+router = APIRouter(tags=[FORGE_TAG], responses=error_responses(HouseError, 400, *GUARDED, 404, *GENERATION))
 
 
 class StartRequest(BaseModel):
@@ -47,7 +47,7 @@ class StartRequest(BaseModel):
     version: str | None = Field(None, pattern=NAME_PATTERN)
     gpu_type: str | None = Field(None, pattern=NAME_PATTERN)
     region: str | None = Field(None, pattern=NAME_PATTERN)
-    run_until_stopped: bool = False
+    run_until_stopped: StrictBool = False
 
 
 class StopRequest(BaseModel):

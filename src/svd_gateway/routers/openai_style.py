@@ -9,10 +9,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from ..deps import BaseURL, DataPlaneDep
+from ..errors import GENERATION, GUARDED, HouseError, error_responses
 from ..jobs import output_url
 from ..schemas import VideoGenerationRequest
 
-router = APIRouter(tags=["OpenAI-style"])
+router = APIRouter(tags=["OpenAI-style"], responses=error_responses(HouseError, 400, *GUARDED, *GENERATION))
 
 
 @router.post("/v1/video/generations")

@@ -20,14 +20,14 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES, PARAMETERS
 from ..deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, read_body
-from ..errors import GatewayError
+from ..errors import GUARDED, GatewayError, OpenAIError, error_responses
 from ..jobs import progress_percent
-from ..schemas import VideoCreateRequest, VideoExtendRequest, VideoRemixRequest, inline_schema
+from ..schemas import VideoCreateRequest, VideoExtendRequest, VideoRemixRequest, form_schema, inline_schema
 from ..service import check_image, image_bytes
 from ..settings import Settings
 from ..store import Job, Store
 
-router = APIRouter(tags=["OpenAI Videos"])
+router = APIRouter(tags=["OpenAI Videos"], responses=error_responses(OpenAIError, 400, *GUARDED, 404, 409))
 SECONDS_PER_CLIP = 4
 """Each 4 seconds asked is one clip (SVD-XT's 25 frames last 4.2 s at 6 fps, 3.6 s at 7)."""
 NATIVE_SIZES = ((1024, 576), (576, 1024))
@@ -43,11 +43,11 @@ OWN_FIELDS = {"prompt", "negative_prompt", "input_reference", "model", "seconds"
 """Request fields that are OpenAI's; the rest are the model's parameters."""
 
 
-def create_body_schema(model) -> dict:
-    """The request body as JSON or as the SDK's multipart form (where input_reference may be a file)."""
-    schema = inline_schema(model)
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema},
-                                                         "multipart/form-data": {"schema": schema}}}}
+def create_body_schema(model, file: str, description: str) -> dict:
+    """The request body as JSON or as the SDK's multipart form (where `file` is a file part)."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": inline_schema(model)},
+        "multipart/form-data": {"schema": form_schema(model, {file: description})}}}}
 
 
 def as_video(job: Job, settings: Settings) -> dict[str, Any]:
@@ -144,7 +144,7 @@ async def extended_id(body: VideoExtendRequest, uploaded: bytes | None, store: S
     if uploaded is not None:
         job = await run_in_threadpool(store.job_with_output, "videos", uploaded)
         if job is None:
-            raise GatewayError(400, "invalid_value", "video: not a video this gateway made; send the file as "
+            raise GatewayError(404, "not_found", "video: not a video this gateway made; send the file as "
                                "downloaded from /v1/videos/{id}/content, or {\"id\": ...}", "video")
         return job.id
     if body.video is None:
@@ -168,7 +168,8 @@ async def start(plane, base: str, image: bytes, params: dict[str, Any], given: d
     return await plane.submit("videos", image, params, given, base)
 
 
-@router.post("/v1/videos", openapi_extra=create_body_schema(VideoCreateRequest))
+@router.post("/v1/videos", openapi_extra=create_body_schema(VideoCreateRequest, "input_reference",
+                                                            "The first frame: a PNG, JPEG or WebP file"))
 async def create_video(request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL):
     """A video from an image (input_reference) or, without one, from the prompt (text-to-video)."""
     body, files = await read_body(request, VideoCreateRequest, files=("input_reference",))
@@ -203,8 +204,8 @@ async def list_videos(store: StoreDep, settings: SettingsDep, after: str | None 
     cursor = None
     if after:
         previous = await run_in_threadpool(store.get, after)
-        if previous is None or previous.origin != "videos":
-            raise GatewayError(400, "invalid_value", f"after: {NOT_FOUND}: {after}", "after")
+        if previous is None or previous.origin != "videos":  # a page after nothing: not found, as an unknown id
+            raise GatewayError(404, "not_found", f"after: {NOT_FOUND}: {after}", "after")
         cursor = (previous.created_at, previous.id)
     jobs = await run_in_threadpool(store.page, "videos", cursor, limit + 1, order == "desc")
     data = [as_video(job, settings) for job in jobs[:limit]]
@@ -252,7 +253,8 @@ async def download_content(video_id: str, request: Request, plane: DataPlaneDep,
         raise GatewayError(404, "not_found", f"video {job.id}: its content has expired", "video_id") from None
 
 
-@router.post("/v1/videos/extensions", openapi_extra=create_body_schema(VideoExtendRequest))
+@router.post("/v1/videos/extensions", openapi_extra=create_body_schema(VideoExtendRequest, "video",
+                                                                       "A video of this gateway, as downloaded"))
 async def extend_video(request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL):
     """The original request with `seconds` more clips chained after it: the same image, settings and seed, so
     its first clips are the original's and the new ones continue from the original's last frame."""

@@ -9,16 +9,16 @@ from typing import Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, WebhooksDep
-from ..errors import GatewayError
+from ..errors import GUARDED, GatewayError, HouseError, error_responses
 from ..jobs import VERSION, as_prediction
 from ..schemas import PredictionInput
-from ..webhooks import EVENTS
+from ..webhooks import EVENTS, WEBHOOK_URL
 
-router = APIRouter(tags=["predictions"])
+router = APIRouter(tags=["predictions"], responses=error_responses(HouseError, 400, *GUARDED, 404, 422))
 PREDICTION_NOT_FOUND = "no such prediction"
 
 
@@ -27,8 +27,8 @@ class PredictionRequest(BaseModel):
     version: str | None = None
     """Any version id: this gateway serves one model version."""
     input: PredictionInput
-    webhook: str | None = None
-    webhook_completed: str | None = None
+    webhook: str | None = Field(None, pattern=WEBHOOK_URL, description="An http(s) URL, on the gateway's allow-list")
+    webhook_completed: str | None = Field(None, pattern=WEBHOOK_URL)
     """Older clients' name for a webhook called only on completion."""
     webhook_events_filter: list[Literal[EVENTS]] | None = None
     stream: bool | None = None
@@ -128,4 +128,4 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         return datetime.fromisoformat(created_at), job_id
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise GatewayError(400, "invalid_request", "cursor: not a cursor this API returned", "cursor") from None
+        raise GatewayError(404, "not_found", "cursor: no such page (not a cursor this API returned)", "cursor") from None

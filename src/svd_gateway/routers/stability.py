@@ -14,25 +14,21 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES
 from ..deps import BaseURL, DataPlaneDep, StoreDep, read_body
-from ..errors import CODE_STATUS, GatewayError
-from ..schemas import StabilityRequest, inline_schema
+from ..errors import CODE_STATUS, GUARDED, GatewayError, StabilityError, error_responses
+from ..schemas import StabilityRequest, form_schema
 from ..service import check_image
 from ..store import sha256
 
-router = APIRouter(tags=["Stability AI"])
+router = APIRouter(tags=["Stability AI"], responses=error_responses(StabilityError, 400, *GUARDED, 404, 409, 500))
 STABILITY_FIELDS = {"seed", "cfg_scale"}
 """Stability's names that are not the model's own (motion_bucket_id is)."""
 
 
-def form_schema() -> dict:
-    schema = inline_schema(StabilityRequest)
-    schema = {**schema, "required": ["image"],
-              "properties": {"image": {"type": "string", "format": "binary", "description": "PNG or JPEG"},
-                             **schema["properties"]}}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+REQUEST_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    **form_schema(StabilityRequest, {"image": "PNG or JPEG"}), "required": ["image"]}}}}}
 
 
-@router.post("/v2beta/image-to-video", openapi_extra=form_schema())
+@router.post("/v2beta/image-to-video", openapi_extra=REQUEST_BODY)
 async def image_to_video(request: Request, plane: DataPlaneDep, base: BaseURL):
     """Start a generation; poll the result route with the id returned."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
