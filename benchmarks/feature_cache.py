@@ -67,7 +67,7 @@ def settings(branches: int, all_branches: bool) -> list[tuple[int, int]]:
     return rows
 
 
-def model_rows(source: str, base: dict, repeats: int, all_branches: bool) -> tuple[list[list], dict]:
+def model_rows(source: str, base: dict, repeats: int, all_branches: bool) -> list[list]:
     from svd_engine import SVDEngine
 
     engine = SVDEngine.load(model_source=source, device="cpu", max_work=2**62)
@@ -93,7 +93,7 @@ def model_rows(source: str, base: dict, repeats: int, all_branches: bool) -> tup
         whole = math.ceil(base["num_inference_steps"] / interval)
         rows.append([label, f"{whole}/{base['num_inference_steps']}", f"{step:.3f}", f"{stock_step / step:.2f}×",
                      f"{total:.2f}", f"{stock_total / total:.2f}×", *quality])
-    return rows, {"branches": engine.feature_cache.branches}
+    return rows
 
 
 def count_flops(width: int, height: int, frames: int) -> list[list]:
@@ -123,14 +123,18 @@ def count_flops(width: int, height: int, frames: int) -> list[list]:
     return [["whole step", f"{whole / 1e12:.1f} TFLOP", ""], *rows]
 
 
+def shape_arg(text: str) -> tuple[int, int]:
+    size, frames = text.lower().split("x")
+    return int(size), int(frames)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--xt-size", type=int, default=64, help="random-xt's width and height")
-    parser.add_argument("--xt-frames", type=int, default=4)
-    parser.add_argument("--tiny-size", type=int, default=128)
-    parser.add_argument("--tiny-frames", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=1)
+    for model, shape in (("random-xt", "64x4"), ("tiny", "128x8")):
+        parser.add_argument(f"--{model.split('-')[-1]}-shape", type=shape_arg, default=shape,
+                            help=f"{model}: SIZExFRAMES (width and height SIZE), default {shape}")
+    parser.add_argument("--steps", type=int, default=6, help="denoising steps of every run")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per row (the median is reported)")
     parser.add_argument("--all-branches", action="store_true", help="every branch at every interval on random-xt too")
     parser.add_argument("--count-flops", action="store_true", help="only count each branch's FLOP share at full size")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -143,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     header = ["model, setting", "whole UNet steps", "s / step", "step vs stock", "end to end s", "e2e vs stock",
               "PSNR dB vs uncached", "max abs diff"]
     sections = []
-    for source, size, frames, all_branches in (("random-xt", args.xt_size, args.xt_frames, args.all_branches),
-                                                ("tiny", args.tiny_size, args.tiny_frames, True)):
+    for source, (size, frames), all_branches in (("random-xt", args.xt_shape, args.all_branches),
+                                                  ("tiny", args.tiny_shape, True)):
         base = {"width": size, "height": size, "num_frames": frames, "num_inference_steps": args.steps,
                 "decode_chunk_size": frames}
-        rows, _ = model_rows(source, base, args.repeats, all_branches)
+        rows = model_rows(source, base, args.repeats, all_branches)
         table = markdown_table(header, rows)
         print(f"{source}\n{table}", flush=True)
         sections.append(f"`{source}`, {size}×{size}, {frames} frames, {args.steps} steps, float32, median of "
