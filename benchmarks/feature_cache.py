@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import time
 
 import numpy as np
@@ -29,8 +28,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
 
-def stock_run(engine, request) -> tuple[np.ndarray, float, float]:
-    """Stock diffusers on the engine's models: frames, seconds per denoising step, end-to-end seconds."""
+def stock_run(engine, request) -> tuple[np.ndarray, float, float, float]:
+    """Stock diffusers on the engine's models: frames, CPU seconds per denoising step, end to end, wall seconds."""
     import torch
     from diffusers import StableVideoDiffusionPipeline
 
@@ -40,23 +39,32 @@ def stock_run(engine, request) -> tuple[np.ndarray, float, float]:
     marks: dict[str, float] = {}
 
     def first_unet_call(*_):  # returns None: a pre-hook's return value would replace the UNet's inputs
-        marks.setdefault("first unet call", time.perf_counter())
+        marks.setdefault("first unet call", time.process_time())
 
     hook = stock.unet.register_forward_pre_hook(first_unet_call)
 
     def step_end(pipeline, step, timestep, tensors):
-        marks["last step"] = time.perf_counter()
+        marks["last step"] = time.process_time()
         return {}
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         video = stock(request.image, height=request.height, width=request.width, num_frames=request.num_frames,
                       num_inference_steps=request.num_inference_steps, decode_chunk_size=request.decode_chunk_size,
                       generator=torch.Generator("cpu").manual_seed(request.seed), output_type="pt",
                       callback_on_step_end=step_end, return_dict=False)
-    total = time.perf_counter() - started
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - started
     hook.remove()
-    return uint8_frames(video)[0], (marks["last step"] - marks["first unet call"]) / request.num_inference_steps, total
+    return uint8_frames(video)[0], (marks["last step"] - marks["first unet call"]) / request.num_inference_steps, cpu, wall
+
+
+def engine_run(engine, request):
+    """The engine: its result, CPU seconds per denoising step, end to end, wall seconds."""
+    marks: dict[str, float] = {}
+    started, cpu = time.perf_counter(), time.process_time()
+    [result] = engine.generate([request], on_progress=lambda event: marks.setdefault(event.phase, time.process_time()))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - started
+    return result, (marks["decoding"] - marks["denoising"]) / request.num_inference_steps, cpu, wall
 
 
 def settings(branches: int, all_branches: bool) -> list[tuple[int, int]]:
@@ -74,15 +82,16 @@ def model_rows(source: str, base: dict, repeats: int, all_branches: bool) -> lis
     image = SAMPLE.read_bytes()
     engine.generate([engine.parse(image, seed=0, video_format="frames", **{**base, "num_inference_steps": 1})])  # first-call costs
     request = lambda **values: engine.parse(image, seed=0, video_format="frames", **base, **values)
-    stock_frames, stock_step, stock_total = zip(*(stock_run(engine, request()) for _ in range(repeats)))
-    stock_step, stock_total = statistics.median(stock_step), statistics.median(stock_total)
-    rows = [["stock diffusers", "–", f"{stock_step:.3f}", "1.00×", f"{stock_total:.2f}", "1.00×", "–", "–"]]
+    stock_frames, *stock = zip(*(stock_run(engine, request()) for _ in range(repeats)))
+    stock_step, stock_total, stock_wall = (min(values) for values in stock)
+    rows = [["stock diffusers", "–", f"{stock_step:.3f}", "1.00×", f"{stock_total:.2f}", "1.00×", f"{stock_wall:.2f}",
+             "–", "–"]]
     reference = None
     for interval, branch in [(1, 0), *settings(engine.feature_cache.branches, all_branches)]:
-        runs = [engine.generate([request(cache_interval=interval, cache_branch_id=branch)])[0] for _ in range(repeats)]
-        step = statistics.median(r.timings["denoising"] for r in runs) / base["num_inference_steps"]
-        total = statistics.median(sum(v for k, v in r.timings.items() if k != "encoding") for r in runs)
-        frames = runs[0].frames
+        results, *measured = zip(*(engine_run(engine, request(cache_interval=interval, cache_branch_id=branch))
+                                   for _ in range(repeats)))
+        step, total, wall = (min(values) for values in measured)
+        frames = results[0].frames
         if reference is None:
             reference = frames
             label, quality = "engine, caching off", [f"{psnr(frames, stock_frames[0]):.1f} (vs stock)",
@@ -92,7 +101,7 @@ def model_rows(source: str, base: dict, repeats: int, all_branches: bool) -> lis
                                                                       str(int(np.abs(frames.astype(int) - reference).max()))]
         whole = math.ceil(base["num_inference_steps"] / interval)
         rows.append([label, f"{whole}/{base['num_inference_steps']}", f"{step:.3f}", f"{stock_step / step:.2f}×",
-                     f"{total:.2f}", f"{stock_total / total:.2f}×", *quality])
+                     f"{total:.2f}", f"{stock_total / total:.2f}×", f"{wall:.2f}", *quality])
     return rows
 
 
@@ -134,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{model.split('-')[-1]}-shape", type=shape_arg, default=shape,
                             help=f"{model}: SIZExFRAMES (width and height SIZE), default {shape}")
     parser.add_argument("--steps", type=int, default=6, help="denoising steps of every run")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per row (the median is reported)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per row (the fastest is reported)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is work done, no spin-waiting)")
     parser.add_argument("--all-branches", action="store_true", help="every branch at every interval on random-xt too")
     parser.add_argument("--count-flops", action="store_true", help="only count each branch's FLOP share at full size")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -144,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(["cache_branch_id", "share of a whole step (1024×576, 25 frames)", "rounded up"],
                              count_flops(1024, 576, 25)))
         return 0
-    header = ["model, setting", "whole UNet steps", "s / step", "step vs stock", "end to end s", "e2e vs stock",
-              "PSNR dB vs uncached", "max abs diff"]
+    import torch
+
+    torch.set_num_threads(args.threads)
+    header = ["model, setting", "whole UNet steps", "CPU s / step", "step vs stock", "CPU s end to end", "e2e vs stock",
+              "wall s end to end", "PSNR dB vs uncached", "max abs diff"]
     sections = []
     for source, (size, frames), all_branches in (("random-xt", args.xt_shape, args.all_branches),
                                                   ("tiny", args.tiny_shape, True)):
@@ -154,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = model_rows(source, base, args.repeats, all_branches)
         table = markdown_table(header, rows)
         print(f"{source}\n{table}", flush=True)
-        sections.append(f"`{source}`, {size}×{size}, {frames} frames, {args.steps} steps, float32, median of "
+        sections.append(f"`{source}`, {size}×{size}, {frames} frames, {args.steps} steps, float32, best of "
                         f"{args.repeats}:\n\n{table}")
     load = os.getloadavg()[0]
-    body = ("Seconds per denoising step: the denoising phase over its steps (stock diffusers: from its first UNet "
-            "call to its last step's end). End to end: image in, frames out (CLIP and VAE encode, denoising, VAE "
-            "decode; no video encoding). \"whole UNet steps\": steps that ran the whole UNet, the others ran the "
+    body = (f"Times are this process's CPU seconds on {args.threads} torch thread(s): on a shared machine, other "
+            "work barely moves them (with more threads, waiting threads spin and count too); wall seconds end to "
+            "end are given beside them. Per denoising step: the denoising phase over its "
+            "steps (stock diffusers: from its first UNet call to its last step's end). End to end: image in, "
+            "frames out (CLIP and VAE encode, denoising, VAE decode; frames, no video encoding). \"whole UNet steps\": steps that ran the whole UNet, the others ran the "
             "shallow branch. PSNR and max abs diff (0–255 levels) compare each cached video with the uncached "
             "engine's at the same seed; the uncached engine's row compares it with stock diffusers. **Random "
             "weights measure numerical deviation only, not visual quality**; see [reference.md](reference.md#feature-caching) "
