@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments gpu-wheels gpu-session soak playground playground-screenshot clean
+.PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments bench-cache gpu-wheels gpu-session soak playground playground-screenshot clean
 
 # What the demo needs: the package with its engine and embedded Triton (no browser, no database).
 setup: $(VENV)/.installed
@@ -76,6 +76,10 @@ bench-gateway: setup-test
 # What segments, interpolation and loops cost vs a plain request, and segment drift (tiny model on CPU).
 bench-segments: setup-test
 	$(BIN)/python -m benchmarks.segments $(ARGS)
+
+# Feature caching (intervals 1, 2, 3, 5, each branch) vs stock diffusers, random-xt at 64×64 and tiny on CPU, into docs/benchmarks.md.
+bench-cache: setup-test
+	$(BIN)/python -m benchmarks.feature_cache $(ARGS)
 
 # The GPU session kit (docs/development.md): the wheels a lent GPU machine lacks into .whl/, checked, and the
 # device tool call to make with them.

@@ -88,6 +88,11 @@ CASES: dict[str, tuple[dict, str]] = {
     "unknown LOOP": (png(LOOP=text("bounce")), "LOOP"),
     "LOOP as INT32": (png(LOOP=scalar(1, np.int32)), "LOOP"),
     "output frames over max_output_frames": (png(NUM_FRAMES=scalar(16, np.int32), SEGMENTS=scalar(4, np.int32), INTERPOLATE=scalar(4, np.int32), LOOP=text("pingpong")), "INTERPOLATE"),
+    "cache interval 0": (png(CACHE_INTERVAL=scalar(0, np.int32)), "CACHE_INTERVAL"),
+    "cache interval 11": (png(CACHE_INTERVAL=scalar(11, np.int32)), "CACHE_INTERVAL"),
+    "CACHE_INTERVAL as FP32": (png(CACHE_INTERVAL=scalar(2.0, np.float32)), "CACHE_INTERVAL"),
+    "cache branch 4": (png(CACHE_BRANCH_ID=scalar(4, np.int32)), "CACHE_BRANCH_ID"),
+    "cache branch deeper than the model's blocks": (png(CACHE_BRANCH_ID=scalar(2, np.int32)), "CACHE_BRANCH_ID"),  # tiny: 2 blocks
     "input that picks the model source": (png(MODEL_SOURCE=text("/etc/passwd")), "MODEL_SOURCE"),
 }
 
