@@ -76,7 +76,7 @@ def test_caching_changes_the_video_by_interval_and_branch(engine, sample_png):
 def test_a_batch_of_mixed_settings_gives_each_request_its_own_video(engine, sample_png):
     settings = [dict(seed=1), dict(seed=1, cache_interval=2), dict(seed=1, cache_interval=3, cache_branch_id=1),
                 dict(seed=2, cache_interval=2), dict(seed=1, cache_interval=2, cache_branch_id=1)]
-    requests = [engine.parse(sample_png, **params) for params in settings]
+    requests = [engine.parse(sample_png, num_inference_steps=6, **params) for params in settings]
     calls = []
     batched = engine.generate(requests, on_progress=lambda e: calls.append(e.batch) if e.phase == "denoising" else None)
     assert sorted(set(calls)) == [(0,), (1, 3), (2,), (4,)]  # equal settings share a pipeline call
