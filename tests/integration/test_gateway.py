@@ -141,6 +141,6 @@ def test_fal_deep_cache_presets_and_the_models_own_names_reach_the_model(gateway
     medium = frames(deep_cache="medium")
     assert medium == frames(cache_interval=3, cache_branch_id=0)
     assert medium != frames() and frames() == frames(deep_cache="none")
-    reply = requests.post(f"{gateway.url}/v1/models/svd:predict", headers=HEADERS, timeout=30, json={
+    reply = requests.post(f"{gateway.url}/predict", headers=HEADERS, timeout=30, json={
         "image": base64.b64encode(sample_png).decode(), "deep_cache": "high", "cache_interval": 2})
     assert reply.status_code == 400 and "deep_cache is a preset of cache_interval" in reply.text
