@@ -21,7 +21,6 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from benchmarks import gpu_session, gpu_wheels
-from svd_contract import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[2]
 REHEARSAL_VENV = Path(sys.prefix) / "device-rehearsal"
@@ -76,9 +75,7 @@ def test_the_session_rehearses_on_the_cpu_with_the_devices_packages(wheels, tmp_
     rows = json.loads((out / "rows.json").read_text())
     variants = gpu_session.variants("float32")
     assert [row["variant"]["name"] for row in rows] == [variant.name for variant in variants]
-    expected = ["measured", "measured", "measured" if "cache_interval" in PARAMETERS else
-                "not measured: this build's contract has no request field cache_", "measured",
-                "failed: ModelLoadError: fp8=true needs a CUDA GPU"]
+    expected = ["measured", "measured", "measured", "measured", "failed: ModelLoadError: fp8=true needs a CUDA GPU"]
     assert [row["status"][:len(status)] for row, status in zip(rows, expected)] == expected
     for row in rows:
         if row["status"] != "measured":
