@@ -41,10 +41,23 @@ DEEPCACHE_INTERVAL = 3
 CACHE_SWITCHES = ("deep_cache", "enable_deepcache")
 
 
+def _given(*names: str, **schemas: dict) -> dict:
+    """JSON schema: every one of `names` present and not null (and matching `schemas` where one is named)."""
+    return {"required": list(names), "properties": {name: schemas.get(name, {"not": {"type": "null"}}) for name in names}}
+
+
+CACHE_CONFLICTS = [
+    *(_given("deep_cache", other) for other in ("cache_interval", "cache_branch_id", "enable_deepcache")),
+    _given("enable_deepcache", "cache_interval", enable_deepcache={"const": False},
+           cache_interval={"type": "integer", "minimum": 2}),
+]
+"""CacheSwitches._one_way_to_ask as JSON schema (each body's `not`), so what the document allows the API accepts."""
+
+
 class CacheSwitches(BaseModel):
     """Other hosted APIs' feature-caching switches, mapped onto cache_interval and cache_branch_id."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {"anyOf": CACHE_CONFLICTS}})
     deep_cache: Literal[tuple(DEEP_CACHE_PRESETS)] | None = Field(
         None, description="fal's preset: none, minimum, medium or high → cache_interval 1, 2, 3 or 5 (branch 0).")
     enable_deepcache: bool | None = Field(
@@ -83,16 +96,12 @@ class PredictRequest(SVDParameters):
     image: str = Field(pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, URI.")
 
 
-def _given(*names: str) -> dict:
-    """JSON schema: every one of `names` present and not null."""
-    return {"required": list(names), "properties": {name: {"not": {"type": "null"}} for name in names}}
-
-
 class _CatalogueBody(PredictRequest):
     """Fields that catalogue-style APIs send beside the SVD parameters. Without an image, a body with a
     prompt runs text-to-video (Triton's text_to_video model): VoltageGPU's sample sends only a prompt."""
 
-    model_config = ConfigDict(json_schema_extra={"anyOf": [_given("image"), _given("prompt")]})
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_given("image"), _given("prompt")],
+                                                "not": {"anyOf": CACHE_CONFLICTS}})
 
     image: str | None = Field(None, pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, "
                               "URI; leave out and send a prompt for text-to-video.")
@@ -159,7 +168,7 @@ class PredictionInput(SVDParameters):
     model_config = ConfigDict(extra="forbid", json_schema_extra={  # an image or a prompt; no setting under both names
         "anyOf": [_given("input_image"), _given("image"), _given("prompt")],
         "not": {"anyOf": [_given("input_image", "image")]
-                + [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS]}})
+                + [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS] + CACHE_CONFLICTS}})
     input_image: str | None = Field(None, pattern=IMAGE_REFERENCE,
                                     description="The image: an uploaded file's URL, a data URI or base64.")
     image: str | None = Field(None, pattern=IMAGE_REFERENCE, description="Same as input_image.")
@@ -218,7 +227,8 @@ class VideoCreateRequest(SVDParameters):
     """POST /v1/videos: OpenAI's fields, and any of the model's parameters (the SDK's `extra_body`)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={  # no setting under both names
-        "not": {"anyOf": [_given("seconds", "segments"), _given("size", "width"), _given("size", "height")]}})
+        "not": {"anyOf": [_given("seconds", "segments"), _given("size", "width"), _given("size", "height"),
+                          *CACHE_CONFLICTS]}})
 
     prompt: str = Field(max_length=4000, description="Recorded with an image; without one, text-to-video from it.")
     negative_prompt: str | None = Field(None, max_length=4000, description="Text-to-video: what the first frame "
