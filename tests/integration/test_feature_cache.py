@@ -113,15 +113,3 @@ def test_compiled_blocks_serve_every_interval_and_branch_without_compiling_per_r
     assert counters["stats"]["unique_graphs"] - before == at_load
     for result, expected in zip(results, eager.generate(requests + requests[:1] * 2)):
         assert max_abs_diff(result.frames, expected.frames) <= 1
-
-
-@pytest.mark.slow
-def test_inductor_compiles_the_blocks_at_load_and_caching_requests_match_eager(sample_png):
-    """The deployment's backend on CPU: minutes of compiling at load, then no compile for any setting."""
-    compiled = SVDEngine.load(**TINY, fast_path="on", compile_vae=False)
-    before = counters["stats"]["unique_graphs"]
-    eager = SVDEngine.load(**TINY, fast_path="on", compile="none")
-    requests = [compiled.parse(sample_png, seed=1, cache_interval=k, cache_branch_id=b) for k, b in [(2, 0), (3, 1), (1, 0)]]
-    for result, expected in zip(compiled.generate(requests), eager.generate(requests)):
-        assert max_abs_diff(result.frames, expected.frames) <= 1
-    assert counters["stats"]["unique_graphs"] == before
