@@ -38,7 +38,6 @@ DEEP_CACHE_PRESETS = {"none": 1, "minimum": 2, "medium": 3, "high": 5}
 """fal's `deep_cache` presets → cache_interval, each at cache_branch_id 0 (the branch that saves the most)."""
 DEEPCACHE_INTERVAL = 3
 """cache_interval of Replicate's `enable_deepcache: true` without one: the interval DeepCache's own example uses."""
-CACHE_SWITCHES = ("deep_cache", "enable_deepcache")
 
 
 def _given(*names: str, **schemas: dict) -> dict:
