@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, get_type_hints
 
+from svd_contract.parameters import MAX_CACHE_INTERVAL
+
 DEFAULT_MODEL_SOURCE = "stabilityai/stable-video-diffusion-img2vid-xt"
 DEFAULT_TEXT_IMAGE_SOURCE = "stabilityai/sdxl-turbo"
 
@@ -87,6 +89,9 @@ class EngineConfig(PipelineConfig):
     """Match each continuation segment's colour statistics to the first segment's (a drift mitigation).
     Off: on the random-weight models it made no measurable difference (docs/benchmarks.md, "Segments");
     `python -m benchmarks.segments --model-source ...` measures it on real weights."""
+    max_cache_interval: int = MAX_CACHE_INTERVAL
+    """Largest `cache_interval` (feature caching) a request may ask for. 1 turns feature caching off for
+    this deployment, and a compiled fast path then compiles only the whole UNet at load, not its blocks."""
     max_image_bytes: int = 20 * 1024 * 1024
     """Largest encoded input image accepted, checked before decoding."""
     max_image_pixels: int = 40_000_000
@@ -119,6 +124,8 @@ class EngineConfig(PipelineConfig):
         super().__post_init__()
         if self.compile_batch_size < 1:
             raise ValueError(f"compile_batch_size={self.compile_batch_size} must be at least 1")
+        if not 1 <= self.max_cache_interval <= MAX_CACHE_INTERVAL:
+            raise ValueError(f"max_cache_interval={self.max_cache_interval} must be 1–{MAX_CACHE_INTERVAL}")
 
 
 ATTENTION_KERNELS = ("auto", "flash", "efficient", "cudnn", "math")

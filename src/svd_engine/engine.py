@@ -120,11 +120,12 @@ class SVDEngine(ResidentEngine):
         gray = np.full((self.config.default_height, self.config.default_width, 3), 128, np.uint8)
         request = replace(self.parse(gray, num_inference_steps=WARM_UP_STEPS), encode=False)
         # Feature caching runs the UNet block by block (compiled one by one): one whole and one shallow
-        # step compile those graphs, which serve every interval and branch.
+        # step compile those graphs, which serve every interval and branch. Not where it is turned off.
         cached = replace(request, cache_interval=WARM_UP_STEPS)
         for batch_size in range(1, self.config.compile_batch_size + 1):
             self.generate([request] * batch_size)
-            self.generate([cached] * batch_size)
+            if self.config.max_cache_interval > 1:
+                self.generate([cached] * batch_size)
         self.fast_path.ready = True
         self.compile_seconds = time.perf_counter() - started
         log.info("compiled for %d×%d, %d frames in %.1f s", request.width, request.height, request.num_frames,

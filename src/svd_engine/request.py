@@ -108,7 +108,7 @@ def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *
     num_frames = PARAMETERS["num_frames"].coerce(params.get("num_frames", config.default_num_frames or model_num_frames),
                                                  high=config.max_num_frames)
     bounds = {"num_frames": config.max_num_frames, "decode_chunk_size": num_frames, "segments": config.max_segments,
-              "cache_branch_id": model_branches - 1 if model_branches else None}
+              "cache_interval": config.max_cache_interval, "cache_branch_id": model_branches - 1 if model_branches else None}
     given = {name: PARAMETERS[name].coerce(value, high=bounds.get(name)) for name, value in params.items()}
     values = {
         **FIXED_DEFAULTS,
@@ -144,6 +144,8 @@ def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
         PARAMETERS["num_frames"].coerce(request.num_frames, high=config.max_num_frames)
     if request.segments > config.max_segments:
         PARAMETERS["segments"].coerce(request.segments, high=config.max_segments)
+    if request.cache_interval > config.max_cache_interval:
+        PARAMETERS["cache_interval"].coerce(request.cache_interval, high=config.max_cache_interval)
     if request.decode_chunk_size > request.num_frames:
         PARAMETERS["decode_chunk_size"].coerce(request.decode_chunk_size, high=request.num_frames)
     if request.min_guidance_scale > request.max_guidance_scale:

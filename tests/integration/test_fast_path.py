@@ -68,9 +68,10 @@ def test_fast_path_frames_match_stock_diffusers(tiny_engine, sample_png):
 
 def test_compiled_once_at_load_and_never_again_per_request(sample_png, sample_rgb):
     before = counters["stats"]["unique_graphs"]
-    engine = SVDEngine.load(**TINY, fast_path="on", compile_backend="aot_eager", compile_batch_size=2)
+    # Feature caching off: its block-by-block graphs have their own test in test_feature_cache.py.
+    engine = SVDEngine.load(**TINY, fast_path="on", compile_backend="aot_eager", compile_batch_size=2, max_cache_interval=1)
     compiled = counters["stats"]["unique_graphs"] - before
-    assert compiled == 3 + 2 * 5  # UNet at batch 1 and 2, VAE decoder; for feature caching its 5 blocks at batch 1 and 2
+    assert compiled == 3  # UNet at batch 1 and 2, VAE decoder
     eager = SVDEngine.load(**TINY)
     # Two different images back to back (diffusers issue 10317), a batch of three (split 2 + 1),
     # and a size that was not compiled (runs eagerly).
@@ -90,7 +91,8 @@ def test_compiled_once_at_load_and_never_again_per_request(sample_png, sample_rg
 @pytest.mark.slow
 def test_tritonserver_loads_the_inductor_compiled_fast_path_and_serves_two_images(tmp_path, sample_png, sample_rgb):
     """The deployment path of a GPU server, on CPU: a minutes-long compile inside the model's
-    initialize (the stub reads inductor's UTF-8 templates), then two different images back to back."""
+    initialize (the stub reads inductor's UTF-8 templates), then two different images back to back,
+    then feature caching at two intervals and branches on the blocks compiled at load."""
     config = cpu_config_copy(tmp_path)
     shape = dict(default_width=64, default_height=64, default_num_frames=4, default_num_inference_steps=2)
     text = config.read_text()
@@ -100,17 +102,22 @@ def test_tritonserver_loads_the_inductor_compiled_fast_path_and_serves_two_image
             text = text.replace("parameters: [", f'parameters: [\n  {{ key: "{key}", value: {{ string_value: "{value}" }} }},', 1)
     config.write_text(text)
     images = [sample_png, sample_rgb[::-1].copy()]
+    asked = [(images[0], dict(seed=0)), (images[1], dict(seed=1)),
+             (images[0], dict(seed=0, num_inference_steps=6, cache_interval=2)),
+             (images[1], dict(seed=1, num_inference_steps=6, cache_interval=3, cache_branch_id=1))]
     with TritonServer(on_free_ports(model_repository=tmp_path / "repo"), ready_timeout=900) as server:
         client = SVDClient(server.http_url, timeout=300)
-        served = [client.generate(image, seed=seed, frames=True) for seed, image in enumerate(images)]
+        served = [client.generate(image, frames=True, **params) for image, params in asked]
         log = server.log_path.read_text()
     assert "fast path: attention spatial=auto temporal=auto, fused QKV, channels_last, compiled (inductor, default, batch 1–1)" in log
     eager = SVDEngine.load(model_source="tiny", device="cpu", dtype="float32", default_decode_chunk_size=8, **shape)
-    expected = eager.generate([eager.parse(image, seed=seed) for seed, image in enumerate(images)])
+    expected = [eager.generate([eager.parse(image, **params)])[0] for image, params in asked]
     for result, reference in zip(served, expected):
         assert result.frames.shape == (4, 64, 64, 3)
         assert max_abs_diff(result.frames, reference.frames) <= 1
     assert max_abs_diff(served[0].frames, served[1].frames) > 1
+    uncached = eager.generate([eager.parse(images[0], seed=0, num_inference_steps=6)])[0]
+    assert max_abs_diff(served[2].frames, uncached.frames) > 1  # caching ran: it changed the video
 
 
 def test_fp8_without_a_hopper_gpu_fails_the_load_with_the_reason():

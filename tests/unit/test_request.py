@@ -4,6 +4,7 @@ import json
 import math
 import struct
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -192,6 +193,15 @@ def test_the_models_block_count_bounds_the_branch(sample_png):
     assert parse_request(sample_png, {"cache_branch_id": 1}, CONFIG, model_num_frames=25, model_branches=2).cache_branch_id == 1
     with pytest.raises(InvalidRequest, match=r"cache_branch_id=2 is out of range; accepted: an integer in 0–1"):
         parse_request(sample_png, {"cache_branch_id": 2}, CONFIG, model_num_frames=25, model_branches=2)
+
+
+def test_the_deployment_bounds_the_cache_interval(sample_png):
+    config = replace(CONFIG, max_cache_interval=3)
+    assert parse_request(sample_png, {"cache_interval": 3}, config, model_num_frames=25).cache_interval == 3
+    with pytest.raises(InvalidRequest, match=r"cache_interval=4 is out of range; accepted: an integer in 1–3"):
+        parse_request(sample_png, {"cache_interval": 4}, config, model_num_frames=25)
+    with pytest.raises(ValueError, match="max_cache_interval=11 must be 1–10"):
+        replace(CONFIG, max_cache_interval=11)
 
 
 def test_unknown_parameter_is_rejected(sample_png):
@@ -398,6 +408,7 @@ LIMIT_CHECKS = {
         and request.width * request.height * request.num_frames * math.ceil(request.num_inference_steps / request.cache_interval)
         * request.segments <= request.work,  # whole UNet steps count in full
     "max_segments": lambda request, config, upload: request.segments <= config.max_segments,
+    "max_cache_interval": lambda request, config, upload: request.cache_interval <= config.max_cache_interval,
     "max_output_frames": lambda request, config, upload: output_frame_count(
         request.num_frames, request.segments, request.interpolate, request.loop) <= config.max_output_frames,
     "max_image_bytes": lambda request, config, upload: len(upload[0]) <= config.max_image_bytes,
@@ -433,6 +444,7 @@ PLAUSIBLE = {  # values near and across each field's bounds, so that many reques
        config=st.builds(EngineConfig, default_width=st.just(64), default_height=st.just(64),
                         max_pixels=st.integers(64 * 64, 1024 * 1024), max_num_frames=st.integers(2, 30),
                         max_segments=st.integers(1, 8), max_output_frames=st.integers(2, 500),
+                        max_cache_interval=st.integers(1, 10),
                         max_work=st.integers(64 * 64 * 2, 1024 * 576 * 25 * 50),
                         max_image_bytes=st.one_of(st.just(20 * 1024 * 1024), st.integers(100, 20_000)),
                         max_image_pixels=st.one_of(st.just(40_000_000), st.integers(1000, 2_000_000))))
