@@ -4,6 +4,18 @@ VENV ?= .venv
 # The CPU build of torch; on a GPU machine set TORCH_SPEC to the build you want (e.g. plain "torch").
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+# The installer: uv (from PyPI, into the venv) installs the same versions as pip, about 7× faster on 2 cores
+# (docs/development.md); INSTALLER=pip uses pip alone. uv reads no pip configuration, so a machine's pip
+# find-links (where it keeps its CPU build of torch) is handed on as UV_FIND_LINKS.
+INSTALLER ?= uv
+export UV_FIND_LINKS ?= $(PIP_FIND_LINKS)
+ifeq ($(INSTALLER),uv)
+PREPARE = $(BIN)/python -m pip install uv
+INSTALL = $(BIN)/uv pip install --python $(BIN)/python
+else
+PREPARE = $(BIN)/python -m pip install --upgrade pip
+INSTALL = $(BIN)/python -m pip install
+endif
 
 .PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments bench-cache gpu-wheels gpu-session soak playground playground-screenshot clean
 
@@ -17,10 +29,10 @@ STEP = run() { "$$@" >>$(LOG) 2>&1 || { tail -n 40 $(LOG) >&2; echo "make: faile
 $(VENV)/.installed: pyproject.toml
 	@echo "installing the package and its server extra into $(VENV) (log: $(LOG)) ..."
 	@$(PYTHON) -m venv $(VENV) && : > $(LOG)
-	@$(STEP) $(BIN)/python -m pip install --upgrade pip
+	@$(STEP) $(PREPARE)
 	@# torch first: an unpinned torch requirement would otherwise pull several GB of CUDA wheels.
-	@$(STEP) $(BIN)/python -m pip install "$(TORCH_SPEC)"
-	@$(STEP) $(BIN)/python -m pip install -e ".[server]"
+	@$(STEP) $(INSTALL) "$(TORCH_SPEC)"
+	@$(STEP) $(INSTALL) -e ".[server]"
 	@touch $@
 
 # What the tests need besides: the test extra, Debian's postgresql (the job-store tests' throwaway cluster)
@@ -33,7 +45,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 		if [ "$$(id -u)" = 0 ]; then $(STEP) sh -c "apt-get update && \
 			apt-get install -y --no-install-recommends postgresql chromium fonts-liberation"; \
 		else echo "make setup-test: install Debian's postgresql and chromium (as root) for the tests" >&2; fi; fi
-	@$(STEP) $(BIN)/python -m pip install -e ".[test]"
+	@$(STEP) $(INSTALL) -e ".[test]"
 	@# A tool with conflicting pins, kept out of the environment: perf_analyzer (tritonclient 2.51.0's binary).
 	@$(STEP) $(BIN)/python -m pip install --no-deps --target $(VENV)/tools tritonclient==2.51.0
 	@touch $@

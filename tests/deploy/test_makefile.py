@@ -18,10 +18,19 @@ def planned_commands(target: str, venv: Path) -> str:
 
 def test_the_demo_installs_the_server_and_none_of_the_test_tools(tmp_path):
     commands = planned_commands("demo", tmp_path / "venv")
-    assert 'pip install -e ".[server]"' in commands and "svd-triton demo" in commands
+    assert 'install -e ".[server]"' in commands and "svd-triton demo" in commands
     assert [tool for tool in TEST_TOOLS if tool in commands] == []
 
 
 @pytest.mark.parametrize("tool", TEST_TOOLS)
 def test_the_tests_install_each_test_tool(tmp_path, tool):
     assert tool in planned_commands("test", tmp_path / "venv")
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_either_installer_installs_torch_first_then_the_package(tmp_path, installer):
+    commands = subprocess.run(["make", "-n", "setup", f"VENV={tmp_path / 'venv'}", f"INSTALLER={installer}"], cwd=ROOT,
+                              check=True, capture_output=True, text=True).stdout
+    tool = f"{tmp_path / 'venv'}/bin/uv pip install" if installer == "uv" else "-m pip install"
+    torch, package = commands.index(f'{tool} "torch=='), commands.index(f'{tool} -e ".[server]"')
+    assert torch < package
