@@ -133,7 +133,7 @@ async def reference_image(body: VideoCreateRequest, uploaded: bytes | None, stor
     elif reference.file_id:
         if await run_in_threadpool(store.get_upload, reference.file_id) is None:
             raise GatewayError(404, "not_found", f"input_reference.file_id: no file {reference.file_id} on this "
-                               "gateway (or it has expired)", "input_reference")
+                               "gateway (or it has expired)", "input_reference.file_id")
         image = await run_in_threadpool(store.read_upload, reference.file_id)
     elif reference.image_url:
         image = await plane.image(reference.image_url, "input_reference.image_url")
