@@ -43,9 +43,10 @@ async def upload_file(request: Request, store: StoreDep, settings: SettingsDep, 
                       metadata: str = Form("{}", json_schema_extra={"contentMediaType": "application/json"},
                                            description="JSON, returned parsed as the file's metadata (other text "
                                                        "is returned as the string it is)")):
-    repeated = [name for name in ("content", "metadata") if len((await request.form()).getlist(name)) > 1]
-    if repeated:  # FastAPI would read whichever came last
-        raise GatewayError(400, "invalid_request", f"{repeated[0]}: given more than once", repeated[0])
+    form = await request.form()  # other fields are ignored; these two are read once, so may be given once
+    repeated = next((name for name in ("content", "metadata") if len(form.getlist(name)) > 1), None)
+    if repeated is not None:  # FastAPI would read whichever came last
+        raise GatewayError(400, "invalid_request", f"{repeated}: given more than once", repeated)
     try:
         extra = json.loads(metadata)
     except json.JSONDecodeError:  # contentMediaType annotates, it does not assert: any text is a valid form field
