@@ -5,9 +5,7 @@ are 4xx in the family's error shape naming the field. Triton is down: these requ
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -15,7 +13,7 @@ from PIL import Image
 
 from svd_gateway import Settings
 from svd_triton.launcher import free_port
-from tests.support import TOKEN, encode_image
+from tests.support import TOKEN, QuietHandler, encode_image, http_server
 from tests.support.gateways import Gateway
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,7 +23,7 @@ METADATA_SERVICE = "http://169.254.169.254/latest/meta-data/"
 """Link-local: the classic target of a server-side request forgery."""
 
 
-class Images(BaseHTTPRequestHandler):
+class Images(QuietHandler):
     """/image.png, /redirect?to=URL (302), /large (over LIMIT), /slow (never finishes in time)."""
 
     requests: list[str] = []
@@ -50,16 +48,11 @@ class Images(BaseHTTPRequestHandler):
             time.sleep(30)
         self.wfile.write(body)
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture(scope="module")
 def server():
-    http = ThreadingHTTPServer(("127.0.0.1", 0), Images)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
+    with http_server(Images) as url:
+        yield url
 
 
 def gateway_with(tmp_path_factory, allow: tuple[str, ...]) -> Gateway:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from pathlib import Path
 
@@ -32,14 +30,14 @@ import pytest
 
 from svd_gateway import Settings
 from svd_triton.launcher import free_port
-from tests.support import ROOT, TOKEN
+from tests.support import ROOT, TOKEN, QuietHandler, http_server
 from tests.support.fuzz_hooks import IMAGE_PATH, IMAGES, WEBHOOK_PATH
 from tests.support.gateways import Gateway
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
-class FuzzTargets(BaseHTTPRequestHandler):
+class FuzzTargets(QuietHandler):
     """The hosts a user's fuzz run would point at: an image to fetch, a receiver for webhooks."""
 
     def do_GET(self):
@@ -55,16 +53,11 @@ class FuzzTargets(BaseHTTPRequestHandler):
         self.send_response(204 if self.path == WEBHOOK_PATH else 404)
         self.end_headers()
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture(scope="module")
 def fuzz_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FuzzTargets)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with http_server(FuzzTargets) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
