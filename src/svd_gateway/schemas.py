@@ -138,7 +138,7 @@ class _CatalogueBody(PredictRequest):
                                                 "not": {"anyOf": CACHE_CONFLICTS}})
 
     image: Base64Image | None = Field(None, description="The image, base64 or a data:image/...;base64, "
-                              "URI; leave out and send a prompt for text-to-video.")
+                                      "URI; leave out and send a prompt for text-to-video.")
     model: str | None = None
     guidance_scale: _contract_field(PARAMETERS["max_guidance_scale"])[0] = None
     prompt: str | None = None
@@ -203,8 +203,8 @@ class PredictionInput(SVDParameters):
         "anyOf": [_given("input_image"), _given("image"), _given("prompt")],
         "not": {"anyOf": [_given("input_image", "image")]
                 + [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS] + CACHE_CONFLICTS}})
-    input_image: ImageOrURL | None = Field(None,
-                                    description="The image: an uploaded file's URL, a data URI or base64.")
+    input_image: ImageOrURL | None = Field(None, description="The image: an uploaded file's URL, a data URI, base64, "
+                                           "or a URL on a host the gateway's allow-list permits.")
     image: ImageOrURL | None = Field(None, description="Same as input_image.")
     prompt: str | None = Field(None, description="Without an image: the text the first frame is made from "
                                "(text-to-video). With an image: ignored.")
@@ -241,7 +241,7 @@ def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str,
 
 # OpenAI's Videos API (routers/openai_videos.py): its own fields, the model's parameters as extra body fields.
 class ImageReference(BaseModel):
-    """OpenAI's `input_reference` object: a data URI (or an upload's URL on this gateway), or a /v1/files id."""
+    """OpenAI's `input_reference` object: an image URL or data URI, or a /v1/files id."""
 
     model_config = ConfigDict(extra="forbid", strict=True,
                               json_schema_extra={"anyOf": [_given("image_url"), _given("file_id")]})
