@@ -10,7 +10,9 @@ the way schemathesis documents for formats and media types of one's own (`SCHEMA
 
 The coverage phase draws boundary values from a pattern without its format ("http://0" for a webhook, "AA==" for
 an image), so `map_case` gives every string of such a field that matches its pattern one of these values; a value
-that does not match stays, so a negative case stays negative.
+that does not match stays, so a negative case stays negative. Fuzzing sometimes fills a file part from
+`format: binary` alone (schemathesis' file samples: a ZIP sent as image/png), so `map_case` also gives every
+image file part that is not one of these images a real one (any bytes are valid for `format: binary`).
 
 And `filter_failure`, for failures that are not the API's:
 - a 503 from an operation that declares it: the model server is down on purpose (the hook's documented use:
@@ -70,6 +72,11 @@ def map_case(context, case):
         content = case.operation.definition.raw.get("requestBody", {}).get("content", {})
         if case.media_type in content:
             _make_real(case.body, content[case.media_type]["schema"], document)
+            for name, encoding in content[case.media_type].get("encoding", {}).items():
+                images = [IMAGES.get(kind.strip()) for kind in encoding.get("contentType", "").split(",")]
+                data = getattr(case.body.get(name), "data", case.body.get(name))
+                if isinstance(data, bytes) and all(images) and not any(data in found for found in images):
+                    case.body[name] = images[0][0]
     return case
 
 
