@@ -9,12 +9,15 @@ import httpx
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from svd_contract import PARAMETERS
 from svd_triton.client import AsyncSVDClient
 from .blobs import open_blobs
+from .compat import openapi_with_exact_integers
 from .deps import GatewayState
 from .errors import install_handlers
 from .guard import Guard
 from .jobs import JobRunner
+from .outbound import AllowList, ImageFetcher
 from .routers import files, forge, health, openai_style, openai_videos, playground, predictions, stability, tir
 from .service import DataPlane
 from .settings import Settings
@@ -28,19 +31,22 @@ def create_app(settings: Settings) -> FastAPI:
         blobs = await run_in_threadpool(open_blobs, settings.storage_url, settings.data_dir)
         store = await run_in_threadpool(Store, settings.database, blobs)
         svd = AsyncSVDClient(settings.triton_url, protocol="grpc", token=settings.token, timeout=settings.timeout)
-        webhooks = Webhooks(load_secret(settings.webhook_secret, settings.data_dir), allow=settings.webhook_allow,
+        allow = AllowList(settings.webhook_allow)
+        webhooks = Webhooks(load_secret(settings.webhook_secret, settings.data_dir), allow=allow,
                             attempts=settings.webhook_attempts, backoff=settings.webhook_backoff,
                             timeout=settings.webhook_timeout)
         http = httpx.AsyncClient()
+        fetcher = ImageFetcher(allow, max_bytes=settings.max_body_bytes, seconds=settings.fetch_seconds)
         runner = JobRunner(store, svd, webhooks, settings)
         state = GatewayState(settings=settings, store=store, svd=svd, webhooks=webhooks, http=http, runner=runner,
-                             plane=DataPlane(store, runner, svd, webhooks, settings))
+                             plane=DataPlane(store, runner, svd, webhooks, fetcher, settings))
         await runner.start()
         try:
             yield {"gateway": state}  # the lifespan's state: every request's request.state.gateway (deps.State)
         finally:
             await runner.stop()
             await webhooks.close()
+            await fetcher.close()
             await http.aclose()
             await svd.close()
             store.close()
@@ -49,6 +55,8 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Hosted-SVD-compatible REST routes (Replicate predictions, E2E TIR, Nebius Forge, "
                               "OpenAI-style video generations, OpenAI's Videos API, Stability AI's image-to-video) "
                               "in front of a Triton svd_xt deployment.")
+    app.openapi = openapi_with_exact_integers(app, [bound for p in PARAMETERS.values() for bound in (p.low, p.high)
+                                                    if isinstance(bound, int)])
     install_handlers(app)
     for router in (predictions.router, files.files, files.outputs, tir.router, forge.router,
                    openai_style.router, openai_videos.router, stability.router, health.router, playground.router):

@@ -95,7 +95,11 @@ async def read_body(request: Request, model: type[BaseModel], files: tuple[str, 
         fields = {}
         limit = get_state(request).settings.max_body_bytes  # the guard has counted the body already
         async with request.form(max_files=len(files) or 1, max_part_size=limit) as form:
+            seen = set()
             for name, value in form.multi_items():
+                if name in seen:  # one value per field: a repeated one would be read as whichever came last
+                    raise GatewayError(400, "invalid_request", f"{name[:40]}: given more than once", name[:40])
+                seen.add(name)
                 if not isinstance(value, str):
                     if name not in files:
                         raise GatewayError(400, "invalid_request", f"{name}: a file is not accepted here", name)
@@ -109,7 +113,7 @@ async def read_body(request: Request, model: type[BaseModel], files: tuple[str, 
     else:
         raise GatewayError(400, "invalid_request", f"body: Content-Type {content_type[:80]!r} is not accepted; send "
                            "application/json or multipart/form-data", "body")
-    try:
-        return model.model_validate(fields), uploads
+    try:  # form fields are text: there "4" is the integer 4 and "true" the boolean; JSON says which it means
+        return model.model_validate(fields, strict=content_type == "application/json"), uploads
     except ValidationError as error:
         raise RequestValidationError(error.errors()) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model, model_validator
 
 from svd_contract import PARAMETERS, VIDEO_FORMATS, Parameter
 from .errors import GatewayError
@@ -15,13 +15,47 @@ INT32_MAX = 2**31 - 1
 QUALITY_RANGE = (min(f.quality_range[0] for f in VIDEO_FORMATS.values() if f.quality_range),
                  max(f.quality_range[1] for f in VIDEO_FORMATS.values() if f.quality_range))
 """video_quality's range depends on video_format; the schema states the union, the model the rest."""
-# An image: base64 (optionally a data URI) in whole 4-character groups, or a URL (of an upload to this gateway).
+# An image: base64 (optionally a data URI) in whole 4-character groups, or a URL (an upload to this gateway, or
+# fetched from a host the allow-list permits: service.DataPlane.image).
 BASE64_IMAGE = (r"^(data:[\w.+/-]+(;[\w=.+-]+)*;base64,)?"  # not empty: an empty image is refused
                 r"(([A-Za-z0-9+/]{4})+([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$")
 UPLOAD_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/v1/files/([a-z0-9]+)$"
-IMAGE_REFERENCE = BASE64_IMAGE + "|" + UPLOAD_URL
+HTTP_URL = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+"""An http(s) URL with a host: what a webhook or an image URL may look like (the allow-list decides the rest)."""
+IMAGE_REFERENCE = BASE64_IMAGE + "|" + HTTP_URL
+IMAGE_FORMAT = "image"
+"""The `format` of each string field that holds an image: its pattern says how it is spelled, but that the bytes
+decode as an image no JSON Schema can say. A fuzzer needs a generator for it, as for any format of one's own
+(tests/support/fuzz_hooks.py registers one with schemathesis)."""
+IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/webp"
+"""The multipart `encoding` contentType of image file parts: what check_image accepts (and a fuzzer's media-type
+generators fill)."""
+WEBHOOK_FORMAT = "webhook-url"
+"""The `format` of webhook fields: whether a host resolves to an address the allow-list permits is the
+deployment's, which no document can say; a fuzzer supplies a host it runs (tests/support/fuzz_hooks.py)."""
+
+
+def _formatted(pattern: str, format: str):
+    return Annotated[str, Field(pattern=pattern, json_schema_extra={"format": format})]
+
+
+Base64Image = _formatted(BASE64_IMAGE, IMAGE_FORMAT)
+ImageOrURL = _formatted(IMAGE_REFERENCE, IMAGE_FORMAT)
+WebhookURL = _formatted(HTTP_URL, WEBHOOK_FORMAT)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 """What a model version, GPU type or region may look like; anything else is a 400, not a lookup."""
+
+
+def _whole(value: Any) -> Any:
+    """JSON has one kind of number: 64.0 is the integer 64 to JSON Schema (and to a fuzzer), which strict
+    validation would refuse; strings and booleans stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def integer(**bounds):
+    """An integer field of a body validated strictly (no "64", no true), as JSON Schema's `integer` reads it (the
+    bounds first: after the validator pydantic would write them into the document under its own names)."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_whole)]
 
 
 def _contract_field(parameter: Parameter):
@@ -31,7 +65,8 @@ def _contract_field(parameter: Parameter):
         high = INT32_MAX
     bounds = {"ge": low, "le": high, "multiple_of": parameter.multiple_of if parameter.multiple_of > 1 else None,
               "allow_inf_nan": False if parameter.kind is float else None}
-    return Annotated[kind | None, Field(**{k: v for k, v in bounds.items() if v is not None})], None
+    bounds = {k: v for k, v in bounds.items() if v is not None}
+    return (integer(**bounds) if parameter.kind is int else Annotated[kind, Field(**bounds)]) | None, None
 
 
 DEEP_CACHE_PRESETS = {"none": 1, "minimum": 2, "medium": 3, "high": 5}
@@ -56,7 +91,7 @@ CACHE_CONFLICTS = [
 class CacheSwitches(BaseModel):
     """Other hosted APIs' feature-caching switches, mapped onto cache_interval and cache_branch_id."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {"anyOf": CACHE_CONFLICTS}})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"not": {"anyOf": CACHE_CONFLICTS}})
     deep_cache: Literal[tuple(DEEP_CACHE_PRESETS)] | None = Field(
         None, description="fal's preset: none, minimum, medium or high → cache_interval 1, 2, 3 or 5 (branch 0).")
     enable_deepcache: bool | None = Field(
@@ -92,7 +127,7 @@ SVDParameters.__doc__ = ("The model's optional parameters (bounds of None depend
 class PredictRequest(SVDParameters):
     """E2E TIR pre-built endpoint: a base64 image and optional SVD parameters."""
 
-    image: str = Field(pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, URI.")
+    image: Base64Image = Field(description="The image, base64 or a data:image/...;base64, URI.")
 
 
 class _CatalogueBody(PredictRequest):
@@ -102,8 +137,8 @@ class _CatalogueBody(PredictRequest):
     model_config = ConfigDict(json_schema_extra={"anyOf": [_given("image"), _given("prompt")],
                                                 "not": {"anyOf": CACHE_CONFLICTS}})
 
-    image: str | None = Field(None, pattern=BASE64_IMAGE, description="The image, base64 or a data:image/...;base64, "
-                              "URI; leave out and send a prompt for text-to-video.")
+    image: Base64Image | None = Field(None, description="The image, base64 or a data:image/...;base64, "
+                                      "URI; leave out and send a prompt for text-to-video.")
     model: str | None = None
     guidance_scale: _contract_field(PARAMETERS["max_guidance_scale"])[0] = None
     prompt: str | None = None
@@ -168,15 +203,15 @@ class PredictionInput(SVDParameters):
         "anyOf": [_given("input_image"), _given("image"), _given("prompt")],
         "not": {"anyOf": [_given("input_image", "image")]
                 + [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS] + CACHE_CONFLICTS}})
-    input_image: str | None = Field(None, pattern=IMAGE_REFERENCE,
-                                    description="The image: an uploaded file's URL, a data URI or base64.")
-    image: str | None = Field(None, pattern=IMAGE_REFERENCE, description="Same as input_image.")
+    input_image: ImageOrURL | None = Field(None, description="The image: an uploaded file's URL, a data URI, base64, "
+                                           "or a URL on a host the gateway's allow-list permits.")
+    image: ImageOrURL | None = Field(None, description="Same as input_image.")
     prompt: str | None = Field(None, description="Without an image: the text the first frame is made from "
                                "(text-to-video). With an image: ignored.")
     negative_prompt: str | None = Field(None, description="Text-to-video: what the first frame should not show.")
     video_length: Literal[tuple(VIDEO_LENGTHS)] | None = None
     sizing_strategy: Literal[tuple(SIZING_STRATEGIES)] | None = None
-    frames_per_second: Annotated[int | None, Field(ge=5, le=30)] = None
+    frames_per_second: integer(ge=5, le=30) | None = None
     cond_aug: _contract_field(PARAMETERS["noise_aug_strength"])[0] = None
     decoding_t: _contract_field(PARAMETERS["decode_chunk_size"])[0] = None
 
@@ -206,20 +241,40 @@ def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str,
 
 # OpenAI's Videos API (routers/openai_videos.py): its own fields, the model's parameters as extra body fields.
 class ImageReference(BaseModel):
-    """OpenAI's `input_reference` object: a data URI (or an upload's URL on this gateway), or a /v1/files id."""
+    """OpenAI's `input_reference` object: an image URL or data URI, or a /v1/files id."""
 
-    model_config = ConfigDict(extra="forbid")
-    image_url: str | None = Field(None, description="A data:image/...;base64, URI, or a /v1/files URL of this gateway.")
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"anyOf": [_given("image_url"), _given("file_id")]})
+    image_url: ImageOrURL | None = Field(None, description="A data:image/...;base64, URI (or base64), a /v1/files URL "
+                                         "of this gateway, or a URL on a host the gateway's allow-list permits.")
     file_id: str | None = Field(None, pattern=r"^[a-z0-9]{1,32}$", description="An id from POST /v1/files.")
 
 
 class VideoReference(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     id: str = Field(description="A completed video of this gateway.")
 
 
-Seconds = Annotated[str | int | None, Field(description="Multiples of 4: each 4 seconds asked is one chained clip "
-                                                        "(`segments`), up to the deployment's max_segments.")]
+SECONDS_PER_CLIP = 4
+"""Each 4 seconds asked is one chained clip (SVD-XT's 25 frames last 4.2 s at 6 fps, 3.6 s at 7)."""
+SECONDS_TEXT = r"^([48]|[2468][048]|[13579][26]|[1-9][0-9]{0,6}([02468][048]|[13579][26]))$"
+"""`seconds` as the SDK sends it: a multiple of 4 in decimal, no sign, no leading zero, at most 9 digits."""
+MAX_SECONDS = 999_999_996
+Seconds = Annotated[str | integer() | None, WithJsonSchema({"anyOf": [
+    {"type": "string", "pattern": SECONDS_TEXT},
+    {"type": "integer", "minimum": SECONDS_PER_CLIP, "maximum": MAX_SECONDS, "multipleOf": SECONDS_PER_CLIP},
+    {"type": "null"}]}), Field(description="Multiples of 4: each 4 seconds asked is one chained clip (`segments`), "
+                                           "up to the deployment's max_segments.")]
+"""Checked by routers/openai_videos.clips, which names the values allowed; the document states the same."""
+_SIDE = PARAMETERS["width"]
+SIDE_TEXT = "(" + "|".join(str(v) for v in range(int(_SIDE.low), int(_SIDE.high) + 1, _SIDE.multiple_of)) + ")"
+SIZE_TEXT = f"^{SIDE_TEXT}x{SIDE_TEXT}$"
+"""`size`: WIDTHxHEIGHT, each side one the contract allows (the deployment's max_pixels may refuse more)."""
+Size = Annotated[str | None, WithJsonSchema({"anyOf": [{"type": "string", "pattern": SIZE_TEXT}, {"type": "null"}]}),
+                 Field(description="WIDTHxHEIGHT, e.g. 1024x576 (SVD's own) or 576x1024; sides multiples of "
+                                   f"{_SIDE.multiple_of} in {_SIDE.low}–{_SIDE.high}, within the deployment's "
+                                   "max_pixels.")]
+"""Checked by routers/openai_videos.dimensions, which names the sizes allowed; the document states the same."""
 
 
 class VideoCreateRequest(SVDParameters):
@@ -236,14 +291,15 @@ class VideoCreateRequest(SVDParameters):
                                                    "in multipart); without it, text-to-video.")
     model: str | None = Field(None, max_length=200, description="Recorded and echoed; this gateway serves one model.")
     seconds: Seconds = None
-    size: str | None = Field(None, max_length=20, description="WIDTHxHEIGHT, e.g. 1024x576 (SVD's own) or 576x1024.")
+    size: Size = None
+    video_format: Literal["mp4"] | None = Field(None, description="This API serves MP4.")
 
 
 class VideoExtendRequest(BaseModel):
     """POST /v1/videos/extensions: the same request as the original with more clips chained after it. `video`
     is optional here because multipart sends it as a file part; the documented schemas require it."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: schema.update(
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=lambda schema: schema.update(
         required=["prompt", "seconds", "video"],
         properties={**schema["properties"], "video": {**schema["properties"]["video"]["anyOf"][0],
                                                       "description": schema["properties"]["video"]["description"]}}))
@@ -264,10 +320,10 @@ class StabilityRequest(SVDParameters):
     """Stability AI's POST /v2beta/image-to-video form fields (the `image` file beside them), and the model's
     parameters under their own names."""
 
-    seed: Annotated[int, Field(ge=0, le=4294967294, description="0: a random seed.")] = 0
+    seed: integer(ge=0, le=4294967294) = Field(0, description="0: a random seed.")
     cfg_scale: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False,
                                       description="How strongly the video sticks to the image: max_guidance_scale.")] = 1.8
-    motion_bucket_id: Annotated[int, Field(ge=1, le=255, description="Higher values move more.")] = 127
+    motion_bucket_id: integer(ge=1, le=255) = Field(127, description="Higher values move more.")
 
 
 def form_schema(model: type[BaseModel], files: dict[str, str]) -> dict[str, Any]:
@@ -276,10 +332,11 @@ def form_schema(model: type[BaseModel], files: dict[str, str]) -> dict[str, Any]
     schema = inline_schema(model)
 
     def present(node):
-        options = [option for option in node.get("anyOf", ()) if option != {"type": "null"}]
-        if len(options) == 1:
-            node = {**{k: v for k, v in node.items() if k not in ("anyOf", "default")}, **options[0]}
-        return node
+        if "anyOf" not in node:
+            return node
+        options = [option for option in node["anyOf"] if option != {"type": "null"}]
+        rest = {k: v for k, v in node.items() if k not in ("anyOf", "default")}
+        return {**rest, **options[0]} if len(options) == 1 else {**rest, "anyOf": options}
 
     properties = {name: present(node) for name, node in schema["properties"].items()}
     properties.update({name: {"type": "string", "format": "binary", "description": text} for name, text in files.items()})

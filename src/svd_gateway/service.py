@@ -20,6 +20,7 @@ from svd_triton.errors import SVDClientError
 from . import media, schemas
 from .errors import GatewayError
 from .jobs import JobRunner
+from .outbound import ImageFetcher
 from .schemas import PredictionInput, model_parameters, prediction_parameters
 from .settings import Settings
 from .store import Job, Store, sha256
@@ -29,14 +30,15 @@ DATA_URI = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.I)
 UPLOAD_URL = re.compile(schemas.UPLOAD_URL)
 
 
+def is_remote(value: str) -> bool:
+    """Whether an image reference is a URL to fetch (not base64, a data URI or an upload's URL on this gateway)."""
+    return value.startswith(("http://", "https://")) and not UPLOAD_URL.match(value)
+
+
 def image_bytes(value: str, store: Store, field: str, status: int = 400) -> bytes:
-    """An image given as base64, a data URI, or the URL of a file uploaded to this gateway (never fetched)."""
-    if value.startswith(("http://", "https://")):
-        upload = UPLOAD_URL.match(value)
-        if not upload:
-            raise GatewayError(status, "invalid_request",
-                               f"{field}: URLs are not fetched; send the image as base64, a data URI, or upload it "
-                               "to this gateway's /v1/files and pass the file's URL", field)
+    """An image given as base64, a data URI, or the URL of a file uploaded to this gateway (`/v1/files/{id}`)."""
+    upload = UPLOAD_URL.match(value)
+    if upload:
         found = store.get_upload(upload.group(2))
         if not found:
             raise GatewayError(status, "invalid_request", f"{field}: no uploaded file {upload.group(2)[:40]} on this "
@@ -64,8 +66,10 @@ STILLS = {"thumbnail": media.thumbnail, "spritesheet": media.spritesheet}
 
 
 class DataPlane:
-    def __init__(self, store: Store, runner: JobRunner, svd: AsyncSVDClient, webhooks: Webhooks, settings: Settings):
+    def __init__(self, store: Store, runner: JobRunner, svd: AsyncSVDClient, webhooks: Webhooks,
+                 fetcher: ImageFetcher, settings: Settings):
         self.store, self.runner, self.svd, self.webhooks, self.settings = store, runner, svd, webhooks, settings
+        self.fetcher = fetcher
         self.controls: dict[str, asyncio.Task] = {}
         """The CONTROL call in flight for each keep-warm action."""
 
@@ -77,7 +81,7 @@ class DataPlane:
             raise GatewayError(400, "invalid_request",
                                "image: Field required (or send a prompt alone for text-to-video)", "image")
         # No image: text-to-video from the prompt (JobRunner sends a job whose params hold a prompt to text_to_video).
-        image = b"" if body.image is None else await run_in_threadpool(image_bytes, body.image, self.store, "image")
+        image = b"" if body.image is None else await self.image(body.image, "image")
         params, warnings = model_parameters(body, defaults)
         given = body.model_dump(exclude_none=True, exclude={"image"})
         job, video = await self.runner.run_now(self.runner.new_job(origin, image, params, given, base), image)
@@ -88,8 +92,7 @@ class DataPlane:
         """A Replicate prediction, queued."""
         image_ref, params, notes = prediction_parameters(request)
         # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
-        image = b"" if image_ref is None else await run_in_threadpool(image_bytes, image_ref, self.store,
-                                                                      "input.input_image", 422)
+        image = b"" if image_ref is None else await self.image(image_ref, "input.input_image", 422)
         if webhook:
             await self.webhooks.check_target(webhook)
         given = request.model_dump(exclude_none=True)
@@ -102,6 +105,13 @@ class DataPlane:
         if model:
             job.model = model
         return await self.runner.submit(job, image)
+
+    async def image(self, value: str, field: str, status: int = 400) -> bytes:
+        """The bytes of an image reference: base64, a data URI, an upload of this gateway, or a URL fetched within
+        the allow-list (outbound.py)."""
+        if is_remote(value):
+            return await self.fetcher.fetch(value, field, status)
+        return await run_in_threadpool(image_bytes, value, self.store, field, status)
 
     async def submit(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base: str) -> Job:
         """A polled job (OpenAI's Videos API, Stability), queued; no image: text-to-video from params' prompt."""

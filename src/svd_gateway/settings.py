@@ -71,13 +71,16 @@ class Settings:
     webhook_secret: str | None = setting(None, "whsec_<base64> signing key (default: generated once into "
                                                "--data-dir; env SVD_GATEWAY_WEBHOOK_SECRET)",
                                          env=lambda: os.environ.get("SVD_GATEWAY_WEBHOOK_SECRET"), metavar="KEY")
-    webhook_allow: tuple[str, ...] = setting((), "also allow webhooks to this host or network (CIDR; repeatable): "
-                                                 "private, loopback and link-local targets are refused otherwise",
+    webhook_allow: tuple[str, ...] = setting((), "also allow webhooks and image URLs to this host or network (CIDR; "
+                                                 "repeatable): private, loopback and link-local targets are refused "
+                                                 "otherwise",
                                              metavar="HOST_OR_CIDR")
     webhook_attempts: int = setting(5, "deliveries of one webhook event at most")
     webhook_backoff: float = setting(1.0, "seconds before a webhook's first retry; doubled for each further one "
                                           "(capped at 60)")
     webhook_timeout: float = setting(10.0, "seconds one webhook delivery may take")
+    fetch_seconds: float = setting(10.0, "seconds fetching one image URL may take, redirects included (its size is "
+                                         "held to --max-body-bytes)")
 
     @property
     def database(self) -> str:

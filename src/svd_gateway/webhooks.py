@@ -10,20 +10,17 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
 from .errors import GatewayError
+from .outbound import AllowList
 
-WEBHOOK_URL = r"^https?://[^\s/?#]+([/?#]\S*)?$"
-"""What a webhook may look like in the schema: an http(s) URL with a host (the allow-list decides the rest)."""
 EVENTS = ("start", "output", "logs", "completed")
 log = logging.getLogger("svd_gateway.webhooks")
 
@@ -48,11 +45,9 @@ def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
 
 
 class Webhooks:
-    def __init__(self, secret: str, *, allow: tuple[str, ...], attempts: int, backoff: float, timeout: float):
-        self.secret = secret
+    def __init__(self, secret: str, *, allow: AllowList, attempts: int, backoff: float, timeout: float):
+        self.secret, self.allow = secret, allow
         self.attempts, self.backoff = attempts, backoff
-        self.allowed_hosts = {entry.lower() for entry in allow if not _is_network(entry)}
-        self.allowed_networks = [ipaddress.ip_network(entry, strict=False) for entry in allow if _is_network(entry)]
         self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self.queues: dict[str, asyncio.Queue] = {}
         self.senders: set[asyncio.Task] = set()
@@ -65,29 +60,9 @@ class Webhooks:
 
     async def check_target(self, url: str) -> None:
         """Refuse (422) a webhook URL that is not http(s) or resolves to an address not permitted."""
-        reason = await self._refusal(url)
+        reason = await self.allow.refusal(url)
         if reason:
             raise GatewayError(422, "invalid_input", f"webhook: {reason}", "webhook")
-
-    async def _refusal(self, url: str) -> str | None:
-        try:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            return "not a valid URL"
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return "must be an http(s) URL"
-        host = parts.hostname.lower()
-        if host in self.allowed_hosts:
-            return None
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-        except (OSError, UnicodeError):
-            return f"cannot resolve {host[:100]}"
-        addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
-        if all(address.is_global or any(address in net for net in self.allowed_networks) for address in addresses):
-            return None
-        return f"{host} is a private, loopback or reserved address not in the gateway's webhook allow-list"
 
     def send(self, job_id: str, url: str, events: list[str], event: str, payload: dict) -> None:
         """Queue `payload` for `url` if `event` passes the job's filter; deliveries of one job go in order."""
@@ -114,7 +89,7 @@ class Webhooks:
     async def _deliver(self, url: str, event: str, body: str) -> bool:
         message_id = "msg_" + secrets.token_hex(12)
         for attempt in range(1, self.attempts + 1):
-            reason = await self._refusal(url)  # checked again at delivery: DNS may have changed
+            reason = await self.allow.refusal(url)  # checked again at delivery: DNS may have changed
             if reason:
                 log.warning("webhook %s to %s not sent: %s", event, url, reason)
                 return False
@@ -136,10 +111,3 @@ class Webhooks:
         log.warning("webhook %s to %s given up after %d attempts (%s)", event, url, self.attempts, problem)
         return False
 
-
-def _is_network(entry: str) -> bool:
-    try:
-        ipaddress.ip_network(entry, strict=False)
-        return True
-    except ValueError:
-        return False

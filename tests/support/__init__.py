@@ -1,6 +1,9 @@
 """Helpers the test tiers share: the token, free ports, a server from the CPU config, repository copies."""
 import io
 import shutil
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from PIL import Image
@@ -37,3 +40,21 @@ def start_server(**options):
     from svd_triton.launcher import TritonServer
 
     return TritonServer(on_free_ports(token=TOKEN, **options), ready_timeout=240)
+
+
+@contextmanager
+def http_server(handler):
+    """A real HTTP server on 127.0.0.1 (a free port) answering with `handler`, in a thread; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output free of its access log."""
+
+    def log_message(self, *args):
+        pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from typing import Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
@@ -14,6 +15,7 @@ from svd_contract import MIME_TYPES
 from ..deps import BaseURL, SettingsDep, StoreDep
 from ..errors import GUARDED, GatewayError, HouseError, error_responses
 from ..jobs import isoformat
+from ..schemas import IMAGE_MEDIA_TYPES
 from ..store import Upload
 
 files = APIRouter(tags=["files"], responses=error_responses(HouseError, 400, *GUARDED, 404))
@@ -21,21 +23,34 @@ outputs = APIRouter(tags=["outputs"], responses=error_responses(HouseError, 404)
 CHUNK = 1024 * 1024
 
 
-def as_file(upload: Upload, base: str, metadata: dict | None = None) -> dict:
+def as_file(upload: Upload, base: str, metadata: Any = None) -> dict:
     return {"id": upload.id, "name": upload.name, "content_type": upload.content_type, "size": upload.size,
-            "etag": upload.sha256[:32], "checksums": {"sha256": upload.sha256}, "metadata": metadata or {},
+            "etag": upload.sha256[:32], "checksums": {"sha256": upload.sha256},
+            "metadata": {} if metadata is None else metadata,
             "created_at": isoformat(upload.created_at), "expires_at": isoformat(upload.expires_at),
             "urls": {"get": f"{base}/v1/files/{upload.id}"}}
 
 
-@files.post("/v1/files", status_code=201)
-async def upload_file(store: StoreDep, settings: SettingsDep, base: BaseURL, content: UploadFile = File(),
+UPLOAD_BODY = {"requestBody": {"content": {"multipart/form-data": {"encoding": {"content": {
+    "contentType": f"{IMAGE_MEDIA_TYPES}, application/octet-stream"}}}}}}
+"""Any file may be uploaded (application/octet-stream); the images are named first, as what the generation
+routes take by reference (a fuzzer's image generators then fill the part)."""
+
+
+@files.post("/v1/files", status_code=201, openapi_extra=UPLOAD_BODY)
+async def upload_file(request: Request, store: StoreDep, settings: SettingsDep, base: BaseURL,
+                      content: UploadFile = File(),
                       metadata: str = Form("{}", json_schema_extra={"contentMediaType": "application/json"},
-                                           description="JSON, returned as the file's metadata")):
+                                           description="JSON, returned parsed as the file's metadata (other text "
+                                                       "is returned as the string it is)")):
+    form = await request.form()  # other fields are ignored; these two are read once, so may be given once
+    repeated = next((name for name in ("content", "metadata") if len(form.getlist(name)) > 1), None)
+    if repeated is not None:  # FastAPI would read whichever came last
+        raise GatewayError(400, "invalid_request", f"{repeated}: given more than once", repeated)
     try:
         extra = json.loads(metadata)
-    except json.JSONDecodeError:
-        raise GatewayError(400, "invalid_request", "metadata: not valid JSON", "metadata") from None
+    except json.JSONDecodeError:  # contentMediaType annotates, it does not assert: any text is a valid form field
+        extra = metadata
     digest, size = hashlib.sha256(), 0
     with tempfile.NamedTemporaryFile(dir=store.blobs.scratch, suffix=".partial", delete=False) as target:
         while chunk := await content.read(CHUNK):

@@ -43,7 +43,7 @@ router = APIRouter(tags=[FORGE_TAG], responses=error_responses(HouseError, 400, 
 class StartRequest(BaseModel):
     """The body Forge's runtime warmup script posts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version: str | None = Field(None, pattern=NAME_PATTERN)
     gpu_type: str | None = Field(None, pattern=NAME_PATTERN)
     region: str | None = Field(None, pattern=NAME_PATTERN)
@@ -51,7 +51,7 @@ class StartRequest(BaseModel):
 
 
 class StopRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version: str | None = Field(None, pattern=NAME_PATTERN)
 
 

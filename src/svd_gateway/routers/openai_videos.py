@@ -22,16 +22,16 @@ from svd_contract import MIME_TYPES, PARAMETERS
 from ..deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, read_body
 from ..errors import GUARDED, GatewayError, OpenAIError, error_responses
 from ..jobs import progress_percent
-from ..schemas import VideoCreateRequest, VideoExtendRequest, VideoRemixRequest, form_schema, inline_schema
-from ..service import check_image, image_bytes
+from ..schemas import (IMAGE_MEDIA_TYPES, MAX_SECONDS, SECONDS_PER_CLIP, SECONDS_TEXT, SIZE_TEXT, VideoCreateRequest,
+                       VideoExtendRequest, VideoRemixRequest, form_schema, inline_schema)
+from ..service import DataPlane, check_image
 from ..settings import Settings
 from ..store import Job, Store
 
 router = APIRouter(tags=["OpenAI Videos"], responses=error_responses(OpenAIError, 400, *GUARDED, 404, 409))
-SECONDS_PER_CLIP = 4
-"""Each 4 seconds asked is one clip (SVD-XT's 25 frames last 4.2 s at 6 fps, 3.6 s at 7)."""
 NATIVE_SIZES = ((1024, 576), (576, 1024))
-SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+SECONDS = re.compile(SECONDS_TEXT)
+SIZE = re.compile(SIZE_TEXT)
 STATUS = {"starting": "queued", "processing": "in_progress", "succeeded": "completed", "failed": "failed",
           "canceled": "failed"}
 POLL_AFTER_MS = "500"
@@ -43,11 +43,12 @@ OWN_FIELDS = {"prompt", "negative_prompt", "input_reference", "model", "seconds"
 """Request fields that are OpenAI's; the rest are the model's parameters."""
 
 
-def create_body_schema(model, file: str, description: str) -> dict:
-    """The request body as JSON or as the SDK's multipart form (where `file` is a file part)."""
+def create_body_schema(model, file: str, description: str, media_types: str) -> dict:
+    """The request body as JSON or as the SDK's multipart form (where `file` is a file part of `media_types`)."""
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": inline_schema(model)},
-        "multipart/form-data": {"schema": form_schema(model, {file: description})}}}}
+        "multipart/form-data": {"schema": form_schema(model, {file: description}),
+                                "encoding": {file: {"contentType": media_types}}}}}}
 
 
 def as_video(job: Job, settings: Settings) -> dict[str, Any]:
@@ -73,8 +74,10 @@ def clips(seconds: str | int | None, field: str, most: int | None) -> int | None
     """How many chained clips `seconds` asks for (None: not given); `most` is what the deployment allows."""
     if seconds is None:
         return None
-    text = str(seconds).strip()
-    count = int(text) // SECONDS_PER_CLIP if text.isdigit() and int(text) % SECONDS_PER_CLIP == 0 else 0
+    text = str(seconds)
+    spelled = SECONDS.match(text) if isinstance(seconds, str) else \
+        not isinstance(seconds, bool) and SECONDS_PER_CLIP <= seconds <= MAX_SECONDS and seconds % SECONDS_PER_CLIP == 0
+    count = int(text) // SECONDS_PER_CLIP if spelled else 0
     if count < 1 or (most is not None and count > most):
         allowed = ", ".join(str(SECONDS_PER_CLIP * k) for k in range(1, (most or 3) + 1)) + ("" if most else ", ...")
         raise GatewayError(400, "invalid_value", f"{field}={text[:20]!r} is not supported; accepted: {allowed} (each "
@@ -86,7 +89,7 @@ def dimensions(size: str, deployment: dict[str, str]) -> tuple[int, int]:
     """WIDTHxHEIGHT within the contract's sides and the deployment's pixel budget, else a 400 listing them."""
     side = PARAMETERS["width"]
     max_pixels = int(deployment.get("max_pixels", 0)) or None
-    found = SIZE.match(size.strip().lower())
+    found = SIZE.match(size)
     width, height = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
     def fits(w: int, h: int) -> bool:
@@ -119,8 +122,9 @@ async def completed(store: Store, video_id: str, field: str) -> Job:
     return job
 
 
-async def reference_image(body: VideoCreateRequest, uploaded: bytes | None, store: Store) -> bytes | None:
-    """input_reference as bytes: the uploaded file, a data URI, or a /v1/files id; None: text-to-video."""
+async def reference_image(body: VideoCreateRequest, uploaded: bytes | None, store: Store,
+                          plane: DataPlane) -> bytes | None:
+    """input_reference as bytes: the uploaded file, an image URL or data URI, or a /v1/files id; None: text-to-video."""
     reference = body.input_reference
     if uploaded is not None:
         image = uploaded
@@ -128,11 +132,11 @@ async def reference_image(body: VideoCreateRequest, uploaded: bytes | None, stor
         return None
     elif reference.file_id:
         if await run_in_threadpool(store.get_upload, reference.file_id) is None:
-            raise GatewayError(400, "invalid_value", f"input_reference.file_id: no file {reference.file_id} on this "
-                               "gateway (or it has expired)", "input_reference")
+            raise GatewayError(404, "not_found", f"input_reference.file_id: no file {reference.file_id} on this "
+                               "gateway (or it has expired)", "input_reference.file_id")
         image = await run_in_threadpool(store.read_upload, reference.file_id)
     elif reference.image_url:
-        image = await run_in_threadpool(image_bytes, reference.image_url, store, "input_reference")
+        image = await plane.image(reference.image_url, "input_reference.image_url")
     else:
         raise GatewayError(400, "invalid_value", "input_reference: give image_url or file_id", "input_reference")
     return await run_in_threadpool(check_image, image, "input_reference")
@@ -169,18 +173,17 @@ async def start(plane, base: str, image: bytes, params: dict[str, Any], given: d
 
 
 @router.post("/v1/videos", openapi_extra=create_body_schema(VideoCreateRequest, "input_reference",
-                                                            "The first frame: a PNG, JPEG or WebP file"))
+                                                            "The first frame: a PNG, JPEG or WebP file",
+                                                            IMAGE_MEDIA_TYPES))
 async def create_video(request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL):
     """A video from an image (input_reference) or, without one, from the prompt (text-to-video)."""
     body, files = await read_body(request, VideoCreateRequest, files=("input_reference",))
-    image = await reference_image(body, files.get("input_reference"), store)
+    image = await reference_image(body, files.get("input_reference"), store, plane)
     params = body.model_dump(exclude_none=True, exclude=OWN_FIELDS)
     deployment = await plane.deployment()
     for ours, theirs in (("segments", "seconds"), ("width", "size"), ("height", "size")):
         if ours in params and getattr(body, theirs) is not None:
             raise GatewayError(400, "invalid_value", f"{theirs} and {ours} name the same setting; give one", theirs)
-    if params.get("video_format", "mp4") != "mp4":
-        raise GatewayError(400, "invalid_value", "video_format: this API serves MP4; accepted: mp4", "video_format")
     count = clips(body.seconds, "seconds", int(deployment["max_segments"]) if "max_segments" in deployment else None)
     if count:
         params["segments"] = count
@@ -254,7 +257,8 @@ async def download_content(video_id: str, request: Request, plane: DataPlaneDep,
 
 
 @router.post("/v1/videos/extensions", openapi_extra=create_body_schema(VideoExtendRequest, "video",
-                                                                       "A video of this gateway, as downloaded"))
+                                                                       "A video of this gateway, as downloaded",
+                                                                       MIME_TYPES["mp4"]))
 async def extend_video(request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL):
     """The original request with `seconds` more clips chained after it: the same image, settings and seed, so
     its first clips are the original's and the new ones continue from the original's last frame."""

@@ -15,20 +15,20 @@ from starlette.concurrency import run_in_threadpool
 from ..deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, WebhooksDep
 from ..errors import GUARDED, GatewayError, HouseError, error_responses
 from ..jobs import VERSION, as_prediction
-from ..schemas import PredictionInput
-from ..webhooks import EVENTS, WEBHOOK_URL
+from ..schemas import PredictionInput, WebhookURL
+from ..webhooks import EVENTS
 
 router = APIRouter(tags=["predictions"], responses=error_responses(HouseError, 400, *GUARDED, 404, 422))
 PREDICTION_NOT_FOUND = "no such prediction"
 
 
 class PredictionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version: str | None = None
     """Any version id: this gateway serves one model version."""
     input: PredictionInput
-    webhook: str | None = Field(None, pattern=WEBHOOK_URL, description="An http(s) URL, on the gateway's allow-list")
-    webhook_completed: str | None = Field(None, pattern=WEBHOOK_URL)
+    webhook: WebhookURL | None = Field(None, description="An http(s) URL, on the gateway's allow-list")
+    webhook_completed: WebhookURL | None = None
     """Older clients' name for a webhook called only on completion."""
     webhook_events_filter: list[Literal[EVENTS]] | None = None
     stream: bool | None = None

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from svd_contract import MIME_TYPES
 from ..deps import BaseURL, DataPlaneDep, StoreDep, read_body
 from ..errors import CODE_STATUS, GUARDED, GatewayError, StabilityError, error_responses
-from ..schemas import StabilityRequest, form_schema
+from ..schemas import IMAGE_MEDIA_TYPES, StabilityRequest, form_schema
 from ..service import check_image
 from ..store import sha256
 
@@ -24,8 +24,9 @@ STABILITY_FIELDS = {"seed", "cfg_scale"}
 """Stability's names that are not the model's own (motion_bucket_id is)."""
 
 
-REQUEST_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    **form_schema(StabilityRequest, {"image": "PNG or JPEG"}), "required": ["image"]}}}}}
+REQUEST_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {
+    "schema": {**form_schema(StabilityRequest, {"image": "PNG, JPEG or WebP"}), "required": ["image"]},
+    "encoding": {"image": {"contentType": IMAGE_MEDIA_TYPES}}}}}}
 
 
 @router.post("/v2beta/image-to-video", openapi_extra=REQUEST_BODY)
