@@ -67,6 +67,11 @@ def gateway(tmp_path_factory):
         yield running
 
 
+SEED = 20261206
+"""A red CI must be reproducible: the run's seed is fixed. A new user's run draws one; run the same command
+without `--seed` (or with another) to explore further, and fix what it finds here."""
+
+
 def test_a_default_schemathesis_run_finds_nothing(gateway, fuzz_server, tmp_path):
     assert int(version("schemathesis").split(".")[0]) >= 4
     document = httpx.get(f"{gateway.url}/openapi.json", timeout=30).json()
@@ -74,7 +79,7 @@ def test_a_default_schemathesis_run_finds_nothing(gateway, fuzz_server, tmp_path
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.support.fuzz_hooks", "SVD_FUZZ_SERVER": fuzz_server,
            "PYTHONPATH": str(ROOT)}
     run = subprocess.run([str(SCHEMATHESIS), "run", f"{gateway.url}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}",
-                          "--max-examples", "25"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                          "--max-examples", "25", "--seed", str(SEED)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-12000:]
     assert f"Tested: {operations}" in report and "Coverage" in report and "Stateful" in report, report[-3000:]
