@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client import Counter
 
 from .errors import GatewayError
 
@@ -48,8 +49,11 @@ def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
 
 
 class Webhooks:
-    def __init__(self, secret: str, *, allow: tuple[str, ...], attempts: int, backoff: float, timeout: float):
+    def __init__(self, secret: str, *, allow: tuple[str, ...], attempts: int, backoff: float, timeout: float,
+                 outcomes: Counter):
         self.secret = secret
+        self.outcomes = outcomes
+        """Counts events by result: delivered, or failed after every attempt."""
         self.attempts, self.backoff = attempts, backoff
         self.allowed_hosts = {entry.lower() for entry in allow if not _is_network(entry)}
         self.allowed_networks = [ipaddress.ip_network(entry, strict=False) for entry in allow if _is_network(entry)]
@@ -106,7 +110,8 @@ class Webhooks:
         while True:
             url, event, body = await queue.get()
             if body is not None:
-                await self._deliver(url, event, body)
+                delivered = await self._deliver(url, event, body)
+                self.outcomes.labels("delivered" if delivered else "failed").inc()
             if event == "completed":
                 del self.queues[job_id]
                 return
