@@ -264,6 +264,8 @@ def _gateway(args) -> int:
     # SIGTERM is how Kubernetes stops a pod: the gateway drains (svd_gateway.app), uvicorn stops, and the signal,
     # which uvicorn raises again once it has restored the handler it found, then finds this one: exit status 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")  # uvicorn's look
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **server_options(settings))
     return 0
 
