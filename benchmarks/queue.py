@@ -29,6 +29,7 @@ from svd_gateway.store import Job
 from tests.support import TOKEN, start_server
 from tests.support.gateways import GatewayProcess
 from tests.support.postgres import throwaway_postgres
+from tests.support.waiting import until
 
 SAMPLE = ROOT / "src" / "svd_triton" / "data" / "sample.png"
 QUICK = {"num_frames": 4, "width": 64, "height": 64, "num_inference_steps": 2}
@@ -74,7 +75,8 @@ class Bench:
             latencies = []
             for _ in range(jobs):
                 job_id = self.submit(front, QUICK)
-                done = until(lambda: (found := job(database, job_id)).status == "succeeded" and found)
+                done = until(lambda: (found := job(database, job_id)).status == "succeeded" and found, "a job",
+                             interval=0.02)
                 latencies.append((done.started_at - done.created_at).total_seconds())
             return latencies
 
@@ -85,12 +87,12 @@ class Bench:
             replicas = dict(zip(names, self.replicas(stack, database, [(name, ["--wake", wake, "--concurrency", "1"])
                                                                        for name in names])))
             job_id = self.submit(replicas["r0"], LONG)
-            running = until(lambda: (found := job(database, job_id)).status == "processing" and found)
+            running = until(lambda: (found := job(database, job_id)).status == "processing" and found, "the job")
             last_lease = job(database, job_id).lease_expires_at
             killed = time.time()
             replicas[running.worker].kill()
             again = until(lambda: (found := job(database, job_id)).attempts == 2 and found.status == "processing"
-                          and found, seconds=120)
+                          and found, "the takeover", interval=0.02)
             survivor = next(name for name in names if name != running.worker)
             self.client(replicas[survivor]).predictions.cancel(job_id)
             restarted = utc_seconds(again.started_at)
@@ -104,7 +106,7 @@ class Bench:
             client = self.client(gateways[0])
             started = time.perf_counter()
             ids = [client.predictions.create(version="any", input={"image": self.image, **QUICK}).id for _ in range(jobs)]
-            until(lambda: all_done(database, ids), seconds=3600)
+            until(lambda: all_done(database, ids), "the burst", seconds=7200)
             return jobs / (time.perf_counter() - started)
 
 
@@ -130,16 +132,6 @@ def all_done(database: str, ids: list[str]) -> bool:
     if failed:
         raise SystemExit(f"{len(failed)} jobs did not succeed")
     return all(statuses.get(job_id) == "succeeded" for job_id in ids)
-
-
-def until(condition, seconds: float = 300):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise SystemExit("timed out")
 
 
 def seconds(values: list[float]) -> str:

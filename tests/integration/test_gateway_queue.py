@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tests.support import TOKEN
 from tests.support.gateways import Gateway, GatewayProcess, settings_for
 from tests.support.old_store import create_old_schema
 from tests.support.videos import decode_video
+from tests.support.waiting import until
 from tests.support.webhooks import Receiver
 from svd_gateway.store import TERMINAL, Base, Job, new_id, utcnow
 
@@ -57,17 +57,6 @@ def jobs_in(database: str) -> list[Job]:
         jobs = [Job(**row._mapping) for row in connection.execute(sqlalchemy.select(*Job.__table__.columns))]
     engine.dispose()
     return jobs
-
-
-def until(condition, what: str, seconds: float = WAIT):
-    """Poll `condition` until it returns something truthy; fail naming `what` if it never does."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Cluster:
