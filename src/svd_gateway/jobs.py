@@ -177,6 +177,9 @@ class JobRunner:
         and return it with its video (or raise)."""
         if self.draining:
             raise GatewayError(503, "unavailable", "this gateway replica is shutting down; send the request again")
+        if self.settings.concurrency == 0:
+            raise GatewayError(503, "unavailable", "this gateway replica only queues jobs (--concurrency 0); send "
+                               "synchronous requests to one that runs them")
         job.lease_holder = self.holder
         job.lease_expires_at = utcnow() + timedelta(seconds=self.settings.lease_seconds)
         await run_in_threadpool(self.store.create, job, image)

@@ -56,7 +56,7 @@ class Settings:
                                    "depends on it: a Deployment's random pod names are fine) (default: the host name)",
                               default_factory=socket.gethostname, metavar="ID")
     concurrency: int = setting(4, "generations this replica runs at once, claimed from the queue all replicas share "
-                                  "(0: an API-only replica that queues jobs for the others)")
+                                  "(0: an API-only replica that queues jobs for the others and refuses synchronous routes)")
     max_attempts: int = setting(2, "a job whose replica was lost mid-run (crash, partition, scale-down) is started "
                                    "again until it has been started this many times, then failed with the reason")
     lease_seconds: float = setting(15.0, "a running job's lease: when its replica stops renewing it for this long, "
