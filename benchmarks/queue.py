@@ -7,7 +7,7 @@ model) and `svd-triton gateway` processes on free ports, all on this machine. Cl
 submitted one at a time through an API-only replica (--concurrency 0) to two idle workers, and measured as
 started_at - created_at in the store (one clock). Takeover: a job runs on one of two replicas with the
 default lease (15 s) and heartbeat (5 s); that replica is SIGKILLed; measured from the kill, and from its
-last lease's expiry, to the job running again on the other. Throughput: `--jobs` two-step 64×64 jobs
+last lease's expiry, to the job running again on the other. Throughput: `--jobs` one-step 2-frame 64×64 jobs
 submitted at once, until all have succeeded. Not a test: numbers depend on the machine and its load.
 """
 from __future__ import annotations
@@ -32,7 +32,8 @@ from tests.support.postgres import throwaway_postgres
 from tests.support.waiting import until
 
 SAMPLE = ROOT / "src" / "svd_triton" / "data" / "sample.png"
-QUICK = {"num_frames": 4, "width": 64, "height": 64, "num_inference_steps": 2}
+QUICK = {"num_frames": 2, "width": 64, "height": 64, "num_inference_steps": 1}
+"""The least the model does: the queue's own costs show."""
 LONG = {"num_frames": 4, "width": 64, "height": 64, "num_inference_steps": 100}
 
 
@@ -165,11 +166,11 @@ def main() -> None:
             rates.append([replicas, args.concurrency // replicas, args.jobs, f"{rate:.2f}"])
             print(rates[-1], flush=True)
         rate_table = markdown_table(["replicas", "concurrency each", "jobs", "jobs/s"], rates)
-    body = (f"{latency_table}\n\n{rate_table}\n\nClaim latency: {args.claims} two-step 64×64 jobs, one at a time, "
+    body = (f"{latency_table}\n\n{rate_table}\n\nClaim latency: {args.claims} one-step 2-frame 64×64 jobs, one at a time, "
             "through an API-only replica (`--concurrency 0`) to two idle workers; `poll` is `--wake poll` at the "
             "default `--poll-seconds 2`. Takeover: default lease 15 s, heartbeat 5 s, from the SIGKILL (and from "
             f"the dead replica's last lease expiry) to the job running again, {args.takeovers} runs per mode. "
-            f"Throughput: {args.jobs} two-step 64×64 jobs submitted at once to one replica; Triton (one model "
+            f"Throughput: {args.jobs} one-step 2-frame 64×64 jobs submitted at once to one replica; Triton (one model "
             "instance, tiny model on CPU) is the bottleneck, so this shows that the shared queue costs nothing "
             "measurable, not that replicas add GPU capacity.")
     print(body)

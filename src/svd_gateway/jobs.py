@@ -326,6 +326,8 @@ class JobRunner:
             image = None if "prompt" in job.params else await run_in_threadpool(self.store.read_input, job.id)
             generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
             self.generations[job.id] = generation
+            if job.id in self.releasing:  # released while its input was being read
+                generation.cancel()
             while not generation.done():
                 await asyncio.wait({generation}, timeout=LOG_INTERVAL)
                 if updates and (await self._flush(job, updates)).cancel_requested:
