@@ -197,9 +197,11 @@ def test_a_sigkilled_replica_s_jobs_are_taken_over_and_run_once(triton_stream, p
         until(lambda: all(running.running_on(p.id) for p in long), "three jobs running, one on each replica")
         victim = running.job(long[0].id).worker
         running.replicas[victim].kill()  # never restarted
+        watcher = running.client(next(name for name in running.replicas if name != victim))
         for prediction in [*long, *queued]:
-            prediction.wait()
-            assert prediction.status == "succeeded", prediction.error
+            found = watcher.predictions.get(prediction.id)
+            found.wait()
+            assert found.status == "succeeded", found.error
         jobs = {job.id: job for job in jobs_in(running.database)}
         taken = [job for job in jobs.values() if "stopped renewing its lease" in job.logs]
         assert [job.id for job in taken] == [long[0].id]
