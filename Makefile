@@ -17,7 +17,7 @@ PREPARE = $(BIN)/python -m pip install --upgrade pip
 INSTALL = $(BIN)/python -m pip install
 endif
 
-.PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-segments bench-cache gpu-wheels gpu-session soak playground playground-screenshot clean
+.PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-queue bench-segments bench-cache gpu-wheels gpu-session soak playground playground-screenshot clean
 
 # What the demo needs: the package with its engine and embedded Triton (no browser, no database).
 setup: $(VENV)/.installed
@@ -84,6 +84,10 @@ bench-keep-warm: setup-test
 # Gateway overhead vs calling Triton directly, and a burst of 200 jobs at concurrency 16, into docs/benchmarks.md.
 bench-gateway: setup-test
 	$(BIN)/python -m benchmarks.gateway_overhead $(ARGS)
+
+# Gateway replicas on PostgreSQL: claim latency (notify vs poll), takeover after SIGKILL, 200 jobs through 3 vs 1.
+bench-queue: setup-test
+	$(BIN)/python -m benchmarks.queue $(ARGS)
 
 # What segments, interpolation and loops cost vs a plain request, and segment drift (tiny model on CPU).
 bench-segments: setup-test

@@ -46,35 +46,15 @@ def triton_stream():
 
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A throwaway PostgreSQL cluster on loopback (Debian's postgresql, which `make setup` installs), run as
-    the `postgres` user when the tests run as root; yields its SQLAlchemy URL."""
-    import os
-    import shutil
-    import subprocess
-    import tempfile
+    """One throwaway PostgreSQL cluster on loopback for the whole run (tests/support/postgres.py); each test
+    that needs a clean database creates one in it."""
+    from tests.support.postgres import PostgresMissing, throwaway_postgres
 
-    from svd_triton.launcher import free_port
-
-    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    if not binaries:
-        pytest.fail("PostgreSQL is not installed (make setup installs Debian's postgresql)")
-    bin_dir = binaries[-1].parent
-    folder = Path(tempfile.mkdtemp(prefix="svd-postgres-"))
-    as_user = []
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", free_port()
-    subprocess.run([*as_user, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-l", folder / "log", "-w", "-t", "60", "-o",
-                    f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off", "start"],
-                   check=True, capture_output=True)
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+        with throwaway_postgres() as url:
+            yield url
+    except PostgresMissing as error:
+        pytest.fail(str(error))
 
 
 def pytest_collection_modifyitems(config, items):

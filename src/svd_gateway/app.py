@@ -1,8 +1,12 @@
 """The app factory. The lifespan creates the per-process objects once (one Triton gRPC client, the store,
 the job runner, the webhook sender, an HTTP client for Triton's metrics, the data plane), declared as one
-`GatewayState` that it hands to every request as the lifespan's state, and closes them at shutdown."""
+`GatewayState` that it hands to every request as the lifespan's state, and closes them at shutdown. Served
+by `svd-triton gateway` (the main thread), it also turns SIGTERM into a drain of the job runner."""
 from __future__ import annotations
 
+import asyncio
+import signal
+import threading
 from contextlib import asynccontextmanager
 
 import httpx
@@ -17,6 +21,7 @@ from .deps import GatewayState
 from .errors import install_handlers
 from .guard import Guard
 from .jobs import JobRunner
+from .metrics import GatewayMetrics, RequestCounter
 from .outbound import AllowList, ImageFetcher
 from .routers import files, forge, health, openai_style, openai_videos, playground, predictions, stability, tir
 from .service import DataPlane
@@ -26,21 +31,25 @@ from .webhooks import Webhooks, load_secret
 
 
 def create_app(settings: Settings) -> FastAPI:
+    metrics = GatewayMetrics(settings.replica_id)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         blobs = await run_in_threadpool(open_blobs, settings.storage_url, settings.data_dir)
         store = await run_in_threadpool(Store, settings.database, blobs)
+        metrics.watch(store)
         svd = AsyncSVDClient(settings.triton_url, protocol="grpc", token=settings.token, timeout=settings.timeout)
         allow = AllowList(settings.webhook_allow)
         webhooks = Webhooks(load_secret(settings.webhook_secret, settings.data_dir), allow=allow,
                             attempts=settings.webhook_attempts, backoff=settings.webhook_backoff,
-                            timeout=settings.webhook_timeout)
+                            timeout=settings.webhook_timeout, outcomes=metrics.webhooks)
         http = httpx.AsyncClient()
         fetcher = ImageFetcher(allow, max_bytes=settings.max_body_bytes, seconds=settings.fetch_seconds)
-        runner = JobRunner(store, svd, webhooks, settings)
+        runner = JobRunner(store, svd, webhooks, settings, metrics)
         state = GatewayState(settings=settings, store=store, svd=svd, webhooks=webhooks, http=http, runner=runner,
-                             plane=DataPlane(store, runner, svd, webhooks, fetcher, settings))
+                             plane=DataPlane(store, runner, svd, webhooks, fetcher, settings), metrics=metrics)
         await runner.start()
+        _drain_on_sigterm(runner)
         try:
             yield {"gateway": state}  # the lifespan's state: every request's request.state.gateway (deps.State)
         finally:
@@ -63,4 +72,21 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes,
                        body_seconds=settings.body_seconds)
+    app.add_middleware(RequestCounter, counter=metrics.requests)
     return app
+
+
+def _drain_on_sigterm(runner: JobRunner) -> None:
+    """Chain a SIGTERM handler before uvicorn's (which stops the server): the runner stops claiming and drains
+    at once, while uvicorn finishes the requests in flight. Only in the main thread (signals live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def drain_then_stop(number, frame):
+        loop.call_soon_threadsafe(runner.begin_drain)
+        if callable(previous):
+            previous(number, frame)
+
+    signal.signal(signal.SIGTERM, drain_then_stop)

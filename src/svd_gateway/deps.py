@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from svd_triton.client import AsyncSVDClient
 from .errors import GatewayError
 from .jobs import JobRunner
+from .metrics import GatewayMetrics
 from .service import DataPlane
 from .settings import Settings
 from .store import Store
@@ -32,6 +33,7 @@ class GatewayState:
     """For Triton's metrics (the Forge routes)."""
     runner: JobRunner
     plane: DataPlane
+    metrics: GatewayMetrics
 
 
 def get_state(request: Request) -> GatewayState:

@@ -15,9 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import GatewayError, error_response
 
-# Paths anyone may read: health, API docs, the parameters' ranges, the playground page (its token is typed
+# Paths anyone may read: health, Prometheus metrics (counts only), API docs, the parameters' ranges, the playground page (its token is typed
 # into it) and its assets, and outputs (their unguessable link is the credential).
-PUBLIC_PREFIXES = ("/healthz", "/docs", "/redoc", "/openapi.json", "/v1/parameters", "/playground/", "/v1/outputs/")
+PUBLIC_PREFIXES = ("/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/v1/parameters", "/playground/", "/v1/outputs/")
 PUBLIC_PATHS = ("/",)
 
 

@@ -61,4 +61,6 @@ class HeaderDeadline(H11Protocol):
 
 def server_options(settings: Settings) -> dict:
     """Keyword arguments for `uvicorn.run` / `uvicorn.Config` that serve the gateway as `settings` say."""
-    return {"http": functools.partial(HeaderDeadline, header_seconds=settings.header_seconds)}
+    return {"http": functools.partial(HeaderDeadline, header_seconds=settings.header_seconds),
+            # in-flight requests get the job runner's drain time to be answered, then are cut off
+            "timeout_graceful_shutdown": int(settings.drain_seconds) + 5}

@@ -1,13 +1,20 @@
-"""The job runner: schedules stored jobs on this replica, streams their progress into logs, honours
-cancellation (by cancelling the gRPC stream, which stops Triton within a denoising step), stores the
-output, and tells webhooks. Every state change goes through the store first, so a crash loses nothing.
+"""The job runner: claims jobs from the queue every replica shares (the store), runs up to `concurrency` of
+them under leases its heartbeat renews, streams their progress into logs, honours cancellation (by cancelling
+the gRPC stream, which stops Triton within a denoising step) wherever it was asked, stores the output, and
+tells webhooks. Every state change goes through the store first, fenced by the lease, so a crash loses
+nothing and a replica that lost its lease changes nothing. On SIGTERM it drains: no new claims, running jobs
+get `drain_seconds`, the rest go back to the queue at once.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import secrets
+import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -16,8 +23,9 @@ from svd_triton.client import AsyncSVDClient, ProgressUpdate, VideoResult
 from svd_contract import VIDEO_FORMATS
 from svd_triton.errors import RequestCancelledError, SVDClientError
 from .errors import CODE_STATUS, GatewayError, client_error_code
+from .metrics import GatewayMetrics
 from .settings import Settings
-from .store import TERMINAL, Job, Store, new_id, sha256, utcnow
+from .store import POLLED, TERMINAL, Job, LeaseLost, Store, new_id, sha256, utcnow
 from .webhooks import Webhooks
 
 LOG_INTERVAL = 0.5
@@ -79,28 +87,77 @@ def as_prediction(job: Job) -> dict[str, Any]:
 
 
 class JobRunner:
-    def __init__(self, store: Store, svd: AsyncSVDClient, webhooks: Webhooks, settings: Settings):
-        self.store, self.svd, self.webhooks, self.settings = store, svd, webhooks, settings
+    def __init__(self, store: Store, svd: AsyncSVDClient, webhooks: Webhooks, settings: Settings,
+                 metrics: GatewayMetrics):
+        self.store, self.svd, self.webhooks, self.settings, self.metrics = store, svd, webhooks, settings, metrics
+        self.holder = f"{settings.replica_id[:40]}-{secrets.token_hex(8)}"
+        """This process's lease-holder name: unique per start, so two processes never share leases."""
         self.slots = asyncio.Semaphore(settings.concurrency)
+        self.running: dict[str, Job] = {}
+        """Jobs this process holds and runs, as claimed (their attempt and holder fence every write)."""
+        self.reserved: dict[str, Job] = {}
+        """Synchronous routes' jobs this process holds for the client on the line, not yet running."""
         self.generations: dict[str, asyncio.Task] = {}
+        self.releasing: dict[str, str] = {}
+        """Running jobs being given back to the queue (drain, shutdown) rather than canceled: id → log line."""
         self.done: dict[str, asyncio.Event] = {}
         self.tasks: set[asyncio.Task] = set()
-        self.stopping = False
+        self.executions: set[asyncio.Task] = set()
+        self.wake = asyncio.Event()
+        self.draining = False
+        self.drained: asyncio.Task | None = None
+        self.listening = threading.Event()
+        """Set to stop the LISTEN thread."""
 
     async def start(self) -> None:
-        """Recover what a crash left behind, then schedule every queued job."""
-        queued = await run_in_threadpool(self.store.recover, self.settings.replica_id, self.settings.max_attempts)
+        """Claim from the queue, keep leases alive, and (PostgreSQL, wake=notify) listen for new jobs."""
         await run_in_threadpool(self.store.sweep_orphans, SWEEP_GRACE)
-        for job_id in queued:
-            self._schedule(job_id)
-        self._spawn(self._expire_periodically())
+        if self.settings.wake == "notify" and self.store.can_listen:
+            loop = asyncio.get_running_loop()
+            threading.Thread(target=self.store.listen, args=(lambda: loop.call_soon_threadsafe(self.wake.set),
+                                                             self.listening), daemon=True).start()
+        for loop_body in (self._claim_loop(), self._heartbeat(), self._expire_periodically()):
+            self._spawn(loop_body)
+        log.info("replica %s claims jobs as %s", self.settings.replica_id, self.holder)
+
+    def begin_drain(self) -> None:
+        """SIGTERM: stop claiming now; running jobs get drain_seconds, then are released (stop() awaits this)."""
+        if self.drained is None:
+            self.drained = asyncio.create_task(self._drain())
 
     async def stop(self) -> None:
-        """Interrupted jobs go back to the queue, for this replica's next start (or another replica)."""
-        self.stopping = True
+        """Shutdown: after a drain (if one began), what still runs goes back to the queue at once."""
+        if self.drained is not None:
+            await self.drained
+        self.draining = True
+        await self._release_running("the gateway replica running it stopped; the job is queued again")
+        self.listening.set()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        self.draining = True
+        self.wake.set()
+        log.info("draining: %d jobs running, up to %.0f s to finish", len(self.running), self.settings.drain_seconds)
+        for job in list(self.reserved.values()):  # not started: its client is told at once, and may retry elsewhere
+            await self._finish(job, "failed", error_code="unavailable",
+                               error="this gateway replica is shutting down; send the request again")
+        if self.executions:
+            await asyncio.wait(set(self.executions), timeout=self.settings.drain_seconds)
+        await self._release_running("the gateway replica running it was shut down before the job could finish; "
+                                    "the job is queued again")
+
+    async def _release_running(self, note: str) -> None:
+        """Stop this process's running jobs and give them back to the queue (a synchronous route's job fails:
+        its client is on this replica's line), and wait until that is written."""
+        for job_id in list(self.running):
+            self.releasing[job_id] = note
+            generation = self.generations.get(job_id)
+            if generation is not None:
+                generation.cancel()
+        if self.executions:
+            await asyncio.gather(*self.executions, return_exceptions=True)
 
     def new_job(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base_url: str,
                 *, webhook: str | None = None, events: list[str] | None = None) -> Job:
@@ -110,13 +167,24 @@ class JobRunner:
                    created_at=utcnow())
 
     async def submit(self, job: Job, image: bytes) -> Job:
+        """Queue a job for whichever replica has a free slot first (this one is woken too)."""
         await run_in_threadpool(self.store.create, job, image)
-        self._schedule(job.id)
+        self.wake.set()
         return job
 
     async def run_now(self, job: Job, image: bytes) -> tuple[Job, bytes]:
-        """For the synchronous routes: run `job`, wait for it, and return it with its video (or raise)."""
-        await self.submit(job, image)
+        """For the synchronous routes: run `job` on this replica (its client waits on this line), wait for it,
+        and return it with its video (or raise)."""
+        if self.draining:
+            raise GatewayError(503, "unavailable", "this gateway replica is shutting down; send the request again")
+        if self.settings.concurrency == 0:
+            raise GatewayError(503, "unavailable", "this gateway replica only queues jobs (--concurrency 0); send "
+                               "synchronous requests to one that runs them")
+        job.lease_holder = self.holder
+        job.lease_expires_at = utcnow() + timedelta(seconds=self.settings.lease_seconds)
+        await run_in_threadpool(self.store.create, job, image)
+        self.reserved[job.id] = job
+        self._spawn(self._run_reserved(job))
         job = await self.wait(job.id, self.settings.timeout + 60)
         if job.status == "failed":
             raise GatewayError(CODE_STATUS.get(job.error_code, 502), job.error_code or "server_error", job.error,
@@ -137,13 +205,13 @@ class JobRunner:
             left = deadline - time.monotonic()
             if job is None or job.status in TERMINAL or left <= 0:
                 return job
-            event = self.done.get(job_id)
-            try:  # a job run by another replica is seen by polling
-                await asyncio.wait_for(event.wait() if event else asyncio.sleep(left), min(left, 0.5))
-            except asyncio.TimeoutError:
-                pass
+            event = self.done.setdefault(job_id, asyncio.Event())
+            with contextlib.suppress(asyncio.TimeoutError):  # a job run by another replica is seen by polling
+                await asyncio.wait_for(event.wait(), min(left, 0.5))
 
     async def cancel(self, job_id: str) -> Job | None:
+        """A queued job is canceled at once; a running one here within a denoising step; one running on another
+        replica when that replica next writes progress or renews its lease."""
         job = await run_in_threadpool(self.store.request_cancel, job_id)
         generation = self.generations.get(job_id)
         if generation is not None:
@@ -153,28 +221,102 @@ class JobRunner:
             self._notify(job, "completed")
         return job
 
-    def _schedule(self, job_id: str) -> None:
-        self.done.setdefault(job_id, asyncio.Event())
-        self._spawn(self._run(job_id))
-
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
-    async def _run(self, job_id: str) -> None:
-        async with self.slots:
-            job = await run_in_threadpool(self.store.claim, job_id, self.settings.replica_id)
-            if job is None:  # canceled while queued, or claimed by another replica
-                self.done.pop(job_id, asyncio.Event()).set()
-                return
+    async def _claim_loop(self) -> None:
+        """Take the oldest queued job whenever a slot is free; idle, wait for a NOTIFY, a local submit or the
+        poll interval. A database error is logged and retried at the next poll."""
+        while not self.draining:
+            await self.slots.acquire()
+            self.wake.clear()
+            job = None
+            if not self.draining:
+                try:
+                    job = await run_in_threadpool(self.store.claim_next, self.holder, self.settings.replica_id,
+                                                  self.settings.lease_seconds)
+                except Exception:
+                    log.exception("claiming from the queue failed; retrying in %.1f s", self.settings.poll_seconds)
+            if job is None:
+                self.slots.release()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
+                continue
+            self._start(job)
+
+    async def _run_reserved(self, job: Job) -> None:
+        await self.slots.acquire()
+        claimed = None
+        try:
+            if not self.draining:
+                claimed = await run_in_threadpool(self.store.claim, job.id, self.holder, self.settings.replica_id,
+                                                  self.settings.lease_seconds)
+        finally:
+            self.reserved.pop(job.id, None)
+            if claimed is None:  # canceled while queued, or failed by a drain
+                self.slots.release()
+                self._signal_done(job.id)
+        if claimed is not None:
+            self._start(claimed)
+
+    def _start(self, job: Job) -> None:
+        """Run a claimed job; the slot it holds is released when it ends."""
+        self.running[job.id] = job
+        execution = self._spawn(self._execute(job))
+        self.executions.add(execution)
+        execution.add_done_callback(self.executions.discard)
+
+    async def _execute(self, job: Job) -> None:
+        self.metrics.running.inc()
+        started = time.perf_counter()
+        try:
             self._notify(job, "start")
             finished = await self._generate(job)
+        finally:
+            self.running.pop(job.id, None)
+            self.releasing.pop(job.id, None)
+            self.metrics.running.dec()
+            self.slots.release()
         if finished is not None:
+            self.metrics.duration.labels(finished.status).observe(time.perf_counter() - started)
             self._notify(finished, "completed")
             if finished.output_key:
                 await self._expire()
-        self.done.pop(job_id, asyncio.Event()).set()
+        self._signal_done(job.id)
+
+    def _signal_done(self, job_id: str) -> None:
+        event = self.done.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    async def _heartbeat(self) -> None:
+        """Renew this process's leases, stop jobs canceled elsewhere or taken over, and take over jobs whose
+        replica stopped renewing."""
+        while True:
+            try:
+                held = await run_in_threadpool(self.store.renew, self.holder, self.settings.lease_seconds)
+                for job_id in list(self.running):
+                    generation = self.generations.get(job_id)
+                    if job_id not in held:
+                        log.warning("job %s: lease lost (another replica took it over); stopping it", job_id)
+                    if generation is not None and held.get(job_id, True):  # canceled elsewhere, or lost
+                        generation.cancel()
+                taken, ended = await run_in_threadpool(self.store.reclaim_expired, self.settings.max_attempts)
+                if taken:
+                    log.warning("took over %d jobs whose replica stopped renewing its lease", taken)
+                    self.metrics.takeovers.inc(taken)
+                    self.wake.set()
+                for job in ended:
+                    self._notify(job, "completed")
+            except Exception:
+                log.exception("heartbeat failed; retrying")
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    async def _finish(self, job: Job, status: str, **values) -> Job | None:
+        return await run_in_threadpool(self.store.finish, job, status, **values)
 
     async def _generate(self, job: Job) -> Job | None:
         updates: list[ProgressUpdate] = []
@@ -184,57 +326,74 @@ class JobRunner:
             image = None if "prompt" in job.params else await run_in_threadpool(self.store.read_input, job.id)
             generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
             self.generations[job.id] = generation
+            if job.id in self.releasing:  # released while its input was being read
+                generation.cancel()
             while not generation.done():
                 await asyncio.wait({generation}, timeout=LOG_INTERVAL)
-                if updates:
-                    job = await self._flush(job.id, updates)
-                    if job.cancel_requested:
-                        generation.cancel()
+                if updates and (await self._flush(job, updates)).cancel_requested:
+                    generation.cancel()
             result: VideoResult = generation.result()
+        except LeaseLost:
+            self.generations[job.id].cancel()
+            log.warning("job %s: lease lost (another replica took it over); its result is not kept", job.id)
+            return None
         except (asyncio.CancelledError, RequestCancelledError):
-            if self.stopping:
-                if job.id in self.generations:
-                    self.generations[job.id].cancel()
-                await run_in_threadpool(self.store.requeue, job.id, "gateway stopped; the job is queued again")
-                raise
-            return await run_in_threadpool(self.store.finish, job.id, "canceled",
-                                           predict_time=time.perf_counter() - started)
+            if job.id in self.generations:
+                self.generations[job.id].cancel()
+            if job.id in self.releasing:
+                return await self._give_back(job)
+            return await self._finish(job, "canceled", predict_time=time.perf_counter() - started)
         except SVDClientError as error:  # the client read the field the message names: error.field
-            return await run_in_threadpool(self.store.finish, job.id, "failed", error=str(error),
-                                           error_code=client_error_code(error), error_field=error.field,
-                                           predict_time=time.perf_counter() - started)
+            return await self._finish(job, "failed", error=str(error), error_code=client_error_code(error),
+                                      error_field=error.field, predict_time=time.perf_counter() - started)
         except Exception:  # a bug or a lost input file must not leave the job `processing`
             log.exception("job %s failed in the gateway", job.id)
-            return await run_in_threadpool(self.store.finish, job.id, "failed", error_code="server_error",
-                                           error="the gateway failed while running this job; its log has the details")
+            return await self._finish(job, "failed", error_code="server_error",
+                                      error="the gateway failed while running this job; its log has the details")
         finally:
             self.generations.pop(job.id, None)
-        if updates:
-            await self._flush(job.id, updates)
-        # cog's line: the seed is otherwise not in a prediction (its output is only the video's URL)
-        await run_in_threadpool(self.store.append_logs, job.id, f"Using seed: {result.seed}\n")
+        try:
+            if updates:
+                await self._flush(job, updates)
+            # cog's line: the seed is otherwise not in a prediction (its output is only the video's URL)
+            await run_in_threadpool(self.store.append_logs, job, f"Using seed: {result.seed}\n")
+        except LeaseLost:
+            log.warning("job %s: lease lost before its result was stored; the result is dropped", job.id)
+            return None
         try:
             key = await run_in_threadpool(self.store.save_output, result.video)
         except Exception:  # storage down or full: the job fails, and says where to look
             log.exception("job %s: storing its video failed", job.id)
-            return await run_in_threadpool(self.store.finish, job.id, "failed", error_code="server_error",
-                                           error="the video was made but could not be stored; the gateway's log "
-                                                 "has the details")
-        finished = await run_in_threadpool(self.store.finish, job.id, "succeeded", output_key=key,
-                                           output_format=result.video_format, output_bytes=len(result.video),
-                                           seed=result.seed, predict_time=time.perf_counter() - started)
-        if finished is None:  # canceled at the very end: the output is not kept
+            return await self._finish(job, "failed", error_code="server_error",
+                                      error="the video was made but could not be stored; the gateway's log has "
+                                            "the details")
+        finished = await self._finish(job, "succeeded", output_key=key, output_format=result.video_format,
+                                      output_bytes=len(result.video), seed=result.seed,
+                                      predict_time=time.perf_counter() - started)
+        if finished is None:  # canceled at the very end, or taken over: this output is not the job's
+            log.warning("job %s: finish refused (canceled or taken over); its video is dropped", job.id)
             await run_in_threadpool(self.store.delete_output, key)
         else:
             self._notify(finished, "output")
         return finished
 
-    async def _flush(self, job_id: str, updates: list[ProgressUpdate]) -> Job:
+    async def _give_back(self, job: Job) -> Job | None:
+        """A running job this replica cannot finish (drain, shutdown): a polled job goes back to the queue for
+        another replica; a synchronous one fails cleanly, its client being on this replica's line."""
+        if job.origin in POLLED:
+            if await run_in_threadpool(self.store.release, job, self.releasing[job.id]):
+                log.info("job %s released to the queue", job.id)
+            return None
+        return await self._finish(job, "failed", error_code="unavailable",
+                                  error="this gateway replica was shut down before the job could finish; send the "
+                                        "request again")
+
+    async def _flush(self, job: Job, updates: list[ProgressUpdate]) -> Job:
         lines = "".join(progress_line(update) for update in updates)
         updates.clear()
-        job = await run_in_threadpool(self.store.append_logs, job_id, lines)
-        self._notify(job, "logs")
-        return job
+        current = await run_in_threadpool(self.store.append_logs, job, lines)
+        self._notify(current, "logs")
+        return current
 
     def _notify(self, job: Job, event: str) -> None:
         if job.webhook:

@@ -15,12 +15,13 @@ from typing import Any, Callable
 
 
 def setting(default: Any = MISSING, help: str = "", *, default_factory: Callable[[], Any] = MISSING,
-            env: Callable[[], str | None] | None = None, metavar: str | None = None) -> Any:
+            env: Callable[[], str | None] | None = None, metavar: str | None = None,
+            choices: tuple[str, ...] | None = None) -> Any:
     """A Settings field and what its flag needs. `env` reads the flag's default from the environment when the
     CLI runs (Settings built in code never read it); written as `lambda: os.environ.get("NAME")` so that the
     variable's name is stated where it is read (and is there for the deploy-drift test's reading of the code)."""
     return field(default=default, default_factory=default_factory,
-                 metadata={"help": help, "env": env, "metavar": metavar})
+                 metadata={"help": help, "env": env, "metavar": metavar, "choices": choices})
 
 
 @dataclass
@@ -51,12 +52,24 @@ class Settings:
     database_url: str | None = setting(None, "any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: "
                                              "SQLite (WAL) in --data-dir; env SVD_GATEWAY_DATABASE_URL)",
                                        env=lambda: os.environ.get("SVD_GATEWAY_DATABASE_URL"), metavar="URL")
-    replica_id: str = setting(help="stable name of this replica: after a crash a replica resumes the jobs it had "
-                                   "claimed, never another's (default: the host name)",
+    replica_id: str = setting(help="this replica's name in job records, logs and metrics (correctness never "
+                                   "depends on it: a Deployment's random pod names are fine) (default: the host name)",
                               default_factory=socket.gethostname, metavar="ID")
-    concurrency: int = setting(4, "generations this replica runs at once; the others wait as `starting`")
-    max_attempts: int = setting(2, "a job interrupted by a gateway crash is retried until it has been started "
-                                   "this many times")
+    concurrency: int = setting(4, "generations this replica runs at once, claimed from the queue all replicas share "
+                                  "(0: an API-only replica that queues jobs for the others and refuses synchronous routes)")
+    max_attempts: int = setting(2, "a job whose replica was lost mid-run (crash, partition, scale-down) is started "
+                                   "again until it has been started this many times, then failed with the reason")
+    lease_seconds: float = setting(15.0, "a running job's lease: when its replica stops renewing it for this long, "
+                                         "any replica takes the job over")
+    heartbeat_seconds: float = setting(5.0, "how often a replica renews its leases, looks for cancels and takes over "
+                                            "expired jobs (keep well under --lease-seconds)")
+    wake: str = setting("notify", "how idle replicas learn of new jobs: notify (PostgreSQL LISTEN/NOTIFY, with "
+                                  "--poll-seconds as a fallback) or poll",
+                          choices=("notify", "poll"))
+    poll_seconds: float = setting(2.0, "an idle replica looks for queued jobs this often")
+    drain_seconds: float = setting(20.0, "on SIGTERM: stop claiming, let running jobs finish for this long, then "
+                                         "release the rest to the other replicas (keep below Kubernetes' "
+                                         "terminationGracePeriodSeconds)")
     max_wait: float = setting(60.0, "longest `Prefer: wait` (Replicate's sync mode) in seconds")
     max_outputs: int = setting(1000, "outputs kept at most (oldest dropped first)")
     output_seconds: float = setting(24 * 3600.0, "how long outputs and finished jobs' records are kept (Replicate "
@@ -111,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
         found = spec.metadata["env"]() if spec.metadata["env"] else None
         parser.add_argument("--" + spec.name.replace("_", "-"), dest=spec.name, type=kind, help=help,
-                            action="append" if repeats else "store",
+                            action="append" if repeats else "store", choices=spec.metadata["choices"],
                             metavar=spec.metadata["metavar"] or ("N" if kind is int else None),
                             default=argparse.SUPPRESS if found is None else found)
 

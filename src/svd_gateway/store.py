@@ -2,6 +2,12 @@
 SQLAlchemy URL such as PostgreSQL for several replicas), their bytes in `Blobs` (a local folder, or an
 S3-compatible bucket that replicas share).
 
+The jobs table is also the replicas' shared work queue: a queued job (`starting`, no lease holder) is
+claimed by one gateway process (oldest first; `FOR UPDATE SKIP LOCKED` on PostgreSQL), which holds a
+lease on it and renews it; a job whose lease expired is queued again by any replica. Every write the
+holder makes is conditional on (id, attempts, lease_holder), so a replica that lost its lease (it was
+partitioned, or paused) cannot finish a job another replica has taken over.
+
 Methods are blocking; async code calls them through `starlette.concurrency.run_in_threadpool`.
 Bytes are stored before the row that refers to them is committed, so a crash can leave bytes without a
 row but never a row without bytes; `sweep_orphans` removes the former.
@@ -11,19 +17,36 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import threading
+import zlib
 from datetime import datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, Integer, String, Text, create_engine, event, or_,
-                        select, update)
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Engine, Float, Integer, String, Text, create_engine,
+                        event, func, inspect, or_, select, text, update)
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from .blobs import FOLDERS, Blobs
 
 TERMINAL = ("succeeded", "failed", "canceled")
 POLLED = ("predictions", "videos", "stability")
-"""Origins whose clients poll (or are called back): a restart re-queues their jobs. The others' clients wait
-on the line, and are gone after a restart."""
+"""Origins whose clients poll (or are called back): their jobs go to the shared queue, and one whose replica
+was lost runs again elsewhere. The others' clients wait on the line to the replica that accepted them, which
+reserves and runs them itself; when that replica is lost, so is the client, and the job fails."""
+NOTIFY_CHANNEL = "svd_gateway_jobs"
+"""PostgreSQL LISTEN/NOTIFY channel: a job was queued (or released), idle replicas claim it."""
+MIGRATION_LOCK = zlib.crc32(b"svd_gateway.migrations")
+"""PostgreSQL advisory lock key: one replica migrates, the others wait for it."""
+BASELINE = "0001"
+"""The revision of the schema the gateway made before migrations existed (create_all)."""
+DRIVER_EXTRAS = {"postgresql": "postgres"}
+"""Which of this package's extras installs a database's driver."""
+
+
+class MissingDriver(RuntimeError):
+    """The database URL names a driver that is not installed; the message says which extra brings it."""
 
 
 def utcnow() -> datetime:
@@ -33,6 +56,44 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """Lower-case base32 like Replicate's ids; 130 random bits."""
     return base64.b32encode(secrets.token_bytes(20)).decode().lower().rstrip("=")[:26]
+
+
+def open_engine(database_url: str) -> Engine:
+    """An engine for `database_url` (SQLite: WAL, threads share it), or MissingDriver naming the extra."""
+    url = make_url(database_url)
+    sqlite = url.get_backend_name() == "sqlite"
+    try:
+        engine = create_engine(url, pool_pre_ping=True,
+                               connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {})
+    except ModuleNotFoundError as error:
+        extra = DRIVER_EXTRAS.get(url.get_backend_name())
+        hint = f"pip install 'svd-triton[{extra}]'" if extra else f"install the {error.name} package"
+        raise MissingDriver(f"--database-url {url.drivername}://...: the driver module {error.name!r} is not "
+                            f"installed ({hint})") from None
+    if sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def migrate(engine: Engine) -> str:
+    """Upgrade the schema to the newest migration and return its revision. On PostgreSQL under an advisory
+    lock held for the transaction: replicas starting together wait for the first, then find nothing to do.
+    A database made before migrations existed (tables, no alembic_version) is stamped at the baseline."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("svd_gateway") / "migrations"))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        config.attributes["connection"] = connection
+        tables = set(inspect(connection).get_table_names())
+        if "predictions" in tables and "alembic_version" not in tables:
+            command.stamp(config, BASELINE)
+        command.upgrade(config, "head")
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 class Base(DeclarativeBase):
@@ -68,7 +129,13 @@ class Job(Base):
     webhook: Mapped[str | None] = mapped_column(String(2000))
     webhook_events: Mapped[list] = mapped_column(JSON, default=list)
     worker: Mapped[str | None] = mapped_column(String(200))
+    """The replica id that ran (or runs) it, for logs; correctness never reads it."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Claims so far; a release at shutdown gives its attempt back."""
+    lease_holder: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The gateway process (random per start) holding the job: running it, or, for a synchronous route,
+    holding it queued for the client on the line; None while it waits in the shared queue."""
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -89,15 +156,18 @@ class Upload(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
+class LeaseLost(Exception):
+    """The job is no longer held by this process under this attempt: another replica took it over (or it was
+    canceled while queued)."""
+
+
 class Store:
-    def __init__(self, database_url: str, blobs: Blobs):
+    def __init__(self, database_url: str, blobs: Blobs, *, upgrade: bool = True):
         self.blobs = blobs
-        sqlite = database_url.startswith("sqlite")
-        self.engine = create_engine(database_url, pool_pre_ping=True,
-                                    connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {})
-        if sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        self.engine = open_engine(database_url)
+        if upgrade:
+            migrate(self.engine)
+        self.postgresql = self.engine.dialect.name == "postgresql"
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -106,9 +176,12 @@ class Store:
     # Jobs
 
     def create(self, job: Job, image: bytes) -> Job:
+        """Store a job: queued for any replica, or (lease_holder set) reserved for its holder."""
         self.blobs.write(f"inputs/{job.id}", image)
         with self.session.begin() as session:
             session.add(job)
+            if job.lease_holder is None:
+                self._notify(session)
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -128,30 +201,97 @@ class Store:
         with self.session() as session:
             return list(session.scalars(query.where(Job.origin == origin).limit(limit)))
 
-    def claim(self, job_id: str, worker: str) -> Job | None:
-        """starting → processing for `worker`, atomically: no two replicas run one job."""
-        with self.session.begin() as session:
-            claimed = session.execute(update(Job).where(Job.id == job_id, Job.status == "starting")
-                                      .values(status="processing", worker=worker, started_at=utcnow(),
-                                              attempts=Job.attempts + 1)).rowcount
-            return session.get(Job, job_id) if claimed else None
+    def claim_next(self, holder: str, worker: str, lease: float) -> Job | None:
+        """The oldest queued job, now `processing` under a lease for `holder`; None when the queue is empty.
+        SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL; the conditional update makes a
+        lost race (SQLite, several processes) a retry, never a double claim."""
+        while True:
+            with self.session.begin() as session:
+                job_id = session.scalar(select(Job.id).where(Job.status == "starting", Job.lease_holder.is_(None))
+                                        .order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True))
+                if job_id is None:
+                    return None
+                job = self._take(session, job_id, None, holder, worker, lease)
+                if job is not None:
+                    return job
 
-    def append_logs(self, job_id: str, lines: str) -> Job:
-        """Add log lines; the job's `cancel_requested` tells whether a cancel was asked for (possibly
-        through another replica)."""
+    def claim(self, job_id: str, holder: str, worker: str, lease: float) -> Job | None:
+        """The job `holder` reserved (a synchronous route's), now `processing`; None if it was canceled."""
         with self.session.begin() as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            job.logs = (job.logs or "") + lines
-            return job
+            return self._take(session, job_id, holder, holder, worker, lease)
 
-    def finish(self, job_id: str, status: str, **values) -> Job | None:
-        """Set a terminal status unless the job already has one; None then."""
+    def _take(self, session, job_id: str, reserved_by: str | None, holder: str, worker: str, lease: float) -> Job | None:
+        now = utcnow()
+        claimed = session.execute(update(Job).where(Job.id == job_id, Job.status == "starting",
+                                                    _held_by(reserved_by))
+                                  .values(status="processing", worker=worker, started_at=now, attempts=Job.attempts + 1,
+                                          lease_holder=holder, lease_expires_at=now + timedelta(seconds=lease))).rowcount
+        return session.get(Job, job_id, populate_existing=True) if claimed else None
+
+    def renew(self, holder: str, lease: float) -> dict[str, bool]:
+        """Extend every lease `holder` has; returns its jobs (id → cancel requested): a running job missing
+        here was taken over by another replica."""
         with self.session.begin() as session:
-            done = session.execute(update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL))
-                                   .values(status=status, completed_at=utcnow(), **values)).rowcount
-            job = session.get(Job, job_id)
-        self.blobs.delete(f"inputs/{job_id}")
-        return job if done else None
+            session.execute(update(Job).where(Job.lease_holder == holder, Job.status.not_in(TERMINAL))
+                            .values(lease_expires_at=utcnow() + timedelta(seconds=lease)))
+            return dict(session.execute(select(Job.id, Job.cancel_requested).where(
+                Job.lease_holder == holder, Job.status.not_in(TERMINAL))).all())
+
+    def reclaim_expired(self, max_attempts: int) -> tuple[int, list[Job]]:
+        """Jobs whose holder stopped renewing: a polled one is queued again (or failed after `max_attempts`
+        starts, or canceled if that was asked for); a synchronous route's fails, its client is gone with the
+        replica. Returns (how many were taken over, the jobs this ended)."""
+        taken, ended = 0, []
+        with self.session.begin() as session:
+            expired = list(session.scalars(select(Job).where(Job.status.not_in(TERMINAL), Job.lease_holder.is_not(None),
+                                                             Job.lease_expires_at < utcnow())
+                                           .order_by(Job.created_at).with_for_update(skip_locked=True)))
+            for job in expired:
+                values, note = _after_expiry(job, max_attempts)
+                done = session.execute(update(Job).where(Job.id == job.id, Job.attempts == job.attempts,
+                                                         Job.lease_holder == job.lease_holder)
+                                       .values(lease_holder=None, lease_expires_at=None,
+                                               logs=func.coalesce(Job.logs, "") + note, **values)).rowcount
+                taken += done
+                if done and values["status"] in TERMINAL:
+                    ended.append(job.id)
+            if taken:
+                self._notify(session)
+        ended_jobs = [self.get(job_id) for job_id in ended]
+        for job in ended_jobs:
+            self.blobs.delete(f"inputs/{job.id}")
+        return taken, ended_jobs
+
+    def append_logs(self, job: Job, lines: str) -> Job:
+        """Add log lines as the job's holder (LeaseLost if it no longer is); the job returned tells whether a
+        cancel was asked for (possibly through another replica)."""
+        with self.session.begin() as session:
+            if not session.execute(update(Job).where(*_fence(job)).values(logs=func.coalesce(Job.logs, "") + lines)).rowcount:
+                raise LeaseLost(job.id)
+            return session.get(Job, job.id, populate_existing=True)
+
+    def finish(self, job: Job, status: str, **values) -> Job | None:
+        """Set a terminal status as the job's holder; None when it is not (canceled meanwhile, or taken over)."""
+        with self.session.begin() as session:
+            done = session.execute(update(Job).where(*_fence(job))
+                                   .values(status=status, completed_at=utcnow(), lease_holder=None,
+                                           lease_expires_at=None, **values)).rowcount
+            finished = session.get(Job, job.id, populate_existing=True)
+        if not done:
+            return None
+        self.blobs.delete(f"inputs/{job.id}")
+        return finished
+
+    def release(self, job: Job, note: str) -> bool:
+        """Give a job this process holds back to the queue, attempt not counted (a replica shutting down);
+        idle replicas are woken for it."""
+        with self.session.begin() as session:
+            released = session.execute(update(Job).where(*_fence(job)).values(
+                status="starting", lease_holder=None, lease_expires_at=None, attempts=Job.attempts - 1,
+                logs=func.coalesce(Job.logs, "") + note + "\n")).rowcount
+            if released:
+                self._notify(session)
+        return bool(released)
 
     def delete(self, job_id: str) -> bool:
         """Remove a finished job and its video; False when there is no such job or it is not finished."""
@@ -164,46 +304,53 @@ class Store:
             self.delete_output(job.output_key)
         return True
 
-    def requeue(self, job_id: str, note: str) -> None:
-        with self.session.begin() as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            if job.status == "processing":
-                job.status, job.worker, job.logs = "starting", None, (job.logs or "") + note + "\n"
-
     def request_cancel(self, job_id: str) -> Job | None:
-        """A queued job is canceled at once; a running one is flagged for the replica running it."""
+        """A queued job is canceled at once; a running one is flagged for its holder, which sees the flag at its
+        next progress write or heartbeat, wherever it runs."""
         with self.session.begin() as session:
             job = session.get(Job, job_id, with_for_update=True)
             if job is None or job.status in TERMINAL:
                 return job
             if job.status == "starting":
-                job.status, job.completed_at = "canceled", utcnow()
+                job.status, job.completed_at, job.lease_holder, job.lease_expires_at = "canceled", utcnow(), None, None
             job.cancel_requested = True
         if job.status == "canceled":
             self.blobs.delete(f"inputs/{job_id}")
         return job
 
-    def recover(self, worker: str, max_attempts: int) -> list[str]:
-        """After a crash: this replica's interrupted jobs are re-queued (or failed, with the reason), and
-        every queued job is returned to be scheduled, oldest first."""
-        reasons = {}
-        with self.session.begin() as session:
-            for job in session.scalars(select(Job).where(Job.status == "processing", Job.worker == worker)):
-                if job.origin not in POLLED:
-                    reasons[job.id] = "the gateway restarted while its client was waiting"
-                elif job.cancel_requested:
-                    job.status, job.completed_at = "canceled", utcnow()
-                elif job.attempts >= max_attempts:
-                    reasons[job.id] = f"the gateway restarted during this job {job.attempts} times; giving up"
-                else:
-                    job.status, job.worker = "starting", None
-                    job.logs = (job.logs or "") + f"gateway restarted; the job is queued again (attempt {job.attempts + 1})\n"
-            for job in session.scalars(select(Job).where(Job.status == "starting", Job.origin.not_in(POLLED))):
-                reasons[job.id] = "the gateway restarted while its client was waiting"
-        for job_id, reason in reasons.items():
-            self.finish(job_id, "failed", error=reason, error_code="interrupted")
+    def counts(self) -> tuple[dict[str, int], float | None]:
+        """(jobs by status, age in seconds of the oldest queued job or None): what /metrics reports."""
         with self.session() as session:
-            return list(session.scalars(select(Job.id).where(Job.status == "starting").order_by(Job.created_at)))
+            by_status = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == "starting"))
+        return by_status, (utcnow() - oldest).total_seconds() if oldest else None
+
+    @property
+    def can_listen(self) -> bool:
+        """Whether `listen` works here: PostgreSQL through psycopg (3)."""
+        return self.postgresql and self.engine.driver == "psycopg"
+
+    def listen(self, on_notify, stopped: threading.Event) -> None:
+        """Blocking (a thread's target): call `on_notify` for every NOTIFY of a queued job until `stopped` is set;
+        reconnects after a lost connection, and calls it once per (re)connection for what it may have missed."""
+        import psycopg
+
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stopped.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    on_notify()
+                    while not stopped.is_set():
+                        for _ in connection.notifies(timeout=1.0):
+                            on_notify()
+            except psycopg.Error:
+                stopped.wait(1.0)
+
+    def _notify(self, session) -> None:
+        """Wake idle replicas (PostgreSQL LISTEN/NOTIFY, delivered at commit); the others poll."""
+        if self.postgresql:
+            session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
     # Bytes
 
@@ -310,6 +457,30 @@ class Store:
         for name in removed:
             self.blobs.delete(name)
         return removed
+
+
+def _held_by(holder: str | None):
+    return Job.lease_holder.is_(None) if holder is None else Job.lease_holder == holder
+
+
+def _fence(job: Job) -> tuple:
+    """The condition of every write by a job's holder: still this attempt, still this holder, not finished."""
+    return (Job.id == job.id, Job.attempts == job.attempts, Job.lease_holder == job.lease_holder,
+            Job.status.not_in(TERMINAL))
+
+
+def _after_expiry(job: Job, max_attempts: int) -> tuple[dict, str]:
+    """What becomes of a job whose lease expired: (column values, a log line)."""
+    lost = f"the replica holding this job ({job.worker or 'unnamed'}) stopped renewing its lease"
+    if job.cancel_requested:
+        return {"status": "canceled", "completed_at": utcnow()}, f"{lost}; canceled as asked\n"
+    if job.origin not in POLLED:
+        return ({"status": "failed", "completed_at": utcnow(), "error_code": "interrupted",
+                 "error": "the gateway replica holding this job was lost while its client was waiting"}, f"{lost}\n")
+    if job.status == "processing" and job.attempts >= max_attempts:
+        reason = f"the replica running this job was lost {job.attempts} times; giving up"
+        return {"status": "failed", "completed_at": utcnow(), "error_code": "interrupted", "error": reason}, f"{lost}\n"
+    return {"status": "starting"}, f"{lost}; the job is queued again (attempt {job.attempts + 1})\n"
 
 
 def _sqlite_pragmas(connection, _record) -> None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client import Counter
 
 from .errors import GatewayError
 from .outbound import AllowList
@@ -45,8 +46,11 @@ def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
 
 
 class Webhooks:
-    def __init__(self, secret: str, *, allow: AllowList, attempts: int, backoff: float, timeout: float):
+    def __init__(self, secret: str, *, allow: AllowList, attempts: int, backoff: float, timeout: float,
+                 outcomes: Counter):
         self.secret, self.allow = secret, allow
+        self.outcomes = outcomes
+        """Counts events by result: delivered, or failed after every attempt."""
         self.attempts, self.backoff = attempts, backoff
         self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self.queues: dict[str, asyncio.Queue] = {}
@@ -81,7 +85,8 @@ class Webhooks:
         while True:
             url, event, body = await queue.get()
             if body is not None:
-                await self._deliver(url, event, body)
+                delivered = await self._deliver(url, event, body)
+                self.outcomes.labels("delivered" if delivered else "failed").inc()
             if event == "completed":
                 del self.queues[job_id]
                 return

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
     gateway = commands.add_parser("gateway", help="REST routes of hosted SVD APIs (Replicate predictions, TIR, Forge, "
                                                   "OpenAI-style) over Triton, with a durable job store")
+    gateway.add_argument("action", nargs="?", choices=("serve", "migrate"), default="serve",
+                         help="serve (default), or migrate: create or upgrade the job store's schema and exit (for a "
+                              "Kubernetes Job before a rollout; replicas also migrate at start)")
     gateway.add_argument("--host", default="127.0.0.1", help="address uvicorn listens on (default 127.0.0.1)")
     gateway.add_argument("--port", type=int, default=8080, help="port uvicorn listens on (default 8080)")
     from svd_gateway.settings import add_arguments as add_gateway_settings  # standard library only: no extra needed
@@ -245,7 +248,24 @@ def _gateway(args) -> int:
     from svd_gateway import create_app, server_options
     from svd_gateway.settings import from_arguments
 
+    from svd_gateway.store import MissingDriver, migrate, open_engine
+
     settings = from_arguments(args)
+    try:
+        engine = open_engine(settings.database)  # a missing driver is one line naming the extra, not a traceback
+    except MissingDriver as error:
+        print(f"svd-triton gateway: {error}", file=sys.stderr)
+        return 2
+    if args.action == "migrate":
+        print(f"svd-triton gateway migrate: {engine.url.render_as_string()} is at schema revision {migrate(engine)}")
+        engine.dispose()
+        return 0
+    engine.dispose()
+    # SIGTERM is how Kubernetes stops a pod: the gateway drains (svd_gateway.app), uvicorn stops, and the signal,
+    # which uvicorn raises again once it has restored the handler it found, then finds this one: exit status 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")  # uvicorn's look
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **server_options(settings))
     return 0
 

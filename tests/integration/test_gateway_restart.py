@@ -1,6 +1,7 @@
 """A gateway killed with SIGKILL mid-run and started again on the same store (SQLite and PostgreSQL):
-the interrupted prediction is resumed, queued ones run, a synchronous request whose client is gone is
-failed with a reason; nothing is stuck in `processing`, nothing is lost, no orphan files remain."""
+once the dead process's lease expires the interrupted prediction runs again, queued ones run, a synchronous
+request whose client is gone is failed with a reason; nothing is stuck in `processing`, nothing is lost, no
+orphan files remain."""
 from __future__ import annotations
 
 import base64
@@ -35,7 +36,8 @@ def database_url(request, tmp_path):
 def test_sigkill_mid_run_then_restart_loses_nothing(triton_stream, sample_png, tmp_path, database_url):
     data_dir = tmp_path / "data"
     gateway = GatewayProcess("--triton-url", triton_stream.grpc_url, "--token", TOKEN, "--data-dir", str(data_dir),
-                             "--concurrency", "1", "--replica-id", "replica-a",
+                             "--concurrency", "1", "--replica-id", "replica-a", "--lease-seconds", "2",
+                             "--heartbeat-seconds", "0.5",
                              *(["--database-url", database_url] if database_url else []), log=tmp_path / "gateway.log")
     image = base64.b64encode(sample_png).decode()
     try:
@@ -60,7 +62,7 @@ def test_sigkill_mid_run_then_restart_loses_nothing(triton_stream, sample_png, t
             prediction.wait()
             assert prediction.status == "succeeded", prediction.error
             assert requests.get(prediction.output, timeout=30).status_code == 200
-        assert "gateway restarted; the job is queued again (attempt 2)" in running.logs
+        assert "stopped renewing its lease; the job is queued again (attempt 2)" in running.logs
     finally:
         gateway.stop()
 
@@ -70,7 +72,7 @@ def test_sigkill_mid_run_then_restart_loses_nothing(triton_stream, sample_png, t
     store.close()
     assert len(jobs) == 4 and all(job.status in TERMINAL for job in jobs)
     [synchronous] = [job for job in jobs if job.origin == "tir"]
-    assert synchronous.status == "failed" and "restarted" in synchronous.error
+    assert synchronous.status == "failed" and "client was waiting" in synchronous.error
     assert not list((data_dir / "inputs").iterdir())
     outputs = {path.name for path in (data_dir / "outputs").iterdir()}
     assert outputs == {job.output_key for job in jobs if job.output_key}

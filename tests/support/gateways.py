@@ -50,7 +50,8 @@ def settings_for(triton, data_dir: Path, **overrides) -> Settings:
 
 
 class GatewayProcess:
-    """`python -m svd_triton gateway ...` on a free port; `kill()` is SIGKILL, `start()` starts it again."""
+    """`python -m svd_triton gateway ...` on a free port; `kill()` is SIGKILL, `start()` starts it again.
+    `launch()` and `wait_ready()` split `start()`, so that several can start at the same instant."""
 
     def __init__(self, *args: str, log: Path):
         self.port = free_port()
@@ -60,9 +61,15 @@ class GatewayProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "GatewayProcess":
+        return self.launch().wait_ready()
+
+    def launch(self) -> "GatewayProcess":
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-        deadline = time.monotonic() + 60
+        return self
+
+    def wait_ready(self, seconds: float = 60) -> "GatewayProcess":
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()[-3000:]
             try:
@@ -75,6 +82,17 @@ class GatewayProcess:
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def terminate(self, seconds: float = 120) -> int:
+        """SIGTERM, as Kubernetes stops a pod; the exit status once it has drained and exited."""
+        self.process.terminate()
+        return self.process.wait(timeout=seconds)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,9 +1,10 @@
-"""Liveness of the gateway and readiness of the Triton model behind it."""
-from fastapi import APIRouter
+"""Liveness of the gateway, readiness of the Triton model behind it, and the gateway's own metrics."""
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from ..deps import SVDDep
+from ..deps import State, SVDDep
 
 router = APIRouter(tags=["health"])
 
@@ -16,3 +17,9 @@ class Health(BaseModel):
 async def health(svd: SVDDep):
     ready = await svd.ready()
     return JSONResponse({"triton_ready": ready}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(state: State) -> Response:
+    """The gateway's Prometheus metrics (svd_gateway/metrics.py); a plain def: the scrape queries the store."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,135 @@
+"""The job store as a work queue, on SQLite (the same code runs on PostgreSQL in
+tests/integration/test_gateway_queue.py): oldest-first claims, leases, takeover after expiry, the fence that
+refuses a former holder's writes, release without burning an attempt, and the schema's migrations."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+import sqlalchemy
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from svd_gateway.blobs import FolderBlobs
+from svd_gateway.store import Base, Job, LeaseLost, Store, migrate, new_id, utcnow
+from tests.support.old_store import create_old_schema
+
+LEASE = 30.0
+
+
+def queued(store: Store, origin: str = "predictions", holder: str | None = None, age: float = 0.0) -> Job:
+    job = Job(id=new_id(), origin=origin, model="m", version="v", status="starting", input={}, params={},
+              image_sha256="0" * 64, base_url="http://x", logs="", webhook_events=[], attempts=0,
+              cancel_requested=False, output_removed=False, created_at=utcnow() - timedelta(seconds=age),
+              lease_holder=holder, lease_expires_at=utcnow() + timedelta(seconds=LEASE) if holder else None)
+    return store.create(job, b"image")
+
+
+def expire_leases(store: Store) -> None:
+    with store.session.begin() as session:
+        session.execute(sqlalchemy.update(Job).where(Job.lease_holder.is_not(None))
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}", FolderBlobs(tmp_path))
+    yield store
+    store.close()
+
+
+def test_claims_take_the_oldest_queued_job_once_and_skip_reserved_ones(store):
+    newer, older = queued(store, age=1), queued(store, age=5)
+    queued(store, origin="tir", holder="other-process", age=10)  # a synchronous route's job: its holder runs it
+    first = store.claim_next("a", "replica-a", LEASE)
+    second = store.claim_next("b", "replica-b", LEASE)
+    assert (first.id, second.id) == (older.id, newer.id)
+    assert store.claim_next("c", "replica-c", LEASE) is None
+    assert first.status == "processing" and first.attempts == 1 and first.lease_holder == "a"
+    assert store.renew("a", LEASE) == {older.id: False}
+
+
+def test_an_expired_lease_is_taken_over_and_the_former_holder_is_fenced_out(store):
+    job = queued(store)
+    stale = store.claim_next("a", "replica-a", LEASE)
+    expire_leases(store)
+    assert store.reclaim_expired(max_attempts=3) == (1, [])
+    assert store.get(job.id).status == "starting" and "queued again (attempt 2)" in store.get(job.id).logs
+    current = store.claim_next("b", "replica-b", LEASE)
+    assert current.attempts == 2
+    with pytest.raises(LeaseLost):
+        store.append_logs(stale, "late progress\n")
+    assert store.finish(stale, "succeeded", output_key="late") is None  # refused: not the holder any more
+    assert store.release(stale, "late release") is False
+    assert store.renew("a", LEASE) == {}  # the former holder learns it lost the job
+    done = store.finish(current, "succeeded", output_key="kept")
+    assert done.status == "succeeded" and done.output_key == "kept" and done.lease_holder is None
+    assert store.finish(current, "failed") is None  # once
+
+
+def test_after_max_attempts_an_expired_job_fails_with_the_reason(store):
+    job = queued(store)
+    for attempt in (1, 2):
+        assert store.claim_next("a", "replica-a", LEASE).attempts == attempt
+        expire_leases(store)
+        taken, ended = store.reclaim_expired(max_attempts=2)
+        assert taken == 1
+    [failed] = ended
+    assert failed.id == job.id and failed.status == "failed" and failed.error_code == "interrupted"
+    assert "lost 2 times" in failed.error
+
+
+def test_a_synchronous_job_whose_holder_is_lost_fails_and_a_canceled_one_ends_canceled(store):
+    waiting = queued(store, origin="tir", holder="lost-process")
+    canceled = queued(store)
+    store.claim_next("a", "replica-a", LEASE)
+    store.request_cancel(canceled.id)
+    expire_leases(store)
+    taken, ended = store.reclaim_expired(max_attempts=5)
+    assert taken == 2
+    assert {job.id: job.status for job in ended} == {waiting.id: "failed", canceled.id: "canceled"}
+    assert "client was waiting" in store.get(waiting.id).error
+
+
+def test_a_released_job_keeps_its_attempt_and_is_claimed_again(store):
+    job = queued(store)
+    held = store.claim_next("a", "replica-a", LEASE)
+    assert store.release(held, "replica a is shutting down") is True
+    again = store.claim_next("b", "replica-b", LEASE)
+    assert again.id == job.id and again.attempts == 1 and "shutting down" in again.logs
+
+
+def test_a_fresh_database_is_created_by_the_migrations_exactly_as_the_models_say(tmp_path):
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert migrate(engine) == migrate(engine)  # the second run finds nothing to do
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_a_database_made_before_migrations_is_upgraded_in_place_with_its_jobs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sqlalchemy.create_engine(url)
+    create_old_schema(engine)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(
+            "INSERT INTO predictions (id, origin, model, version, status, input, params, image_sha256, base_url, logs, "
+            "output_removed, webhook_events, attempts, cancel_requested, created_at) VALUES ('old1', 'predictions', "
+            "'m', 'v', 'starting', '{}', '{}', '', 'http://x', 'queued before the upgrade\n', 0, '[]', 0, 0, "
+            "'2026-01-01 00:00:00')"))
+    store = Store(url, FolderBlobs(tmp_path))
+    assert store.get("old1").logs == "queued before the upgrade\n"
+    assert store.claim_next("a", "replica-a", LEASE).id == "old1"
+    with store.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    store.close()
+
+
+def test_a_missing_database_driver_is_one_line_naming_the_extra(tmp_path):
+    code = ("import sys; sys.modules['psycopg'] = None; from svd_triton.cli import main; "
+            f"sys.exit(main(['gateway', 'migrate', '--data-dir', {str(tmp_path)!r}, "
+            "'--database-url', 'postgresql+psycopg://user@localhost/db']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "svd-triton[postgres]" in done.stderr and "Traceback" not in done.stderr
