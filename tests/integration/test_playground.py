@@ -116,6 +116,9 @@ def test_generate_from_a_photo_shows_progress_and_plays_the_video(page, gateway,
     assert '"num_frames": 4' in page.locator("#snippet").inner_text()
     page.click("[data-snippet=replicate]")
     assert 'client.run("stability-ai/stable-video-diffusion"' in page.locator("#snippet").inner_text()
+    page.fill("#param-seed", str(2**63 - 1))  # beyond 2^53: written as exact JSON digits, not a rounded number
+    page.click("[data-snippet=curl]")
+    assert f'"seed": {2**63 - 1}\n' in page.locator("#snippet").inner_text()
     page.click("#param-seed ~ button:has-text('Random')")
     assert page.input_value("#param-seed") == ""
     page.click("#reuse-seed")

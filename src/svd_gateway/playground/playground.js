@@ -15,9 +15,17 @@ function headers(json) {
   return { ...(token ? { Authorization: "Bearer " + token } : {}), ...(json ? { "Content-Type": "application/json" } : {}) };
 }
 
+// JSON whose integers beyond 2^53 (seeds) are BigInts, written as their exact digits: a Number would be
+// rounded, and the API's integer fields refuse a string. `indent` as JSON.stringify's.
+function toJson(value, indent) {
+  const mark = "\u0001bigint:";
+  return JSON.stringify(value, (_, item) => typeof item === "bigint" ? mark + item : item, indent)
+    .replace(/"\\u0001bigint:(-?\d+)"/g, "$1");
+}
+
 async function api(method, path, body) {
   const reply = await fetch(path, { method, headers: headers(body !== undefined),
-                                    body: body === undefined ? undefined : JSON.stringify(body) });
+                                    body: body === undefined ? undefined : toJson(body) });
   let data = null;
   try { data = await reply.json(); } catch (_) { /* not JSON: reported by status below */ }
   if (!reply.ok) {
@@ -154,7 +162,9 @@ function collectInput() {
     const raw = $("param-" + p.name).value.trim();
     if (raw === "") continue;
     const number = Number(raw);
-    input[p.name] = p.kind === "str" || !Number.isFinite(number) || !Number.isSafeInteger(Math.trunc(number)) ? raw : number;
+    input[p.name] = p.kind === "str" || !Number.isFinite(number) ? raw
+      : p.kind === "int" && /^-?\d+$/.test(raw) && !Number.isSafeInteger(number) ? BigInt(raw)  // exact, not rounded
+      : !Number.isSafeInteger(Math.trunc(number)) ? raw : number;
   }
   const prompt = $("prompt").value.trim();
   if (prompt) input.prompt = prompt;
@@ -363,7 +373,7 @@ function renderFormats(extension) {
 
 async function downloadAs(format) {
   $("formats-error").textContent = "";
-  const input = { ...state.lastInput, seed: state.lastSeed, video_format: format };
+  const input = { ...state.lastInput, seed: state.lastSeed === null ? null : BigInt(state.lastSeed), video_format: format };
   try {
     let prediction = await api("POST", "/v1/predictions", { input });
     remember(prediction);
@@ -433,7 +443,7 @@ async function loadRuntime() {
 // --- "copy as" snippets -------------------------------------------------------------------------------
 
 function pythonValue(value) {
-  return typeof value === "string" ? JSON.stringify(value) : String(value);
+  return typeof value === "string" ? JSON.stringify(value) : String(value);  // a BigInt's String() is its digits
 }
 
 function renderSnippet() {
@@ -441,7 +451,7 @@ function renderSnippet() {
   delete input.image;
   const origin = location.origin;
   const params = Object.entries(input).filter(([name]) => name !== "prompt");
-  const json = (body) => JSON.stringify(body, null, 2);
+  const json = (body) => toJson(body, 2);
   let text;
   if (state.snippet === "curl") {
     const body = json({ input: { image: "IMAGE", ...input } }).replace('"IMAGE"', `"data:image/png;base64,'"$(base64 -w0 photo.png)"'"`);
