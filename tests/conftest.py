@@ -1,5 +1,14 @@
 """Fixtures every tier shares; plain helpers are in tests/support (a package: `from tests.support import TOKEN`)."""
+import os
+import sys
 from pathlib import Path
+
+# One compute thread per process, this one and every server it starts (they inherit the environment). The
+# suite's models are tiny, so intra-op threads buy nothing; on 2 cores shared by the test process, a
+# tritonserver stub and a gateway, each op instead waits for a descheduled thread (docs/development.md).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # imported by a plugin before this file: set it there too
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 import numpy as np
 import pytest
