@@ -4,6 +4,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from tests.support import TOKEN, start_server
 from svd_triton import ServerError, SVDClient
 from svd_triton.launcher import backend_stub_pids
@@ -12,6 +14,7 @@ from tests.support.videos import decode_video
 SMALL = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1}
 
 
+@pytest.mark.slow
 def test_killed_backend_process_fails_its_request_then_the_model_is_reloaded(sample_png):
     with start_server(models=("svd_xt",)) as server:  # one model, so its stub is the one backend process
         assert len(backend_stub_pids(server.process.pid)) == 1

@@ -98,6 +98,7 @@ def test_each_segment_starts_with_a_whole_step(engine, sample_png):
     assert result.frames.shape == (4 + 2 * 3, 64, 64, 3)
 
 
+@pytest.mark.slow
 def test_compiled_blocks_serve_every_interval_and_branch_without_compiling_per_request(sample_png):
     """The fast path compiles the UNet whole (caching off) and block by block (caching on) at load, at
     batch sizes 1 and 2; no interval, branch or batch of them compiles anything afterwards."""

@@ -213,6 +213,7 @@ def test_a_sigkilled_replica_s_jobs_are_taken_over_and_run_once(triton_stream, p
         assert sum(scrape(replica)[("svd_gateway_lease_takeovers_total", ())] for replica in survivors) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_drains_hands_over_what_it_cannot_finish_and_exits_0(triton_stream, postgres_url, tmp_path, image):
     # `fits` (5 light steps) is computing at SIGTERM and ends within the drain time; two long ones (400 steps,
     # of different widths so that Triton runs them one after the other) cannot both. Leases of 10 minutes: a job

@@ -72,6 +72,7 @@ SEED = 20261206
 without `--seed` (or with another) to explore further, and fix what it finds here."""
 
 
+@pytest.mark.slow
 def test_a_default_schemathesis_run_finds_nothing(gateway, fuzz_server, tmp_path):
     assert int(version("schemathesis").split(".")[0]) >= 4
     document = httpx.get(f"{gateway.url}/openapi.json", timeout=30).json()

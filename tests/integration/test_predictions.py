@@ -163,8 +163,10 @@ def test_jobs_cli_submits_waits_cancels_and_lists(gateway, triton_stream, tmp_pa
     assert "denoising" in done.stderr and "succeeded" in done.stdout
     assert decode_video((tmp_path / "clip.webm").read_bytes(), "webm").num_frames == 4
 
-    slow = cli("submit", str(image), "--num-frames", "4", "--num-inference-steps", "100", "--width", "64",
-               "--height", "64").stdout.strip()
+    # The longest job the server allows at this size (4 segments of 100 steps): tens of seconds, against the
+    # second or two each CLI call takes, so it is still computing when `cancel` arrives however busy the machine.
+    slow = cli("submit", str(image), "--num-frames", "4", "--num-inference-steps", "100", "--segments", "4",
+               "--width", "64", "--height", "64").stdout.strip()
     deadline = time.monotonic() + 60
     while "processing" not in cli("status", slow).stdout and time.monotonic() < deadline:
         time.sleep(0.2)
