@@ -53,8 +53,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: setup
 	$(BIN)/svd-triton demo --output out/demo.mp4
 
+# Test files spread over TEST_WORKERS processes (pytest-xdist), each file in one, files with slow tests first
+# (tests/conftest.py): 3 keep both cores busy while tests wait on servers and subprocesses (docs/development.md).
+TEST_WORKERS ?= 3
 test: setup-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 serve: setup
 	$(BIN)/svd-triton serve

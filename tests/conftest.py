@@ -41,15 +41,16 @@ def tiny_engine():
 
 @pytest.fixture(scope="session")
 def triton():
-    """One real tritonserver (CPU config, tiny model, bearer token) for the whole run, on free ports."""
-    with start_server() as server:
+    """One real tritonserver (CPU config, tiny model, bearer token) for the whole run, on free ports, with
+    every model (text_to_image and the text_to_video chain too)."""
+    with start_server(models=()) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def triton_stream():
     """The streaming variant (cpu_stream: decoupled, progress over gRPC streams), same token."""
-    with start_server(stream=True) as server:
+    with start_server(stream=True, models=()) as server:
         yield server
 
 

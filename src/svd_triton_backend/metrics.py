@@ -23,12 +23,14 @@ class Metrics:
             family("svd_requests_total", "Requests by outcome", family.COUNTER),
             family("svd_frames_generated_total", "Video frames generated", family.COUNTER),
             family("svd_denoising_steps_per_second", "Denoising steps per second of the last request", family.GAUGE),
+            family("svd_requests_running", "Requests the model is computing now (its current batch)", family.GAUGE),
         ]
-        phases, outcomes, frames, step_rate = self.families
+        phases, outcomes, frames, step_rate, running = self.families
         self.phases = {p: phases.Metric({**labels, "phase": p}, buckets=self.BUCKETS) for p in self.PHASES}
         self.outcomes = {o: outcomes.Metric({**labels, "outcome": o}) for o in self.OUTCOMES}
         self.frames = frames.Metric(labels)
         self.step_rate = step_rate.Metric(labels)
+        self.running = running.Metric(labels)
         state_families = [
             family("svd_model_state", "1 for the keep-warm state the model is in (warm, cold, starting)", family.GAUGE),
             family("svd_model_state_since_seconds", "Unix time the model entered its keep-warm state", family.GAUGE),

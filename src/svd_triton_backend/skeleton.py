@@ -92,12 +92,14 @@ class GenerationModel:
                 self.fail(replies, position, error)
         if not accepted:
             return replies.finish()
+        self.metrics.running.set(len(accepted))
         try:
             with self.keep_warm.serving():
                 futures = self.run(replies, accepted)
         except Exception as error:
             futures = [done(error) for _ in accepted]
         concurrent.futures.wait(futures)
+        self.metrics.running.set(0)
         done = [result for (position, spec), future in zip(accepted, futures)
                 if (result := self.deliver(replies, position, spec, future)) is not None]
         self.executed(len(requests), done)

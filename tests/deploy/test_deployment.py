@@ -42,6 +42,7 @@ def test_custom_metrics_are_served_and_increase(triton, sample_png):
         assert after[key] == before[key] + 1
     assert after['svd_denoising_steps_per_second{model="svd_xt"}'] > 0
     assert 'svd_requests_total{model="svd_xt",outcome="cancelled"}' in after
+    assert after['svd_requests_running{model="svd_xt"}'] == 0
 
 
 def test_cold_and_warm_control_with_explicit_model_control(tmp_path, sample_png):

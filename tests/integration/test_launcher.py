@@ -33,7 +33,7 @@ def test_times_out_with_the_server_log_when_never_ready(tmp_path):
                                                'instance_group [ { kind: KIND_CPU } ]\n'
                                                'input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
                                                'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]\n')
-    server = TritonServer(on_free_ports(model_repository=tmp_path / "repo"), ready_timeout=8)
+    server = TritonServer(on_free_ports(model_repository=tmp_path / "repo", models=()), ready_timeout=8)
     with pytest.raises(ServerStartError) as caught:
         server.start()
     message = str(caught.value)
@@ -68,7 +68,8 @@ def _serve_cpu() -> tuple[subprocess.Popen, "queue.Queue[str]", int]:
     """`svd-triton serve` in a child process, its output lines in a queue, and its HTTP port."""
     http_port = free_port()
     serve = subprocess.Popen([sys.executable, "-m", "svd_triton", "serve", "--http-port", str(http_port),
-                              "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), "--config", "cpu"],
+                              "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), "--config", "cpu",
+                              "--svd-only"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in serve.stdout], daemon=True).start()

@@ -13,12 +13,15 @@ import pytest
 import tritonclient.grpc as grpc
 
 from tests.support import TOKEN
+from tests.support.keep_warm_server import metrics
 from tests.support.kserve import auth_headers, image_bytes, infer, make_inputs, scalar, small
 from svd_triton import AsyncSVDClient, SVDClient, SVDClientError, UnavailableError
 from svd_triton.cli import ProgressBar
 from svd_triton.client import ProgressUpdate
 from tests.support.videos import decode_video, max_abs_diff
+from tests.support.waiting import until
 
+RUNNING = ("svd_requests_running", frozenset())
 LONG = {"NUM_INFERENCE_STEPS": scalar(100, np.int32), "WIDTH": scalar(128, np.int32), "HEIGHT": scalar(128, np.int32)}
 
 
@@ -183,23 +186,21 @@ def test_async_client_streams_and_task_cancellation_reaches_the_server(triton_st
 
 
 def test_unary_grpc_cancel_and_client_timeout_stop_the_server_work(triton, sample_png):
+    """Both requests are still computing when they end (100 steps), so the model itself sees each end and logs
+    it; the cancel waits until the model computes the first (svd_requests_running), not for a fixed time."""
     before = len(_cancellations(triton))
     client = grpc.InferenceServerClient(triton.grpc_url)
     replies = queue.Queue()
     call = client.async_infer("svd_xt", make_inputs("grpc", {"IMAGE_BYTES": image_bytes(sample_png), **LONG}),
                               callback=lambda result, error: replies.put(error), headers=auth_headers("grpc"))
-    time.sleep(1.0)
+    until(lambda: metrics(triton)[RUNNING] == 1, "the model computing the request")
     call.cancel()
-    assert "CANCELLED" in str(replies.get(timeout=5).status())
-    with SVDClient(triton.grpc_url, protocol="grpc", token=TOKEN, timeout=1.0) as svd:
-        started = time.monotonic()
-        with pytest.raises(UnavailableError):  # DEADLINE_EXCEEDED
+    assert "CANCELLED" in str(replies.get(timeout=60).status())
+    until(lambda: len(_cancellations(triton)) == before + 1, "the model stopping the cancelled request")
+    with SVDClient(triton.grpc_url, protocol="grpc", token=TOKEN, timeout=3.0) as svd:
+        with pytest.raises(UnavailableError):  # DEADLINE_EXCEEDED: the client gave up, the video never came
             svd.generate(sample_png, num_inference_steps=100)
-        assert time.monotonic() - started < 3
-    deadline = time.monotonic() + 15
-    while len(_cancellations(triton)) < before + 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(_cancellations(triton)) == before + 2
+    until(lambda: len(_cancellations(triton)) == before + 2, "the model stopping the request past its deadline")
 
 
 def test_a_saturated_queue_answers_unavailable_at_once(triton, sample_png):

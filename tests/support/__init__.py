@@ -22,10 +22,12 @@ def encode_image(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
 
 def on_free_ports(**options):
     """ServerOptions for this checkout's model repository with free HTTP, gRPC and metrics ports, so servers in
-    one test run never collide."""
+    one test run never collide. It loads svd_xt alone unless `models` says otherwise (`()`: every model): each
+    other model is one more Python stub to start, about 7 CPU-seconds here."""
     from svd_triton.launcher import ServerOptions, free_port
 
     options.setdefault("model_repository", REPOSITORY)
+    options.setdefault("models", ("svd_xt",))
     return ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options)
 
 
