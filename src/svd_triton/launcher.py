@@ -203,6 +203,8 @@ class TritonServer:
         remove_shm_leftovers(self.shm_prefix)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        if self._stop_requested:  # a SIGTERM arrived before there was a process to forward it to
+            self.process.send_signal(signal.SIGTERM)
         self.wait_ready()
         if self.options.model_control == "explicit" and self.options.auto_reload and not self.stopping:
             self.watchdog = StubWatchdog(self)
@@ -253,7 +255,10 @@ class TritonServer:
         """
         if self.watchdog is not None:  # stubs exit during a shutdown: not a crash to reload after
             self.watchdog.halt.set()
-        if self.process is None or self.process.returncode is not None:
+        if self.process is None:  # not spawned yet: start() passes the stop on once it is
+            self._stop_requested = True
+            return
+        if self.process.returncode is not None:
             return
         if self._stop_requested:
             os.killpg(self.process.pid, signal.SIGKILL)

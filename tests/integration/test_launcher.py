@@ -3,17 +3,20 @@ cleanly on SIGTERM, loaded or still loading."""
 import ctypes
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.support import cpu_config_copy, on_free_ports
+from tests.support.waiting import until
 from svd_triton.launcher import ServerStartError, TritonServer, free_port
 
 HANGING_MODEL = '''
@@ -141,11 +144,15 @@ def test_a_sigterm_that_another_thread_receives_is_forwarded_too():
     assert code == 0, _read_until(lines, "svd-triton serve: stopped", timeout=10)
 
 
-def test_sigterm_while_the_model_loads_stops_cleanly_too():
-    """A pod terminated during a minutes-long load (compilation on a GPU) is a requested stop, not a failure."""
+@pytest.mark.parametrize("moment", ["starting", "loading"])
+def test_sigterm_while_the_model_loads_stops_cleanly_too(moment):
+    """A pod terminated during a minutes-long load (compilation on a GPU) is a requested stop, not a failure;
+    so is one terminated as the launcher starts, before tritonserver exists to forward the signal to."""
     serve, lines, http_port = _serve_cpu()
-    _read_until(lines, "starting tritonserver", timeout=30)
-    time.sleep(1)  # tritonserver is up and loading the model (about 5 s here)
+    started = _read_until(lines, "starting tritonserver", timeout=30)
+    if moment == "loading":
+        log = Path(re.search(r"\(log: (.+?)\)", started).group(1))
+        until(lambda: log.is_file() and "loading: svd_xt" in log.read_text(), "tritonserver loading svd_xt")
     output = _stop_with_sigterm(serve, lines, http_port)
     assert "ready:" not in output and "Error" not in output
 
