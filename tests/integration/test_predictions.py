@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ from replicate.exceptions import ModelError, ReplicateError
 from tests.support import TOKEN
 from tests.support.gateways import Gateway, replicate_client
 from svd_gateway import Settings
+from tests.support.waiting import until
 from tests.support.videos import decode_video
 
 REF = "stability-ai/stable-video-diffusion:3f0457e4619daac51203dedb472816fd4af51f3149fa7a9e0b5ffcf1b8172438"
@@ -100,16 +100,16 @@ def test_cancel_stops_the_server_within_a_step(client, triton_stream, sample_png
     before = len(server_cancellations(triton_stream))
     prediction = client.predictions.create(version="any", input={"image": data_uri(sample_png), "num_frames": 4,
                                                                  "width": 64, "height": 64, "num_inference_steps": 100})
-    deadline = time.monotonic() + 60
-    while "denoising" not in (prediction.logs or "") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    def denoising():
         prediction.reload()
+        return "denoising" in (prediction.logs or "")
+
+    until(denoising, "the prediction denoising", seconds=60)
     assert prediction.status == "processing"
     prediction.cancel()
     prediction.reload()
     assert prediction.status == "canceled" and prediction.output is None
-    while len(server_cancellations(triton_stream)) == before and time.monotonic() < deadline:
-        time.sleep(0.1)
+    until(lambda: len(server_cancellations(triton_stream)) > before, "the server logging the cancellation", seconds=60)
     [line] = server_cancellations(triton_stream)[before:]
     stopped_at = int(line.split("after step ")[1].split(" of")[0])
     assert stopped_at < 50, line
@@ -167,9 +167,7 @@ def test_jobs_cli_submits_waits_cancels_and_lists(gateway, triton_stream, tmp_pa
     # second or two each CLI call takes, so it is still computing when `cancel` arrives however busy the machine.
     slow = cli("submit", str(image), "--num-frames", "4", "--num-inference-steps", "100", "--segments", "4",
                "--width", "64", "--height", "64").stdout.strip()
-    deadline = time.monotonic() + 60
-    while "processing" not in cli("status", slow).stdout and time.monotonic() < deadline:
-        time.sleep(0.2)
+    until(lambda: "processing" in cli("status", slow).stdout, "the slow job processing", seconds=60, interval=0.2)
     assert "canceled" in cli("cancel", slow).stdout
     waited = cli("wait", slow, check=False)
     assert waited.returncode == 1 and "canceled" in waited.stdout
