@@ -1,6 +1,7 @@
 """Deployment: warm-up before ready, Prometheus metrics, cold/warm control, container and cluster
 files validated offline (hadolint, Docker Compose's own `config`, kubernetes-validate; what they name
 is checked against the code in tests/deploy/test_deploy_drift.py), and a perf_analyzer smoke run."""
+import json
 import subprocess
 import sys
 import tempfile
@@ -161,6 +162,11 @@ def test_perf_analyzer_smoke_run(triton, protocol):
 
     url = triton.http_url if protocol == "http" else triton.grpc_url
     with tempfile.TemporaryDirectory() as folder:
-        rows = perf.run(url, protocol, perf.INPUTS / "tiny.json", "1", 3, Path(folder) / "out.csv", token=TOKEN,
+        # tiny.json's image at the least work: the harness is under test here, and the file itself is served
+        # as written in test_server.py's test_perf_analyzer_input_files_are_valid_requests.
+        inputs = json.loads((perf.INPUTS / "tiny.json").read_text())
+        inputs["data"][0].update(WIDTH=[64], HEIGHT=[64], NUM_FRAMES=[2], NUM_INFERENCE_STEPS=[1])
+        (Path(folder) / "least.json").write_text(json.dumps(inputs))
+        rows = perf.run(url, protocol, Path(folder) / "least.json", "1", 3, Path(folder) / "out.csv", token=TOKEN,
                         stability=100)  # the default timeout is a hang guard, not a bound
     assert rows and float(rows[0]["Inferences/Second"]) > 0 and int(rows[0]["p50 latency"]) > 0
