@@ -297,8 +297,11 @@ class JobRunner:
         replica stopped renewing."""
         while True:
             try:
+                # Its answer judges only jobs claimed before the renewal began: one claimed while it ran is
+                # missing from it without having been taken over.
+                claimed_before = set(self.running)
                 held = await run_in_threadpool(self.store.renew, self.holder, self.settings.lease_seconds)
-                for job_id in list(self.running):
+                for job_id in [job_id for job_id in self.running if job_id in claimed_before]:
                     generation = self.generations.get(job_id)
                     if job_id not in held:
                         log.warning("job %s: lease lost (another replica took it over); stopping it", job_id)

@@ -2,12 +2,14 @@
 shared data folder and one real tritonserver (tiny model, streaming): a burst is run by every replica, a
 SIGKILLed replica's jobs are taken over, SIGTERM drains and hands over, a paused (partitioned) replica's late
 finish is refused, a cancel reaches a job on another replica, /metrics agrees with the store, replicas
-started at the same instant migrate one empty database, and an old database is migrated in place.
+started at the same instant migrate one empty database, an old database is migrated in place, and a job claimed
+while a lease renewal is in flight runs to its end.
 
 Leases are short here (2 s, heartbeat 0.5 s) by configuration; every wait is for a condition, with a
 timeout that only bounds a hung run."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import subprocess
@@ -30,7 +32,14 @@ from tests.support.old_store import create_old_schema
 from tests.support.videos import decode_video
 from tests.support.waiting import until
 from tests.support.webhooks import Receiver
-from svd_gateway.store import TERMINAL, Base, Job, new_id, utcnow
+from svd_gateway import Settings
+from svd_gateway.blobs import FolderBlobs
+from svd_gateway.jobs import JobRunner
+from svd_gateway.metrics import GatewayMetrics
+from svd_gateway.outbound import AllowList
+from svd_gateway.store import TERMINAL, Base, Job, Store, new_id, utcnow
+from svd_gateway.webhooks import Webhooks
+from svd_triton.client import AsyncSVDClient
 
 SMALL = {"num_frames": 4, "width": 64, "height": 64}
 QUICK = {**SMALL, "num_inference_steps": 2}
@@ -310,3 +319,51 @@ def test_a_database_made_by_the_old_gateway_is_migrated_in_place(triton_stream, 
         done = until(lambda: (job := next(j for j in jobs_in(database) if j.id == "oldjob")).status in TERMINAL and job,
                      "the old queued job to run")
     assert done.status == "succeeded" and done.logs.startswith("queued before the upgrade\n")
+
+
+class RenewingWhileAJobStarts(Store):
+    """The store, with its first lease renewal held open until a job claimed after it has started generating:
+    the interleaving a busy replica meets when a claim lands while its heartbeat's renewal is in flight."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.renewing, self.job_started = threading.Event(), threading.Event()
+
+    def renew(self, holder: str, lease: float) -> dict[str, bool]:
+        held = super().renew(holder, lease)
+        if not self.renewing.is_set():
+            self.renewing.set()
+            assert self.job_started.wait(60), "no job started while the renewal was held"
+        return held
+
+
+def test_a_job_claimed_while_the_heartbeat_renews_leases_runs_to_the_end(triton_stream, tmp_path, sample_png):
+    """The renewal's answer lacks a job claimed after it began; that is no sign of a takeover (it was taken for
+    one, and the job was canceled the moment it started)."""
+    settings = Settings(triton_url=triton_stream.grpc_url, token=TOKEN, data_dir=tmp_path, concurrency=1,
+                        lease_seconds=30, heartbeat_seconds=0.2, poll_seconds=0.2)
+
+    async def scenario() -> Job:
+        store = RenewingWhileAJobStarts(settings.database, FolderBlobs(tmp_path))
+        svd = AsyncSVDClient(settings.triton_url, protocol="grpc", token=TOKEN, timeout=120)
+        metrics = GatewayMetrics("r0")
+        webhooks = Webhooks("secret", allow=AllowList(()), attempts=1, backoff=0.1, timeout=5, outcomes=metrics.webhooks)
+        runner = JobRunner(store, svd, webhooks, settings, metrics)
+        await runner.start()
+        try:
+            await asyncio.to_thread(store.renewing.wait, 60)
+            job = runner.new_job("predictions", sample_png, {**SMALL, "num_inference_steps": 20}, {}, "http://test")
+            await runner.submit(job, sample_png)
+            while job.id not in runner.generations:
+                await asyncio.sleep(0.01)
+            store.job_started.set()
+            return await runner.wait(job.id, 120)
+        finally:
+            await runner.stop()
+            await webhooks.close()
+            await svd.close()
+            store.close()
+
+    finished = asyncio.run(scenario())
+    assert finished.status == "succeeded", (finished.status, finished.logs)
+    assert finished.attempts == 1
