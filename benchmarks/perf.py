@@ -30,13 +30,18 @@ REQUESTS = {
 LIBRARIES = {"libb64.so.0d": "libb64-", "libcudart.so.12": "libcudart-"}
 
 
-def write_inputs() -> None:
-    """BYTES data is base64 of the serialized element: a little-endian length, then the bytes."""
+def input_data(scalars: dict[str, int]) -> dict:
+    """A perf_analyzer --input-data document: the sample image and `scalars`. BYTES data is base64 of the
+    serialized element: a little-endian length, then the bytes."""
     image = SAMPLE.read_bytes()
+    entry = {"IMAGE_BYTES": {"b64": base64.b64encode(struct.pack("<I", len(image)) + image).decode()},
+             **{key: [value] for key, value in scalars.items()}}
+    return {"data": [entry]}
+
+
+def write_inputs() -> None:
     for name, scalars in REQUESTS.items():
-        entry = {"IMAGE_BYTES": {"b64": base64.b64encode(struct.pack("<I", len(image)) + image).decode()},
-                 **{key: [value] for key, value in scalars.items()}}
-        (INPUTS / f"{name}.json").write_text(json.dumps({"data": [entry]}, indent=1) + "\n")
+        (INPUTS / f"{name}.json").write_text(json.dumps(input_data(scalars), indent=1) + "\n")
 
 
 def perf_analyzer_binary() -> Path:

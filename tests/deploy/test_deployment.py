@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,44 +14,40 @@ from tests.support import ROOT, TOKEN, start_server
 from tests.support.deploy_files import (ADAPTER_VALUES, COMPOSE_FILE, DOCKERFILE, KUBERNETES, compose_config, compose_model,
                           dockerfile_stages)
 from svd_triton import SVDClient, UnavailableError
+from tests.support.prometheus import metrics
 from tests.support.videos import decode_video
 
 SMALL = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 2}
 
 
-def _metrics(server) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://localhost:{server.options.metrics_port}/metrics", timeout=10).read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line.startswith(("svd_", "nv_inference_request_success"))}
-
-
 def test_custom_metrics_are_served_and_increase(triton, sample_png):
-    before = _metrics(triton)
+    before = metrics(triton)
     with SVDClient(triton.http_url, token=TOKEN) as svd:
         svd.generate(sample_png, **SMALL)
         with pytest.raises(Exception):
             svd.generate(sample_png, num_frames=1)
-    after = _metrics(triton)
-    success = 'svd_requests_total{model="svd_xt",outcome="success"}'
-    invalid = 'svd_requests_total{model="svd_xt",outcome="invalid"}'
+    after = metrics(triton)
+    success = ("svd_requests_total", frozenset({("outcome", "success")}))
+    invalid = ("svd_requests_total", frozenset({("outcome", "invalid")}))
+    frames = ("svd_frames_generated_total", frozenset())
     assert after[success] == before[success] + 1
     assert after[invalid] == before[invalid] + 1
-    assert after['svd_frames_generated_total{model="svd_xt"}'] == before['svd_frames_generated_total{model="svd_xt"}'] + 4
+    assert after[frames] == before[frames] + 4
     for phase in ("image", "preparing", "denoising", "decoding", "encoding"):
-        key = f'svd_request_phase_seconds_count{{model="svd_xt",phase="{phase}"}}'
+        key = ("svd_request_phase_seconds_count", frozenset({("phase", phase)}))
         assert after[key] == before[key] + 1
-    assert after['svd_denoising_steps_per_second{model="svd_xt"}'] > 0
-    assert 'svd_requests_total{model="svd_xt",outcome="cancelled"}' in after
-    assert after['svd_requests_running{model="svd_xt"}'] == 0
+    assert after[("svd_denoising_steps_per_second", frozenset())] > 0
+    assert ("svd_requests_total", frozenset({("outcome", "cancelled")})) in after
+    assert after[("svd_requests_running", frozenset())] == 0
 
 
 def test_cold_and_warm_control_with_explicit_model_control(tmp_path, sample_png):
     with start_server(model_control="explicit") as server:
         # Ready means warmed up: Triton counted the model_warmup request (it reports a request's statistics
         # before releasing it, and the load waits for that release), which svd_requests_total leaves out.
-        at_ready = _metrics(server)
-        assert at_ready['nv_inference_request_success{model="svd_xt",version="1"}'] == 1
-        assert at_ready['svd_requests_total{model="svd_xt",outcome="success"}'] == 0
+        at_ready = metrics(server)
+        assert at_ready[("nv_inference_request_success_total", frozenset())] == 1
+        assert at_ready[("svd_requests_total", frozenset({("outcome", "success")}))] == 0
         with SVDClient(server.http_url, token=TOKEN) as svd:
             assert svd.status()["model_ready"]
             svd.unload()
@@ -162,11 +157,10 @@ def test_perf_analyzer_smoke_run(triton, protocol):
 
     url = triton.http_url if protocol == "http" else triton.grpc_url
     with tempfile.TemporaryDirectory() as folder:
-        # tiny.json's image at the least work: the harness is under test here, and the file itself is served
-        # as written in test_server.py's test_perf_analyzer_input_files_are_valid_requests.
-        inputs = json.loads((perf.INPUTS / "tiny.json").read_text())
-        inputs["data"][0].update(WIDTH=[64], HEIGHT=[64], NUM_FRAMES=[2], NUM_INFERENCE_STEPS=[1])
-        (Path(folder) / "least.json").write_text(json.dumps(inputs))
+        # The sample image at the least work: the harness is under test here; the files in benchmarks/inputs are
+        # served as written in test_server.py's test_perf_analyzer_input_files_are_valid_requests.
+        least = {"WIDTH": 64, "HEIGHT": 64, "NUM_FRAMES": 2, "NUM_INFERENCE_STEPS": 1}
+        (Path(folder) / "least.json").write_text(json.dumps(perf.input_data(least)))
         rows = perf.run(url, protocol, Path(folder) / "least.json", "1", 3, Path(folder) / "out.csv", token=TOKEN,
                         stability=100)  # the default timeout is a hang guard, not a bound
     assert rows and float(rows[0]["Inferences/Second"]) > 0 and int(rows[0]["p50 latency"]) > 0

@@ -12,7 +12,8 @@ import requests
 
 from tests.support import TOKEN
 from tests.support.gateways import Gateway, settings_for
-from tests.support.keep_warm_server import gauge, keep_warm_server, metrics, model_state
+from tests.support.keep_warm_server import gauge, keep_warm_server, model_state
+from tests.support.prometheus import metrics
 from svd_triton import SVDClient
 from tests.support.videos import decode_video
 

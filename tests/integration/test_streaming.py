@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpc
 
 from tests.support import TOKEN
-from tests.support.keep_warm_server import metrics
+from tests.support.prometheus import metrics
 from tests.support.kserve import auth_headers, image_bytes, infer, make_inputs, scalar, small
 from svd_triton import AsyncSVDClient, SVDClient, SVDClientError, UnavailableError
 from svd_triton.cli import ProgressBar

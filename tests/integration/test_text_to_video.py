@@ -348,7 +348,7 @@ def test_idle_text_to_image_gives_its_weights_back_and_the_next_request_brings_t
     """keep_warm_seconds for text_to_image ($TEXT_IMAGE_KEEP_WARM_SECONDS=1 here): released when idle, reloaded
     by the next request, each transition in its metrics."""
     from tests.support import TOKEN, on_free_ports
-    from tests.support.keep_warm_server import metrics
+    from tests.support.prometheus import metrics
     from svd_triton.launcher import TritonServer
 
     def state(server):

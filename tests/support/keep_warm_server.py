@@ -1,10 +1,8 @@
-"""A tritonserver (CPU config, tiny model) with its own keep-warm window, and its metrics, parsed."""
+"""A tritonserver (CPU config, tiny model) with its own keep-warm window, and its keep-warm metrics."""
 import contextlib
 
-import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.support import TOKEN, on_free_ports
+from tests.support.prometheus import metrics
 
 
 @contextlib.contextmanager
@@ -21,18 +19,6 @@ def keep_warm_server(seconds, **options):
         yield server
     finally:
         server.stop()
-
-
-def metrics(server, model="svd_xt"):
-    """{(sample name, frozenset of extra labels): value} for `model`'s samples on the metrics port."""
-    text = requests.get(f"http://localhost:{server.options.metrics_port}/metrics", timeout=10).text
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.labels.get("model") == model:
-                labels = frozenset((k, v) for k, v in sample.labels.items() if k not in ("model", "version"))
-                found[(sample.name, labels)] = sample.value
-    return found
 
 
 def model_state(server):
