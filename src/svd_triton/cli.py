@@ -19,9 +19,11 @@ from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
 from svd_contract import EXTENSION_FORMATS, PARAMETERS, TEXT_TO_VIDEO_IMAGE_PARAMETERS
 from .errors import SVDClientError
 from .video_info import video_info
-from .launcher import MODEL_REPOSITORY_ENV, ServerOptions, default_repository, ServerStartError, TritonServer, free_port
+from .launcher import (MODEL_REPOSITORY_ENV, ServerOptions, default_repository, ServerStartError, TritonServer, free_port,
+                       redacted)
 
 TOKEN_ENV = "SVD_TRITON_TOKEN"
+ADMIN_TOKEN_ENV = "SVD_TRITON_ADMIN_TOKEN"
 TEXT_FLAGS = {"negative_prompt": str, **{name: p.kind for name, p in TEXT_TO_VIDEO_IMAGE_PARAMETERS.items()}}
 """text_to_video's own inputs, for `generate --prompt` (the first frame's negative prompt, steps and guidance)."""
 
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("unload", "unload the model and free its memory (--model-control explicit)")):
         control = commands.add_parser(name, help=summary)
         _connection_arguments(control)
+        if name != "status":
+            _admin_argument(control, "the operator's admin key that load and unload need")
         control.set_defaults(run=_control)
 
     warm = commands.add_parser("warm", help="prewarm: weights onto the device without generating (keep-warm window "
@@ -130,6 +134,11 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})")
 
 
+def _admin_argument(parser: argparse.ArgumentParser, purpose: str) -> None:
+    parser.add_argument("--admin-token", default=os.environ.get(ADMIN_TOKEN_ENV),
+                        help=f"{purpose} (default ${ADMIN_TOKEN_ENV})")
+
+
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", default=None,
                         help=f"the model repository to serve: a folder or s3://HOST:PORT/BUCKET/PREFIX (default ${MODEL_REPOSITORY_ENV}, else ./model_repository)")
@@ -137,7 +146,10 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--config", default="auto", help="auto (cpu when no GPU is visible), cpu, or default (config.pbtxt)")
-    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"require this bearer token (default ${TOKEN_ENV})")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                        help=f"the client key: require this bearer token for inference (default ${TOKEN_ENV})")
+    _admin_argument(parser, "the operator's key for Triton's administrative APIs (load, unload, repository index, "
+                            "logging, trace, shared memory); without it a random key known only to this process")
     parser.add_argument("--model-control", choices=("explicit", "none"), default="explicit",
                         help="explicit (default): svd-triton load/unload work and a model whose backend process "
                              "died is reloaded; none: models fixed for the server's life")
@@ -148,7 +160,7 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
 def _serve(args) -> int:
     options = ServerOptions(model_repository=args.model_repository or default_repository(), http_port=args.http_port, grpc_port=args.grpc_port,
                             metrics_port=args.metrics_port, config_name=None if args.config == "default" else args.config,
-                            token=args.token, log_verbose=args.log_verbose, stream=args.stream,
+                            token=args.token, admin_token=args.admin_token, log_verbose=args.log_verbose, stream=args.stream,
                             model_control=args.model_control, models=("svd_xt",) if args.svd_only else ())
     server = TritonServer(options, ready_timeout=args.ready_timeout)
     if args.dry_run:
@@ -156,7 +168,7 @@ def _serve(args) -> int:
         print(f"PATH={env['PATH']}")
         if "LD_LIBRARY_PATH" in env:
             print(f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}")
-        print(" ".join(command))
+        print(" ".join(redacted(command)))  # tokens never printed: this output lands in CI logs and tickets
         return 0
     if args.doctor:
         code = _diagnose(Path(options.model_repository), args.config, strict=True, as_json=False, out=sys.stderr)
@@ -169,6 +181,9 @@ def _serve(args) -> int:
     server.start()
     if not server.stopping:
         print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics :{options.metrics_port}", file=sys.stderr)
+        admin = f"need ${ADMIN_TOKEN_ENV}" if args.admin_token else f"closed (no --admin-token or ${ADMIN_TOKEN_ENV})"
+        print(f"inference: {'needs the client key' if args.token else 'open to anyone who reaches the ports'}; "
+              f"load, unload, logging, trace, shared memory: {admin}", file=sys.stderr)
     code = server.wait()
     if server.stopped_on_request():
         print("svd-triton serve: stopped", file=sys.stderr)
@@ -203,7 +218,8 @@ def _generate(args) -> int:
 
 
 def _control(args) -> int:
-    with SVDClient(args.url, protocol="grpc" if args.grpc else "http", token=args.token) as client:
+    with SVDClient(args.url, protocol="grpc" if args.grpc else "http", token=args.token,
+                   admin_token=getattr(args, "admin_token", None)) as client:
         if args.command != "status":
             getattr(client, args.command)()
         status = client.status()

@@ -27,7 +27,7 @@ from PIL import Image
 
 from svd_contract.tensors import OUTPUTS as MODELS, inputs as contract_inputs
 
-from .errors import DeadlineExceededError, InvalidRequestError, ServerError, SVDClientError, map_error
+from .errors import DeadlineExceededError, InvalidRequestError, ServerError, SVDClientError, UnauthorizedError, map_error
 
 MODEL_NAME = "svd_xt"
 TEXT_TO_VIDEO_MODEL = "text_to_video"
@@ -149,10 +149,12 @@ class _Core:
     the calls it needs (an _Infer, or a function of the tritonclient client) and is sent their results."""
 
     def __init__(self, url: str | None, protocol: str, token: str | None, timeout: float, model: str,
-                 text_model: str, asynchronous: bool):
+                 text_model: str, asynchronous: bool, admin_token: str | None = None):
         self.tc = _module(protocol, asynchronous)
         self.protocol, self.url, self.timeout = protocol, url or DEFAULT_URLS[protocol], timeout
         self.headers = auth_headers(protocol, token)
+        self.admin_headers = auth_headers(protocol, admin_token)
+        """Triton's administrative APIs (load, unload) take the operator's admin key, never the client key."""
         self.svd, self.text = _Model(model), _Model(text_model)
 
     def client_kwargs(self) -> dict:
@@ -179,8 +181,11 @@ class _Core:
         return bool(live), bool((yield lambda client: client.is_server_ready(headers=self.headers)))
 
     def manage(self, method: str):
-        """load_model or unload_model."""
-        yield lambda client: getattr(client, method)(self.svd.name, headers=self.headers)
+        """load_model or unload_model, with the admin key."""
+        if self.admin_headers is None:
+            raise UnauthorizedError(f"{method.split('_')[0]} needs the operator's admin key (admin_token=, "
+                                    "--admin-token or $SVD_TRITON_ADMIN_TOKEN); the client key cannot administer Triton")
+        yield lambda client: getattr(client, method)(self.svd.name, headers=self.admin_headers)
         self.svd.datatypes = None  # the next call re-reads the contract
 
     def streams(self):
@@ -281,8 +286,9 @@ class _Client:
     asynchronous = False
 
     def __init__(self, url: str | None = None, protocol: str = "http", token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME, text_model: str = TEXT_TO_VIDEO_MODEL):
-        self._core = _Core(url, protocol, token, timeout, model, text_model, self.asynchronous)
+                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME, text_model: str = TEXT_TO_VIDEO_MODEL,
+                 admin_token: str | None = None):
+        self._core = _Core(url, protocol, token, timeout, model, text_model, self.asynchronous, admin_token)
         self._client = self._core.tc.InferenceServerClient(self._core.url, **self._core.client_kwargs())
 
 

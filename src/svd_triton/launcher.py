@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -40,6 +42,13 @@ SHM_FOLDER = Path("/dev/shm")
 SHM_PREFIX = "svd_triton_shm"
 """The Python backend's shared-memory regions are named `svd_triton_shm_<launcher pid>_<gRPC port>_...`
 (backend-config shm-region-prefix-name), so each launcher can find and remove its own leftovers."""
+CLIENT_APIS = "inference,statistics"
+"""Triton's API groups a client key opens: inference, and the statistics perf_analyzer reads. Health, metadata
+and model config stay open (clients read a model's contract before their first request)."""
+ADMIN_APIS = "model-repository,logging,trace,shared-memory"
+"""The groups only the operator's admin key opens: load, unload and configure models (a load can carry its
+own model.py, which then runs on this host), the repository index, logging and tracing, and shared-memory
+registration (which maps host memory into a request)."""
 SIGNAL_POLL_SECONDS = 0.5
 """How soon `TritonServer.wait` runs a signal handler whose signal another thread received."""
 
@@ -134,7 +143,11 @@ class ServerOptions:
     """With explicit control: reload a model whose Python-backend stub process died (Triton 2.51
     leaves it reporting ready while every request fails with 'Stub process ... is not healthy')."""
     token: str | None = None
-    """Bearer token for the inference and model-repository APIs (health and metadata stay open)."""
+    """The client key: bearer token for inference and statistics (health, metadata and model config stay
+    open). None: those are open to anyone who reaches the ports."""
+    admin_token: str | None = None
+    """The operator's key for the administrative APIs (ADMIN_APIS). None: a random one for this server's
+    life, known only to the launcher (its watchdog's reloads), so those APIs are closed to everyone else."""
     log_verbose: int = 0
     extra_args: list[str] = field(default_factory=list)
 
@@ -147,6 +160,10 @@ class TritonServer:
         self.ready_timeout = ready_timeout
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"tritonserver-{os.getpid()}-{options.grpc_port}.log"
         self.shm_prefix = f"{SHM_PREFIX}_{os.getpid()}_{options.grpc_port}_"
+        self.admin_token = options.admin_token or secrets.token_urlsafe(24)
+        if options.token and self.admin_token == options.token:
+            raise ServerStartError("the admin token must differ from the client token (--admin-token, "
+                                   "$SVD_TRITON_ADMIN_TOKEN): a client key must never administer Triton")
         self.process: subprocess.Popen | None = None
         self._stop_requested = False
         self.watchdog: StubWatchdog | None = None
@@ -181,8 +198,10 @@ class TritonServer:
             args += ["--model-control-mode=explicit", *(f"--load-model={m}" for m in o.models or ["*"])]
         if self.cpu_only:
             args += CPU_ONLY_FLAGS
+        restrictions = [f"{ADMIN_APIS}:authorization=Bearer {self.admin_token}"]
         if o.token:
-            restriction = f"inference,model-repository:authorization=Bearer {o.token}"
+            restrictions.append(f"{CLIENT_APIS}:authorization=Bearer {o.token}")
+        for restriction in restrictions:  # gRPC reads the key from `triton-grpc-protocol-authorization`
             args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
         return args + list(o.extra_args), stub_environment()
 
@@ -297,6 +316,11 @@ class TritonServer:
         self.stop()
 
 
+def redacted(args: list[str]) -> list[str]:
+    """The command line with every bearer token replaced by `***` (what `serve --dry-run` prints)."""
+    return [re.sub(r"(Bearer )\S+", r"\1***", arg) for arg in args]
+
+
 def is_ready(client: grpcclient.InferenceServerClient) -> bool:
     try:
         return client.is_server_ready()
@@ -364,7 +388,7 @@ class StubWatchdog(threading.Thread):
                 expected = alive
 
     def reload_ready_models(self, client: grpcclient.InferenceServerClient) -> None:
-        headers = auth_headers("grpc", self.server.options.token)
+        headers = auth_headers("grpc", self.server.admin_token)
         try:
             index = client.get_model_repository_index(headers=headers, as_json=True).get("models", [])
             for model in [m["name"] for m in index if m.get("state") == "READY"]:

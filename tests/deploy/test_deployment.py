@@ -2,6 +2,7 @@
 files validated offline (hadolint, Docker Compose's own `config`, kubernetes-validate; what they name
 is checked against the code in tests/deploy/test_deploy_drift.py), and a perf_analyzer smoke run."""
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT, TOKEN, start_server
+from tests.support import ADMIN_TOKEN, ROOT, TOKEN, start_server
 from tests.support.deploy_files import (ADAPTER_VALUES, COMPOSE_FILE, DOCKERFILE, KUBERNETES, compose_config, compose_model,
-                          dockerfile_stages)
+                                         dockerfile_stages, kubernetes_objects)
 from svd_triton import SVDClient, UnavailableError
 from tests.support.prometheus import metrics
 from tests.support.videos import decode_video
@@ -48,7 +49,7 @@ def test_cold_and_warm_control_with_explicit_model_control(tmp_path, sample_png)
         at_ready = metrics(server)
         assert at_ready[("nv_inference_request_success_total", frozenset())] == 1
         assert at_ready[("svd_requests_total", frozenset({("outcome", "success")}))] == 0
-        with SVDClient(server.http_url, token=TOKEN) as svd:
+        with SVDClient(server.http_url, token=TOKEN, admin_token=ADMIN_TOKEN) as svd:
             assert svd.status()["model_ready"]
             svd.unload()
             cold = svd.status()
@@ -56,7 +57,8 @@ def test_cold_and_warm_control_with_explicit_model_control(tmp_path, sample_png)
             with pytest.raises(UnavailableError):
                 svd.generate(sample_png, **SMALL)
         cli = [sys.executable, "-m", "svd_triton"]
-        loaded = subprocess.run(cli + ["load", "--url", server.grpc_url, "--grpc", "--token", TOKEN],
+        loaded = subprocess.run(cli + ["load", "--url", server.grpc_url, "--grpc", "--token", TOKEN,
+                                       "--admin-token", ADMIN_TOKEN],
                                 capture_output=True, text=True, timeout=120)
         assert loaded.returncode == 0, loaded.stderr
         assert "model svd_xt: ready; weights warm since" in loaded.stdout
@@ -64,8 +66,12 @@ def test_cold_and_warm_control_with_explicit_model_control(tmp_path, sample_png)
         assert "ready (warm)" in status.stdout
         with SVDClient(server.http_url, token=TOKEN) as svd:
             assert decode_video(svd.generate(sample_png, **SMALL).video, "mp4").num_frames == 4
-        refused = subprocess.run(cli + ["unload", "--url", server.http_url], capture_output=True, text=True, timeout=60)
-        assert refused.returncode == 1 and "UnauthorizedError" in refused.stderr  # the token guards the repository API
+        for key in (["--admin-token", "wrong"], ["--admin-token", TOKEN]):  # the client key is no admin key
+            refused = subprocess.run(cli + ["unload", "--url", server.http_url, *key], capture_output=True, text=True,
+                                     timeout=60, env={**os.environ, "SVD_TRITON_ADMIN_TOKEN": ""})
+            assert refused.returncode == 1 and "UnauthorizedError" in refused.stderr, key
+        with SVDClient(server.http_url, token=TOKEN) as svd:
+            assert svd.ready()  # nothing was unloaded
 
 
 def test_dockerfile_passes_hadolint():
@@ -101,6 +107,18 @@ def test_compose_file_passes_docker_compose_config():
     assert gateway["depends_on"]["svd-xt"] == {"condition": "service_healthy", "required": True}
     assert gateway["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}
     assert services["postgres"]["healthcheck"]["test"][1] == "pg_isready"
+
+
+def test_compose_publishes_triton_on_loopback_unless_the_operator_opts_in():
+    """Triton's ports (inference without the gateway's limits, metrics) reach this host alone by default; the
+    gateway is the public door. SVD_TRITON_BIND opens them; the Kubernetes Service is cluster-internal."""
+    for env, address in ((COMPOSE_ENV, "127.0.0.1"), ({**COMPOSE_ENV, "SVD_TRITON_BIND": "0.0.0.0"}, "0.0.0.0")):
+        ports = compose_model(env=env)["services"]["svd-xt"]["ports"]
+        assert sorted(int(port["published"]) for port in ports) == [8000, 8001, 8002]
+        assert {port.get("host_ip") for port in ports} == {address}
+    assert kubernetes_objects()["Service/svd-xt"]["spec"]["type"] == "ClusterIP"
+    ingress = kubernetes_objects()["Ingress/svd-gateway"]["spec"]
+    assert ingress["tls"][0]["secretName"] and ingress["tls"][0]["hosts"] == [ingress["rules"][0]["host"]]
 
 
 def test_compose_refuses_to_start_without_the_token():

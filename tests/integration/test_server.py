@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.support import ROOT
+from tests.support import ADMIN_TOKEN, ROOT, TOKEN
 from tests.support.kserve import (auth_headers, client, image_bytes, infer, is_invalid_argument, refused, scalar, small, text,
                     video_bytes)
 from tests.support.videos import decode_video, max_abs_diff
@@ -140,10 +140,11 @@ def test_token_is_required_for_inference_and_health_stays_open(triton, protocol,
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_model_repository_api_is_restricted_too(triton, protocol):
-    error = refused(lambda: client(triton, protocol).get_model_repository_index())
-    assert "restricted" in error.message()
-    assert client(triton, protocol).get_model_repository_index(headers=auth_headers(protocol))
+def test_model_repository_api_takes_the_admin_key_alone(triton, protocol):
+    for token in (None, TOKEN):
+        error = refused(lambda: client(triton, protocol).get_model_repository_index(headers=auth_headers(protocol, token)))
+        assert "restricted" in error.message()
+    assert client(triton, protocol).get_model_repository_index(headers=auth_headers(protocol, ADMIN_TOKEN))
 
 
 def test_every_config_variant_declares_the_same_contract():

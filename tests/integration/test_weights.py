@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import TOKEN, start_server
+from tests.support import ADMIN_TOKEN, TOKEN, start_server
 from tests.support.s3 import S3Server
 from svd_engine import ModelLoadError, SVDEngine
 from svd_engine.testing import build_tiny_pipeline
@@ -159,7 +159,7 @@ def test_the_model_serves_from_a_bucket_through_tritonserver(s3, sources, aws_en
     monkeypatch.setenv("SVD_MODEL_SOURCE", sources["nested"])
     since = len(s3.requests())
     with start_server(model_control="explicit") as server:
-        with SVDClient(server.http_url, token=TOKEN) as svd:
+        with SVDClient(server.http_url, token=TOKEN, admin_token=ADMIN_TOKEN) as svd:
             video = decode_video(svd.generate(sample_png, width=64, height=64, num_frames=4,
                                               num_inference_steps=2).video, "mp4")
             assert video.num_frames == 4 and video.size == (64, 64)

@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = ROOT / "model_repository"
 SUPPORT = Path(__file__).resolve().parent
 TOKEN = "test-token-7f3a"
+"""The client key: what the test servers require for inference."""
+ADMIN_TOKEN = "test-admin-c41d"
+"""The operator's key: what the test servers require for load, unload and Triton's other administrative APIs."""
 
 
 def encode_image(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
@@ -38,10 +41,10 @@ def cpu_config_copy(tmp_path: Path) -> Path:
 
 
 def start_server(**options):
-    """A TritonServer (CPU config, tiny model, TOKEN) on free ports, not yet started: use it in `with`."""
+    """A TritonServer (CPU config, tiny model, TOKEN, ADMIN_TOKEN) on free ports, not yet started: use it in `with`."""
     from svd_triton.launcher import TritonServer
 
-    return TritonServer(on_free_ports(token=TOKEN, **options), ready_timeout=240)
+    return TritonServer(on_free_ports(token=TOKEN, admin_token=ADMIN_TOKEN, **options), ready_timeout=240)
 
 
 @contextmanager
