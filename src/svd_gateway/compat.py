@@ -5,11 +5,18 @@
   ints, was closed unmerged). An integer field's bounds then read 255.0, and the seed's 2^63−1 reads
   9.223372036854776e18, that is 2^63, so a fuzzer following the document sends 2^63 and is refused.
   `exact_integer_bounds` gives integer schemas their bounds back as the ints pydantic wrote.
+- httpx 0.29.0 (over httpcore 1.0.9): `AsyncHTTPTransport` takes no `network_backend`, so a transport cannot
+  choose how its TCP connections are opened (the gateway's outbound connections go to checked addresses
+  only). `transport_over` replaces the pool it builds (its private `_pool`) with httpcore's own pool, with
+  httpx's TLS and pool defaults and the given backend; the tests that record every outbound connection
+  (tests/integration/test_outbound_pinning.py) fail if a later httpx stops using `_pool`.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+import httpcore
+import httpx
 from fastapi import FastAPI
 
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
@@ -53,3 +60,12 @@ def openapi_with_exact_integers(app: FastAPI, large: Iterable[int]) -> Callable[
         return app.openapi_schema
 
     return openapi
+
+
+def transport_over(network: httpcore.AsyncNetworkBackend) -> httpx.AsyncHTTPTransport:
+    """An httpx transport whose connections `network` opens; no proxies from the environment."""
+    tls = httpx.create_ssl_context(trust_env=False)
+    transport = httpx.AsyncHTTPTransport(verify=tls, trust_env=False)
+    transport._pool = httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=100, max_keepalive_connections=20,
+                                                   keepalive_expiry=5.0, network_backend=network)
+    return transport

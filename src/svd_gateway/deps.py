@@ -2,6 +2,7 @@
 lifespan's state: request.state.gateway), and request helpers (the base URL, a JSON-or-multipart body)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -73,6 +74,18 @@ SVDDep = Annotated[AsyncSVDClient, Depends(get_svd)]
 WebhooksDep = Annotated[Webhooks, Depends(get_webhooks)]
 HTTPDep = Annotated[httpx.AsyncClient, Depends(get_http)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_plane)]
+
+
+def caller(request: Request) -> str | None:
+    """The fingerprint of the key this request was let in with (the Guard compared it), None without one: what
+    a job records as its owner. A digest, so the store never holds a key."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        return None
+    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+Caller = Annotated[str | None, Depends(caller)]
 
 
 def base_url(request: Request, settings: SettingsDep) -> str:

@@ -15,10 +15,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import GatewayError, error_response
 
-# Paths anyone may read: health, Prometheus metrics (counts only), API docs, the parameters' ranges, the playground page (its token is typed
-# into it) and its assets, and outputs (their unguessable link is the credential).
-PUBLIC_PREFIXES = ("/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/v1/parameters", "/playground/", "/v1/outputs/")
-PUBLIC_PATHS = ("/",)
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/v1/parameters"})
+"""Paths anyone may read, matched exactly: health, Prometheus metrics (counts only), API docs, the parameters'
+ranges and the playground page (its token is typed into it)."""
+PUBLIC_FOLDERS = ("/playground/", "/v1/outputs/")
+"""Folders whose direct entries anyone may read (one path segment below, no further `/`): the playground's
+assets, and outputs (their unguessable link is the credential)."""
+
+
+def is_public(path: str) -> bool:
+    """Exact matches only, so a route added later (`/metrics-admin`, `/docs-private`) is guarded by default."""
+    if path in PUBLIC_PATHS:
+        return True
+    folder, _, name = path.rpartition("/")
+    return f"{folder}/" in PUBLIC_FOLDERS and bool(name)
 
 
 class Guard:
@@ -32,8 +42,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
-        public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIXES)
-        if self.expected and not public:
+        if self.expected and not is_public(scope["path"]):
             given = headers.get("authorization", "").encode()
             if not secrets.compare_digest(given, self.expected):
                 return await _answer(scope, receive, send, 401, "unauthorized", "missing or wrong bearer token",

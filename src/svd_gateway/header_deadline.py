@@ -61,6 +61,7 @@ class HeaderDeadline(H11Protocol):
 
 def server_options(settings: Settings) -> dict:
     """Keyword arguments for `uvicorn.run` / `uvicorn.Config` that serve the gateway as `settings` say."""
+    tls = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)} if settings.tls_certfile else {}
     return {"http": functools.partial(HeaderDeadline, header_seconds=settings.header_seconds),
             # in-flight requests get the job runner's drain time to be answered, then are cut off
-            "timeout_graceful_shutdown": int(settings.drain_seconds) + 5}
+            "timeout_graceful_shutdown": int(settings.drain_seconds) + 5, **tls}

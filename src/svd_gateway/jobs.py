@@ -26,7 +26,7 @@ from .errors import CODE_STATUS, GatewayError, client_error_code
 from .metrics import GatewayMetrics
 from .settings import Settings
 from .store import POLLED, TERMINAL, Job, LeaseLost, Store, new_id, sha256, utcnow
-from .webhooks import Webhooks
+from .webhooks import Webhooks, without_secrets
 
 LOG_INTERVAL = 0.5
 """Seconds between writes of progress lines to the store (and `logs` webhooks)."""
@@ -72,8 +72,16 @@ def output_url(job: Job) -> str | None:
     return f"{job.base_url}/v1/outputs/{job.output_key}{VIDEO_FORMATS[job.output_format].extension}"
 
 
-def as_prediction(job: Job) -> dict[str, Any]:
-    """A job as Replicate's prediction JSON."""
+def webhook_seen_by(job: Job, viewer: str | None) -> str | None:
+    """The job's webhook URL as `viewer` (a key's fingerprint) may see it: whole for the key that created the job,
+    else without userinfo, query string and fragment, which often carry the receiver's own token."""
+    if job.webhook is None or (viewer is not None and viewer == job.owner):
+        return job.webhook
+    return without_secrets(job.webhook)
+
+
+def as_prediction(job: Job, viewer: str | None) -> dict[str, Any]:
+    """A job as Replicate's prediction JSON, as the key whose fingerprint is `viewer` may see it."""
     urls = {"get": f"{job.base_url}/v1/predictions/{job.id}", "cancel": f"{job.base_url}/v1/predictions/{job.id}/cancel"}
     metrics = {"predict_time": job.predict_time} if job.predict_time is not None else {}
     if job.completed_at:
@@ -82,7 +90,7 @@ def as_prediction(job: Job) -> dict[str, Any]:
             "output": output_url(job), "logs": job.logs or "", "error": job.error, "metrics": metrics,
             "created_at": isoformat(job.created_at), "started_at": isoformat(job.started_at),
             "completed_at": isoformat(job.completed_at), "urls": urls, "source": "api",
-            "data_removed": job.output_removed, "webhook": job.webhook,
+            "data_removed": job.output_removed, "webhook": webhook_seen_by(job, viewer),
             "webhook_events_filter": job.webhook_events or None}
 
 
@@ -160,8 +168,8 @@ class JobRunner:
             await asyncio.gather(*self.executions, return_exceptions=True)
 
     def new_job(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base_url: str,
-                *, webhook: str | None = None, events: list[str] | None = None) -> Job:
-        return Job(id=new_id(), origin=origin, model=MODEL, version=VERSION, status="starting", input=given,
+                *, webhook: str | None = None, events: list[str] | None = None, owner: str | None = None) -> Job:
+        return Job(id=new_id(), origin=origin, model=MODEL, version=VERSION, status="starting", input=given, owner=owner,
                    params=params, image_sha256=sha256(image), base_url=base_url, logs="", webhook=webhook,
                    webhook_events=events or [], attempts=0, cancel_requested=False, output_removed=False,
                    created_at=utcnow())
@@ -400,7 +408,7 @@ class JobRunner:
 
     def _notify(self, job: Job, event: str) -> None:
         if job.webhook:
-            self.webhooks.send(job.id, job.webhook, job.webhook_events, event, as_prediction(job))
+            self.webhooks.send(job.id, job.webhook, job.webhook_events, event, as_prediction(job, job.owner))
 
     async def _expire(self) -> None:
         await run_in_threadpool(self.store.expire, max_outputs=self.settings.max_outputs,

@@ -88,7 +88,7 @@ class DataPlane:
         return job, video, warnings
 
     async def create_prediction(self, request: PredictionInput, base: str, *, version: str, model: str | None,
-                                webhook: str | None, events: list[str]) -> Job:
+                                webhook: str | None, events: list[str], owner: str | None) -> Job:
         """A Replicate prediction, queued."""
         image_ref, params, notes = prediction_parameters(request)
         # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
@@ -99,7 +99,8 @@ class DataPlane:
         for name in ("input_image", "image"):  # inline images are not echoed back: their digest is
             if name in given and not given[name].startswith(("http://", "https://")):
                 given[name] = f"sha256:{sha256(image)}"
-        job = self.runner.new_job("predictions", image, params, given, base, webhook=webhook, events=events)
+        job = self.runner.new_job("predictions", image, params, given, base, webhook=webhook, events=events,
+                                  owner=owner)
         job.logs = "".join(f"{note}\n" for note in notes)
         job.version = version
         if model:

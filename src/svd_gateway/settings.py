@@ -5,6 +5,7 @@ builds its parser from this module without the gateway's dependencies."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import socket
 import types
@@ -29,6 +30,11 @@ class Settings:
     triton_url: str = setting("localhost:8001", "Triton's gRPC address", metavar="HOST:PORT")
     token: str | None = setting(None, "bearer token clients must send, also sent to Triton "
                                       "(default $SVD_TRITON_TOKEN)", env=lambda: os.environ.get("SVD_TRITON_TOKEN"))
+    no_auth: bool = setting(False, "serve without a key on a non-loopback address (refused otherwise): anyone who "
+                                   "reaches the port can generate, read and cancel every job")
+    tls_certfile: Path | None = setting(None, "serve HTTPS with this PEM certificate chain (with --tls-keyfile)",
+                                        metavar="PEM")
+    tls_keyfile: Path | None = setting(None, "the certificate's PEM private key (with --tls-certfile)", metavar="PEM")
     metrics_url: str | None = setting(None, "Triton's metrics endpoint (default: Triton's host, port 8002)",
                                       metavar="URL")
     public_url: str | None = setting(None, "base URL of this gateway in the links it hands out (default: the URL "
@@ -103,6 +109,25 @@ class Settings:
     def metrics(self) -> str:
         return self.metrics_url or f"http://{self.triton_url.rsplit(':', 1)[0]}:8002/metrics"
 
+    def refusal(self, host: str) -> str | None:
+        """Why the gateway must not start listening on `host` with these settings, or None when it may."""
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            return "--tls-certfile and --tls-keyfile go together: give both, or neither for plain HTTP"
+        if not self.token and not self.no_auth and not is_loopback(host):
+            return (f"no key: set $SVD_TRITON_TOKEN (or --token) before listening on {host}, bind --host 127.0.0.1, "
+                    "or pass --no-auth to serve everyone who reaches the port")
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or `localhost`) is reachable from this machine alone."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def _flag_kind(hint: Any) -> tuple[type, bool]:
     """(the type a flag's value is parsed as, whether the flag repeats) for a field's annotation."""
@@ -123,6 +148,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if default not in (MISSING, None, ()):
             help += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
         found = spec.metadata["env"]() if spec.metadata["env"] else None
+        if kind is bool:  # a switch: given means True
+            parser.add_argument("--" + spec.name.replace("_", "-"), dest=spec.name, action="store_true", help=help,
+                                default=argparse.SUPPRESS)
+            continue
         parser.add_argument("--" + spec.name.replace("_", "-"), dest=spec.name, type=kind, help=help,
                             action="append" if repeats else "store", choices=spec.metadata["choices"],
                             metavar=spec.metadata["metavar"] or ("N" if kind is int else None),

@@ -126,6 +126,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_field: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The fingerprint of the key that created the job (deps.caller); None: created without a key."""
     webhook: Mapped[str | None] = mapped_column(String(2000))
     webhook_events: Mapped[list] = mapped_column(JSON, default=list)
     worker: Mapped[str | None] = mapped_column(String(200))

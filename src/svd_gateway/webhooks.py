@@ -1,5 +1,8 @@
 """Webhook deliveries: signed like Replicate's (Standard Webhooks), in order per job, retried with
-backoff a bounded number of times, and only to targets the allow-list permits.
+backoff a bounded number of times, and only to targets the allow-list permits (checked as each connection
+opens). One attempt reads at most REPLY_CAP bytes of the reply and ends within the webhook timeout, so a slow
+or endless reply cannot hold a sender. Logs show a webhook URL without its query, fragment or userinfo, which
+often carry the receiver's token.
 
 Signature: `webhook-signature: v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`
 keyed with the bytes of the `whsec_<base64>` secret (replicate's `Webhooks.validate` checks it).
@@ -15,15 +18,25 @@ import logging
 import secrets
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from prometheus_client import Counter
 
 from .errors import GatewayError
-from .outbound import AllowList
+from .outbound import AllowList, Refused
 
 EVENTS = ("start", "output", "logs", "completed")
+REPLY_CAP = 64 * 1024
+"""Bytes of a receiver's reply read at most: only its status matters; reading a short reply to its end lets the
+connection be used again."""
 log = logging.getLogger("svd_gateway.webhooks")
+
+
+def without_secrets(url: str) -> str:
+    """`url` without userinfo, query or fragment: as logs show it, and as other keys than its creator's see it."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def load_secret(configured: str | None, data_dir: Path) -> str:
@@ -51,8 +64,9 @@ class Webhooks:
         self.secret, self.allow = secret, allow
         self.outcomes = outcomes
         """Counts events by result: delivered, or failed after every attempt."""
-        self.attempts, self.backoff = attempts, backoff
-        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self.attempts, self.backoff, self.timeout = attempts, backoff, timeout
+        self.http = httpx.AsyncClient(transport=allow.transport(), timeout=timeout, follow_redirects=False,
+                                      trust_env=False)
         self.queues: dict[str, asyncio.Queue] = {}
         self.senders: set[asyncio.Task] = set()
 
@@ -93,26 +107,37 @@ class Webhooks:
 
     async def _deliver(self, url: str, event: str, body: str) -> bool:
         message_id = "msg_" + secrets.token_hex(12)
+        shown = without_secrets(url)
         for attempt in range(1, self.attempts + 1):
-            reason = await self.allow.refusal(url)  # checked again at delivery: DNS may have changed
-            if reason:
-                log.warning("webhook %s to %s not sent: %s", event, url, reason)
-                return False
             timestamp = int(time.time())
             headers = {"content-type": "application/json", "webhook-id": message_id,
                        "webhook-timestamp": str(timestamp), "webhook-signature": sign(self.secret, message_id, timestamp, body),
                        "user-agent": "svd-triton-gateway"}
             try:
-                reply = await self.http.post(url, content=body, headers=headers)
-                if reply.is_success:
+                status = await asyncio.wait_for(self._post(url, body, headers), self.timeout)
+                if 200 <= status < 300:
                     return True
-                problem = f"HTTP {reply.status_code}"
+                problem = f"HTTP {status}"
+            except Refused as refused:  # the allow-list, checked as the connection opened: DNS may have changed
+                log.warning("webhook %s to %s not sent: %s", event, shown, refused)
+                return False
             except httpx.HTTPError as error:
                 problem = f"{type(error).__name__}: {error}"
+            except asyncio.TimeoutError:
+                problem = f"no complete reply within {self.timeout:g} s"
             if attempt < self.attempts:
                 delay = min(60.0, self.backoff * 2 ** (attempt - 1))
-                log.info("webhook %s to %s failed (%s); retry %d in %.1f s", event, url, problem, attempt, delay)
+                log.info("webhook %s to %s failed (%s); retry %d in %.1f s", event, shown, problem, attempt, delay)
                 await asyncio.sleep(delay)
-        log.warning("webhook %s to %s given up after %d attempts (%s)", event, url, self.attempts, problem)
+        log.warning("webhook %s to %s given up after %d attempts (%s)", event, shown, self.attempts, problem)
         return False
 
+    async def _post(self, url: str, body: str, headers: dict[str, str]) -> int:
+        """POST one attempt; the reply's status, after reading at most REPLY_CAP bytes of its body."""
+        async with self.http.stream("POST", url, content=body, headers=headers) as reply:
+            read = 0
+            async for chunk in reply.aiter_raw():
+                read += len(chunk)
+                if read >= REPLY_CAP:
+                    break
+            return reply.status_code

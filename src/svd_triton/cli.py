@@ -267,6 +267,9 @@ def _gateway(args) -> int:
     from svd_gateway.store import MissingDriver, migrate, open_engine
 
     settings = from_arguments(args)
+    if args.action == "serve" and (refusal := settings.refusal(args.host)):
+        print(f"svd-triton gateway: not started: {refusal}", file=sys.stderr)
+        return 2
     try:
         engine = open_engine(settings.database)  # a missing driver is one line naming the extra, not a traceback
     except MissingDriver as error:
@@ -282,6 +285,11 @@ def _gateway(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")  # uvicorn's look
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines print whole URLs: webhook tokens included
+    if not settings.token:
+        logging.getLogger("svd_gateway").warning(
+            "NO KEY: every route is open to anyone who reaches %s:%d (%s)", args.host, args.port,
+            "--no-auth" if settings.no_auth else "loopback only")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **server_options(settings))
     return 0
 

@@ -106,9 +106,14 @@ def embedded_backend_folder(bundle: Path) -> Path:
     return root
 
 
+KEY_VARIABLES = ("SVD_TRITON_TOKEN", "SVD_TRITON_ADMIN_TOKEN")
+"""Keys the launcher passes on tritonserver's command line: the server and its model processes never need them."""
+
+
 def stub_environment() -> dict[str, str]:
-    """os.environ with this interpreter first on PATH and its shared libpython first on LD_LIBRARY_PATH."""
-    env = dict(os.environ)
+    """os.environ with this interpreter first on PATH and its shared libpython first on LD_LIBRARY_PATH, and
+    without the keys (KEY_VARIABLES)."""
+    env = {name: value for name, value in os.environ.items() if name not in KEY_VARIABLES}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     libdir = sysconfig.get_config_var("LIBDIR")
     if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-DOC_PAGES = ("deployment.md", "gateway.md", "reference.md", "operations.md", "development.md")
+DOC_PAGES = ("deployment.md", "gateway.md", "reference.md", "operations.md", "development.md", "security.md")
 """The pages the README's "where to go next" table must link."""
 README_MAX_LINES = 250
 SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from datetime import datetime
 from typing import Literal
 
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, WebhooksDep
+from ..deps import BaseURL, Caller, DataPlaneDep, SettingsDep, StoreDep, WebhooksDep
 from ..errors import GUARDED, GatewayError, HouseError, error_responses
 from ..jobs import VERSION, as_prediction
 from ..schemas import PredictionInput, WebhookURL
@@ -36,46 +37,50 @@ class PredictionRequest(BaseModel):
 
 
 def wait_seconds(prefer: str | None, longest: float) -> float:
-    """`Prefer: wait` holds the answer up to `longest` seconds, `Prefer: wait=N` up to N (1–60)."""
+    """`Prefer: wait` holds the answer up to `longest` seconds, `Prefer: wait=N` up to N (a finite 0…longest)."""
     for token in (prefer or "").replace(" ", "").split(","):
         if token == "wait":
             return longest
         if token.startswith("wait="):
             try:
-                return min(float(token[5:]), longest)
+                seconds = float(token[5:])
             except ValueError:
-                raise GatewayError(400, "invalid_request", "Prefer: wait=N needs a number of seconds", "Prefer") from None
+                seconds = math.nan
+            if not 0 <= seconds <= longest:  # nan compares false: refused with inf and negatives
+                raise GatewayError(400, "invalid_request", f"Prefer: wait=N needs a number of seconds from 0 to "
+                                   f"{longest:g}, not {token[5:40]!r}", "Prefer")
+            return seconds
     return 0.0
 
 
 async def _create(request: PredictionRequest, model: str | None, prefer: str | None, plane: DataPlaneDep,
-                  settings: SettingsDep, base: str) -> JSONResponse:
+                  settings: SettingsDep, base: str, owner: str | None) -> JSONResponse:
+    seconds = wait_seconds(prefer, settings.max_wait)  # before the job exists: a refused request leaves none
     webhook = request.webhook or request.webhook_completed
     events = request.webhook_events_filter or (["completed"] if request.webhook_completed and not request.webhook else [])
     job = await plane.create_prediction(request.input, base, version=request.version or VERSION, model=model,
-                                        webhook=webhook, events=events)
-    seconds = wait_seconds(prefer, settings.max_wait)
+                                        webhook=webhook, events=events, owner=owner)
     if seconds:
         job = await plane.wait(job.id, seconds)
-    return JSONResponse(as_prediction(job), status_code=201,
+    return JSONResponse(as_prediction(job, owner), status_code=201,
                         headers={"Preference-Applied": f"wait={seconds:g}"} if seconds else None)
 
 
 @router.post("/v1/predictions", status_code=201)
 async def create_prediction(request: PredictionRequest, plane: DataPlaneDep, settings: SettingsDep, base: BaseURL,
-                            prefer: str | None = Header(None)):
-    return await _create(request, None, prefer, plane, settings, base)
+                            owner: Caller, prefer: str | None = Header(None)):
+    return await _create(request, None, prefer, plane, settings, base, owner)
 
 
 @router.post("/v1/models/{owner}/{name}/predictions", status_code=201)
 async def create_model_prediction(request: PredictionRequest, plane: DataPlaneDep, settings: SettingsDep,
-                                  base: BaseURL, owner: str = Path(), name: str = Path(),
+                                  base: BaseURL, caller: Caller, owner: str = Path(), name: str = Path(),
                                   prefer: str | None = Header(None)):
-    return await _create(request, f"{owner}/{name}", prefer, plane, settings, base)
+    return await _create(request, f"{owner}/{name}", prefer, plane, settings, base, caller)
 
 
 @router.get("/v1/predictions")
-async def list_predictions(request: Request, store: StoreDep, cursor: str | None = None,
+async def list_predictions(request: Request, store: StoreDep, caller: Caller, cursor: str | None = None,
                            page_size: int = Query(100, ge=1, le=1000)):
     position = _decode_cursor(cursor) if cursor else None
     jobs = await run_in_threadpool(store.page, "predictions", position, page_size + 1)
@@ -83,24 +88,24 @@ async def list_predictions(request: Request, store: StoreDep, cursor: str | None
     if len(jobs) > page_size:
         jobs = jobs[:page_size]
         following = str(request.url.include_query_params(cursor=_encode_cursor(jobs[-1].created_at, jobs[-1].id)))
-    return {"previous": None, "next": following, "results": [as_prediction(job) for job in jobs]}
+    return {"previous": None, "next": following, "results": [as_prediction(job, caller) for job in jobs]}
 
 
 @router.get("/v1/predictions/{prediction_id}")
-async def get_prediction(prediction_id: str, store: StoreDep):
+async def get_prediction(prediction_id: str, store: StoreDep, caller: Caller):
     job = await run_in_threadpool(store.get, prediction_id)
     if job is None or job.origin != "predictions":
         raise GatewayError(404, "not_found", PREDICTION_NOT_FOUND)
-    return as_prediction(job)
+    return as_prediction(job, caller)
 
 
 @router.post("/v1/predictions/{prediction_id}/cancel")
-async def cancel_prediction(prediction_id: str, plane: DataPlaneDep, store: StoreDep):
+async def cancel_prediction(prediction_id: str, plane: DataPlaneDep, store: StoreDep, caller: Caller):
     """A queued prediction is canceled at once; a running one stops within a denoising step."""
     job = await run_in_threadpool(store.get, prediction_id)
     if job is None or job.origin != "predictions":
         raise GatewayError(404, "not_found", PREDICTION_NOT_FOUND)
-    return as_prediction(await plane.cancel(prediction_id))
+    return as_prediction(await plane.cancel(prediction_id), caller)
 
 
 @router.get("/v1/models/{owner}/{name}/versions/{version_id}")
