@@ -17,7 +17,7 @@ PREPARE = $(BIN)/python -m pip install --upgrade pip
 INSTALL = $(BIN)/python -m pip install
 endif
 
-.PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-queue bench-segments bench-cache gpu-wheels gpu-session soak playground playground-screenshot clean
+.PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-queue bench-segments bench-cache bench-spritesheet gpu-wheels gpu-session soak playground playground-screenshot clean
 
 # What the demo needs: the package with its engine and embedded Triton (no browser, no database).
 setup: $(VENV)/.installed
@@ -100,12 +100,17 @@ bench-segments: setup-test
 bench-cache: setup-test
 	$(BIN)/python -m benchmarks.feature_cache $(ARGS)
 
-# The GPU session kit (docs/development.md): the wheels a lent GPU machine lacks into .whl/, checked, and the
-# device tool call to make with them.
+# Peak memory of the sprite sheet of the largest video the limits allow, vs decoding every frame first, into docs/benchmarks.md.
+bench-spritesheet: setup-test
+	$(BIN)/python -m benchmarks.spritesheet $(ARGS)
+
+# The GPU benchmark kit (docs/development.md): the wheels the GPU box lacks (benchmarks/gpu_box_packages.txt
+# lists what it has) into .whl/, checked, and the command to run there.
 gpu-wheels: setup-test
 	$(BIN)/python -m benchmarks.gpu_wheels
 
-# On that machine (its own python3 and packages plus .whl/, no venv): every session row, the table into $$OUT.
+# On the GPU box (its own python3 and packages plus .whl/, no venv, no network): every GPU row, the table into
+# $$OUT (else out/gpu-session).
 gpu-session:
 	bash scripts/gpu_session.sh $(ARGS)
 

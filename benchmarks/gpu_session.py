@@ -1,7 +1,8 @@
-"""One lent GPU window, one command: the rows that matter most first, each written out as soon as measured.
+"""The GPU benchmark kit: one offline command on a GPU box measures the GPU rows, the rows that matter
+most first, each written out as soon as measured.
 
-    bash scripts/gpu_session.sh                      # on the device machine (make gpu-session): random-xt,
-                                                     # 1024×576, 25 frames; the table goes to $OUT
+    bash scripts/gpu_session.sh                      # on the GPU box (make gpu-session): random-xt,
+                                                     # 1024×576, 25 frames; the table goes to $OUT or out/gpu-session
     python -m benchmarks.gpu_session --size tiny     # the CPU rehearsal (tests/deploy/test_gpu_session.py)
     python -m benchmarks.gpu_session --publish DIR   # copy DIR/benchmarks.md's table into docs/benchmarks.md
 
@@ -9,9 +10,9 @@ Rows, in this order: stock diffusers float16 (the anchor); our engine float16 wi
 compiled; the same engine with feature caching (request fields `cache_interval=3`, `cache_branch_id=0`: no new
 engine, no compile); bfloat16; FP8 UNet linear layers (torchao). A row whose engine or request field this build
 lacks is listed as not measured, with why. A row starts only if the rows so far say it ends within
-`--budget` seconds; a row that fails is listed with its error and the session goes on.
+`--budget` seconds; a row that fails is listed with its error and the run goes on.
 
-Each row: one warm-up run, then one timed run of `--steps` denoising steps (few, to fit the window).
+Each row: one warm-up run, then one timed run of `--steps` denoising steps (few, to fit the budget).
 The end-to-end time at 25 steps is built from the measured phases (image encode + 25 × the step time
 + VAE decode + video encode; with caching, full and cached steps counted as a 25-step run has them)
 and labelled so; the timed run's own end-to-end time is in the table too. After each row the table
@@ -97,7 +98,7 @@ class Outcome:
 
 
 class Session:
-    """The rows in order, one engine loaded at a time, the table rewritten after each row."""
+    """One run of the kit: the rows in order, one engine loaded at a time, the table rewritten after each row."""
 
     def __init__(self, args, base: EngineConfig, image: bytes, device: torch.device):
         self.args, self.base, self.image, self.device = args, base, image, device
@@ -194,7 +195,7 @@ class Session:
                 f"{REPORTED_STEPS} × step time (with feature caching, its full and cached steps as a {REPORTED_STEPS}-step "
                 f"run has them) + VAE decode + video encode. Fast path: {describe(self.base)}.\n\n{self.table()}")
         write_section(f"{SECTION}-{self.device.type}-{self.args.size}",
-                      f"GPU session kit ({self.device.type.upper()}, {self.args.size})", body, doc=out / "benchmarks.md")
+                      f"GPU benchmark kit ({self.device.type.upper()}, {self.args.size})", body, doc=out / "benchmarks.md")
         rows = [{"variant": asdict(o.variant), "status": o.status, "compile_seconds": o.compile_seconds, "wall": o.wall,
                  "row": None if o.row is None else {k: v for k, v in vars(o.row).items() if k != "frames"}}
                 for o in self.outcomes]
@@ -263,7 +264,7 @@ def summary(outcome: Outcome) -> str:
 
 
 def stale_packages() -> list[str]:
-    """This checkout's packages whose imported copy (the carried wheel, on the device) differs from src/."""
+    """This checkout's packages whose imported copy (the wheel from .whl/, on the GPU box) differs from src/."""
     stale = []
     for package in ("svd_contract", "svd_engine"):
         imported = Path(importlib.import_module(package).__file__).parent
@@ -279,7 +280,7 @@ def stale_packages() -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[Outcome] | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="xt", help="xt (the GPU window) or tiny (the CPU rehearsal)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="xt", help="xt (the GPU rows) or tiny (the CPU rehearsal)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                         help="the anchor's and the engine rows' precision (float32 for the CPU rehearsal: CPU float16 is slow)")
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> list[Outcome] | None:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "out" / "gpu-session"),
                         help="where benchmarks.md and rows.json go ($OUT when set)")
     parser.add_argument("--publish", type=Path, metavar="DIR",
-                        help="copy the table in DIR/benchmarks.md (a session's $OUT) into docs/benchmarks.md, and stop")
+                        help="copy the table in DIR/benchmarks.md (the folder the GPU box wrote to) into docs/benchmarks.md, and stop")
     parser.add_argument("--doc", type=Path, default=DOC, help="with --publish: the page to copy into")
     args = parser.parse_args(argv)
     if args.steps < 2:
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> list[Outcome] | None:
         return None
     stale = stale_packages()
     if stale:
-        sys.exit(f"the installed {', '.join(stale)} differ from src/: run `make gpu-wheels` again before the session")
+        sys.exit(f"the installed {', '.join(stale)} differ from src/: run `make gpu-wheels` again before the kit")
 
     source, width, height, frames, chunk = SIZES[args.size]
     device = resolve_device(args.device)

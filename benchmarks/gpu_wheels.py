@@ -1,13 +1,13 @@
-"""The GPU session kit's wheels: what the lent GPU machine lacks, prepared here, carried with the tree.
+"""The GPU benchmark kit's wheels: what the GPU box lacks, prepared on a machine with network access.
 
-    python -m benchmarks.gpu_wheels           # (make gpu-wheels) fill .whl/, check it, print the device call
+    python -m benchmarks.gpu_wheels           # (make gpu-wheels) fill .whl/, check it, print the command for the box
 
-The device machine (the device tool's KINDS.md) has its own Python 3.12 and packages (torch 2.11 for
-CUDA 13, transformers 5.x, numpy 2.x) and reaches no registry, so `scripts/gpu_session.sh` installs
-only what is carried in `.whl/` (ignored by git): diffusers and the few packages it lacks, this project
-as a wheel, and torchao for the FP8 row. Everything else comes from the machine. The same description
-of that machine builds the CPU rehearsal's environment (`rehearsal_environment`), so an import error
-shows up here, not in a GPU window.
+The GPU box (benchmarks/gpu_box_packages.txt: its Python 3.12 and packages, torch 2.11 for CUDA 13,
+transformers 5.x, numpy 2.x, no diffusers) reaches no package index, so `scripts/gpu_session.sh`
+installs only what is in `.whl/` (ignored by git), copied to the box beside the checkout: diffusers and
+the few packages it lacks, this project as a wheel, and torchao for the FP8 row. Everything else comes
+from the box. The same package list builds the CPU rehearsal's environment (`rehearsal_environment`),
+so an import error shows up here, not on the GPU box.
 """
 from __future__ import annotations
 
@@ -28,52 +28,61 @@ from packaging.utils import canonicalize_name
 from benchmarks.report import ROOT, source_commit
 
 WHEELS = ROOT / ".whl"
-DEVICE_PYTHON = "3.12"
+BOX_PACKAGES = ROOT / "benchmarks" / "gpu_box_packages.txt"
+"""What the GPU box's image ships: its python3's version and every distribution installed for it."""
+
+
+def read_box_packages(path: Path = BOX_PACKAGES) -> tuple[str, dict[str, str | None]]:
+    """(the box's full Python version, {canonical name: version, or None where only the name is listed})
+    from `path`: one `name==version` or `name` a line, `#` comments, `python==VERSION` the interpreter."""
+    python, packages = None, {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, _, version = (part.strip() for part in line.partition("=="))
+        if not name or (_ and not version):
+            raise ValueError(f"{path}:{number}: expected `name` or `name==version`, got {line!r}")
+        if name.lower() == "python":
+            python = version
+        else:
+            packages[canonicalize_name(name)] = version or None
+    if not python:
+        raise ValueError(f"{path}: no `python==VERSION` line")
+    return python, packages
+
+
+BOX_PYTHON_FULL, _BOX = read_box_packages()
+BOX_PYTHON = ".".join(BOX_PYTHON_FULL.split(".")[:2])
+"""The box's python3, major.minor: the wheels are downloaded for it."""
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")
-DEVICE_VERSIONS = {
-    "torch": "2.11.0", "transformers": "5.17.0", "numpy": "2.5.2", "huggingface-hub": "1.33.0",
-    "tokenizers": "0.23.2", "safetensors": "0.8.0", "accelerate": "1.15.0",
-}
-"""Versions read on the device machine (KINDS.md's pip list, 2026-11) of the packages the engine uses."""
-DEVICE_PACKAGES = frozenset(canonicalize_name(name) for name in """
-absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
-charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core cuda-pathfinder
-cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock flatbuffers flax fonttools
-formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize hypothesis idna
-imageio iniconfig interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib kiwisolver
-lazy-loader lightning lightning-utilities linear-operator lineax llvmlite lxml markdown markdown-it-py markupsafe
-matplotlib mdurl meson ml-dtypes mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind narwhals
-networkx ninja numba numba-cuda numpy numpyro nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime
-nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13
-nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir onnxruntime onnxscript
-opencv-python-headless optax opt-einsum opt-einsum-fx optimistix orbax-checkpoint packaging pandas pathspec patsy peft
-pillow pip pluggy portalocker prometheus-client propcache protobuf psutil pyarrow pybind11 py-cpuinfo pygments
-pyparsing pyproject-hooks pyre-extensions pytest pytest-benchmark pytest-cov pytest-mock pytest-timeout pytest-xdist
-python-dateutil pytorch-lightning pyyaml regex requests rich sacrebleu safetensors scikit-build-core scikit-image
-scikit-learn scipy seaborn sentencepiece sentence-transformers setuptools shellingham simplejson six sortedcontainers
-statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm
-tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope
-triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl
-zipp""".split())
-"""Every package the device machine's image holds (KINDS.md, read 2026-11-17)."""
+BOX_PACKAGES_INSTALLED = frozenset(_BOX)
+"""Every distribution the box's image holds."""
+BOX_VERSIONS = {name: version for name, version in _BOX.items() if version}
+"""The versions the package list gives (the rest are on the box at a version not listed)."""
+ENGINE_PACKAGES = ("torch", "transformers", "numpy", "huggingface-hub", "tokenizers", "safetensors", "accelerate")
+"""The box's packages the engine imports, pinned at the box's versions in the CPU rehearsal."""
 CARRIED = {
     "diffusers": "0.42.1",  # the range pyproject.toml pins (svd_engine.pipeline overrides its private methods)
-    "imageio-ffmpeg": "0.7.0",  # the ffmpeg the video encoder runs (x264, VP9, WebP); 0.8's wheel is 65 MiB, over the limit
+    "imageio-ffmpeg": "0.7.0",  # the ffmpeg the video encoder runs (x264, VP9, WebP); 0.8's wheel is 65 MiB, over the size limit
     "torchao": "0.17.0",  # the FP8 row; 0.17 is built against torch 2.11
 }
-"""What the device machine lacks, by pinned version; this project's own wheel is built besides."""
+"""What the box lacks, by pinned version; this project's own wheel is built besides."""
 NOT_CARRIED = {"importlib-metadata": "diffusers falls back to the standard library's importlib.metadata"}
-"""Requirements of carried wheels that the device does without (the rehearsal runs without them too)."""
-REHEARSAL_VERSIONS = {**DEVICE_VERSIONS, "torch": "2.13.0", "numpy": "2.4.6"}
-"""The rehearsal's versions: the device's, but torch's CPU build of this machine's venv, and the last
+"""Requirements of the wheels in .whl/ that the box does without (the rehearsal runs without them too)."""
+REHEARSAL_VERSIONS = {**{name: BOX_VERSIONS[name] for name in ENGINE_PACKAGES}, "torch": "2.13.0", "numpy": "2.4.6"}
+"""The rehearsal's versions: the box's, but torch's CPU build of this machine's venv, and the last
 numpy 2 for this machine's Python 3.11 (numpy 2.5 needs 3.12)."""
 REHEARSAL_UNPINNED = ("pillow", "psutil", "requests", "regex", "filelock", "imageio")
-"""Packages of the device's image that the engine and the carried wheels use, at whatever version pip picks."""
-TRAVEL_LIMIT = 64 * 1024 ** 2
-"""The device tool's limit on what one call carries: the tree plus the carried wheels."""
-DEVICE_RUN = {"command": "bash scripts/gpu_session.sh", "carry": [".whl"], "timeout_s": 540}
-"""The device tool's `run` call: the session stops starting rows at its --budget (450 s), well inside."""
+"""Packages of the box's image that the engine and the wheels use, at whatever version pip picks."""
+SIZE_LIMIT = 64 * 1024 ** 2
+"""What the kit keeps the checkout plus .whl/ under, so that both copy to the box as one small transfer."""
+BOX_COMMAND = "bash scripts/gpu_session.sh"
+"""The one command to run on the box, in the checkout with .whl/ beside it (`make gpu-session`). It stops
+starting rows at its --budget (450 s), so it ends within about 9 minutes."""
+BOX_EXTRAS = (".whl",)
+"""What the box needs besides the checkout's files: paths git ignores, copied over by name."""
 
 
 def pip(*args: str, python: str = sys.executable) -> None:
@@ -81,9 +90,9 @@ def pip(*args: str, python: str = sys.executable) -> None:
 
 
 def download(folder: Path) -> None:
-    """The pinned wheels for the device's Python and platform, none of their dependencies."""
+    """The pinned wheels for the box's Python and platform, none of their dependencies."""
     platforms = [option for platform in PLATFORMS for option in ("--platform", platform)]
-    pip("download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", DEVICE_PYTHON,
+    pip("download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", BOX_PYTHON,
         "--implementation", "cp", *platforms, "-d", str(folder), *(f"{name}=={version}" for name, version in CARRIED.items()))
 
 
@@ -101,10 +110,10 @@ def build_project_wheel(folder: Path) -> Path:
 
 
 def prepare(folder: Path = WHEELS) -> list[Path]:
-    """Empty `folder` of wheels, then download the carried ones and build this project's."""
+    """Empty `folder` of wheels, then download the pinned ones (CARRIED) and build this project's."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.whl"):
-        old.unlink()  # one version of each: two would stop the device's install
+        old.unlink()  # one version of each: two would stop the box's install
     download(folder)
     build_project_wheel(folder)
     (folder / "COMMIT").write_text(source_commit("--dirty"))  # the table's "commit" there, where the tree has no .git
@@ -118,9 +127,9 @@ def wheel_metadata(wheel: Path):
 
 
 def unmet_requirements(folder: Path) -> list[str]:
-    """What a carried wheel (this project's aside: only its engine runs there) requires that the
-    device machine neither has (at a known version that fits) nor gets carried."""
-    environment = {"python_version": DEVICE_PYTHON, "python_full_version": DEVICE_PYTHON + ".3", "sys_platform": "linux",
+    """What a wheel in `folder` (this project's aside: only its engine runs there) requires that the
+    GPU box neither has (at a known version that fits) nor gets from `folder`."""
+    environment = {"python_version": BOX_PYTHON, "python_full_version": BOX_PYTHON_FULL, "sys_platform": "linux",
                    "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
                    "platform_python_implementation": "CPython", "os_name": "posix", "extra": ""}
     carried = {canonicalize_name(wheel_metadata(w)["Name"]): wheel_metadata(w)["Version"] for w in folder.glob("*.whl")}
@@ -134,16 +143,16 @@ def unmet_requirements(folder: Path) -> list[str]:
             if requirement.marker and not requirement.marker.evaluate(environment):
                 continue
             name = canonicalize_name(requirement.name)
-            version = carried.get(name) or DEVICE_VERSIONS.get(name)
-            if name not in carried and name not in DEVICE_PACKAGES and name not in NOT_CARRIED:
-                problems.append(f"{wheel.name} requires {line}: not on the device machine and not carried")
+            version = carried.get(name) or BOX_VERSIONS.get(name)
+            if name not in carried and name not in BOX_PACKAGES_INSTALLED and name not in NOT_CARRIED:
+                problems.append(f"{wheel.name} requires {line}: not on the GPU box and not in the wheels")
             elif version and not requirement.specifier.contains(version, prereleases=True):
-                problems.append(f"{wheel.name} requires {line}: {name} {version} is what the device gets")
+                problems.append(f"{wheel.name} requires {line}: {name} {version} is what the GPU box gets")
     return problems
 
 
 def travelling_bytes(folder: Path = WHEELS) -> int:
-    """What one device call carries: tracked and untracked-not-ignored files, plus the wheels."""
+    """What goes to the box: the checkout's tracked and untracked-not-ignored files, plus the wheels."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             check=True, capture_output=True).stdout.decode().split("\0")
     tree = sum((ROOT / name).stat().st_size for name in listed if name and (ROOT / name).is_file())
@@ -151,8 +160,8 @@ def travelling_bytes(folder: Path = WHEELS) -> int:
 
 
 def rehearsal_environment(venv: Path) -> Path:
-    """A venv holding the device machine's packages at its versions (REHEARSAL_VERSIONS) and nothing
-    the machine lacks (what their dependencies pull in beyond its package list is removed again); built
+    """A venv holding the GPU box's engine packages at its versions (REHEARSAL_VERSIONS) and nothing
+    the box lacks (what their dependencies pull in beyond its package list is removed again); built
     once per version set, then reused. Returns its python."""
     python = venv / "bin" / "python"
     marker = venv / "rehearsal.json"
@@ -163,8 +172,8 @@ def rehearsal_environment(venv: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install(str(python), *REHEARSAL_UNPINNED, *(f"{name}=={version}" for name, version in REHEARSAL_VERSIONS.items()))
     listed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], check=True, capture_output=True).stdout
-    foreign = sorted({canonicalize_name(item["name"]) for item in json.loads(listed)} - DEVICE_PACKAGES)
-    if foreign:  # newer releases here than there need more (typer → pydantic): the device runs without them
+    foreign = sorted({canonicalize_name(item["name"]) for item in json.loads(listed)} - BOX_PACKAGES_INSTALLED)
+    if foreign:  # newer releases here than there need more (typer → pydantic): the box runs without them
         pip("uninstall", "-q", "-y", *foreign, python=str(python))
     marker.write_text(wanted)
     return python
@@ -184,17 +193,19 @@ def install(python: str, *requirements: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folder", type=Path, default=WHEELS, help="where the wheels go (the device call carries .whl)")
+    parser.add_argument("--folder", type=Path, default=WHEELS, help="where the wheels go (copy .whl/ to the box beside the checkout)")
     args = parser.parse_args(argv)
     wheels = prepare(args.folder)
     problems = unmet_requirements(args.folder)
     size = travelling_bytes(args.folder)
     for wheel in wheels:
         print(f"{wheel.stat().st_size / 1024 ** 2:7.1f} MiB  {wheel.name}")
-    print(f"tree + wheels: {size / 1024 ** 2:.1f} MiB of the device call's {TRAVEL_LIMIT // 1024 ** 2} MiB")
-    if problems or size >= TRAVEL_LIMIT:
-        sys.exit("\n".join(problems + ([f"too large to carry: {size} bytes"] if size >= TRAVEL_LIMIT else [])))
-    print("device tool call (a task with a GPU; then give_back):\n" + json.dumps(DEVICE_RUN))
+    print(f"checkout + wheels: {size / 1024 ** 2:.1f} MiB of the kit's {SIZE_LIMIT // 1024 ** 2} MiB")
+    if problems or size >= SIZE_LIMIT:
+        sys.exit("\n".join(problems + ([f"too large to copy to the box: {size} bytes"] if size >= SIZE_LIMIT else [])))
+    print(f"copy the checkout with {', '.join(BOX_EXTRAS)} to the GPU box, then run there (the table goes to $OUT, "
+          f"else out/gpu-session):\n    {BOX_COMMAND}\n"
+          "then, here: python -m benchmarks.gpu_session --publish DIR   # DIR: the folder holding the box's benchmarks.md")
 
 
 if __name__ == "__main__":

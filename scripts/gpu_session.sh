@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU session kit's one command (docs/benchmarks.md, "GPU session kit"), run through the device tool:
-# install the wheels that `make gpu-wheels` put in .whl/ (the machine's own packages do the rest, and it
-# reaches no registry), then measure. The table goes to $OUT. The CPU rehearsal runs this same script
-# with PYTHON, WHEELS, SITE and OUT of its own and --size tiny.
+# The GPU benchmark kit's one command (docs/development.md, "GPU benchmark kit"), run on the GPU box in
+# the checkout with .whl/ beside it: install the wheels that `make gpu-wheels` put in .whl/ (the box's
+# own packages, benchmarks/gpu_box_packages.txt, do the rest; no network is needed), then measure. The
+# table goes to $OUT when set, else out/gpu-session. The CPU rehearsal runs this same script with
+# PYTHON, WHEELS, SITE and OUT of its own and --size tiny.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

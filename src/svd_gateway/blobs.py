@@ -4,11 +4,18 @@ so that several gateway replicas share one another's uploads and videos.
 
 Methods are blocking; async code calls them through `run_in_threadpool`. A name only ever holds
 complete bytes: the folder writes to a temporary name and renames, S3 puts objects whole.
+
+Bytes on their way in (an upload being received) and local copies (a video being decoded into stills) go to
+`scratch`, a folder of its own beside FOLDERS: Store.sweep_orphans lists FOLDERS and deletes what no row
+names, which would include such files while they are in use. The folder's scratch is under its root, so an
+upload's rename into `files/` stays on one filesystem, atomic.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -20,13 +27,16 @@ from svd_contract import S3Location, is_s3_url
 from .errors import GatewayError
 
 FOLDERS = ("files", "inputs", "outputs")
+SCRATCH_GRACE = 3600.0
+"""Files this old in scratch when a gateway starts were left by a process that stopped mid-way; younger
+ones may be in use by another replica sharing the folder."""
 CHUNK = 1024 * 1024
 RANGE = re.compile(r"^bytes=\d*-\d*$")
 
 
 class Blobs(Protocol):
     scratch: Path
-    """A local folder for bytes on their way in (an upload being received)."""
+    """A local folder for temporary files (an upload being received, a video being decoded), never swept."""
 
     def write(self, name: str, data: bytes) -> None: ...
 
@@ -51,7 +61,7 @@ class FolderBlobs:
         self.root = Path(root)
         for folder in FOLDERS:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
-        self.scratch = self.root / "files"
+        self.scratch = scratch_folder(self.root / "scratch")
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -72,7 +82,11 @@ class FolderBlobs:
 
     def listing(self, folder: str) -> Iterator[tuple[str, datetime]]:
         for path in (self.root / folder).iterdir():
-            yield f"{folder}/{path.name}", datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(tzinfo=None)
+            try:
+                modified = path.stat().st_mtime
+            except FileNotFoundError:  # deleted since the folder was read (a job deleted, a write's rename)
+                continue
+            yield f"{folder}/{path.name}", datetime.fromtimestamp(modified, timezone.utc).replace(tzinfo=None)
 
     def response(self, name: str, media_type: str | None, range_header: str | None) -> Response:
         if not self.path(name).is_file():
@@ -101,8 +115,7 @@ class BucketBlobs:
             raise ValueError(f"storage_url {url}: the bucket cannot be reached ({error}); the endpoint and credentials "
                              "come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
                              ) from None
-        self.scratch = Path(scratch)
-        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.scratch = scratch_folder(Path(scratch))
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -146,6 +159,17 @@ class BucketBlobs:
             if code == "InvalidRange":
                 raise GatewayError(416, "invalid_request", "the requested range is outside the video") from None
             raise
+
+
+def scratch_folder(path: Path) -> Path:
+    """`path`, made if missing, without what stopped processes left there (SCRATCH_GRACE)."""
+    path.mkdir(parents=True, exist_ok=True)
+    stale = time.time() - SCRATCH_GRACE
+    for leftover in path.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # another replica's, finished meanwhile
+            if leftover.is_file() and leftover.stat().st_mtime < stale:
+                leftover.unlink()
+    return path
 
 
 def open_blobs(storage_url: str | None, data_dir: Path) -> Blobs:

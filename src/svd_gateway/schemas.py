@@ -8,6 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from svd_contract import PARAMETERS, VIDEO_FORMATS, Parameter
 from .errors import GatewayError
+from .spec import DEEP_CACHE_PRESETS, DEEPCACHE_INTERVAL
 
 
 INT32_MAX = 2**31 - 1
@@ -69,12 +70,6 @@ def _contract_field(parameter: Parameter):
     return (integer(**bounds) if parameter.kind is int else Annotated[kind, Field(**bounds)]) | None, None
 
 
-DEEP_CACHE_PRESETS = {"none": 1, "minimum": 2, "medium": 3, "high": 5}
-"""fal's `deep_cache` presets → cache_interval, each at cache_branch_id 0 (the branch that saves the most)."""
-DEEPCACHE_INTERVAL = 3
-"""cache_interval of Replicate's `enable_deepcache: true` without one: the interval DeepCache's own example uses."""
-
-
 def _given(*names: str, **schemas: dict) -> dict:
     """JSON schema: every one of `names` present and not null (and matching `schemas` where one is named)."""
     return {"required": list(names), "properties": {name: schemas.get(name, {"not": {"type": "null"}}) for name in names}}
@@ -106,16 +101,6 @@ class CacheSwitches(BaseModel):
         if self.enable_deepcache is False and (getattr(self, "cache_interval", None) or 1) > 1:
             raise ValueError("enable_deepcache=false turns caching off, but cache_interval asks for it; give one")
         return self
-
-
-def cache_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    """`params` with the other APIs' caching switches replaced by the model's cache_interval (validated above)."""
-    preset, enabled = params.pop("deep_cache", None), params.pop("enable_deepcache", None)
-    if preset is not None:
-        params["cache_interval"] = DEEP_CACHE_PRESETS[preset]
-    elif enabled is not None:
-        params["cache_interval"] = params.get("cache_interval", DEEPCACHE_INTERVAL) if enabled else 1
-    return params
 
 
 SVDParameters = create_model("SVDParameters", __base__=CacheSwitches,
@@ -170,20 +155,20 @@ IGNORED_FIELDS = {
 }
 FORGE_PINS = ("model_version", "gpu_type", "region")
 """Forge body fields naming a target: never sent to the model; a mismatch is a warning (routers/forge.py)."""
-ALIASES = {"guidance_scale": "max_guidance_scale"}
 NOT_PARAMETERS = {"image", "model", "response_format", *FORGE_PINS}
 
 
 def model_parameters(body: BaseModel, defaults: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The model's parameters from a request body, and warnings for the fields that were ignored."""
+    """The model's parameters from a request body (other APIs' names included: spec.check_parameters resolves
+    them), and warnings for the fields that were ignored."""
     params, warnings = dict(defaults), []
     text_to_video = getattr(body, "image", None) is None
     for name, value in body.model_dump(exclude_none=True, exclude=NOT_PARAMETERS).items():
         if name in IGNORED_FIELDS and not text_to_video:
             warnings.append(IGNORED_FIELDS[name])
         else:
-            params[ALIASES.get(name, name)] = value
-    return cache_parameters(params), warnings
+            params[name] = value
+    return params, warnings
 
 
 # cog-svd (replicate.com/stability-ai/stable-video-diffusion) input names → ours.
@@ -236,7 +221,7 @@ def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str,
         notes = [f"input.{name}: {IGNORED_FIELDS[name]}" for name in PROMPT_FIELDS if params.pop(name, None) is not None]
     if "input_image" in values:  # a cog-svd request: cog-svd's defaults where it gave nothing
         params = {**COG_DEFAULTS, **params}
-    return image, cache_parameters(params), notes
+    return image, params, notes
 
 
 # OpenAI's Videos API (routers/openai_videos.py): its own fields, the model's parameters as extra body fields.

@@ -23,6 +23,7 @@ from .jobs import JobRunner
 from .outbound import ImageFetcher
 from .schemas import PredictionInput, model_parameters, prediction_parameters
 from .settings import Settings
+from .spec import check_parameters
 from .store import Job, Store, sha256
 from .webhooks import Webhooks
 
@@ -84,7 +85,7 @@ class DataPlane:
         image = b"" if body.image is None else await self.image(body.image, "image")
         params, warnings = model_parameters(body, defaults)
         given = body.model_dump(exclude_none=True, exclude={"image"})
-        job, video = await self.runner.run_now(self.runner.new_job(origin, image, params, given, base), image)
+        job, video = await self.runner.run_now(self.new_job(origin, image, params, given, base), image)
         return job, video, warnings
 
     async def create_prediction(self, request: PredictionInput, base: str, *, version: str, model: str | None,
@@ -99,13 +100,18 @@ class DataPlane:
         for name in ("input_image", "image"):  # inline images are not echoed back: their digest is
             if name in given and not given[name].startswith(("http://", "https://")):
                 given[name] = f"sha256:{sha256(image)}"
-        job = self.runner.new_job("predictions", image, params, given, base, webhook=webhook, events=events,
-                                  owner=owner)
+        job = self.new_job("predictions", image, params, given, base, status=422, webhook=webhook, events=events,
+                           owner=owner)
         job.logs = "".join(f"{note}\n" for note in notes)
         job.version = version
         if model:
             job.model = model
         return await self.runner.submit(job, image)
+
+    def new_job(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base: str,
+                status: int = 400, **record: Any) -> Job:
+        """A job of `params` as every family's translation leaves them, through the one parameter check."""
+        return self.runner.new_job(origin, image, check_parameters(params, status), given, base, **record)
 
     async def image(self, value: str, field: str, status: int = 400) -> bytes:
         """The bytes of an image reference: base64, a data URI, an upload of this gateway, or a URL fetched within
@@ -116,7 +122,7 @@ class DataPlane:
 
     async def submit(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base: str) -> Job:
         """A polled job (OpenAI's Videos API, Stability), queued; no image: text-to-video from params' prompt."""
-        return await self.runner.submit(self.runner.new_job(origin, image, params, given, base), image)
+        return await self.runner.submit(self.new_job(origin, image, params, given, base), image)
 
     async def deployment(self) -> dict[str, str]:
         """The model's configured parameters (default_width, max_pixels, max_segments, ...); empty when Triton
@@ -135,9 +141,14 @@ class DataPlane:
         return upload.id
 
     async def still(self, job: Job, variant: str) -> bytes:
-        """A JPEG made from the job's video: its first frame (thumbnail) or a sprite sheet of its frames."""
+        """A JPEG made from the job's video: its first frame (thumbnail) or a sprite sheet of its frames. A video
+        ffmpeg cannot read is the model server's output gone bad, nothing the client sent: 502, as a failed model call."""
         video = await run_in_threadpool(self.store.read_output, job.output_key)
-        return await run_in_threadpool(STILLS[variant], video, self.store.blobs.scratch)
+        try:
+            return await run_in_threadpool(STILLS[variant], video, self.store.blobs.scratch)
+        except media.Undecodable as error:
+            raise GatewayError(502, "server_error", f"video {job.id} could not be decoded into a {variant}: "
+                                                    f"{error}") from None
 
     async def wait(self, job_id: str, seconds: float) -> Job | None:
         """The job once finished, or as it is after `seconds`."""

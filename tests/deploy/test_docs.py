@@ -18,6 +18,8 @@ Conventions the pages follow, and this test holds them to:
   - `pytest PATH -m EXPR`: PATH exists and EXPR's markers are declared in pyproject.toml.
 - A whole inline code span that is a repository path (`src/...`, `tests/...`, `docker/...`, ...)
   names something that exists.
+- The pages, and the comments and strings of the code, speak to users: what the project does and what
+  was measured, never how or by whom it was built (`BUILD_PROCESS`).
 
 The CLI runs as `sys.executable -m svd_triton` with the checkout's `src/` first on PYTHONPATH, so
 the pages are checked against this tree's code rather than an older installed copy.
@@ -31,6 +33,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tokenize
 import tomllib
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -434,3 +437,90 @@ def test_repository_paths_in_inline_code_exist():
         if path not in NOT_IN_REPOSITORY and not (ROOT / path).exists():
             problems.append(f"{snippet.where()}: `{snippet.text}` does not exist")
     assert not problems, "paths in the docs that are not in the repository:\n" + "\n".join(problems)
+
+
+# --- 4. written for users ----------------------------------------------------------------------
+
+BUILD_PROCESS = tuple(re.compile(pattern, re.IGNORECASE) for pattern in (
+    r"\bsessions? that (?:built|wrote)\b",
+    r"\bthe session was started\b",
+    r"\bsession's \$OUT\b",
+    r"\blent\b",
+    r"\bdevice[- ]tool\b",
+    r"\bdevice machine\b",
+    r"\bKINDS\.md\b",
+    r"\bby chance\b",
+    r"\b(?:the|this|a) task (?:that wrote|had no|has one|with a GPU|may be)\b",
+    r"\bwhen a task\b",
+    r"\bGPU window\b",
+    r"\bworkplace\b",
+    r"\bfiles_at\b",
+    r"\bgive_back\b",
+    r"\btimeout_s`?\W{0,4}\d",
+    r"\bcarry\W{0,3}\[",
+))
+"""Phrases about how the project was built (who had which machine, and the tools they worked with),
+which have no place in what a user reads."""
+USER_FACING_CODE = ("src", "benchmarks", "scripts", "tests", "docker", "model_repository", "Makefile", "pyproject.toml")
+"""Besides README.md and docs/: code whose comments, docstrings and messages users read."""
+TEXT_SUFFIXES = {".md", ".py", ".sh", ".txt", ".toml", ".yaml", ".yml", ".pbtxt", ".cfg", ".ini", ".html", ".js", ".css"}
+SKIPPED_PARTS = {"__pycache__", ".venv", "node_modules"}
+
+
+def user_facing_files() -> list[Path]:
+    files = doc_files()
+    for name in USER_FACING_CODE:
+        top = ROOT / name
+        candidates = [top] if top.is_file() else sorted(path for path in top.rglob("*") if path.is_file())
+        files += [path for path in candidates
+                  if (path.suffix in TEXT_SUFFIXES or path.name.startswith(("Makefile", "Dockerfile")))
+                  and not SKIPPED_PARTS & set(path.relative_to(ROOT).parts)
+                  and not any(part.endswith(".egg-info") for part in path.parts)
+                  and path.resolve() != Path(__file__).resolve()]  # this file names the phrases
+    return files
+
+
+def prose(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of what a user reads in `path`: a Python file's comments and strings (docstrings,
+    messages), any other file whole, each line with the next one (a phrase may wrap)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix != ".py":
+        return pairs_of_lines(text)
+    kinds = {tokenize.COMMENT, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
+    try:
+        tokens = list(tokenize.generate_tokens(iter(text.splitlines(keepends=True)).__next__))
+    except (tokenize.TokenError, SyntaxError):  # a file being edited: read it whole
+        return pairs_of_lines(text)
+    return [(token.start[0], " ".join(token.string.replace("#", " ").split())) for token in tokens if token.type in kinds]
+
+
+def pairs_of_lines(text: str) -> list[tuple[int, str]]:
+    lines = [line.strip().lstrip("#").strip() for line in text.splitlines()] + [""]
+    return [(number, f"{line} {after}") for number, (line, after) in enumerate(zip(lines, lines[1:]), start=1)]
+
+
+def build_process_phrases(text: str) -> list[str]:
+    return [match.group(0) for pattern in BUILD_PROCESS for match in pattern.finditer(text)]
+
+
+def test_build_process_patterns_catch_such_phrases_and_nothing_else():
+    caught = ["the sessions that built this had no Docker or GPU", "no GPU was lent to the task that wrote this",
+              "A task may be lent a GPU by chance", "the device tool's `run`", "the device tool's `status`",
+              'carry `[".whl"]`', "`timeout_s` 540", "timeout_s 540", "(KINDS.md's pip list)", "the lent GPU machine",
+              "One lent GPU window, one command", "a session's $OUT", "which this task had no GPU for",
+              "the checkout the session was started in", "DIR being the reply's `files_at` folder",
+              "Then `give_back` at once.", "on the device machine", "When a task has one, one device-tool call"]
+    assert [phrase for phrase in caught if not build_process_phrases(phrase)] == []
+    kept = ["with store.session() as session:", "@pytest.fixture(scope=\"session\")", "kept in the tab's session storage",
+            "with requests.Session() as session:", "a cancelled asyncio task", "task cancellation", "start_new_session=True",
+            "the session tritonservers", "Each worker starts its own session servers", "outputs carry a batch dimension",
+            "Gateway jobs carry their own log", "silent.settimeout(10)", "the GPU box wrote its table to $OUT",
+            "the CPU rehearsal", "scripts/gpu_session.sh", "AWS_SESSION_TOKEN", "ERROR_KINDS", "talent", "excellent"]
+    assert {phrase: build_process_phrases(phrase) for phrase in kept if build_process_phrases(phrase)} == {}
+
+
+def test_pages_and_code_speak_to_users_not_of_how_they_were_built():
+    problems = list(dict.fromkeys(f"{rel(path)}:{line}: {phrase!r}" for path in user_facing_files()
+                                  for line, text in prose(path) for phrase in build_process_phrases(text)))
+    assert not problems, ("say what the project does and what was measured, not how or by whom it was built:\n"
+                          + "\n".join(problems))

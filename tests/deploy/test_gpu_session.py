@@ -1,9 +1,9 @@
-"""The GPU session kit, rehearsed here so that a lent GPU window is never spent on an import error.
+"""The GPU benchmark kit, rehearsed on the CPU so that a run on a GPU box never fails on an import error.
 
-The wheels `make gpu-wheels` carries are checked against the device machine's package list and the
-tool's limits; then scripts/gpu_session.sh, the device command itself, runs with those wheels in a
-venv of the device's package versions (numpy 2, transformers 5; torch's CPU build), `--size tiny`,
-and the table it writes is read back.
+The wheels `make gpu-wheels` prepares are checked against the GPU box's package list
+(benchmarks/gpu_box_packages.txt) and the kit's size limit; then scripts/gpu_session.sh, the box's
+command itself, runs with those wheels in a venv of the box's package versions (numpy 2,
+transformers 5; torch's CPU build), `--size tiny`, and the table it writes is read back.
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from benchmarks import gpu_session, gpu_wheels
 ROOT = Path(__file__).resolve().parents[2]
 REHEARSAL_VENV = Path(sys.prefix) / "device-rehearsal"
 """Built once per version set (gpu_wheels.rehearsal_environment), inside the test venv."""
-DEVICE_CALL_MAX_CHARS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +34,11 @@ def wheels(tmp_path_factory) -> Path:
     return folder
 
 
-def test_the_wheels_carry_all_the_device_lacks_and_fit_one_call(wheels):
+def test_the_wheels_hold_all_the_box_lacks_and_stay_small(wheels):
     names = {canonicalize_name(gpu_wheels.wheel_metadata(wheel)["Name"]) for wheel in wheels.glob("*.whl")}
     assert names == {*gpu_wheels.CARRIED, "svd-triton"}
     assert gpu_wheels.unmet_requirements(wheels) == []
-    assert gpu_wheels.travelling_bytes(wheels) < gpu_wheels.TRAVEL_LIMIT
+    assert gpu_wheels.travelling_bytes(wheels) < gpu_wheels.SIZE_LIMIT
 
 
 def test_the_carried_pins_are_in_pyprojects_ranges():
@@ -51,15 +50,33 @@ def test_the_carried_pins_are_in_pyprojects_ranges():
         assert ranges and all(specifier.contains(version) for specifier in ranges), (name, version, ranges)
 
 
-def test_the_device_call_fits_the_tool():
-    call = gpu_wheels.DEVICE_RUN
-    assert len(call["command"]) <= DEVICE_CALL_MAX_CHARS and (ROOT / call["command"].split()[-1]).is_file()
-    ignored = subprocess.run(["git", "check-ignore", "-q", *call["carry"]], cwd=ROOT)
-    assert ignored.returncode == 0, "the device tool carries only ignored paths by name"
+def test_the_box_command_exists_and_the_wheels_stay_out_of_git():
+    assert (ROOT / gpu_wheels.BOX_COMMAND.split()[-1]).is_file()
+    ignored = subprocess.run(["git", "check-ignore", "-q", *gpu_wheels.BOX_EXTRAS], cwd=ROOT)
+    assert ignored.returncode == 0, "the wheels are copied to the box by name, never committed"
+
+
+def test_the_box_package_list_reads_back():
+    python, packages = gpu_wheels.read_box_packages()
+    assert python.startswith("3.12.") and gpu_wheels.BOX_PYTHON == "3.12"
+    assert packages["torch"].startswith("2.11.") and packages["numpy"].startswith("2.")
+    assert packages["transformers"].startswith("5.")
+    assert not set(gpu_wheels.CARRIED) & set(packages), "the wheels bring only what the box lacks"
+    assert set(gpu_wheels.ENGINE_PACKAGES) <= set(gpu_wheels.BOX_VERSIONS)
+
+
+def test_a_malformed_box_package_list_is_refused(tmp_path):
+    listed = tmp_path / "packages.txt"
+    listed.write_text("torch==2.11.0\n")
+    with pytest.raises(ValueError, match="python==VERSION"):
+        gpu_wheels.read_box_packages(listed)
+    listed.write_text("python==3.12.3\ntorch==\n")
+    with pytest.raises(ValueError, match=":2:"):
+        gpu_wheels.read_box_packages(listed)
 
 
 @pytest.mark.slow
-def test_the_session_rehearses_on_the_cpu_with_the_devices_packages(wheels, tmp_path):
+def test_the_kit_rehearses_on_the_cpu_with_the_boxs_packages(wheels, tmp_path):
     python = gpu_wheels.rehearsal_environment(REHEARSAL_VENV)
     versions = subprocess.run([python, "-c", "import numpy, transformers; print(numpy.__version__, transformers.__version__)"],
                               check=True, capture_output=True, text=True).stdout.split()
@@ -67,7 +84,7 @@ def test_the_session_rehearses_on_the_cpu_with_the_devices_packages(wheels, tmp_
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": str(python), "WHEELS": str(wheels), "SITE": str(tmp_path / "site"), "OUT": str(out)}
     env.pop("PYTHONPATH", None)
-    steps = 4  # every row runs: the budget that cuts rows short in a GPU window is no test of a busy CPU
+    steps = 4  # every row runs: the budget that cuts rows short on a GPU box is no test of a busy CPU
     done = subprocess.run(["bash", "scripts/gpu_session.sh", "--size", "tiny", "--device", "cpu", "--dtype", "float32", "--steps", str(steps),
                            "--set", "compile_backend=eager", "--budget", "86400"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -52,14 +53,18 @@ async def upload_file(request: Request, store: StoreDep, settings: SettingsDep, 
     except json.JSONDecodeError:  # contentMediaType annotates, it does not assert: any text is a valid form field
         extra = metadata
     digest, size = hashlib.sha256(), 0
-    with tempfile.NamedTemporaryFile(dir=store.blobs.scratch, suffix=".partial", delete=False) as target:
-        while chunk := await content.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            await run_in_threadpool(target.write, chunk)
-    upload = await run_in_threadpool(store.add_upload, content.filename or "file", content.content_type or
-                                     "application/octet-stream", target.name, digest.hexdigest(), size,
-                                     settings.upload_seconds)
+    target = tempfile.NamedTemporaryFile(dir=store.blobs.scratch, suffix=".partial", delete=False)
+    try:
+        with target:
+            while chunk := await content.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                await run_in_threadpool(target.write, chunk)
+        upload = await run_in_threadpool(store.add_upload, content.filename or "file", content.content_type or
+                                         "application/octet-stream", target.name, digest.hexdigest(), size,
+                                         settings.upload_seconds)
+    finally:  # moved into the store, or not wanted: the partial file goes either way
+        Path(target.name).unlink(missing_ok=True)
     return as_file(upload, base, extra)
 
 

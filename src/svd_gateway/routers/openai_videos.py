@@ -238,7 +238,7 @@ async def delete_video(video_id: str, plane: DataPlaneDep, store: StoreDep):
     return {"id": job.id, "object": "video.deleted", "deleted": True}
 
 
-@router.get("/v1/videos/{video_id}/content")
+@router.get("/v1/videos/{video_id}/content", responses=error_responses(OpenAIError, 502))
 async def download_content(video_id: str, request: Request, plane: DataPlaneDep, store: StoreDep,
                            variant: Literal["video", "thumbnail", "spritesheet"] = "video"):
     """The MP4 (byte ranges supported), its first frame as a JPEG, or a JPEG sprite sheet of its frames."""

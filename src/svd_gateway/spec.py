@@ -1,0 +1,57 @@
+"""The one parameter check every API family's translation ends in, before a job exists.
+
+Families spell the model's parameters their own way (cog-svd's names, OpenAI's `seconds` and `size`,
+Stability's `cfg_scale`) and translate them into the contract's names; what is left of other hosted APIs'
+vocabulary (the feature-caching switches `deep_cache` and `enable_deepcache`, catalogue bodies'
+`guidance_scale`) is resolved here, and every value is then checked against the contract's static range, so
+every family accepts and refuses the same parameters the same way, and a job never carries a name Triton
+does not know.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from svd_contract import PARAMETERS, PROMPTS, TEXT_TO_VIDEO_IMAGE_PARAMETERS, InvalidRequest
+
+from .errors import GatewayError
+
+DEEP_CACHE_PRESETS = {"none": 1, "minimum": 2, "medium": 3, "high": 5}
+"""fal's `deep_cache` presets → cache_interval, each at cache_branch_id 0 (the branch that saves the most)."""
+DEEPCACHE_INTERVAL = 3
+"""cache_interval of Replicate's `enable_deepcache: true` without one: the interval DeepCache's own example uses."""
+ALIASES = {"guidance_scale": "max_guidance_scale"}
+"""Catalogue bodies' (Forge, VoltageGPU, OpenAI-style) names for a contract parameter."""
+ACCEPTED = {**PARAMETERS, **TEXT_TO_VIDEO_IMAGE_PARAMETERS}
+"""The model's parameters, and text_to_video's own knobs (a job without an image is text-to-video)."""
+
+
+def cache_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with the other APIs' caching switches replaced by the model's cache_interval (their conflicts are
+    refused by the request models: schemas.CacheSwitches)."""
+    preset, enabled = params.pop("deep_cache", None), params.pop("enable_deepcache", None)
+    if preset is not None:
+        params["cache_interval"] = DEEP_CACHE_PRESETS[preset]
+    elif enabled is not None:
+        params["cache_interval"] = params.get("cache_interval", DEEPCACHE_INTERVAL) if enabled else 1
+    return params
+
+
+def check_parameters(params: dict[str, Any], status: int = 400) -> dict[str, Any]:
+    """`params` in the contract's names and types, each checked against its static range (the deployment's own
+    bounds are the model's to check); an unknown name or a value out of range is `status` naming the field."""
+    checked: dict[str, Any] = {}
+    for name, value in cache_parameters(dict(params)).items():
+        name = ALIASES.get(name, name)
+        if name in PROMPTS:
+            if not isinstance(value, str):
+                raise GatewayError(status, "invalid_request", f"{name} must be a string", name)
+            checked[name] = value
+            continue
+        if name not in ACCEPTED:
+            raise GatewayError(status, "invalid_request", f"unknown parameter {name[:40]!r}; accepted: "
+                               f"{', '.join([*ACCEPTED, *PROMPTS, 'deep_cache', 'enable_deepcache'])}", name[:40])
+        try:
+            checked[name] = ACCEPTED[name].coerce(value)
+        except InvalidRequest as error:
+            raise GatewayError(status, "invalid_request", error.detail, name) from None
+    return checked
