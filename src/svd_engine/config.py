@@ -1,42 +1,24 @@
 """Deployment-level settings: where the weights come from, defaults and limits.
 
 The same code serves a CPU demo and a GPU deployment; only this configuration differs. In Triton it
-is read from the `parameters` of config.pbtxt (all strings there), so every field has a plain type
-that `from_parameters` can convert.
+is read from the `parameters` of config.pbtxt (all strings there) by svd_contract's reader: svd_xt's
+request defaults and limits are svd_contract.Deployment, which its clients read too; EngineConfig adds
+what only the engine reads.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, get_type_hints
+from dataclasses import dataclass, fields
+from typing import Mapping
 
-from svd_contract.parameters import MAX_CACHE_INTERVAL
+from svd_contract import Deployment
+from svd_contract.deployment import read_parameters
 
 DEFAULT_MODEL_SOURCE = "stabilityai/stable-video-diffusion-img2vid-xt"
 DEFAULT_TEXT_IMAGE_SOURCE = "stabilityai/sdxl-turbo"
 
 
-class FromParameters:
-    """`from_parameters` for a frozen dataclass of plain-typed settings (EngineConfig, TextImageConfig)."""
-
-    @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str]):
-        """Build from string parameters (config.pbtxt); unknown names and bad values raise ValueError."""
-        types = get_type_hints(cls)
-        unknown = sorted(set(parameters) - set(types))
-        if unknown:
-            raise ValueError(f"unknown engine parameter(s) {unknown}; known: {sorted(types)}")
-        values = {}
-        for name, raw in parameters.items():
-            kind = types[name]
-            try:
-                values[name] = CONVERTERS.get(kind, kind)(str(raw).strip())
-            except (KeyError, ValueError):
-                raise ValueError(f"engine parameter {name}={raw!r} is not a valid {kind.__name__}") from None
-        return cls(**values)
-
-
 @dataclass(frozen=True)
-class PipelineConfig(FromParameters):
+class PipelineConfig:
     """What every engine's deployment sets: where the weights come from, where they run, how they leave."""
 
     model_source: str = ""
@@ -50,52 +32,31 @@ class PipelineConfig(FromParameters):
     host memory and back (compiled code stays valid), `reload` drops the pipeline and loads it again
     from model_source; `auto`: offload on CUDA, reload on CPU (where the host is the device and
     offloading would free nothing)."""
-    default_width: int = 1024
-    default_height: int = 576
-    """The size of a request that sends none (SVD-XT's native 1024×576)."""
-    default_num_inference_steps: int = 25
-    max_pixels: int = 1024 * 1024
-    """Upper bound on width × height of what one request generates."""
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():
             if hasattr(self, name) and getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]):
+        """Build from string parameters (config.pbtxt); unknown names and bad values raise ValueError naming them."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(parameters) - known)
+        if unknown:
+            raise ValueError(f"unknown engine parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**read_parameters(cls, parameters))
+
 
 @dataclass(frozen=True)
-class EngineConfig(PipelineConfig):
-    """The image-to-video engine's (svd_xt's) deployment: request defaults and what one request may cost."""
+class EngineConfig(PipelineConfig, Deployment):
+    """The image-to-video engine's (svd_xt's) deployment: its request defaults and limits (svd_contract's
+    Deployment, which clients read too) and how the engine runs."""
     model_source: str = DEFAULT_MODEL_SOURCE
-    default_num_frames: int = 0
-    """0 means the model's own frame count (25 for SVD-XT, 14 for SVD)."""
-    default_decode_chunk_size: int = 8
-    """Frames the VAE decodes at once: more is faster and needs more memory."""
-    default_fps: int = 7
-    """Playback rate of the delivered video, and the fps conditioning SVD receives."""
-    default_video_format: str = "mp4"
-    max_num_frames: int = 25
-    """Most frames one segment may denoise (SVD-XT was trained on 25)."""
-    max_work: int = 1024 * 576 * 25 * 50
-    """Upper bound on width × height × num_frames × num_inference_steps: what one request may cost.
-    Activation memory grows with pixels × frames, time with all four; the default admits SVD-XT's own
-    defaults with twice the steps."""
-    max_segments: int = 4
-    """Most clips one request may chain (`segments`); max_work counts every segment."""
-    max_output_frames: int = 400
-    """Most frames in a delivered video after segments, interpolation and looping: bounds the cost of
-    interpolating and encoding and the size of FRAMES."""
     match_segment_colors: bool = False
     """Match each continuation segment's colour statistics to the first segment's (a drift mitigation).
     Off: on the random-weight models it made no measurable difference (docs/benchmarks.md, "Segments");
     `python -m benchmarks.segments --model-source ...` measures it on real weights."""
-    max_cache_interval: int = MAX_CACHE_INTERVAL
-    """Largest `cache_interval` (feature caching) a request may ask for. 1 turns feature caching off for
-    this deployment, and a compiled fast path then compiles only the whole UNet at load, not its blocks."""
-    max_image_bytes: int = 20 * 1024 * 1024
-    """Largest encoded input image accepted, checked before decoding."""
-    max_image_pixels: int = 40_000_000
-    """Largest decoded input image (width × height), checked from the header before decoding."""
 
     # The fast path (svd_engine.fast_path): each switch below applies only while `fast_path` is on.
     fast_path: str = "auto"
@@ -120,12 +81,12 @@ class EngineConfig(PipelineConfig):
     """Batch sizes 1..N are compiled at load; a batch of compiled-shape requests is split to fit."""
     fp8: bool = False
     """FP8 (e4m3) linear layers in the UNet via torchao: needs compute capability 8.9+ (Hopper, Ada)."""
+
     def __post_init__(self):
-        super().__post_init__()
+        PipelineConfig.__post_init__(self)
+        Deployment.__post_init__(self)
         if self.compile_batch_size < 1:
             raise ValueError(f"compile_batch_size={self.compile_batch_size} must be at least 1")
-        if not 1 <= self.max_cache_interval <= MAX_CACHE_INTERVAL:
-            raise ValueError(f"max_cache_interval={self.max_cache_interval} must be 1–{MAX_CACHE_INTERVAL}")
 
 
 ATTENTION_KERNELS = ("auto", "flash", "efficient", "cudnn", "math")
@@ -137,9 +98,6 @@ CHOICES = {
     "release_mechanism": ("auto", "offload", "reload"),
     "compile": ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
-BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-CONVERTERS = {bool: lambda text: BOOLEANS[text.lower()]}
-"""Parsers for config.pbtxt strings, by field type; any other type parses with its own constructor."""
 
 
 @dataclass(frozen=True)
@@ -147,10 +105,15 @@ class TextImageConfig(PipelineConfig):
     """The text-to-image engine's (text_to_image's) deployment. Its model_source is any diffusers
     text-to-image pipeline (AutoPipelineForText2Image); the defaults suit SDXL-Turbo."""
     model_source: str = DEFAULT_TEXT_IMAGE_SOURCE
+    default_width: int = 1024
+    default_height: int = 576
+    """The size of a request that sends none: text_to_video's first frame, so svd_xt's default."""
     default_num_inference_steps: int = 1
     """SDXL-Turbo is distilled for 1–4 steps without guidance."""
     default_guidance_scale: float = 0.0
     """0 turns classifier-free guidance off (one UNet pass a step, as SDXL-Turbo is meant to run)."""
+    max_pixels: int = 1024 * 1024
+    """Upper bound on width × height of what one request generates."""
     max_num_inference_steps: int = 50
     max_prompt_chars: int = 2000
     """Longer prompts are refused before tokenizing (CLIP reads the first 77 tokens anyway)."""

@@ -15,6 +15,8 @@ import torch
 
 from PIL import Image
 
+from svd_contract import progress
+
 from . import postprocess
 from .config import EngineConfig
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemory
@@ -34,22 +36,13 @@ WARM_UP_STEPS = 2
 
 
 @dataclass(frozen=True)
-class Progress:
-    """Passed to the progress hook at each phase change and after each denoising step of a batch."""
+class Progress(progress.Progress):
+    """Passed to the progress hook at each phase change and after each denoising step of a batch: the
+    contract's message (what a streaming model sends as PROGRESS) and the requests it is about.
+    `elapsed` counts from the start of this batch; `segments` is the most any request of the event asked for."""
 
-    phase: str
-    """preparing (CLIP + VAE encode), denoising, decoding (VAE) or encoding (the video file)."""
-    step: int
-    """Denoising steps done so far (0 before the first)."""
-    total: int
-    batch: tuple[int, ...]
+    batch: tuple[int, ...] = ()
     """Indices (into the list given to `generate`) of the requests this event is about."""
-    elapsed: float
-    """Seconds since this batch started."""
-    segment: int = 1
-    """Which segment is being generated (1-based), of `segments`."""
-    segments: int = 1
-    """The most segments any request of this event asked for."""
 
 
 ProgressHook = Callable[[Progress], Any]
@@ -329,8 +322,9 @@ class _Batch:
     def _notify(self, phase: str, positions: Sequence[int]) -> None:
         if self.on_progress is not None:
             self.on_progress(Progress(phase, self.step, self.requests[0].num_inference_steps,
-                                      tuple(self.indices[p] for p in positions), time.perf_counter() - self.started,
-                                      self.segment, max(self.requests[p].segments for p in positions)))
+                                      time.perf_counter() - self.started, self.segment,
+                                      max(self.requests[p].segments for p in positions),
+                                      batch=tuple(self.indices[p] for p in positions)))
 
     def finish(self, position: int, frames: np.ndarray, batch_seconds: dict[str, float]):
         """The result for one request of the batch, its video encoded; raises GenerationCancelled."""

@@ -8,6 +8,8 @@ import asyncio
 import signal
 import threading
 from contextlib import asynccontextmanager
+from typing import Callable
+from importlib.metadata import version
 
 import httpx
 from fastapi import FastAPI
@@ -18,19 +20,35 @@ from svd_triton.client import AsyncSVDClient
 from .blobs import open_blobs
 from .compat import openapi_with_exact_integers
 from .deps import GatewayState
-from .errors import install_handlers
+from .errors import ErrorShapes, install_handlers
+from .families import Family, fal, files, forge, openai_style, openai_videos, replicate, stability, tir
 from .guard import Guard
+from .model_client import ModelClient
 from .jobs import JobRunner
 from .metrics import GatewayMetrics, RequestCounter
 from .outbound import AllowList, ImageFetcher
-from .routers import files, forge, health, openai_style, openai_videos, playground, predictions, stability, tir
+from .routers import health, playground
 from .service import DataPlane
 from .settings import Settings
 from .store import Store
 from .webhooks import Webhooks, load_secret
 
 
-def create_app(settings: Settings) -> FastAPI:
+FAMILIES: tuple[Family, ...] = (
+    replicate.FAMILY,
+    files.FAMILY,
+    tir.FAMILY,
+    forge.FAMILY,
+    openai_style.FAMILY,
+    openai_videos.FAMILY,
+    stability.FAMILY,
+    fal.FAMILY,
+)
+"""The API families this gateway speaks: one line each (svd_gateway/families/)."""
+
+
+def create_app(settings: Settings, model: Callable[[Settings], ModelClient] | None = None) -> FastAPI:
+    """The gateway for `settings`; `model` makes its model client (default: Triton's gRPC client, AsyncSVDClient)."""
     metrics = GatewayMetrics(settings.replica_id)
 
     @asynccontextmanager
@@ -38,14 +56,16 @@ def create_app(settings: Settings) -> FastAPI:
         blobs = await run_in_threadpool(open_blobs, settings.storage_url, settings.data_dir)
         store = await run_in_threadpool(Store, settings.database, blobs)
         metrics.watch(store)
-        svd = AsyncSVDClient(settings.triton_url, protocol="grpc", token=settings.token, timeout=settings.timeout)
+        svd = (model or triton_client)(settings)
         allow = AllowList(settings.webhook_allow)
         webhooks = Webhooks(load_secret(settings.webhook_secret, settings.data_dir), allow=allow,
                             attempts=settings.webhook_attempts, backoff=settings.webhook_backoff,
                             timeout=settings.webhook_timeout, outcomes=metrics.webhooks)
         http = httpx.AsyncClient()
         fetcher = ImageFetcher(allow, max_bytes=settings.max_body_bytes, seconds=settings.fetch_seconds)
-        runner = JobRunner(store, svd, webhooks, settings, metrics)
+        runner = JobRunner(store, svd, webhooks, settings, metrics,
+                           webhook_payloads={origin: render for family in FAMILIES
+                                             for origin, render in family.webhook_payloads.items()})
         state = GatewayState(settings=settings, store=store, svd=svd, webhooks=webhooks, http=http, runner=runner,
                              plane=DataPlane(store, runner, svd, webhooks, fetcher, settings), metrics=metrics)
         await runner.start()
@@ -60,20 +80,26 @@ def create_app(settings: Settings) -> FastAPI:
             await svd.close()
             store.close()
 
-    app = FastAPI(title="svd-triton gateway", version="0.2.0", lifespan=lifespan,
+    app = FastAPI(title="svd-triton gateway", version=version("svd-triton"), lifespan=lifespan,
                   description="Hosted-SVD-compatible REST routes (Replicate predictions, E2E TIR, Nebius Forge, "
                               "OpenAI-style video generations, OpenAI's Videos API, Stability AI's image-to-video) "
                               "in front of a Triton svd_xt deployment.")
     app.openapi = openapi_with_exact_integers(app, [bound for p in PARAMETERS.values() for bound in (p.low, p.high)
                                                     if isinstance(bound, int)])
     install_handlers(app)
-    for router in (predictions.router, files.files, files.outputs, tir.router, forge.router,
-                   openai_style.router, openai_videos.router, stability.router, health.router, playground.router):
+    for router in (*(router for family in FAMILIES for router in family.routers), health.router, playground.router):
         app.include_router(router)
+    app.state.error_shapes = ErrorShapes(tuple((family.prefixes, family.render_error) for family in FAMILIES
+                                               if family.prefixes))
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes,
-                       body_seconds=settings.body_seconds)
+                       body_seconds=settings.body_seconds, shapes=app.state.error_shapes)
     app.add_middleware(RequestCounter, counter=metrics.requests)
     return app
+
+
+def triton_client(settings: Settings) -> ModelClient:
+    """The one Triton gRPC client of a gateway process."""
+    return AsyncSVDClient(settings.triton_url, protocol="grpc", token=settings.token, timeout=settings.timeout)
 
 
 def _drain_on_sigterm(runner: JobRunner) -> None:

@@ -11,10 +11,11 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from svd_triton.client import AsyncSVDClient
 from .errors import GatewayError
+from .guard import presented_key
 from .jobs import JobRunner
 from .metrics import GatewayMetrics
+from .model_client import ModelClient
 from .service import DataPlane
 from .settings import Settings
 from .store import Store
@@ -27,7 +28,7 @@ class GatewayState:
 
     settings: Settings
     store: Store
-    svd: AsyncSVDClient
+    svd: ModelClient
     """The one Triton gRPC client."""
     webhooks: Webhooks
     http: httpx.AsyncClient
@@ -52,7 +53,7 @@ def get_store(state: State) -> Store:
     return state.store
 
 
-def get_svd(state: State) -> AsyncSVDClient:
+def get_svd(state: State) -> ModelClient:
     return state.svd
 
 
@@ -70,7 +71,7 @@ def get_plane(state: State) -> DataPlane:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
-SVDDep = Annotated[AsyncSVDClient, Depends(get_svd)]
+SVDDep = Annotated[ModelClient, Depends(get_svd)]
 WebhooksDep = Annotated[Webhooks, Depends(get_webhooks)]
 HTTPDep = Annotated[httpx.AsyncClient, Depends(get_http)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_plane)]
@@ -79,10 +80,8 @@ DataPlaneDep = Annotated[DataPlane, Depends(get_plane)]
 def caller(request: Request) -> str | None:
     """The fingerprint of the key this request was let in with (the Guard compared it), None without one: what
     a job records as its owner. A digest, so the store never holds a key."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key:
-        return None
-    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    key = presented_key(request.headers.get("authorization", ""))
+    return None if key is None else "key_" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 Caller = Annotated[str | None, Depends(caller)]

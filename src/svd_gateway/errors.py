@@ -1,21 +1,22 @@
-"""Errors as JSON, one handler per exception type, each body in its API family's shape (chosen by path).
+"""Errors as JSON, one handler per exception type, each body in its API family's shape.
 
 The house shape is `{"error": {"code", "message", "field"?}}` plus RFC 7807's `title`, `detail` and
-`status`, which the `replicate` client reads into `ReplicateError`. OpenAI's Videos API answers
-`{"error": {"message", "type", "param", "code"}}` (the `openai` SDK raises its typed errors from it);
-Stability AI's `{"id", "name", "errors": [...]}`.
+`status`, which the `replicate` client reads into `ReplicateError`. A family with a shape of its own (OpenAI's
+Videos API, Stability, fal) builds its router with `family_router(render_error=...)`: its routes carry the
+renderer, so an error raised on them is rendered by it. What is answered before a route is chosen (the guard's
+401, 408 and 413; an unknown path) takes the shape of the family whose path prefix it has (`ErrorShapes`).
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from fastapi.routing import APIRoute
 from starlette.routing import Match
 
 from svd_triton.errors import (DeadlineExceededError, InvalidRequestError, RequestCancelledError, SVDClientError,
@@ -34,10 +35,6 @@ CLIENT_ERRORS = [
 ]
 CODE_STATUS = {"deadline_exceeded": 504, "invalid_request": 400, "unauthorized": 502, "unavailable": 503,
                "canceled": 409, "server_error": 502, "interrupted": 503}
-# Routes of the Replicate API answer 422 for invalid input, as Replicate does; the older shapes 400.
-UNPROCESSABLE_PREFIXES = ("/v1/predictions", "/v1/models/")
-FORGE_TAG = "Nebius Forge"
-"""Forge's catalogue routes (routers/forge.py) live under /v1/models/ too, and answer 400 as Forge does."""
 
 
 class GatewayError(HTTPException):
@@ -57,23 +54,6 @@ def house_error(status: int, code: str, message: str, field: str | None) -> dict
     return {"error": error, "title": code.replace("_", " "), "detail": message, "status": status}
 
 
-def openai_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    if field and field.startswith(("query.", "path.", "header.")):  # OpenAI names parameters alone
-        field = field.split(".", 1)[1]
-    return {"error": {"message": message, "type": kind, "param": field,
-                      "code": "invalid_api_key" if status == 401 else code}}
-
-
-STABILITY_NAMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                   408: "timeout", 413: "payload_too_large", 422: "invalid_request", 503: "unavailable"}
-
-
-def stability_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
-    """Stability's errors carry an id of their own (for support requests), a name and the messages."""
-    return {"id": uuid.uuid4().hex, "name": STABILITY_NAMES.get(status, "internal_error"), "errors": [message]}
-
-
 class HouseErrorDetail(BaseModel):
     code: str
     message: str
@@ -87,27 +67,6 @@ class HouseError(BaseModel):
     title: str
     detail: str
     status: int
-
-
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str
-
-
-class OpenAIError(BaseModel):
-    """OpenAI's error body (the Videos API)."""
-
-    error: OpenAIErrorDetail
-
-
-class StabilityError(BaseModel):
-    """Stability AI's error body (v2beta image-to-video)."""
-
-    id: str
-    name: str
-    errors: list[str]
 
 
 ERROR_DESCRIPTIONS = {
@@ -128,27 +87,47 @@ def error_responses(body: type[BaseModel], *statuses: int) -> dict:
     return {status: {"model": body, "description": ERROR_DESCRIPTIONS[status]} for status in (*statuses, "4XX")}
 
 
+Renderer = Callable[[int, str, str, str | None], dict[str, Any]]
+"""An API family's error body: render(status, code, message, field)."""
+
+
+class FamilyRoute(APIRoute):
+    """A route of one API family: its errors in the family's shape, an invalid body answered `invalid_status`."""
+
+    render_error: Renderer = staticmethod(house_error)
+    invalid_status: int = 400
+
+
+def family_router(render_error: Renderer = house_error, invalid_status: int = 400, **options: Any) -> APIRouter:
+    """An APIRouter whose routes render errors with `render_error` and refuse an invalid body with
+    `invalid_status` (Replicate and fal answer 422, the older shapes 400)."""
+    route = type("FamilyRoute", (FamilyRoute,), {"render_error": staticmethod(render_error),
+                                                  "invalid_status": invalid_status})
+    return APIRouter(route_class=route, **options)
+
+
 @dataclass(frozen=True)
-class ErrorShape:
-    """One API family's error body: render(status, code, message, field)."""
+class ErrorShapes:
+    """The shape of an error answered before a route is chosen: the family's whose path prefix it has, else the
+    house shape."""
 
-    prefixes: tuple[str, ...]
-    render: Callable[[int, str, str, str | None], dict[str, Any]]
+    by_prefix: tuple[tuple[tuple[str, ...], Renderer], ...] = ()
 
-
-SHAPES = (ErrorShape(("/v1/videos",), openai_error), ErrorShape(("/v2beta/",), stability_error))
-"""Families with an error shape of their own; every other path answers in the house shape."""
-
-
-def shape_for(path: str) -> ErrorShape | None:
-    return next((shape for shape in SHAPES if path.startswith(shape.prefixes)), None)
+    def for_path(self, path: str) -> Renderer:
+        return next((render for prefixes, render in self.by_prefix if path.startswith(prefixes)), house_error)
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, headers=None,
-                   path: str = "") -> JSONResponse:
-    shape = shape_for(path)
-    body = (shape.render if shape else house_error)(status, code, message, field)
-    return JSONResponse(body, status_code=status, headers=headers)
+                   render: Renderer = house_error) -> JSONResponse:
+    return JSONResponse(render(status, code, message, field), status_code=status, headers=headers)
+
+
+def route_renderer(request: Request) -> tuple[Renderer, int]:
+    """The renderer and invalid-body status of the route that answers `request` (the shape by path without one)."""
+    route = request.scope.get("route")
+    if isinstance(route, FamilyRoute):
+        return route.render_error, route.invalid_status
+    return request.app.state.error_shapes.for_path(request.url.path), 400
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -167,8 +146,9 @@ def install_handlers(app: FastAPI) -> None:
         headers = error.headers
         if error.status_code == 405:  # Starlette's Allow names one route's methods; a path may have several
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        render, _ = route_renderer(request)
         return error_response(error.status_code, code, str(error.detail), getattr(error, "field", None), headers,
-                              request.url.path)
+                              render)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
@@ -182,7 +162,6 @@ def install_handlers(app: FastAPI) -> None:
             message = "body: not valid JSON"
         else:
             message = f"{field_name}: {first['msg']}"
-        forge = FORGE_TAG in getattr(request.scope.get("route"), "tags", ())
-        status = 422 if request.url.path.startswith(UNPROCESSABLE_PREFIXES) and not forge else 400
+        render, status = route_renderer(request)
         return error_response(status, "invalid_request" if status == 400 else "invalid_input", message, field_name,
-                              path=request.url.path)
+                              render=render)

@@ -13,7 +13,7 @@ import time
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import GatewayError, error_response
+from .errors import ErrorShapes, GatewayError, error_response
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/v1/parameters"})
 """Paths anyone may read, matched exactly: health, Prometheus metrics (counts only), API docs, the parameters'
@@ -31,10 +31,21 @@ def is_public(path: str) -> bool:
     return f"{folder}/" in PUBLIC_FOLDERS and bool(name)
 
 
+AUTH_SCHEMES = ("bearer", "key")
+"""`Authorization: Bearer KEY` (most APIs), or `Key KEY` (fal's clients)."""
+
+
+def presented_key(authorization: str) -> str | None:
+    """The key an Authorization header presents, in either scheme; None without one."""
+    scheme, _, key = authorization.partition(" ")
+    return key.strip() or None if scheme.lower() in AUTH_SCHEMES else None
+
+
 class Guard:
-    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int, body_seconds: float):
-        self.app = app
-        self.expected = f"Bearer {token}".encode() if token else None
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int, body_seconds: float,
+                 shapes: ErrorShapes):
+        self.app, self.shapes = app, shapes
+        self.expected = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.body_seconds = body_seconds
 
@@ -43,14 +54,14 @@ class Guard:
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         if self.expected and not is_public(scope["path"]):
-            given = headers.get("authorization", "").encode()
+            given = (presented_key(headers.get("authorization", "")) or "").encode()
             if not secrets.compare_digest(given, self.expected):
-                return await _answer(scope, receive, send, 401, "unauthorized", "missing or wrong bearer token",
-                                     {"WWW-Authenticate": "Bearer", "Connection": "close"})
+                return await self._answer(scope, receive, send, 401, "unauthorized", "missing or wrong bearer token",
+                                          {"WWW-Authenticate": "Bearer", "Connection": "close"})
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            return await _answer(scope, receive, send, 413, "too_large", f"request body over {self.max_body_bytes} bytes",
-                                 {"Connection": "close"})
+            return await self._answer(scope, receive, send, 413, "too_large",
+                                      f"request body over {self.max_body_bytes} bytes", {"Connection": "close"})
         await self.app(scope, self._limited(receive), send)
 
     def _limited(self, receive: Receive) -> Receive:
@@ -75,5 +86,7 @@ class Guard:
         return limited_receive
 
 
-async def _answer(scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str, headers: dict) -> None:
-    await error_response(status, code, message, headers=headers, path=scope["path"])(scope, receive, send)
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str,
+                      headers: dict) -> None:
+        render = self.shapes.for_path(scope["path"])
+        await error_response(status, code, message, headers=headers, render=render)(scope, receive, send)

@@ -15,18 +15,19 @@ import secrets
 import threading
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
 
-from svd_triton.client import AsyncSVDClient, ProgressUpdate, VideoResult
+from svd_triton.client import ProgressUpdate, VideoResult
 from svd_contract import VIDEO_FORMATS
 from svd_triton.errors import RequestCancelledError, SVDClientError
 from .errors import CODE_STATUS, GatewayError, client_error_code
 from .metrics import GatewayMetrics
+from .model_client import ModelClient
 from .settings import Settings
-from .store import POLLED, TERMINAL, Job, LeaseLost, Store, new_id, sha256, utcnow
-from .webhooks import Webhooks, without_secrets
+from .store import TERMINAL, Job, LeaseLost, Store, new_id, sha256, utcnow
+from .webhooks import Webhooks
 
 LOG_INTERVAL = 0.5
 """Seconds between writes of progress lines to the store (and `logs` webhooks)."""
@@ -72,32 +73,13 @@ def output_url(job: Job) -> str | None:
     return f"{job.base_url}/v1/outputs/{job.output_key}{VIDEO_FORMATS[job.output_format].extension}"
 
 
-def webhook_seen_by(job: Job, viewer: str | None) -> str | None:
-    """The job's webhook URL as `viewer` (a key's fingerprint) may see it: whole for the key that created the job,
-    else without userinfo, query string and fragment, which often carry the receiver's own token."""
-    if job.webhook is None or (viewer is not None and viewer == job.owner):
-        return job.webhook
-    return without_secrets(job.webhook)
-
-
-def as_prediction(job: Job, viewer: str | None) -> dict[str, Any]:
-    """A job as Replicate's prediction JSON, as the key whose fingerprint is `viewer` may see it."""
-    urls = {"get": f"{job.base_url}/v1/predictions/{job.id}", "cancel": f"{job.base_url}/v1/predictions/{job.id}/cancel"}
-    metrics = {"predict_time": job.predict_time} if job.predict_time is not None else {}
-    if job.completed_at:
-        metrics["total_time"] = (job.completed_at - job.created_at).total_seconds()
-    return {"id": job.id, "model": job.model, "version": job.version, "status": job.status, "input": job.input,
-            "output": output_url(job), "logs": job.logs or "", "error": job.error, "metrics": metrics,
-            "created_at": isoformat(job.created_at), "started_at": isoformat(job.started_at),
-            "completed_at": isoformat(job.completed_at), "urls": urls, "source": "api",
-            "data_removed": job.output_removed, "webhook": webhook_seen_by(job, viewer),
-            "webhook_events_filter": job.webhook_events or None}
-
-
 class JobRunner:
-    def __init__(self, store: Store, svd: AsyncSVDClient, webhooks: Webhooks, settings: Settings,
-                 metrics: GatewayMetrics):
+    def __init__(self, store: Store, svd: ModelClient, webhooks: Webhooks, settings: Settings,
+                 metrics: GatewayMetrics, *,
+                 webhook_payloads: dict[str, Callable[[Job], dict[str, Any]]] | None = None):
         self.store, self.svd, self.webhooks, self.settings, self.metrics = store, svd, webhooks, settings, metrics
+        self.webhook_payloads = webhook_payloads or {}
+        """A job as its webhook deliveries carry it, by origin (the family that took the webhook renders it)."""
         self.holder = f"{settings.replica_id[:40]}-{secrets.token_hex(8)}"
         """This process's lease-holder name: unique per start, so two processes never share leases."""
         self.slots = asyncio.Semaphore(settings.concurrency)
@@ -169,9 +151,9 @@ class JobRunner:
 
     def new_job(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base_url: str,
                 *, webhook: str | None = None, events: list[str] | None = None, owner: str | None = None) -> Job:
-        return Job(id=new_id(), origin=origin, model=MODEL, version=VERSION, status="starting", input=given, owner=owner,
-                   params=params, image_sha256=sha256(image), base_url=base_url, logs="", webhook=webhook,
-                   webhook_events=events or [], attempts=0, cancel_requested=False, output_removed=False,
+        return Job(id=new_id(), origin=origin, model=MODEL, version=VERSION, status="starting", input=given,
+                   owner=owner, polled=True, params=params, image_sha256=sha256(image), base_url=base_url, logs="",
+                   webhook=webhook, webhook_events=events or [], attempts=0, cancel_requested=False, output_removed=False,
                    created_at=utcnow())
 
     async def submit(self, job: Job, image: bytes) -> Job:
@@ -188,7 +170,7 @@ class JobRunner:
         if self.settings.concurrency == 0:
             raise GatewayError(503, "unavailable", "this gateway replica only queues jobs (--concurrency 0); send "
                                "synchronous requests to one that runs them")
-        job.lease_holder = self.holder
+        job.lease_holder, job.polled = self.holder, False
         job.lease_expires_at = utcnow() + timedelta(seconds=self.settings.lease_seconds)
         await run_in_threadpool(self.store.create, job, image)
         self.reserved[job.id] = job
@@ -391,7 +373,7 @@ class JobRunner:
     async def _give_back(self, job: Job) -> Job | None:
         """A running job this replica cannot finish (drain, shutdown): a polled job goes back to the queue for
         another replica; a synchronous one fails cleanly, its client being on this replica's line."""
-        if job.origin in POLLED:
+        if job.polled:
             if await run_in_threadpool(self.store.release, job, self.releasing[job.id]):
                 log.info("job %s released to the queue", job.id)
             return None
@@ -407,8 +389,9 @@ class JobRunner:
         return current
 
     def _notify(self, job: Job, event: str) -> None:
-        if job.webhook:
-            self.webhooks.send(job.id, job.webhook, job.webhook_events, event, as_prediction(job, job.owner))
+        render = self.webhook_payloads.get(job.origin)
+        if job.webhook and render is not None:
+            self.webhooks.send(job.id, job.webhook, job.webhook_events, event, render(job))
 
     async def _expire(self) -> None:
         await run_in_threadpool(self.store.expire, max_outputs=self.settings.max_outputs,

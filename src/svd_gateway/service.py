@@ -9,21 +9,21 @@ import base64
 import binascii
 import io
 import re
+import time
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from svd_triton.client import AsyncSVDClient
+from svd_contract import Deployment
 from svd_triton.errors import SVDClientError
 from . import media, schemas
 from .errors import GatewayError
 from .jobs import JobRunner
+from .model_client import ModelClient
 from .outbound import ImageFetcher
-from .schemas import PredictionInput, model_parameters, prediction_parameters
 from .settings import Settings
-from .spec import check_parameters
+from .spec import JobSpec, check_parameters
 from .store import Job, Store, sha256
 from .webhooks import Webhooks
 
@@ -31,20 +31,8 @@ DATA_URI = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.I)
 UPLOAD_URL = re.compile(schemas.UPLOAD_URL)
 
 
-def is_remote(value: str) -> bool:
-    """Whether an image reference is a URL to fetch (not base64, a data URI or an upload's URL on this gateway)."""
-    return value.startswith(("http://", "https://")) and not UPLOAD_URL.match(value)
-
-
-def image_bytes(value: str, store: Store, field: str, status: int = 400) -> bytes:
-    """An image given as base64, a data URI, or the URL of a file uploaded to this gateway (`/v1/files/{id}`)."""
-    upload = UPLOAD_URL.match(value)
-    if upload:
-        found = store.get_upload(upload.group(2))
-        if not found:
-            raise GatewayError(status, "invalid_request", f"{field}: no uploaded file {upload.group(2)[:40]} on this "
-                               "gateway (or it has expired)", field)
-        return store.read_upload(found.id)
+def decode_base64(value: str, field: str, status: int = 400) -> bytes:
+    """An image given as base64 or a data URI."""
     try:
         return base64.b64decode(DATA_URI.sub("", value.strip()), validate=True)
     except (binascii.Error, ValueError):
@@ -62,76 +50,75 @@ def check_image(data: bytes, field: str, status: int = 400) -> bytes:
     return data
 
 
+DEPLOYMENT_SECONDS = 30.0
+"""How long the model's configured limits are taken as read: requests between two reads ask Triton nothing."""
 STILLS = {"thumbnail": media.thumbnail, "spritesheet": media.spritesheet}
 """Images derived from a finished video, by the name of OpenAI's content variant."""
 
 
 class DataPlane:
-    def __init__(self, store: Store, runner: JobRunner, svd: AsyncSVDClient, webhooks: Webhooks,
+    def __init__(self, store: Store, runner: JobRunner, svd: ModelClient, webhooks: Webhooks,
                  fetcher: ImageFetcher, settings: Settings):
         self.store, self.runner, self.svd, self.webhooks, self.settings = store, runner, svd, webhooks, settings
         self.fetcher = fetcher
+        self._deployment: tuple[float, Deployment | None] = (-DEPLOYMENT_SECONDS, None)
+        """When the model's configured parameters were last read, and what they were."""
         self.controls: dict[str, asyncio.Task] = {}
         """The CONTROL call in flight for each keep-warm action."""
 
-    async def generate(self, origin: str, body: BaseModel, defaults: dict[str, Any],
-                       base: str) -> tuple[Job, bytes, list[str]]:
-        """A synchronous generation (TIR, Forge, OpenAI-style): the finished job, its video, and warnings for
-        request fields the model ignores."""
-        if body.image is None and getattr(body, "prompt", None) is None:
-            raise GatewayError(400, "invalid_request",
-                               "image: Field required (or send a prompt alone for text-to-video)", "image")
-        # No image: text-to-video from the prompt (JobRunner sends a job whose params hold a prompt to text_to_video).
-        image = b"" if body.image is None else await self.image(body.image, "image")
-        params, warnings = model_parameters(body, defaults)
-        given = body.model_dump(exclude_none=True, exclude={"image"})
-        job, video = await self.runner.run_now(self.new_job(origin, image, params, given, base), image)
-        return job, video, warnings
+    async def run(self, spec: JobSpec, base: str) -> tuple[Job, bytes]:
+        """A synchronous generation (the client waits on the line): the finished job and its video."""
+        return await self.runner.run_now(await self.new_job(spec, base), spec.image)
 
-    async def create_prediction(self, request: PredictionInput, base: str, *, version: str, model: str | None,
-                                webhook: str | None, events: list[str], owner: str | None) -> Job:
-        """A Replicate prediction, queued."""
-        image_ref, params, notes = prediction_parameters(request)
-        # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
-        image = b"" if image_ref is None else await self.image(image_ref, "input.input_image", 422)
-        if webhook:
-            await self.webhooks.check_target(webhook)
-        given = request.model_dump(exclude_none=True)
-        for name in ("input_image", "image"):  # inline images are not echoed back: their digest is
-            if name in given and not given[name].startswith(("http://", "https://")):
-                given[name] = f"sha256:{sha256(image)}"
-        job = self.new_job("predictions", image, params, given, base, status=422, webhook=webhook, events=events,
-                           owner=owner)
-        job.logs = "".join(f"{note}\n" for note in notes)
-        job.version = version
-        if model:
-            job.model = model
-        return await self.runner.submit(job, image)
+    async def queue(self, spec: JobSpec, base: str) -> Job:
+        """A polled job (or one whose client is called back), queued for whichever replica has a free slot."""
+        if spec.webhook:
+            await self.webhooks.check_target(spec.webhook)
+        return await self.runner.submit(await self.new_job(spec, base), spec.image)
 
-    def new_job(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base: str,
-                status: int = 400, **record: Any) -> Job:
-        """A job of `params` as every family's translation leaves them, through the one parameter check."""
-        return self.runner.new_job(origin, image, check_parameters(params, status), given, base, **record)
+    async def new_job(self, spec: JobSpec, base: str) -> Job:
+        """The job of `spec`, its parameters through the one check (spec.check_parameters)."""
+        params = check_parameters(spec.params, spec.status)
+        echo = dict(spec.echo)
+        if spec.keep_image and spec.image:
+            echo["image_file"] = await self.keep_image(spec.image, "input_reference")
+        job = self.runner.new_job(spec.origin, spec.image, params, echo, base, webhook=spec.webhook,
+                                  events=spec.events, owner=spec.owner)
+        job.logs = "".join(f"{note}\n" for note in spec.notes)
+        job.model, job.version = spec.model or job.model, spec.version or job.version
+        return job
 
     async def image(self, value: str, field: str, status: int = 400) -> bytes:
-        """The bytes of an image reference: base64, a data URI, an upload of this gateway, or a URL fetched within
-        the allow-list (outbound.py)."""
-        if is_remote(value):
+        """The bytes of an image reference: base64, a data URI, an upload of this gateway (its /v1/files URL), or a
+        URL fetched within the allow-list (outbound.py); else `status` naming `field`. Whether they decode is the
+        model's to say (INVALID_ARG naming the image), unless the family checks first (check_image)."""
+        if upload := UPLOAD_URL.match(value):
+            return await self.upload(upload.group(2), field, status)
+        if value.startswith(("http://", "https://")):
             return await self.fetcher.fetch(value, field, status)
-        return await run_in_threadpool(image_bytes, value, self.store, field, status)
+        return await run_in_threadpool(decode_base64, value, field, status)
 
-    async def submit(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base: str) -> Job:
-        """A polled job (OpenAI's Videos API, Stability), queued; no image: text-to-video from params' prompt."""
-        return await self.runner.submit(self.new_job(origin, image, params, given, base), image)
+    async def upload(self, file_id: str, field: str, status: int = 400) -> bytes:
+        """The bytes of a file uploaded to this gateway (or kept beside a video); `status` naming `field` when there
+        is none by that id any more."""
+        if await run_in_threadpool(self.store.get_upload, file_id) is None:
+            raise GatewayError(status, "not_found" if status == 404 else "invalid_request",
+                               f"{field}: no file {file_id[:40]} on this gateway (or it has expired)", field)
+        return await run_in_threadpool(self.store.read_upload, file_id)
 
-    async def deployment(self) -> dict[str, str]:
-        """The model's configured parameters (default_width, max_pixels, max_segments, ...); empty when Triton
-        cannot be asked, and the model then judges the request alone."""
+    async def deployment(self) -> Deployment | None:
+        """The model's request defaults and limits (svd_contract.Deployment), read from Triton at most once per
+        DEPLOYMENT_SECONDS (a reloaded model's new limits are seen within that); None when Triton cannot be asked,
+        and the model then judges the request alone."""
+        read_at, deployment = self._deployment
+        if time.monotonic() - read_at < DEPLOYMENT_SECONDS:
+            return deployment
         try:
-            config = await self.svd.model_config()
+            deployment = await self.svd.deployment()
         except SVDClientError:
-            return {}
-        return {name: value["string_value"] for name, value in config.get("parameters", {}).items()}
+            return None
+        self._deployment = (time.monotonic(), deployment)
+        return deployment
 
     async def keep_image(self, image: bytes, name: str) -> str:
         """Keep a job's image as long as its video (a file like /v1/files' uploads), so that later jobs (an

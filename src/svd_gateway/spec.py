@@ -9,6 +9,7 @@ does not know.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from svd_contract import PARAMETERS, PROMPTS, TEXT_TO_VIDEO_IMAGE_PARAMETERS, InvalidRequest
@@ -23,6 +24,31 @@ ALIASES = {"guidance_scale": "max_guidance_scale"}
 """Catalogue bodies' (Forge, VoltageGPU, OpenAI-style) names for a contract parameter."""
 ACCEPTED = {**PARAMETERS, **TEXT_TO_VIDEO_IMAGE_PARAMETERS}
 """The model's parameters, and text_to_video's own knobs (a job without an image is text-to-video)."""
+
+
+@dataclass
+class JobSpec:
+    """One request as its family translated it, all the data plane needs to make and run a job."""
+
+    origin: str
+    """The family's name for its jobs (the store's `origin`): whose routes find the job again."""
+    image: bytes
+    """The first frame, checked as an image; b"": text-to-video from the prompt in `params`."""
+    params: dict[str, Any]
+    """The model's parameters in the family's translation; check_parameters makes them the contract's."""
+    echo: dict[str, Any] = field(default_factory=dict)
+    """What the family echoes back of the request (the job's `input`)."""
+    status: int = 400
+    """The family's status for a refused parameter (Replicate and fal: 422)."""
+    keep_image: bool = False
+    """Keep the image as long as the video, for later jobs that start from it (OpenAI's remix and extend)."""
+    notes: list[str] = field(default_factory=list)
+    """Lines the job's log starts with (fields the model ignored)."""
+    model: str | None = None
+    version: str | None = None
+    webhook: str | None = None
+    events: list[str] = field(default_factory=list)
+    owner: str | None = None
 
 
 def cache_parameters(params: dict[str, Any]) -> dict[str, Any]:

@@ -31,10 +31,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from .blobs import FOLDERS, Blobs
 
 TERMINAL = ("succeeded", "failed", "canceled")
-POLLED = ("predictions", "videos", "stability")
-"""Origins whose clients poll (or are called back): their jobs go to the shared queue, and one whose replica
-was lost runs again elsewhere. The others' clients wait on the line to the replica that accepted them, which
-reserves and runs them itself; when that replica is lost, so is the client, and the job fails."""
 NOTIFY_CHANNEL = "svd_gateway_jobs"
 """PostgreSQL LISTEN/NOTIFY channel: a job was queued (or released), idle replicas claim it."""
 MIGRATION_LOCK = zlib.crc32(b"svd_gateway.migrations")
@@ -126,6 +122,10 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_field: Mapped[str | None] = mapped_column(String(64))
+    polled: Mapped[bool] = mapped_column(Boolean, default=True)
+    """Its client polls (or is called back): it goes to the shared queue, and if its replica is lost it runs again
+    elsewhere. Otherwise its client waits on the line to the replica that accepted it, which reserves and runs it
+    itself; when that replica is lost, so is the client, and the job fails."""
     owner: Mapped[str | None] = mapped_column(String(64), index=True)
     """The fingerprint of the key that created the job (deps.caller); None: created without a key."""
     webhook: Mapped[str | None] = mapped_column(String(2000))
@@ -216,6 +216,14 @@ class Store:
                 job = self._take(session, job_id, None, holder, worker, lease)
                 if job is not None:
                     return job
+
+    def queue_position(self, job: Job) -> int:
+        """How many queued jobs (any origin) are ahead of `job`, in claim_next's order: fal's queue_position,
+        asked at every poll, so one count over the indexed status and created_at."""
+        ahead = or_(Job.created_at < job.created_at, (Job.created_at == job.created_at) & (Job.id < job.id))
+        with self.session() as session:
+            return session.scalar(select(func.count()).select_from(Job).where(
+                Job.status == "starting", Job.lease_holder.is_(None), ahead))
 
     def claim(self, job_id: str, holder: str, worker: str, lease: float) -> Job | None:
         """The job `holder` reserved (a synchronous route's), now `processing`; None if it was canceled."""
@@ -476,7 +484,7 @@ def _after_expiry(job: Job, max_attempts: int) -> tuple[dict, str]:
     lost = f"the replica holding this job ({job.worker or 'unnamed'}) stopped renewing its lease"
     if job.cancel_requested:
         return {"status": "canceled", "completed_at": utcnow()}, f"{lost}; canceled as asked\n"
-    if job.origin not in POLLED:
+    if not job.polled:
         return ({"status": "failed", "completed_at": utcnow(), "error_code": "interrupted",
                  "error": "the gateway replica holding this job was lost while its client was waiting"}, f"{lost}\n")
     if job.status == "processing" and job.attempts >= max_attempts:

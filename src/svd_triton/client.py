@@ -1,8 +1,10 @@
 """A thin, typed client for the svd_xt Triton model over HTTP or gRPC (sync and asyncio).
 
-Input names are the parameter names in upper case (num_frames → NUM_FRAMES); their datatypes are
-read once from the model's metadata, so the server's config.pbtxt stays the one contract. When the
-deployment streams (a decoupled config), calls go over a gRPC stream and report progress.
+The wire protocol is svd_contract's, which the models write with: input names (tensor_name: num_frames →
+NUM_FRAMES), the outputs (VIDEO_FORMAT names the video's format), progress messages (Progress) and the
+deployment's defaults and limits (Deployment, from the model's configuration). Input datatypes are
+read once from the model's metadata. When the deployment streams (a decoupled config), calls go over
+a gRPC stream and report progress.
 
 Over gRPC, a call that is interrupted (Ctrl-C, asyncio task cancellation) or runs past the client's
 timeout is cancelled on the server too, which stops its work at the next denoising step. Triton's
@@ -25,41 +27,22 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 from PIL import Image
 
-from svd_contract.tensors import OUTPUTS as MODELS, inputs as contract_inputs
+from svd_contract import Deployment, Progress
+from svd_contract.deployment import config_parameters
+from svd_contract.tensors import (CONTROL_INPUT, IMAGE_INPUTS, OUTPUTS as MODELS, SVD_MODEL, TEXT_TO_VIDEO_MODEL,
+                                  inputs as contract_inputs, parameter_name, tensor_name)
 
 from .errors import DeadlineExceededError, InvalidRequestError, ServerError, SVDClientError, UnauthorizedError, map_error
 
-MODEL_NAME = "svd_xt"
-TEXT_TO_VIDEO_MODEL = "text_to_video"
-"""The server-side chain text_to_image → svd_xt that `generate(prompt=...)` calls."""
+MODEL_NAME = SVD_MODEL
+"""The model `generate(image)` calls; `generate(prompt=...)` calls the server-side chain TEXT_TO_VIDEO_MODEL."""
 DEFAULT_TIMEOUT = 900.0  # seconds: an SVD-XT request takes tens of seconds, more when queued
 DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
-IMAGE_INPUTS = ("IMAGE", "IMAGE_BYTES")
-NOT_PARAMETERS = (*IMAGE_INPUTS, "CONTROL")
-MAGIC = ((b"GIF8", 0, "gif"), (b"\x93NUMPY", 0, "frames"), (b"\x1a\x45\xdf\xa3", 0, "webm"),
-         (b"ftyp", 4, "mp4"), (b"AVI ", 8, "avi"), (b"WEBP", 8, "webp"))
-
-
-def sniff_format(data: bytes) -> str:
-    """The video_format of an encoded result, from its first bytes."""
-    for magic, offset, name in MAGIC:
-        if data[offset:offset + len(magic)] == magic:
-            return name
-    return "unknown"
-
-
-@dataclass(frozen=True)
-class ProgressUpdate:
-    """One progress response of a streaming deployment."""
-
-    phase: str
-    """text-to-image (prompt calls only), then preparing, denoising, decoding or encoding."""
-    step: int
-    total: int
-    elapsed: float
-    segment: int = 1
-    """Which chained clip is being generated (SEGMENTS), of `segments`."""
-    segments: int = 1
+NOT_PARAMETERS = (*IMAGE_INPUTS, CONTROL_INPUT)
+RESULT_OUTPUTS = ("VIDEO", "VIDEO_FORMAT", "SEED_USED")
+"""What every generation asks for; FRAMES, IMAGE and PROGRESS as the call needs them."""
+ProgressUpdate = Progress
+"""One progress response of a streaming deployment (phase, step, total, elapsed, segment, segments)."""
 
 
 @dataclass
@@ -68,14 +51,12 @@ class VideoResult:
     seed: int
     seconds: float
     """Wall-clock time of the call, queueing included."""
+    video_format: str
+    """The format of `video` (mp4, webm, ...: svd_contract.VIDEO_FORMATS), as the model names it."""
     frames: np.ndarray | None = field(default=None, repr=False)
     """F×H×W×3 uint8, only when asked for with frames=True."""
     image: np.ndarray | None = field(default=None, repr=False)
     """H×W×3 uint8: the first frame text-to-image made (prompt calls only), to look at or reuse as an image."""
-
-    @property
-    def video_format(self) -> str:
-        return sniff_format(self.video)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -196,6 +177,10 @@ class _Core:
         config = yield lambda client: client.get_model_config(self.svd.name, **self.contract_kwargs())
         return config.get("config", config)
 
+    def deployment(self):
+        config = yield from self.model_config()
+        return Deployment.from_parameters(config_parameters(config))
+
     def control(self, action: str):
         yield from self.learn(self.svd)
         response = yield _Infer(self.svd, *self.build_control(action))
@@ -227,9 +212,9 @@ class _Core:
         for name, value in params.items():
             if value is None:
                 continue
-            input_name = name.upper()
+            input_name = tensor_name(name)
             if input_name not in datatypes or input_name in NOT_PARAMETERS:
-                accepted = ", ".join(n.lower() for n in datatypes if n not in NOT_PARAMETERS)
+                accepted = ", ".join(parameter_name(n) for n in datatypes if n not in NOT_PARAMETERS)
                 raise InvalidRequestError(f"unknown parameter {name!r}; accepted: {accepted}", field=name)
             dtype = triton_to_np_dtype(datatypes[input_name])
             if dtype == np.object_:
@@ -244,7 +229,7 @@ class _Core:
             tensor = self.tc.InferInput(input_name, list(array.shape), datatypes.get(input_name, "BYTES"))
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        wanted = (["VIDEO", "SEED_USED"] + (["FRAMES"] if frames else []) + (["IMAGE"] if image is None else [])
+        wanted = (list(RESULT_OUTPUTS) + (["FRAMES"] if frames else []) + (["IMAGE"] if image is None else [])
                   + (["PROGRESS"] if model.streams else []))
         outputs = [self.tc.InferRequestedOutput(name, **({"binary_data": True} if self.protocol == "http" else {}))
                    for name in wanted]
@@ -252,9 +237,9 @@ class _Core:
 
     def build_control(self, action: str):
         """A keep-warm CONTROL request (prewarm, pin, release, state): no image, answered with STATE."""
-        if "CONTROL" not in self.svd.datatypes:
+        if CONTROL_INPUT not in self.svd.datatypes:
             raise SVDClientError(f"model {self.svd.name!r} has no CONTROL input (a server older than keep-warm)")
-        tensor = self.tc.InferInput("CONTROL", [1, 1], "BYTES")
+        tensor = self.tc.InferInput(CONTROL_INPUT, [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[action.encode()]], dtype=np.object_))
         return [tensor], [self.tc.InferRequestedOutput("STATE")]
 
@@ -266,7 +251,7 @@ class _Core:
         if result.get_response().parameters["triton_final_response"].bool_param:
             return result
         if op.on_progress is not None:
-            op.on_progress(ProgressUpdate(**json.loads(result.as_numpy("PROGRESS").reshape(-1)[0])))
+            op.on_progress(Progress.decode(result.as_numpy("PROGRESS").reshape(-1)[0]))
         return None
 
     @staticmethod
@@ -275,6 +260,7 @@ class _Core:
             video=bytes(response.as_numpy("VIDEO").reshape(-1)[0]),
             seed=int(response.as_numpy("SEED_USED").reshape(-1)[0]),
             seconds=time.perf_counter() - started,
+            video_format=bytes(response.as_numpy("VIDEO_FORMAT").reshape(-1)[0]).decode(),
             frames=response.as_numpy("FRAMES")[0] if frames else None,
             image=image[0] if (image := response.as_numpy("IMAGE")) is not None else None,
         )
@@ -311,6 +297,11 @@ class SVDClient(_Client):
         model_ready = self.ready()
         return {"server_live": live, "server_ready": ready, "model": self._core.svd.name, "model_ready": model_ready,
                 "streams": self.streams if model_ready else None}
+
+    def deployment(self) -> Deployment:
+        """The model's request defaults and limits (default_width, max_pixels, max_segments, ...), read from
+        its configuration's `parameters`; each one config.pbtxt leaves out has the engine's default."""
+        return self._run(self._core.deployment())
 
     def load(self) -> None:
         """Load (warm up) the model; the server must run with --model-control-mode=explicit."""
@@ -423,6 +414,10 @@ class AsyncSVDClient(_Client):
     async def model_config(self) -> dict:
         """The model's configuration as Triton serves it (config.pbtxt as JSON: inputs, `parameters`...)."""
         return await self._run(self._core.model_config())
+
+    async def deployment(self) -> Deployment:
+        """Like SVDClient.deployment."""
+        return await self._run(self._core.deployment())
 
     async def control(self, action: str) -> dict:
         """Like SVDClient.control."""

@@ -3,8 +3,8 @@ one map from tritonclient's and the transport's exceptions onto it (`map_error`)
 
 Every error carries `code`, the Triton error code name it came with (INVALID_ARG, UNAVAILABLE,
 CANCELLED, DEADLINE_EXCEEDED, UNAUTHENTICATED, PERMISSION_DENIED, INTERNAL, ...; its class's own
-where the server named none), and `field`, the request field its message names (lower case,
-`num_frames`) or None. Both are read once, here, so no caller parses messages.
+where the server named none), and `field`, the request field its message names (`num_frames`,
+read back from the input NUM_FRAMES) or None. Both are read once, here, so no caller parses messages.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import asyncio
 from typing import Any, Iterable
 
 from svd_contract import split_field
+from svd_contract.tensors import parameter_name
 
 
 class SVDClientError(Exception):
@@ -110,4 +111,4 @@ def map_error(error: Exception, inputs: Iterable[str] = ()) -> SVDClientError:
         detail = message = (error.message() if server else None) or str(error)
         kind, code = _classify(code_name(error.status() if server else None), message)
     field, _ = split_field(detail or "", set(inputs))
-    return kind(message, code=code, field=field.lower() if field else None)
+    return kind(message, code=code, field=parameter_name(field) if field else None)

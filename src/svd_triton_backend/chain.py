@@ -129,5 +129,5 @@ def stage_error(error, renamed):
     theirs_to_ours = {theirs: ours for ours, theirs in renamed.items()}
     if code == "INVALID_ARG" and field in theirs_to_ours:
         ours = theirs_to_ours[field]
-        message = f"{ours}:{detail.replace(field.lower(), ours.lower())}"
+        message = f"{ours}:{detail.replace(tensors.parameter_name(field), tensors.parameter_name(ours))}"
     return StageFailed(message, getattr(pb_utils.TritonError, code))

@@ -1,5 +1,6 @@
 """config.pbtxt as the models read it: the contract's inputs declared, the engine's parameters, keep-warm."""
 from svd_contract import tensors
+from svd_contract.deployment import config_parameters
 
 BACKEND_PARAMETERS = {"EXECUTION_ENV_PATH"}  # read by the python backend itself, not the engine
 KEEP_WARM_PARAMETER = "keep_warm_seconds"  # read by KeepWarm, not by the engine
@@ -44,7 +45,7 @@ def check_declared(model_config, model_name, expected_inputs, outputs):
 def deployment_config(config_class, model_config, instance_kind, device_id, model_source=None):
     """`config_class` (EngineConfig, TextImageConfig) from config.pbtxt parameters and the instance's device;
     `model_source` (the model's environment variable, read by its model.py) overrides the parameter when set."""
-    parameters = {key: value["string_value"] for key, value in model_config.get("parameters", {}).items()
+    parameters = {key: value for key, value in config_parameters(model_config).items()
                   if key not in BACKEND_PARAMETERS and key != KEEP_WARM_PARAMETER}
     if model_source:
         parameters["model_source"] = model_source
@@ -63,8 +64,7 @@ def warmup_requests(model_config):
 
 def keep_warm_seconds(model_config, override=None):
     """Idle seconds before release: `override` (the model's environment variable, read by its model.py), else config.pbtxt's keep_warm_seconds, else 900."""
-    raw = override or model_config.get("parameters", {}).get(KEEP_WARM_PARAMETER, {}).get(
-        "string_value", str(DEFAULT_KEEP_WARM_SECONDS))
+    raw = override or config_parameters(model_config).get(KEEP_WARM_PARAMETER, str(DEFAULT_KEEP_WARM_SECONDS))
     try:
         seconds = float(raw)
     except ValueError:

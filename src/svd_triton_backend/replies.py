@@ -1,6 +1,5 @@
 """Responses for one execute(): exactly one final reply per request, progress before it when decoupled."""
 import concurrent.futures
-import json
 import threading
 
 import numpy as np
@@ -36,14 +35,13 @@ class Replies:
         return ((self.senders[position] if self.decoupled else self.requests[position]).is_cancelled()
                 or (marker is not None and marker.exists()))
 
-    def progress(self, positions, event):
-        """A PROGRESS response to each listed request that asked for it (decoupled models only)."""
-        self.send_progress(positions, json.dumps({"phase": event.phase, "step": event.step, "total": event.total,
-                                                  "elapsed": round(event.elapsed, 3), "segment": event.segment,
-                                                  "segments": event.segments}).encode())
+    def progress(self, positions, update):
+        """A PROGRESS response with `update` (an svd_contract Progress) to each listed request that asked for it."""
+        self.send_progress(positions, update.encode())
 
     def send_progress(self, positions, payload):
-        """A PROGRESS response holding `payload` (JSON bytes) to each listed request that asked for it."""
+        """A PROGRESS response holding `payload` (an encoded Progress, as a stage sent it) to each listed
+        request that asked for it (decoupled models only)."""
         if not self.decoupled:
             return
         tensor = pb_utils.Tensor("PROGRESS", np.array([[payload]], dtype=np.object_))

@@ -114,7 +114,7 @@ class GenerationModel:
 
     def input_name(self, request, field):
         """The input a refused engine field came in as."""
-        return field.upper()
+        return tensors.tensor_name(field)
 
     def parse(self, request):
         raise NotImplementedError

@@ -3,13 +3,12 @@ import asyncio
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from svd_contract import Deployment
 from tests.support import TOKEN
-from svd_triton import (AsyncSVDClient, InvalidRequestError, SVDClient, UnauthorizedError, UnavailableError,
-                        sniff_format)
+from svd_triton import AsyncSVDClient, InvalidRequestError, SVDClient, UnauthorizedError, UnavailableError
 from svd_triton.launcher import free_port
 from tests.support.videos import decode_video
 
@@ -69,12 +68,26 @@ def test_errors_are_typed_with_the_server_message(triton, protocol, sample_png):
             svd.generate(sample_png, **SMALL)
 
 
-def test_sniff_format_knows_every_format():
-    from svd_engine import encode_video
+@pytest.mark.parametrize("protocol,video_format", [("http", "gif"), ("grpc", "frames")])
+def test_the_video_format_is_what_the_model_says(triton, protocol, video_format, sample_png):
+    with SVDClient(url(triton, protocol), protocol=protocol, token=TOKEN) as svd:
+        result = svd.generate(sample_png, video_format=video_format, **SMALL)
+    assert result.video_format == video_format
+    assert decode_video(result.video, video_format).num_frames == 4
 
-    frames = np.zeros((2, 16, 16, 3), np.uint8)
-    for name in ("mp4", "avi", "webm", "gif", "webp", "frames"):
-        assert sniff_format(encode_video(frames, name, fps=7)) == name
+
+def test_deployment_is_read_from_the_model_configuration(triton):
+    with SVDClient(triton.http_url, token=TOKEN) as svd:
+        over_http = svd.deployment()
+
+    async def read():
+        async with AsyncSVDClient(triton.grpc_url, protocol="grpc", token=TOKEN) as svd:
+            return await svd.deployment()
+
+    assert isinstance(over_http, Deployment) and asyncio.run(read()) == over_http
+    # configs/cpu.pbtxt's values, where they differ from the defaults
+    assert (over_http.default_width, over_http.default_num_frames, over_http.max_num_frames, over_http.max_work) == (
+        128, 8, 16, 16777216)
 
 
 def test_cli_generate_writes_a_playable_file(triton, tmp_path, sample_png):

@@ -16,7 +16,7 @@ import requests
 from tests.support import SUPPORT, TOKEN
 from tests.support.gateways import Gateway, settings_for
 from tests.support.keep_warm_server import gauge, keep_warm_server, model_state
-from svd_gateway.routers.forge import histogram_quantile
+from svd_gateway.families.forge.router import histogram_quantile
 from tests.support.videos import decode_video
 
 SLUG = "stabilityai-stable-video-diffusion"

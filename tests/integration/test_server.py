@@ -6,7 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from tests.support import ADMIN_TOKEN, ROOT, TOKEN
+from svd_contract.tensors import parameter_name
+from svd_triton.launcher import ServerStartError
+from tests.support import ADMIN_TOKEN, ROOT, TOKEN, cpu_config_copy, start_server
 from tests.support.kserve import (auth_headers, client, image_bytes, infer, is_invalid_argument, refused, scalar, small, text,
                     video_bytes)
 from tests.support.videos import decode_video, max_abs_diff
@@ -29,7 +31,9 @@ def test_image_inputs_over_both_protocols(triton, protocol, image_input, sample_
 def test_every_format_decodes_with_requested_frames_size_and_fps(triton, protocol, video_format, sample_png):
     tensors = small(IMAGE_BYTES=image_bytes(sample_png), VIDEO_FORMAT=text(video_format), NUM_FRAMES=scalar(5, np.int32),
                     HEIGHT=scalar(96, np.int32), FPS=scalar(12, np.int32))
-    video = decode_video(video_bytes(infer(triton, protocol, tensors)), video_format)
+    response = infer(triton, protocol, tensors, outputs=("VIDEO", "VIDEO_FORMAT"))
+    assert response.as_numpy("VIDEO_FORMAT").reshape(-1)[0] == video_format.encode()  # the output names its format
+    video = decode_video(video_bytes(response), video_format)
     assert video.num_frames == 5
     assert video.size == (64, 96)
     if video_format != "frames":
@@ -184,8 +188,19 @@ def test_perf_analyzer_input_files_are_valid_requests(triton, name):
         from svd_engine import EngineConfig
         from svd_engine.request import parse_request
 
-        parse_request(serialized[4:], {k.lower(): v[0] for k, v in entry.items()}, EngineConfig(), model_num_frames=25)
+        parse_request(serialized[4:], {parameter_name(k): v[0] for k, v in entry.items()}, EngineConfig(), model_num_frames=25)
         return
     tensors = {name: scalar(values[0], np.int32) for name, values in entry.items()}
     video = decode_video(video_bytes(infer(triton, "grpc", {"IMAGE_BYTES": image_bytes(serialized[4:]), **tensors})), "mp4")
     assert (video.num_frames, video.size) == (entry["NUM_FRAMES"][0], (entry["WIDTH"][0], entry["HEIGHT"][0]))
+
+
+def test_a_bad_deployment_parameter_fails_the_load_naming_the_model_and_the_parameter(tmp_path):
+    config = cpu_config_copy(tmp_path)
+    text_before = config.read_text()
+    config.write_text(text_before.replace('{ key: "max_segments", value: { string_value: "4" } }',
+                                          '{ key: "max_segments", value: { string_value: "none" } }', 1))
+    assert config.read_text() != text_before
+    with pytest.raises(ServerStartError) as caught:
+        start_server(model_repository=tmp_path / "repo").start()
+    assert "model 'svd_xt': parameter max_segments='none' is not a valid int" in str(caught.value)

@@ -38,9 +38,11 @@ def prompt_request(prompt=PROMPT, **extra):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_a_prompt_alone_makes_the_requested_video(triton, protocol):
     response = text_to_video(triton, protocol, prompt_request(SEED=scalar(11, np.int64), FPS=scalar(6, np.int32),
-                                                              NUM_FRAMES=scalar(5, np.int32)))
-    video = decode_video(video_bytes(response), "mp4")
-    assert (video.num_frames, video.size, video.fps) == (5, (64, 64), 6.0)
+                                                              NUM_FRAMES=scalar(5, np.int32), VIDEO_FORMAT=text("webm")),
+                             outputs=("VIDEO", "VIDEO_FORMAT", "SEED_USED", "IMAGE"))
+    assert response.as_numpy("VIDEO_FORMAT").reshape(-1)[0] == b"webm"
+    video = decode_video(video_bytes(response), "webm")
+    assert (video.num_frames, video.size) == (5, (64, 64)) and video.fps == pytest.approx(6, abs=0.5)
     assert int(response.as_numpy("SEED_USED")[0, 0]) == 11
     image = response.as_numpy("IMAGE")
     assert image.shape == (1, 64, 64, 3) and image.dtype == np.uint8 and image.std() > 0
@@ -136,7 +138,7 @@ class Stream:
 
     def send(self, tensors):
         self.client.async_stream_infer("text_to_video", make_inputs("grpc", tensors), outputs=[
-            grpc.InferRequestedOutput(name) for name in ("VIDEO", "SEED_USED", "IMAGE", "PROGRESS")])
+            grpc.InferRequestedOutput(name) for name in ("VIDEO", "VIDEO_FORMAT", "SEED_USED", "IMAGE", "PROGRESS")])
 
     def next(self, timeout=120):
         result, error = self.replies.get(timeout=timeout)
@@ -165,6 +167,7 @@ def test_stream_sends_text_to_image_then_svd_progress_then_one_video(triton_stre
     assert [u["step"] for u in updates[:2]] == [0, 1]
     assert [u["step"] for u in updates if u["phase"] == "denoising"] == [0, 1, 2, 3]
     assert decode_video(video_bytes(result), "mp4").num_frames == 4
+    assert result.as_numpy("VIDEO_FORMAT").reshape(-1)[0] == b"mp4"
     assert result.as_numpy("IMAGE").shape == (1, 64, 64, 3)
     assert int(result.as_numpy("SEED_USED")[0, 0]) == 8
     with pytest.raises(queue.Empty):  # nothing after the final response
@@ -242,7 +245,7 @@ def test_clients_and_cli_take_a_prompt(triton, tmp_path, capsys):
 
     with SVDClient(triton.http_url, token=TOKEN) as sync_client:
         result = sync_client.generate(prompt=PROMPT, seed=5, width=64, height=64, num_frames=4, num_inference_steps=2)
-    assert decode_video(result.video, "mp4").num_frames == 4 and result.seed == 5
+    assert decode_video(result.video, "mp4").num_frames == 4 and result.seed == 5 and result.video_format == "mp4"
     assert result.image.shape == (64, 64, 3)
 
     async def generate_async():

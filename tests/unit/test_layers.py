@@ -76,11 +76,18 @@ def test_each_module_imports_only_the_layers_below_it(path):
             assert root not in never, f"{relative(path)} imports {module}"
 
 
-def test_routers_do_not_import_each_other():
-    routers = SOURCE / "svd_gateway" / "routers"
-    for path in routers.glob("*.py"):
+def test_api_families_do_not_import_each_other():
+    """Each family folder translates its own API alone; what families share lives below them."""
+    families = SOURCE / "svd_gateway" / "families"
+    for path in families.glob("*/*.py"):
+        own = f"svd_gateway.families.{path.parent.name}"
         for module, _ in imports(path):
-            assert not module.startswith("svd_gateway.routers."), f"{relative(path)} imports {module}"
+            other = module.startswith("svd_gateway.families.") and not module.startswith(own + ".") and module != own
+            assert not other, f"{relative(path)} imports {module}"
+    shared = [path for path in (SOURCE / "svd_gateway").glob("*.py")]
+    for path in shared:  # and nothing below the families imports one (app.py registers them)
+        if path.name != "app.py":
+            assert not any(module.startswith("svd_gateway.families") for module, _ in imports(path)), relative(path)
 
 
 def test_there_is_no_import_cycle():

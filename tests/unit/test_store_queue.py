@@ -23,7 +23,8 @@ def queued(store: Store, origin: str = "predictions", holder: str | None = None,
     job = Job(id=new_id(), origin=origin, model="m", version="v", status="starting", input={}, params={},
               image_sha256="0" * 64, base_url="http://x", logs="", webhook_events=[], attempts=0,
               cancel_requested=False, output_removed=False, created_at=utcnow() - timedelta(seconds=age),
-              lease_holder=holder, lease_expires_at=utcnow() + timedelta(seconds=LEASE) if holder else None)
+              lease_holder=holder, lease_expires_at=utcnow() + timedelta(seconds=LEASE) if holder else None,
+              polled=holder is None)  # a synchronous route's job is created held, for its client on the line
     return store.create(job, b"image")
 
 

@@ -1,11 +1,12 @@
 """svd_xt: an image in, a video out (svd_engine.SVDEngine), one model of Triton's Python backend.
 
-Inputs are the contract's parameters in upper case (NUM_FRAMES → num_frames; declared by
-auto_complete_config) beside exactly one of IMAGE (raw RGB) or IMAGE_BYTES (an encoded file). With a
-decoupled configuration (configs/stream.pbtxt, configs/cpu_stream.pbtxt) each request gets PROGRESS
-responses (JSON: phase, step, total, elapsed, segment, segments) before its final one; a request whose
-client has gone stops at the next phase change or denoising step. A request with CONTROL (prewarm, pin,
-release, state) and no image steers keep-warm and answers STATE (JSON) instead of a video.
+Inputs are the contract's parameters (svd_contract.tensors.tensor_name: num_frames → NUM_FRAMES; declared
+by auto_complete_config) beside exactly one of IMAGE (raw RGB) or IMAGE_BYTES (an encoded file); VIDEO
+comes with VIDEO_FORMAT, its format's name. With a decoupled configuration (configs/stream.pbtxt,
+configs/cpu_stream.pbtxt) each request gets PROGRESS responses (svd_contract.Progress) before its final
+one; a request whose client has gone stops at the next phase change or denoising step. A request with
+CONTROL (prewarm, pin, release, state) and no image steers keep-warm and answers STATE (JSON) instead
+of a video.
 """
 import json
 from dataclasses import replace
@@ -14,7 +15,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from svd_contract import InvalidRequest
-from svd_contract.tensors import CONTROL_ACTIONS, CONTROL_INPUT, IMAGE_INPUTS, SVD_MODEL, parameter_inputs
+from svd_contract.tensors import (CONTROL_ACTIONS, CONTROL_INPUT, IMAGE_INPUTS, SVD_MODEL, parameter_inputs,
+                                  parameter_name)
 from svd_triton_backend.skeleton import GenerationModel, scalar_inputs
 
 
@@ -36,12 +38,12 @@ class TritonPythonModel(GenerationModel):
         image = pb_utils.get_input_tensor_by_name(request, images[0]).as_numpy()
         image = image[0] if images[0] == "IMAGE" else image.reshape(-1)[0]
         values = scalar_inputs(request, parameter_inputs(SVD_MODEL))
-        return self.engine.parse(image, **{name.lower(): value for name, value in values.items()})
+        return self.engine.parse(image, **{parameter_name(name): value for name, value in values.items()})
 
     def input_name(self, request, field):
         if field == "image" and pb_utils.get_input_tensor_by_name(request, "IMAGE_BYTES") is not None:
             return "IMAGE_BYTES"
-        return field.upper()
+        return super().input_name(request, field)
 
     def run(self, replies, accepted):
         positions = [position for position, _ in accepted]  # engine index → request position
@@ -51,6 +53,7 @@ class TritonPythonModel(GenerationModel):
 
     def outputs(self, result, wanted):
         values = {"VIDEO": lambda: np.array([[result.video]], dtype=np.object_),
+                  "VIDEO_FORMAT": lambda: np.array([[result.video_format.encode()]], dtype=np.object_),
                   "SEED_USED": lambda: np.array([[result.seed]], dtype=np.int64),
                   "FRAMES": lambda: result.frames[np.newaxis]}
         return [pb_utils.Tensor(name, value()) for name, value in values.items() if name in wanted]

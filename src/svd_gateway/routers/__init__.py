@@ -1,1 +1,1 @@
-"""One router per API family."""
+"""The gateway's own routes, outside any API family: health, metrics and the playground."""

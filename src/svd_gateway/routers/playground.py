@@ -15,6 +15,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from svd_contract import PARAMETERS, VIDEO_FORMATS
+from svd_contract.deployment import config_parameters
+from svd_contract.tensors import tensor_name
 from svd_triton.errors import SVDClientError
 from ..deps import SVDDep
 from ..errors import GatewayError
@@ -52,13 +54,13 @@ async def asset(name: str):
 def deployment_parameters(config: dict) -> list[dict[str, Any]]:
     """The contract's parameters with what this deployment's configuration adds: its defaults (`default_<name>`)
     and bounds (`max_<name>`) where the contract leaves them to the deployment, and each input's Triton datatype."""
-    settings = {name: value["string_value"] for name, value in config.get("parameters", {}).items()}
+    settings = config_parameters(config)
     datatypes = {i["name"]: i["data_type"].removeprefix("TYPE_").replace("STRING", "BYTES") for i in config.get("input", [])}
     described = []
     for parameter in PARAMETERS.values():
         kind = parameter.kind
         entry = {**asdict(parameter), "kind": kind.__name__, "choices": list(parameter.choices),
-                 "datatype": datatypes.get(parameter.name.upper())}
+                 "datatype": datatypes.get(tensor_name(parameter.name))}
         if entry["default"] is None and f"default_{parameter.name}" in settings:
             entry["default"] = kind(settings[f"default_{parameter.name}"]) or None  # 0 frames: the model's own
         if entry["high"] is None and f"max_{parameter.name}" in settings:

@@ -14,21 +14,25 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from svd_contract import MIME_TYPES, PARAMETERS
-from ..deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, read_body
-from ..errors import GUARDED, GatewayError, OpenAIError, error_responses
-from ..jobs import progress_percent
-from ..schemas import (IMAGE_MEDIA_TYPES, MAX_SECONDS, SECONDS_PER_CLIP, SECONDS_TEXT, SIZE_TEXT, VideoCreateRequest,
-                       VideoExtendRequest, VideoRemixRequest, form_schema, inline_schema)
-from ..service import DataPlane, check_image
-from ..settings import Settings
-from ..store import Job, Store
+from svd_contract import MIME_TYPES, PARAMETERS, Deployment
+from ...deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, read_body
+from ...errors import GUARDED, GatewayError, error_responses, family_router
+from ...jobs import progress_percent
+from ...schemas import IMAGE_MEDIA_TYPES, form_schema, inline_schema
+from ...service import DataPlane, check_image
+from ...settings import Settings
+from ...spec import JobSpec
+from ...store import Job, Store
+from .errors import OpenAIError, openai_error
+from .schemas import (MAX_SECONDS, SECONDS_PER_CLIP, SECONDS_TEXT, SIZE_TEXT, VideoCreateRequest, VideoExtendRequest,
+                      VideoRemixRequest)
 
-router = APIRouter(tags=["OpenAI Videos"], responses=error_responses(OpenAIError, 400, *GUARDED, 404, 409))
+router = family_router(render_error=openai_error, tags=["OpenAI Videos"],
+                       responses=error_responses(OpenAIError, 400, *GUARDED, 404, 409))
 NATIVE_SIZES = ((1024, 576), (576, 1024))
 SECONDS = re.compile(SECONDS_TEXT)
 SIZE = re.compile(SIZE_TEXT)
@@ -85,10 +89,10 @@ def clips(seconds: str | int | None, field: str, most: int | None) -> int | None
     return count
 
 
-def dimensions(size: str, deployment: dict[str, str]) -> tuple[int, int]:
+def dimensions(size: str, deployment: Deployment | None) -> tuple[int, int]:
     """WIDTHxHEIGHT within the contract's sides and the deployment's pixel budget, else a 400 listing them."""
     side = PARAMETERS["width"]
-    max_pixels = int(deployment.get("max_pixels", 0)) or None
+    max_pixels = deployment.max_pixels if deployment else None
     found = SIZE.match(size)
     width, height = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
@@ -122,19 +126,15 @@ async def completed(store: Store, video_id: str, field: str) -> Job:
     return job
 
 
-async def reference_image(body: VideoCreateRequest, uploaded: bytes | None, store: Store,
-                          plane: DataPlane) -> bytes | None:
+async def reference_image(body: VideoCreateRequest, uploaded: bytes | None, plane: DataPlane) -> bytes | None:
     """input_reference as bytes: the uploaded file, an image URL or data URI, or a /v1/files id; None: text-to-video."""
     reference = body.input_reference
     if uploaded is not None:
-        image = uploaded
-    elif reference is None:
+        return await run_in_threadpool(check_image, uploaded, "input_reference")
+    if reference is None:
         return None
-    elif reference.file_id:
-        if await run_in_threadpool(store.get_upload, reference.file_id) is None:
-            raise GatewayError(404, "not_found", f"input_reference.file_id: no file {reference.file_id} on this "
-                               "gateway (or it has expired)", "input_reference.file_id")
-        image = await run_in_threadpool(store.read_upload, reference.file_id)
+    if reference.file_id:
+        image = await plane.upload(reference.file_id, "input_reference.file_id", 404)
     elif reference.image_url:
         image = await plane.image(reference.image_url, "input_reference.image_url")
     else:
@@ -156,20 +156,16 @@ async def extended_id(body: VideoExtendRequest, uploaded: bytes | None, store: S
     return body.video.id
 
 
-async def kept_image(job: Job, store: Store) -> bytes:
+async def kept_image(job: Job, plane: DataPlane) -> bytes:
     """The image a finished video started from (b"" for text-to-video)."""
     if not job.input.get("image_file"):
         return b""
-    if await run_in_threadpool(store.get_upload, job.input["image_file"]) is None:
-        raise GatewayError(400, "invalid_value", f"video {job.id}: its input image has expired", "video")
-    return await run_in_threadpool(store.read_upload, job.input["image_file"])
+    return await plane.upload(job.input["image_file"], "video")
 
 
-async def start(plane, base: str, image: bytes, params: dict[str, Any], given: dict[str, Any]) -> Job:
-    """Queue a video job; its image is kept beside it for later extensions and remixes."""
-    if image:
-        given["image_file"] = await plane.keep_image(image, "input_reference")
-    return await plane.submit("videos", image, params, given, base)
+def video_spec(image: bytes, params: dict[str, Any], given: dict[str, Any]) -> JobSpec:
+    """A video job; its image is kept beside it for later extensions and remixes."""
+    return JobSpec("videos", image, params, given, keep_image=True)
 
 
 @router.post("/v1/videos", openapi_extra=create_body_schema(VideoCreateRequest, "input_reference",
@@ -178,25 +174,25 @@ async def start(plane, base: str, image: bytes, params: dict[str, Any], given: d
 async def create_video(request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL):
     """A video from an image (input_reference) or, without one, from the prompt (text-to-video)."""
     body, files = await read_body(request, VideoCreateRequest, files=("input_reference",))
-    image = await reference_image(body, files.get("input_reference"), store, plane)
+    image = await reference_image(body, files.get("input_reference"), plane)
     params = body.model_dump(exclude_none=True, exclude=OWN_FIELDS)
     deployment = await plane.deployment()
     for ours, theirs in (("segments", "seconds"), ("width", "size"), ("height", "size")):
         if ours in params and getattr(body, theirs) is not None:
             raise GatewayError(400, "invalid_value", f"{theirs} and {ours} name the same setting; give one", theirs)
-    count = clips(body.seconds, "seconds", int(deployment["max_segments"]) if "max_segments" in deployment else None)
+    count = clips(body.seconds, "seconds", deployment.max_segments if deployment else None)
     if count:
         params["segments"] = count
     if body.size is not None:
         params["width"], params["height"] = dimensions(body.size, deployment)
     if image is None:
         params.update(prompt=body.prompt, **({"negative_prompt": body.negative_prompt} if body.negative_prompt else {}))
-    width = params.get("width", deployment.get("default_width"))
-    height = params.get("height", deployment.get("default_height"))
+    width = params.get("width", deployment.default_width if deployment else None)
+    height = params.get("height", deployment.default_height if deployment else None)
     given = {"prompt": body.prompt, "model": body.model,
              "seconds": str(SECONDS_PER_CLIP * params.get("segments", 1)),
              "size": f"{width}x{height}" if width and height else "default"}
-    job = await start(plane, base, image or b"", params, given)
+    job = await plane.queue(video_spec(image or b"", params, given), base)
     return as_video(job, settings)
 
 
@@ -266,7 +262,7 @@ async def extend_video(request: Request, plane: DataPlaneDep, store: StoreDep, s
     original = await completed(store, await extended_id(body, files.get("video"), store), "video")
     deployment = await plane.deployment()
     had = original.params.get("segments", 1)
-    most = int(deployment["max_segments"]) - had if "max_segments" in deployment else None
+    most = deployment.max_segments - had if deployment else None
     if most is not None and most < 1:
         raise GatewayError(400, "invalid_value", f"video: {original.id} already has this deployment's max_segments "
                            f"({had} clips); it cannot be extended", "video")
@@ -274,7 +270,7 @@ async def extend_video(request: Request, plane: DataPlaneDep, store: StoreDep, s
     params = {**original.params, "segments": had + count, "seed": original.seed}
     given = {**original.input, "prompt": body.prompt, "seconds": str(SECONDS_PER_CLIP * (had + count)),
              "extended_from_video_id": original.id, "remixed_from_video_id": None}
-    job = await start(plane, base, await kept_image(original, store), params, given)
+    job = await plane.queue(video_spec(await kept_image(original, plane), params, given), base)
     return as_video(job, settings)
 
 
@@ -290,5 +286,5 @@ async def remix_video(video_id: str, body: VideoRemixRequest, plane: DataPlaneDe
         params["prompt"] = body.prompt
     given = {**original.input, "prompt": body.prompt, "remixed_from_video_id": original.id,
              "extended_from_video_id": None}
-    job = await start(plane, base, await kept_image(original, store), params, given)
+    job = await plane.queue(video_spec(await kept_image(original, plane), params, given), base)
     return as_video(job, settings)

@@ -6,34 +6,24 @@ import base64
 import binascii
 import math
 from datetime import datetime
-from typing import Literal
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import Header, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import BaseURL, Caller, DataPlaneDep, SettingsDep, StoreDep, WebhooksDep
-from ..errors import GUARDED, GatewayError, HouseError, error_responses
-from ..jobs import VERSION, as_prediction
-from ..schemas import PredictionInput, WebhookURL
-from ..webhooks import EVENTS
+from ...deps import BaseURL, Caller, DataPlaneDep, SettingsDep, StoreDep, WebhooksDep
+from ...errors import GUARDED, GatewayError, HouseError, error_responses, family_router, house_error
+from ...jobs import VERSION
+from ...service import DataPlane
+from ...settings import Settings
+from ...spec import JobSpec
+from ...store import sha256
+from .render import as_prediction
+from .schemas import PredictionInput, PredictionRequest, prediction_parameters
 
-router = APIRouter(tags=["predictions"], responses=error_responses(HouseError, 400, *GUARDED, 404, 422))
+router = family_router(render_error=house_error, invalid_status=422, tags=["predictions"],
+                       responses=error_responses(HouseError, 400, *GUARDED, 404, 422))
 PREDICTION_NOT_FOUND = "no such prediction"
-
-
-class PredictionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    version: str | None = None
-    """Any version id: this gateway serves one model version."""
-    input: PredictionInput
-    webhook: WebhookURL | None = Field(None, description="An http(s) URL, on the gateway's allow-list")
-    webhook_completed: WebhookURL | None = None
-    """Older clients' name for a webhook called only on completion."""
-    webhook_events_filter: list[Literal[EVENTS]] | None = None
-    stream: bool | None = None
-    """Accepted for compatibility; progress is in `logs`, no SSE stream is offered."""
 
 
 def wait_seconds(prefer: str | None, longest: float) -> float:
@@ -53,13 +43,26 @@ def wait_seconds(prefer: str | None, longest: float) -> float:
     return 0.0
 
 
-async def _create(request: PredictionRequest, model: str | None, prefer: str | None, plane: DataPlaneDep,
-                  settings: SettingsDep, base: str, owner: str | None) -> JSONResponse:
-    seconds = wait_seconds(prefer, settings.max_wait)  # before the job exists: a refused request leaves none
+async def prediction_spec(request: PredictionRequest, plane: DataPlane, model: str | None,
+                          owner: str | None) -> JobSpec:
+    """A prediction as a job: cog-svd's names translated, an inline image echoed as its digest."""
+    image_ref, params, notes = prediction_parameters(request.input)
+    # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
+    image = b"" if image_ref is None else await plane.image(image_ref, "input.input_image", 422)
+    echo = request.input.model_dump(exclude_none=True)
+    for name in ("input_image", "image"):  # inline images are not echoed back: their digest is
+        if name in echo and not echo[name].startswith(("http://", "https://")):
+            echo[name] = f"sha256:{sha256(image)}"
     webhook = request.webhook or request.webhook_completed
     events = request.webhook_events_filter or (["completed"] if request.webhook_completed and not request.webhook else [])
-    job = await plane.create_prediction(request.input, base, version=request.version or VERSION, model=model,
-                                        webhook=webhook, events=events, owner=owner)
+    return JobSpec("predictions", image, params, echo, status=422, notes=notes, model=model,
+                   version=request.version or VERSION, webhook=webhook, events=list(events), owner=owner)
+
+
+async def _create(request: PredictionRequest, model: str | None, prefer: str | None, plane: DataPlane,
+                  settings: Settings, base: str, owner: str | None) -> JSONResponse:
+    seconds = wait_seconds(prefer, settings.max_wait)  # before the job exists: a refused request leaves none
+    job = await plane.queue(await prediction_spec(request, plane, model, owner), base)
     if seconds:
         job = await plane.wait(job.id, seconds)
     return JSONResponse(as_prediction(job, owner), status_code=201,

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter, Header, Request
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES
-from ..deps import BaseURL, DataPlaneDep, StoreDep, read_body
-from ..errors import CODE_STATUS, GUARDED, GatewayError, StabilityError, error_responses
-from ..schemas import IMAGE_MEDIA_TYPES, StabilityRequest, form_schema
-from ..service import check_image
-from ..store import sha256
+from ...deps import BaseURL, DataPlaneDep, StoreDep, read_body
+from ...errors import CODE_STATUS, GUARDED, GatewayError, error_responses, family_router
+from ...schemas import IMAGE_MEDIA_TYPES, form_schema
+from ...service import check_image
+from ...spec import JobSpec
+from ...store import sha256
+from .errors import StabilityError, stability_error
+from .schemas import StabilityRequest
 
-router = APIRouter(tags=["Stability AI"], responses=error_responses(StabilityError, 400, *GUARDED, 404, 409, 500))
+router = family_router(render_error=stability_error, tags=["Stability AI"],
+                       responses=error_responses(StabilityError, 400, *GUARDED, 404, 409, 500))
 STABILITY_FIELDS = {"seed", "cfg_scale"}
 """Stability's names that are not the model's own (motion_bucket_id is)."""
 
@@ -46,7 +50,7 @@ async def image_to_video(request: Request, plane: DataPlaneDep, base: BaseURL):
     if "width" not in params and "height" not in params:
         params.setdefault("resize_mode", "keep")
     given = {**body.model_dump(exclude_none=True), "image": f"sha256:{sha256(image)}"}
-    job = await plane.submit("stability", image, params, given, base)
+    job = await plane.queue(JobSpec("stability", image, params, given), base)
     return {"id": job.id}
 
 

@@ -8,19 +8,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import File, Form, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES
-from ..deps import BaseURL, SettingsDep, StoreDep
-from ..errors import GUARDED, GatewayError, HouseError, error_responses
-from ..jobs import isoformat
-from ..schemas import IMAGE_MEDIA_TYPES
-from ..store import Upload
+from ...deps import BaseURL, SettingsDep, StoreDep
+from ...errors import GUARDED, GatewayError, HouseError, error_responses, family_router
+from ...jobs import isoformat
+from ...schemas import IMAGE_MEDIA_TYPES
+from ...store import Upload
 
-files = APIRouter(tags=["files"], responses=error_responses(HouseError, 400, *GUARDED, 404))
-outputs = APIRouter(tags=["outputs"], responses=error_responses(HouseError, 404))
+files = family_router(tags=["files"], responses=error_responses(HouseError, 400, *GUARDED, 404))
+outputs = family_router(tags=["outputs"], responses=error_responses(HouseError, 404))
 CHUNK = 1024 * 1024
 
 

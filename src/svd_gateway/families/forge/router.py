@@ -19,16 +19,17 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import Depends, Path, Query
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from svd_triton.client import MODEL_NAME
 from svd_contract import MIME_TYPES
-from ..deps import BaseURL, DataPlaneDep, HTTPDep, SettingsDep
-from ..errors import FORGE_TAG, GENERATION, GUARDED, GatewayError, HouseError, error_responses
-from ..schemas import FORGE_PINS, NAME_PATTERN, ForgeRequest
-from ..settings import Settings
+from ...catalogue import CatalogueBody, catalogue_spec
+from ...deps import BaseURL, DataPlaneDep, HTTPDep, SettingsDep
+from ...errors import GENERATION, GUARDED, GatewayError, HouseError, error_responses, family_router
+from ...schemas import NAME_PATTERN
+from ...settings import Settings
 
 SLUG = "stabilityai-stable-video-diffusion"
 # The schema names the one slug served; any other gets a 404 naming it (check_slug), not a validation error.
@@ -37,7 +38,19 @@ MODEL_VERSION = "img2vid-xt-diffusers"
 SERVER_FAULTS = ("failed",)
 """Outcomes that count against success; invalid and cancelled requests are the client's doing."""
 
-router = APIRouter(tags=[FORGE_TAG], responses=error_responses(HouseError, 400, *GUARDED, 404, *GENERATION))
+router = family_router(tags=["Nebius Forge"], responses=error_responses(HouseError, 400, *GUARDED, 404, *GENERATION))
+FORGE_PINS = ("model_version", "gpu_type", "region")
+"""Body fields naming a target: never sent to the model; a mismatch is a warning (`target`)."""
+
+
+class ForgeRequest(CatalogueBody):
+    """Nebius Forge model catalogue: a data-URI image; prompt fields accepted and reported as ignored,
+    target pins (model_version, gpu_type, region) that this deployment does not match reported as warnings."""
+
+    negative_prompt: str | None = None
+    model_version: str | None = Field(None, pattern=NAME_PATTERN)
+    gpu_type: str | None = Field(None, pattern=NAME_PATTERN)
+    region: str | None = Field(None, pattern=NAME_PATTERN)
 
 
 class StartRequest(BaseModel):
@@ -202,7 +215,8 @@ async def inference(slug: Slug, body: ForgeRequest, plane: DataPlaneDep, base: B
     """A video from a data-URI image (prompt fields are then reported as ignored), or from a prompt alone
     (text-to-video); target pins that do not match this deployment are reported as warnings."""
     check_slug(slug)
-    job, video, warnings = await plane.generate("forge", body, {}, base)
+    spec, warnings = await catalogue_spec("forge", body, plane, own=set(FORGE_PINS))
+    job, video = await plane.run(spec, base)
     pins = body.model_dump(include=set(FORGE_PINS))
     own_gpu = None
     if pins["gpu_type"] is not None:

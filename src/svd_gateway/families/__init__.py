@@ -1,0 +1,25 @@
+"""The hosted APIs the gateway speaks, one folder each: its request and response models, its translation of a
+request into one `spec.JobSpec`, its router (HTTP only) and its error shape. A family imports no other family;
+what they share is below them (schemas: the contract's pydantic fields; service.DataPlane: images, jobs, the
+one parameter check; jobs and store). Adding a family is a folder and one line in app.FAMILIES."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from fastapi import APIRouter
+
+from ..errors import Renderer, house_error
+from ..store import Job
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    routers: tuple[APIRouter, ...]
+    render_error: Renderer = house_error
+    """Its error body, for what is answered before a route is chosen (its routes carry it themselves)."""
+    prefixes: tuple[str, ...] = ()
+    """The paths that are its own, whose errors answered before routing (401, 408, 413, 404) take its shape."""
+    webhook_payloads: dict[str, Callable[[Job], dict[str, Any]]] = field(default_factory=dict)
+    """How a job of each of its origins is rendered in its webhook deliveries."""

@@ -1,0 +1,38 @@
+"""E2E TIR's synchronous predict routes: a base64 image in, the video (AVI unless asked otherwise) in base64 out.
+Each request is a job in the same durable store as the others; the client waits on the line for its result."""
+from __future__ import annotations
+
+import base64
+
+from fastapi import Path
+
+from ...catalogue import ImageBody, catalogue_spec
+from ...deps import BaseURL, DataPlaneDep
+from ...errors import GENERATION, GUARDED, HouseError, error_responses, family_router
+from ...service import DataPlane
+
+router = family_router(tags=["E2E TIR"])
+DEFAULTS = {"video_format": "avi"}
+"""TIR's samples save the answer as an .avi file."""
+
+
+class PredictRequest(ImageBody):
+    """E2E TIR pre-built endpoint: a base64 image and optional SVD parameters."""
+
+
+async def predictions(body: PredictRequest, plane: DataPlane, base: str) -> dict:
+    spec, _ = await catalogue_spec("tir", body, plane, defaults=DEFAULTS)
+    _, video = await plane.run(spec, base)
+    return {"predictions": base64.b64encode(video).decode()}
+
+
+@router.post("/v1/models/{model}:predict", summary="Predict (a named model)",
+             responses=error_responses(HouseError, 400, *GUARDED, 422, *GENERATION))
+async def predict_model(body: PredictRequest, plane: DataPlaneDep, base: BaseURL,
+                        model: str = Path(description="The endpoint's model name; this gateway serves one model.")):
+    return await predictions(body, plane, base)
+
+
+@router.post("/predict", summary="Predict", responses=error_responses(HouseError, 400, *GUARDED, *GENERATION))
+async def predict(body: PredictRequest, plane: DataPlaneDep, base: BaseURL):
+    return await predictions(body, plane, base)

@@ -1,0 +1,26 @@
+"""Owners, and whether a job is polled.
+
+Each job records the fingerprint of the key that created it, so what only its creator may see (a webhook URL's
+query string, which often carries the receiver's token) is shown to that key alone; jobs from before have no
+owner, and their webhook URLs are shown without query strings to everyone.
+
+Each job records whether its client polls (or is called back) or waits on the line, which the store decided from
+the origin's name before: a polled job lost with its replica is queued again, a waited-for one fails.
+
+Revision ID: 0003
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+WAITED_FOR = ("tir", "forge", "openai")
+"""The origins whose clients waited on the line, when origins said so."""
+
+
+def upgrade() -> None:
+    op.add_column("predictions", sa.Column("owner", sa.String(64)))
+    op.create_index("ix_predictions_owner", "predictions", ["owner"])
+    op.add_column("predictions", sa.Column("polled", sa.Boolean, nullable=False, server_default=sa.true()))
+    predictions = sa.table("predictions", sa.column("origin", sa.String), sa.column("polled", sa.Boolean))
+    op.execute(predictions.update().where(predictions.c.origin.in_(WAITED_FOR)).values(polled=False))
