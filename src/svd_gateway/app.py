@@ -65,7 +65,9 @@ def create_app(settings: Settings, model: Callable[[Settings], ModelClient] | No
         fetcher = ImageFetcher(allow, max_bytes=settings.max_body_bytes, seconds=settings.fetch_seconds)
         runner = JobRunner(store, svd, webhooks, settings, metrics,
                            webhook_payloads={origin: render for family in FAMILIES
-                                             for origin, render in family.webhook_payloads.items()})
+                                             for origin, render in family.webhook_payloads.items()},
+                           progress_lines={origin: render for family in FAMILIES
+                                           for origin, render in family.progress_lines.items()})
         state = GatewayState(settings=settings, store=store, svd=svd, webhooks=webhooks, http=http, runner=runner,
                              plane=DataPlane(store, runner, svd, webhooks, fetcher, settings), metrics=metrics)
         await runner.start()

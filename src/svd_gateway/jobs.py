@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import threading
 import time
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
 
 from svd_triton.client import ProgressUpdate, VideoResult
-from svd_contract import VIDEO_FORMATS
+from svd_contract import VIDEO_FORMATS, Progress
 from svd_triton.errors import RequestCancelledError, SVDClientError
 from .errors import CODE_STATUS, GatewayError, client_error_code
 from .metrics import GatewayMetrics
@@ -40,27 +40,26 @@ log = logging.getLogger("svd_gateway.jobs")
 
 
 def progress_line(update: ProgressUpdate) -> str:
-    """tqdm's shape, which the replicate client's `Prediction.progress` parses; chained clips say which one."""
-    fraction = update.step / max(update.total, 1)
-    bar = "█" * round(10 * fraction) + " " * (10 - round(10 * fraction))
+    """A job's progress as a log line, for the families that render no line of their own."""
     clip = f" (clip {update.segment}/{update.segments})" if update.segments > 1 else ""
-    return (f"{round(100 * fraction):3d}%|{bar}| {update.step}/{update.total} {update.phase}{clip} "
-            f"[{update.elapsed:.1f}s]\n")
+    return f"{update.phase} {update.step}/{update.total}{clip} [{update.elapsed:.1f}s]\n"
 
 
-DENOISING = re.compile(r"\| (\d+)/(\d+) denoising(?: \(clip (\d+)/(\d+)\))? ")
+BEFORE_DENOISING = ("image", "preparing")
+"""Phases of a clip that come before its denoising steps (text-to-video's first frame, the conditioning)."""
 
 
 def progress_percent(job: Job) -> int:
-    """0–100 from the denoising steps done so far, across chained clips (read from the job's progress lines);
+    """0–100 from the denoising steps done so far, across chained clips (from the job's recorded progress);
     100 only once the job has finished."""
     if job.status in TERMINAL:
         return 100 if job.status == "succeeded" else 0
-    found = DENOISING.findall(job.logs or "")
-    if not found:
+    if not job.progress:
         return 0
-    step, total, clip, clips = (int(value or 1) for value in found[-1])
-    return min(99, int(100 * (clip - 1 + step / max(total, 1)) / clips))
+    now = Progress(**job.progress)
+    done = (now.step / max(now.total, 1) if now.phase == "denoising" else
+            0.0 if now.phase in BEFORE_DENOISING else 1.0)
+    return min(99, int(100 * (now.segment - 1 + done) / max(now.segments, 1)))
 
 
 def isoformat(moment) -> str | None:
@@ -76,9 +75,12 @@ def output_url(job: Job) -> str | None:
 class JobRunner:
     def __init__(self, store: Store, svd: ModelClient, webhooks: Webhooks, settings: Settings,
                  metrics: GatewayMetrics, *,
-                 webhook_payloads: dict[str, Callable[[Job], dict[str, Any]]] | None = None):
+                 webhook_payloads: dict[str, Callable[[Job], dict[str, Any]]] | None = None,
+                 progress_lines: dict[str, Callable[[ProgressUpdate], str]] | None = None):
         self.store, self.svd, self.webhooks, self.settings, self.metrics = store, svd, webhooks, settings, metrics
         self.webhook_payloads = webhook_payloads or {}
+        self.progress_lines = progress_lines or {}
+        """A job's progress as log lines, by origin (Replicate's tqdm lines); progress_line for the others."""
         """A job as its webhook deliveries carry it, by origin (the family that took the webhook renders it)."""
         self.holder = f"{settings.replica_id[:40]}-{secrets.token_hex(8)}"
         """This process's lease-holder name: unique per start, so two processes never share leases."""
@@ -382,9 +384,10 @@ class JobRunner:
                                         "request again")
 
     async def _flush(self, job: Job, updates: list[ProgressUpdate]) -> Job:
-        lines = "".join(progress_line(update) for update in updates)
+        render = self.progress_lines.get(job.origin, progress_line)
+        lines, latest = "".join(render(update) for update in updates), asdict(updates[-1])
         updates.clear()
-        current = await run_in_threadpool(self.store.append_logs, job, lines)
+        current = await run_in_threadpool(self.store.append_logs, job, lines, latest)
         self._notify(current, "logs")
         return current
 

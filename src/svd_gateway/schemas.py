@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from svd_contract import PARAMETERS, VIDEO_FORMATS, Parameter
-from .errors import GatewayError
 from .spec import DEEP_CACHE_PRESETS, DEEPCACHE_INTERVAL
 
 

@@ -114,6 +114,8 @@ class Job(Base):
     image_sha256: Mapped[str] = mapped_column(String(64))
     base_url: Mapped[str] = mapped_column(String(500))
     logs: Mapped[str] = mapped_column(Text, default="")
+    progress: Mapped[dict | None] = mapped_column(JSON)
+    """The latest progress of a running or finished job, as svd_contract.Progress's fields; None before any."""
     output_key: Mapped[str | None] = mapped_column(String(64), index=True)
     output_format: Mapped[str | None] = mapped_column(String(16))
     output_bytes: Mapped[int | None] = mapped_column(BigInteger)
@@ -272,11 +274,12 @@ class Store:
             self.blobs.delete(f"inputs/{job.id}")
         return taken, ended_jobs
 
-    def append_logs(self, job: Job, lines: str) -> Job:
-        """Add log lines as the job's holder (LeaseLost if it no longer is); the job returned tells whether a
-        cancel was asked for (possibly through another replica)."""
+    def append_logs(self, job: Job, lines: str, progress: dict | None = None) -> Job:
+        """Add log lines (and the latest progress) as the job's holder (LeaseLost if it no longer is); the job
+        returned tells whether a cancel was asked for (possibly through another replica)."""
+        values = {"logs": func.coalesce(Job.logs, "") + lines, **({"progress": progress} if progress else {})}
         with self.session.begin() as session:
-            if not session.execute(update(Job).where(*_fence(job)).values(logs=func.coalesce(Job.logs, "") + lines)).rowcount:
+            if not session.execute(update(Job).where(*_fence(job)).values(**values)).rowcount:
                 raise LeaseLost(job.id)
             return session.get(Job, job.id, populate_existing=True)
 

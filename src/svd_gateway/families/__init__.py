@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 from fastapi import APIRouter
 
+from svd_contract import Progress
+
 from ..errors import Renderer, house_error
 from ..store import Job
 
@@ -23,3 +25,5 @@ class Family:
     """The paths that are its own, whose errors answered before routing (401, 408, 413, 404) take its shape."""
     webhook_payloads: dict[str, Callable[[Job], dict[str, Any]]] = field(default_factory=dict)
     """How a job of each of its origins is rendered in its webhook deliveries."""
+    progress_lines: dict[str, Callable[[Progress], str]] = field(default_factory=dict)
+    """How the progress of a job of each of its origins reads in the job's logs (default: jobs.progress_line)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from svd_triton import ProgressUpdate
 from ...jobs import isoformat, output_url
 from ...store import Job
 from ...webhooks import without_secrets
@@ -33,3 +34,12 @@ def as_prediction(job: Job, viewer: str | None) -> dict[str, Any]:
 def as_webhook_payload(job: Job) -> dict[str, Any]:
     """A prediction as its own webhook delivers it: to the URL its creator gave, whole."""
     return as_prediction(job, job.owner)
+
+
+def progress_line(update: ProgressUpdate) -> str:
+    """tqdm's shape, which the replicate client's `Prediction.progress` parses; chained clips say which one."""
+    fraction = update.step / max(update.total, 1)
+    bar = "█" * round(10 * fraction) + " " * (10 - round(10 * fraction))
+    clip = f" (clip {update.segment}/{update.segments})" if update.segments > 1 else ""
+    return (f"{round(100 * fraction):3d}%|{bar}| {update.step}/{update.total} {update.phase}{clip} "
+            f"[{update.elapsed:.1f}s]\n")

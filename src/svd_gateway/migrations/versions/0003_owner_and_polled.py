@@ -1,4 +1,4 @@
-"""Owners, and whether a job is polled.
+"""Owners, whether a job is polled, and its progress as data.
 
 Each job records the fingerprint of the key that created it, so what only its creator may see (a webhook URL's
 query string, which often carries the receiver's token) is shown to that key alone; jobs from before have no
@@ -6,6 +6,9 @@ owner, and their webhook URLs are shown without query strings to everyone.
 
 Each job records whether its client polls (or is called back) or waits on the line, which the store decided from
 the origin's name before: a polled job lost with its replica is queued again, a waited-for one fails.
+
+Each running job records its latest progress (phase, step, total, segment, segments, elapsed) as data, which
+each API family renders its own way (a percentage, fal's logs) instead of reading it back from log text.
 
 Revision ID: 0003
 """
@@ -22,5 +25,6 @@ def upgrade() -> None:
     op.add_column("predictions", sa.Column("owner", sa.String(64)))
     op.create_index("ix_predictions_owner", "predictions", ["owner"])
     op.add_column("predictions", sa.Column("polled", sa.Boolean, nullable=False, server_default=sa.true()))
+    op.add_column("predictions", sa.Column("progress", sa.JSON))
     predictions = sa.table("predictions", sa.column("origin", sa.String), sa.column("polled", sa.Boolean))
     op.execute(predictions.update().where(predictions.c.origin.in_(WAITED_FOR)).values(polled=False))

@@ -1,0 +1,129 @@
+"""fal's documented inputs of its hosted SVD apps (fal-rs' endpoint types, fal-js' generated types, the apps'
+llms.txt pages), with fal's per-app defaults, beside the model's own parameters under their own names; and the
+answers of fal's queue as fal-client 1.0.3 reads them."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from svd_contract import PARAMETERS
+from ...schemas import CACHE_CONFLICTS, ImageOrURL, SVDParameters, _contract_field, _given
+
+RENAMED = {"steps": "num_inference_steps", "cond_aug": "noise_aug_strength"}
+"""fal's names of two of the model's parameters (motion_bucket_id, seed and fps are the model's own)."""
+
+
+def fal_field(name: str, description: str):
+    """A field of fal's with the range of the model's parameter `name`; not nullable: fal's default stands in."""
+    kind = get_args(_contract_field(PARAMETERS[name])[0])[0]  # the field without its `| None`
+    return Annotated[kind, Field(description=description)]
+
+
+def one_name_each(*fal_names: str) -> ConfigDict:
+    """The JSON schema of FalInput._one_name_each and CacheSwitches' rule: no setting under two names."""
+    conflicts = [_given(fal, RENAMED[fal]) for fal in fal_names]
+    return ConfigDict(extra="forbid", json_schema_extra={"not": {"anyOf": conflicts + CACHE_CONFLICTS}})
+
+
+class FalInput(SVDParameters):
+    """What all three apps take: fal's fields, and any of the model's parameters by its own name (width, height,
+    num_frames, ...: fal has none of them, its apps make 25 frames)."""
+
+    model_config = one_name_each("cond_aug")
+    image_url: ImageOrURL = Field(description="The first frame: a data URI (fal_client.encode_file), base64, a "
+                                  "/v1/files URL of this gateway, or a URL on a host the gateway's allow-list permits.")
+    motion_bucket_id: fal_field("motion_bucket_id", "Higher values move more.") = 127
+    cond_aug: fal_field("noise_aug_strength", "noise_aug_strength: noise added to the conditioning frame "
+                        "(fal allows up to 10, the model 0–1).") = 0.02
+
+    @model_validator(mode="after")
+    def _one_name_each(self):
+        for fal, ours in RENAMED.items():
+            if fal in self.model_fields_set and getattr(self, ours) is not None:
+                raise ValueError(f"{fal} is fal's name of {ours}; give one")
+        return self
+
+    def parameters(self) -> dict[str, Any]:
+        """The model's parameters: fal's names renamed, fal's defaults where neither name was given."""
+        params = self.model_dump(exclude_none=True, exclude={"image_url", *RENAMED})
+        for fal, ours in RENAMED.items():
+            if getattr(self, fal, None) is not None:
+                params.setdefault(ours, getattr(self, fal))
+        return params
+
+
+class FastSVDInput(FalInput):
+    """fal-ai/fast-svd: SVD with DeepCache presets."""
+
+    model_config = one_name_each("cond_aug", "steps")
+    steps: fal_field("num_inference_steps", "Denoising steps: num_inference_steps.") = 20
+    fps: fal_field("fps", "Frames per second of the video.") = 10
+
+
+class FastSVDLCMInput(FalInput):
+    """fal-ai/fast-svd-lcm ("Stable Video Diffusion Turbo"): fal runs an LCM-distilled SVD in few steps; here the
+    deployment's model runs them."""
+
+    model_config = one_name_each("cond_aug", "steps")
+    steps: fal_field("num_inference_steps", "Denoising steps: num_inference_steps (fal: 1–20).") = 4
+    fps: fal_field("fps", "Frames per second of the video.") = 10
+
+
+class StableVideoInput(FalInput):
+    """fal-ai/stable-video: SVD at the deployment's steps (fal's schema has no `steps`)."""
+
+    fps: fal_field("fps", "Frames per second of the video.") = 25
+
+
+APPS: dict[str, type[FalInput]] = {"fast-svd": FastSVDInput, "fast-svd-lcm": FastSVDLCMInput,
+                                   "stable-video": StableVideoInput}
+"""The apps served, under fal's owner `fal-ai`."""
+
+
+class FalFile(BaseModel):
+    url: str
+    content_type: str
+    file_name: str
+    file_size: int
+
+
+class FalVideo(BaseModel):
+    """The output of all three apps."""
+
+    video: FalFile
+    seed: int
+
+
+class QueueLinks(BaseModel):
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+
+
+class Submitted(QueueLinks):
+    status: Literal["IN_QUEUE"]
+    queue_position: int
+
+
+class LogEntry(BaseModel):
+    message: str
+    level: Literal["DEBUG", "INFO", "WARN", "ERROR"]
+    source: str
+    timestamp: str
+
+
+class QueueStatus(QueueLinks):
+    """A failed or cancelled request is COMPLETED too, with `error` and `error_type`: fal-client knows no other."""
+
+    status: Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    queue_position: int | None = Field(None, description="IN_QUEUE: how many requests are ahead.")
+    logs: list[LogEntry] | None = Field(description="With logs=1 (or true); else null.")
+    metrics: dict[str, float] | None = Field(None, description="COMPLETED: inference_time in seconds.")
+    error: str | None = None
+    error_type: str | None = None
+
+
+class CancelStatus(BaseModel):
+    status: Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]

@@ -1,0 +1,171 @@
+"""The job runner's state changes as each polled family shows them: queued → running (progress in logs) →
+succeeded with the output's URL; failed with the model error's code, in each family's words and status;
+cancel of a queued job and of a running one (the model's call is cancelled); `Prefer: wait`; a shutdown
+giving running jobs back to the queue. Generations are held by the fake until the test releases them, so
+every state is observed, never timed. In-process, without Triton."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from svd_triton import DeadlineExceededError, InvalidRequestError, ServerError, UnavailableError
+from tests.support.fake_model import DEFAULTS, FAKE_SEED, FakeModel, gateway_on, solid_video
+from tests.support.waiting import until
+
+DEFAULT_VIDEO = solid_video(**DEFAULTS)
+"""The fake's video when a request names no format, size, frames or fps."""
+
+
+@pytest.fixture
+def fake():
+    return FakeModel()  # what a test leaves held, the gateway's shutdown cancels
+
+
+@pytest.fixture
+def client(fake, tmp_path):
+    """A gateway of its own for each test: one job slot, so that a second job stays queued behind a held one."""
+    with gateway_on(fake, tmp_path, concurrency=1) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def image_uri(sample_png):
+    return "data:image/png;base64," + base64.b64encode(sample_png).decode()
+
+
+def eventually(read, condition, what: str):
+    """`read()` once `condition` holds of it (bounded: only a hung run waits long)."""
+    return until(lambda: condition(value := read()) and value, what, seconds=30, interval=0.01)
+
+
+def create_prediction(client, image_uri, **given) -> dict:
+    reply = client.post("/v1/predictions", json={"input": {"image": image_uri, **given}})
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def prediction(client, prediction_id: str) -> dict:
+    return client.get(f"/v1/predictions/{prediction_id}").json()
+
+
+def test_a_prediction_goes_from_starting_through_processing_to_succeeded(client, fake, image_uri):
+    fake.hold()
+    created = create_prediction(client, image_uri)
+    assert (created["status"], created["output"], created["started_at"]) == ("starting", None, None)
+    running = eventually(lambda: prediction(client, created["id"]), lambda p: "1/4 denoising" in p["logs"],
+                         "the first denoising step in the logs")
+    assert running["status"] == "processing" and running["started_at"] and running["output"] is None
+    assert len(fake.held) == 1 and "2/4 denoising" not in running["logs"]
+    fake.release()
+    done = eventually(lambda: prediction(client, created["id"]), lambda p: p["status"] == "succeeded",
+                      "the prediction succeeding")
+    assert done["output"].endswith(".mp4") and client.get(done["output"]).content == DEFAULT_VIDEO
+    assert "100%|██████████| 4/4 denoising" in done["logs"] and done["logs"].endswith(f"Using seed: {FAKE_SEED}\n")
+    assert done["completed_at"] and done["metrics"]["predict_time"] > 0 and done["error"] is None
+
+
+def test_an_openai_video_reports_progress_while_in_progress(client, fake, image_uri):
+    fake.hold()
+    created = client.post("/v1/videos", json={"prompt": "drift", "input_reference": {"image_url": image_uri}}).json()
+    assert (created["status"], created["progress"]) == ("queued", 0)
+    def retrieve():
+        return client.get(f"/v1/videos/{created['id']}")
+
+    running = eventually(retrieve, lambda r: r.json()["progress"] > 0, "progress above 0")
+    assert (running.json()["status"], running.json()["progress"]) == ("in_progress", 25)  # 1 of 4 steps
+    assert running.headers["openai-poll-after-ms"] == "500"
+    fake.release()
+    done = eventually(retrieve, lambda r: r.json()["status"] == "completed", "the video completing").json()
+    assert done["progress"] == 100 and done["expires_at"] > done["completed_at"] and done["error"] is None
+    assert client.get(f"/v1/videos/{created['id']}/content").content == DEFAULT_VIDEO
+
+
+@pytest.mark.parametrize("error,code,stability_status,stability_name", [
+    (InvalidRequestError("NUM_FRAMES: 40 is over this deployment's max_num_frames (16)", field="num_frames"),
+     "invalid_request", 400, "bad_request"),
+    (UnavailableError("model 'svd_xt' is not loaded"), "unavailable", 500, "internal_error"),
+    (DeadlineExceededError("no answer within the client's timeout"), "deadline_exceeded", 500, "internal_error"),
+    (ServerError("CUDA out of memory"), "server_error", 500, "internal_error"),
+])
+def test_a_model_error_fails_the_job_in_each_family_s_words(client, fake, image_uri, sample_png, error, code,
+                                                            stability_status, stability_name):
+    fake.failure = error
+    replicate = create_prediction(client, image_uri)["id"]
+    video = client.post("/v1/videos", json={"prompt": "x", "input_reference": {"image_url": image_uri}}).json()["id"]
+    generation = client.post("/v2beta/image-to-video", files={"image": ("image.png", sample_png, "image/png")}).json()
+    failed = eventually(lambda: prediction(client, replicate), lambda p: p["status"] == "failed", "the failure")
+    assert (failed["error"], failed["output"]) == (str(error), None)
+    openai = eventually(lambda: client.get(f"/v1/videos/{video}").json(), lambda v: v["status"] == "failed",
+                        "the video failing")
+    assert openai["error"] == {"code": code, "message": str(error), "param": error.field} and openai["progress"] == 0
+    result = f"/v2beta/image-to-video/result/{generation['id']}"
+    stability = eventually(lambda: client.get(result), lambda r: r.status_code != 202, "the generation failing")
+    assert stability.status_code == stability_status
+    assert (stability.json()["name"], stability.json()["errors"]) == (stability_name, [str(error)])
+
+
+def test_cancel_of_a_queued_prediction_is_at_once_and_it_never_reaches_the_model(client, fake, image_uri):
+    fake.hold()
+    first = create_prediction(client, image_uri, seed=1)
+    until(lambda: fake.held, "the first prediction running", seconds=30, interval=0.01)
+    queued = create_prediction(client, image_uri, seed=2)
+    assert prediction(client, queued["id"])["status"] == "starting"  # the one slot is the first's
+    canceled = client.post(f"/v1/predictions/{queued['id']}/cancel").json()
+    assert (canceled["status"], canceled["output"]) == ("canceled", None) and canceled["completed_at"]
+    after = create_prediction(client, image_uri, seed=3)
+    fake.release()
+    eventually(lambda: prediction(client, after["id"]), lambda p: p["status"] == "succeeded", "the third succeeding")
+    assert [call.params["seed"] for call in fake.calls] == [1, 3]
+    assert prediction(client, first["id"])["status"] == "succeeded"
+    assert prediction(client, queued["id"])["status"] == "canceled"
+
+
+def test_cancel_of_a_running_prediction_cancels_the_model_s_call(client, fake, image_uri):
+    fake.hold()
+    created = create_prediction(client, image_uri)
+    [call] = until(lambda: list(fake.held), "the prediction running", seconds=30, interval=0.01)
+    canceled = client.post(f"/v1/predictions/{created['id']}/cancel").json()
+    assert (canceled["status"], canceled["output"], call.cancelled) == ("canceled", None, True)
+    assert not fake.held and prediction(client, created["id"])["status"] == "canceled"
+
+
+def test_delete_of_a_running_openai_video_cancels_it_and_forgets_it(client, fake, image_uri):
+    fake.hold()
+    video = client.post("/v1/videos", json={"prompt": "x", "input_reference": {"image_url": image_uri}}).json()
+    [call] = until(lambda: list(fake.held), "the video running", seconds=30, interval=0.01)
+    deleted = client.delete(f"/v1/videos/{video['id']}")
+    assert deleted.json() == {"id": video["id"], "object": "video.deleted", "deleted": True} and call.cancelled
+    assert client.get(f"/v1/videos/{video['id']}").status_code == 404
+
+
+def test_prefer_wait_answers_with_the_finished_prediction(client, fake, image_uri):
+    reply = client.post("/v1/predictions", json={"input": {"image": image_uri}}, headers={"Prefer": "wait"})
+    assert reply.status_code == 201 and reply.headers["Preference-Applied"] == "wait=60"
+    assert reply.json()["status"] == "succeeded" and client.get(reply.json()["output"]).content == DEFAULT_VIDEO
+
+
+def test_prefer_wait_n_answers_with_the_prediction_as_it_is_when_n_runs_out(client, fake, image_uri):
+    fake.hold()
+    reply = client.post("/v1/predictions", json={"input": {"image": image_uri}}, headers={"Prefer": "wait=0.2"})
+    assert reply.status_code == 201 and reply.headers["Preference-Applied"] == "wait=0.2"
+    assert reply.json()["status"] in ("starting", "processing") and reply.json()["output"] is None
+
+
+def test_without_prefer_wait_the_answer_is_the_queued_prediction(client, fake, image_uri):
+    reply = client.post("/v1/predictions", json={"input": {"image": image_uri}})
+    assert "Preference-Applied" not in reply.headers and reply.json()["status"] == "starting"
+
+
+def test_a_shutdown_gives_a_running_job_back_to_the_queue_and_the_next_gateway_runs_it(fake, tmp_path, image_uri):
+    with gateway_on(fake, tmp_path) as client:
+        fake.hold()
+        created = create_prediction(client, image_uri, seed=7)
+        [call] = until(lambda: list(fake.held), "the prediction running", seconds=30, interval=0.01)
+    assert call.cancelled
+    successor = FakeModel()
+    with gateway_on(successor, tmp_path) as client:
+        done = eventually(lambda: prediction(client, created["id"]), lambda p: p["status"] == "succeeded",
+                          "the next gateway running the prediction")
+    assert [c.params for c in successor.calls] == [{"seed": 7}]
+    assert "the job is queued again" in done["logs"] and done["logs"].endswith("Using seed: 7\n")
