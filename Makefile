@@ -17,7 +17,7 @@ PREPARE = $(BIN)/python -m pip install --upgrade pip
 INSTALL = $(BIN)/python -m pip install
 endif
 
-.PHONY: setup setup-test demo test serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-queue bench-segments bench-cache bench-spritesheet gpu-wheels gpu-session soak playground playground-screenshot clean
+.PHONY: setup setup-test demo test lint serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-queue bench-segments bench-cache bench-spritesheet gpu-wheels gpu-session soak playground playground-screenshot clean
 
 # What the demo needs: the package with its engine and embedded Triton (no browser, no database).
 setup: $(VENV)/.installed
@@ -56,8 +56,14 @@ demo: setup
 # Test files spread over TEST_WORKERS processes (pytest-xdist), each file in one, files with slow tests first
 # (tests/conftest.py): 3 keep both cores busy while tests wait on servers and subprocesses (docs/development.md).
 TEST_WORKERS ?= 3
-test: setup-test
+test: setup-test lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# The packages formatted, linted and type-checked (settings in pyproject.toml); `make test` runs it first.
+lint: setup-test
+	$(BIN)/ruff format --check src
+	$(BIN)/ruff check src
+	$(BIN)/mypy
 
 serve: setup
 	$(BIN)/svd-triton serve

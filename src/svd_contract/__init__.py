@@ -6,16 +6,47 @@ messages with it, and the client, CLI, gateway, playground and tests read it (te
 messages, the deployment's defaults and limits), so a new parameter is added here and nowhere else but
 the engine code that uses it.
 """
+
 from .deployment import Deployment
 from .errors import ERROR_CODES, INTERNAL_MESSAGE, ErrorCode, InvalidRequest, split_field
-from .locations import S3Location, is_s3_url
 from .formats import EXTENSION_FORMATS, MIME_TYPES, VIDEO_FORMATS, VideoFormat
-from .parameters import (FIXED_DEFAULTS, LOOPS, MAX_SEED, MAX_SIDE, PARAMETERS, PROMPTS, RESIZE_MODES,
-                         TEXT_IMAGE_PARAMETERS, TEXT_TO_VIDEO_IMAGE_PARAMETERS, Parameter)
+from .locations import S3Location, is_s3_url
+from .parameters import (
+    FIXED_DEFAULTS,
+    LOOPS,
+    MAX_SEED,
+    MAX_SIDE,
+    PARAMETERS,
+    PROMPTS,
+    RESIZE_MODES,
+    TEXT_IMAGE_PARAMETERS,
+    TEXT_TO_VIDEO_IMAGE_PARAMETERS,
+    Parameter,
+)
 from .progress import Progress
 
 __all__ = [
-    "Deployment", "ERROR_CODES", "EXTENSION_FORMATS", "ErrorCode", "FIXED_DEFAULTS", "INTERNAL_MESSAGE", "InvalidRequest", "LOOPS",
-    "MAX_SEED", "MAX_SIDE", "MIME_TYPES", "PARAMETERS", "PROMPTS", "Parameter", "Progress", "RESIZE_MODES", "S3Location", "TEXT_IMAGE_PARAMETERS",
-    "TEXT_TO_VIDEO_IMAGE_PARAMETERS", "VIDEO_FORMATS", "VideoFormat", "is_s3_url", "split_field",
+    "Deployment",
+    "ERROR_CODES",
+    "EXTENSION_FORMATS",
+    "ErrorCode",
+    "FIXED_DEFAULTS",
+    "INTERNAL_MESSAGE",
+    "InvalidRequest",
+    "LOOPS",
+    "MAX_SEED",
+    "MAX_SIDE",
+    "MIME_TYPES",
+    "PARAMETERS",
+    "PROMPTS",
+    "Parameter",
+    "Progress",
+    "RESIZE_MODES",
+    "S3Location",
+    "TEXT_IMAGE_PARAMETERS",
+    "TEXT_TO_VIDEO_IMAGE_PARAMETERS",
+    "VIDEO_FORMATS",
+    "VideoFormat",
+    "is_s3_url",
+    "split_field",
 ]

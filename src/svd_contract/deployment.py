@@ -6,10 +6,12 @@ them by the dataclass fields' types, naming the parameter that does not convert.
 (svd_engine.config.EngineConfig) extend `Deployment` with what only the engine reads (weights, device,
 fast path) and use the same reader.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping, get_type_hints
+from typing import Any, get_type_hints
 
 from .errors import InvalidRequest
 from .parameters import MAX_CACHE_INTERVAL, PARAMETERS
@@ -99,11 +101,14 @@ class Deployment:
             except InvalidRequest:
                 accepted = False
             if not accepted:
-                raise ValueError(f"default_{name}={value!r} is not a {name} a request may ask for; accepted: "
-                                 + parameter.describe() + (" or 0 (the model's own)" if name == "num_frames" else ""))
+                raise ValueError(
+                    f"default_{name}={value!r} is not a {name} a request may ask for; accepted: "
+                    + parameter.describe()
+                    + (" or 0 (the model's own)" if name == "num_frames" else "")
+                )
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str]) -> "Deployment":
+    def from_parameters(cls, parameters: Mapping[str, str]) -> Deployment:
         """The deployment that config.pbtxt's parameters ({name: string_value}) describe; ValueError naming a
         bad one. Names that are not fields here are skipped: the engine's own settings, keep_warm_seconds."""
         return cls(**read_parameters(cls, parameters))

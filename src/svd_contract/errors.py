@@ -5,6 +5,7 @@ family's HTTP error. The message of an INVALID_ARG error always starts with the 
 colon (`num_frames: num_frames=99 is out of range; accepted: ...`), so every reader recovers the field
 with `split_field` instead of guessing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,12 +38,15 @@ class ErrorCode:
     """What the model's error message starts with (INVALID_ARG: the field name instead)."""
 
 
-ERROR_CODES: dict[str, ErrorCode] = {c.name: c for c in (
-    ErrorCode("INVALID_ARG", "invalid"),
-    ErrorCode("CANCELLED", "cancelled", "request cancelled: "),
-    ErrorCode("UNAVAILABLE", "failed", "not enough memory: "),
-    ErrorCode("INTERNAL", "failed"),
-)}
+ERROR_CODES: dict[str, ErrorCode] = {
+    c.name: c
+    for c in (
+        ErrorCode("INVALID_ARG", "invalid"),
+        ErrorCode("CANCELLED", "cancelled", "request cancelled: "),
+        ErrorCode("UNAVAILABLE", "failed", "not enough memory: "),
+        ErrorCode("INTERNAL", "failed"),
+    )
+}
 INTERNAL_MESSAGE = "generation failed; the server log has the details"
 """The whole message of an INTERNAL error: the details stay in the server log."""
 

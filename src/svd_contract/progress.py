@@ -1,4 +1,5 @@
 """The PROGRESS message of a streaming model: written by the models, read by the clients, with one codec."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ class Progress:
         return json.dumps({**message, "elapsed": round(self.elapsed, 3)}).encode()
 
     @classmethod
-    def decode(cls, payload: bytes | str) -> "Progress":
+    def decode(cls, payload: bytes | str) -> Progress:
         """The message of a PROGRESS payload; names it does not know are skipped, so a server may add some."""
         try:
             message = json.loads(payload)

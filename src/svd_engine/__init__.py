@@ -1,9 +1,10 @@
 """svd_engine: Stable Video Diffusion generation; never imports Triton (tests/unit/test_layers.py checks).
 
-    engine = SVDEngine.load(model_source="tiny", default_width=64, default_height=64)
-    [result] = engine.generate([engine.parse(image_bytes, num_frames=8, seed=1)])
-    result.save("out.mp4")
+engine = SVDEngine.load(model_source="tiny", default_width=64, default_height=64)
+[result] = engine.generate([engine.parse(image_bytes, num_frames=8, seed=1)])
+result.save("out.mp4")
 """
+
 from .config import DEFAULT_MODEL_SOURCE, EngineConfig
 from .errors import EngineError, GenerationCancelled, InvalidRequest, ModelLoadError, OutOfMemory, VideoEncodingError
 from .request import GenerationRequest
@@ -22,7 +23,17 @@ def __getattr__(name):
 
 
 __all__ = [
-    "DEFAULT_MODEL_SOURCE", "EngineConfig", "EngineError", "GenerationCancelled", "GenerationRequest",
-    "GenerationResult", "InvalidRequest", "ModelLoadError", "OutOfMemory", "Progress", "SVDEngine",
-    "VideoEncodingError", "encode_video",
+    "DEFAULT_MODEL_SOURCE",
+    "EngineConfig",
+    "EngineError",
+    "GenerationCancelled",
+    "GenerationRequest",
+    "GenerationResult",
+    "InvalidRequest",
+    "ModelLoadError",
+    "OutOfMemory",
+    "Progress",
+    "SVDEngine",
+    "VideoEncodingError",
+    "encode_video",
 ]

@@ -4,6 +4,7 @@ SVDEngine and TextImageEngine subclass it; svd_engine.keep_warm drives `release`
 deployment's idle time. `offload` moves the weights to host memory and back in place (compiled code
 stays valid); `reload` drops the pipeline and loads it again (`_reload`).
 """
+
 from __future__ import annotations
 
 import threading

@@ -5,10 +5,11 @@ is read from the `parameters` of config.pbtxt (all strings there) by svd_contrac
 request defaults and limits are svd_contract.Deployment, which its clients read too; EngineConfig adds
 what only the engine reads.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping
 
 from svd_contract import Deployment
 from svd_contract.deployment import read_parameters
@@ -52,6 +53,7 @@ class PipelineConfig:
 class EngineConfig(PipelineConfig, Deployment):
     """The image-to-video engine's (svd_xt's) deployment: its request defaults and limits (svd_contract's
     Deployment, which clients read too) and how the engine runs."""
+
     model_source: str = DEFAULT_MODEL_SOURCE
     match_segment_colors: bool = False
     """Match each continuation segment's colour statistics to the first segment's (a drift mitigation).
@@ -104,6 +106,7 @@ CHOICES = {
 class TextImageConfig(PipelineConfig):
     """The text-to-image engine's (text_to_image's) deployment. Its model_source is any diffusers
     text-to-image pipeline (AutoPipelineForText2Image); the defaults suit SDXL-Turbo."""
+
     model_source: str = DEFAULT_TEXT_IMAGE_SOURCE
     default_width: int = 1024
     default_height: int = 576

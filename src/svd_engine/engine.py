@@ -1,30 +1,30 @@
 """The engine: load a pipeline once, validate requests, generate batches, encode videos."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-
 from PIL import Image
 
 from svd_contract import progress
 
-from . import postprocess
+from . import postprocess, residency
+from .base import ResidentEngine
 from .config import EngineConfig
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemory
 from .fast_path import FastPath
 from .feature_cache import CachePlan, FeatureCache
 from .loading import load_pipeline, resolve_device, resolve_dtype
-from . import residency
-from .base import ResidentEngine
 from .pipeline import EnginePipeline, PhaseTimer, diffusers_mismatches, uint8_frames
 from .request import GenerationRequest, parse_request
 from .video import VIDEO_FORMATS, encode_video
@@ -87,17 +87,20 @@ class SVDEngine(ResidentEngine):
         self._encoder = ThreadPoolExecutor(ENCODING_THREADS, thread_name_prefix="svd-encode")
 
     @classmethod
-    def load(cls, config: EngineConfig | None = None, **overrides) -> "SVDEngine":
+    def load(cls, config: EngineConfig | None = None, **overrides) -> SVDEngine:
         """Load from `config` (or EngineConfig(**overrides)) onto the configured device, fast path applied and warm."""
         config = replace(config or EngineConfig(), **overrides)
         mismatches = diffusers_mismatches()
         if mismatches:
-            raise ModelLoadError("this diffusers is not the one svd_engine was written for: " + "; ".join(mismatches)
-                                 + "; install the range pyproject.toml pins")
+            raise ModelLoadError(
+                "this diffusers is not the one svd_engine was written for: "
+                + "; ".join(mismatches)
+                + "; install the range pyproject.toml pins"
+            )
         return cls.from_pipeline(_load(config), config)
 
     @classmethod
-    def from_pipeline(cls, pipeline: EnginePipeline, config: EngineConfig) -> "SVDEngine":
+    def from_pipeline(cls, pipeline: EnginePipeline, config: EngineConfig) -> SVDEngine:
         """Apply the configured fast path to a loaded pipeline and compile it (when configured) before returning."""
         fast_path = FastPath(config, pipeline.device)
         fast_path.apply(pipeline)
@@ -121,8 +124,13 @@ class SVDEngine(ResidentEngine):
                 self.generate([cached] * batch_size)
         self.fast_path.ready = True
         self.compile_seconds = time.perf_counter() - started
-        log.info("compiled for %d×%d, %d frames in %.1f s", request.width, request.height, request.num_frames,
-                 self.compile_seconds)
+        log.info(
+            "compiled for %d×%d, %d frames in %.1f s",
+            request.width,
+            request.height,
+            request.num_frames,
+            self.compile_seconds,
+        )
 
     def describe(self) -> str:
         return self.fast_path.describe()
@@ -138,11 +146,20 @@ class SVDEngine(ResidentEngine):
 
     def parse(self, image: Any, **params: Any) -> GenerationRequest:
         """Validate one request; raises InvalidRequest naming the field."""
-        return parse_request(image, params, self.config, model_num_frames=self.model_num_frames,
-                             model_branches=self.feature_cache.branches)
+        return parse_request(
+            image,
+            params,
+            self.config,
+            model_num_frames=self.model_num_frames,
+            model_branches=self.feature_cache.branches,
+        )
 
-    def generate(self, requests: Sequence[GenerationRequest], on_progress: ProgressHook | None = None,
-                 cancelled: CancelCheck | None = None) -> list:
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_progress: ProgressHook | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> list:
         """One outcome per request, in order: its GenerationResult, or the exception it ended with (like
         `asyncio.gather(..., return_exceptions=True)`); requests sharing a batch key run as one pipeline call.
 
@@ -160,8 +177,12 @@ class SVDEngine(ResidentEngine):
         futures = self.submit(requests, on_progress, cancelled)
         return [future.exception() or future.result() for future in futures]
 
-    def submit(self, requests: Sequence[GenerationRequest], on_progress: ProgressHook | None = None,
-               cancelled: CancelCheck | None = None) -> list[Future]:
+    def submit(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_progress: ProgressHook | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> list[Future]:
         """Like `generate`, but returns once the device work is done: each slot is a Future that
         resolves when that request's video is encoded, or holds the exception the request ended with.
         Encoding runs on worker threads, so it overlaps the next pipeline call, in this batch or the
@@ -180,7 +201,9 @@ class SVDEngine(ResidentEngine):
         for index, request in enumerate(requests):
             groups[request.batch_key()].append(index)
         limit = self.config.compile_batch_size if self.fast_path.compiles else len(requests)
-        return [indices[start:start + limit] for indices in groups.values() for start in range(0, len(indices), limit)]
+        return [
+            indices[start : start + limit] for indices in groups.values() for start in range(0, len(indices), limit)
+        ]
 
     def _generate_group(self, requests, indices, on_progress, cancelled) -> list[Future]:
         """One pipeline call; when it runs out of memory, each request alone, so only what cannot fit fails."""
@@ -191,13 +214,21 @@ class SVDEngine(ResidentEngine):
             residency.release_memory(self.device)
         if len(indices) == 1:
             request = requests[indices[0]]
-            return [_failed(OutOfMemory(
-                f"out of {self.device.type.upper()} memory for {request.width}×{request.height}, {request.num_frames} "
-                "frames; try fewer frames, a smaller size or a smaller decode_chunk_size"))]
-        return [future for index in indices for future in self._generate_group(requests, [index], on_progress, cancelled)]
+            return [
+                _failed(
+                    OutOfMemory(
+                        f"out of {self.device.type.upper()} memory for {request.width}×{request.height}, "
+                        f"{request.num_frames} "
+                        "frames; try fewer frames, a smaller size or a smaller decode_chunk_size"
+                    )
+                )
+            ]
+        return [
+            future for index in indices for future in self._generate_group(requests, [index], on_progress, cancelled)
+        ]
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: "_Batch") -> list[Future]:
+    def _generate_batch(self, batch: _Batch) -> list[Future]:
         """Segment 1 for the whole batch, then each continuation segment for the requests that asked
         for it, conditioned on the last frame of their video so far."""
         timer = PhaseTimer(self.device, on_phase=batch.enter_phase)
@@ -209,7 +240,9 @@ class SVDEngine(ResidentEngine):
                 positions = batch.start_segment(segment)
                 if not positions:
                     break
-                images = [batch.requests[p].image if segment == 1 else Image.fromarray(videos[p][-1]) for p in positions]
+                images = [
+                    batch.requests[p].image if segment == 1 else Image.fromarray(videos[p][-1]) for p in positions
+                ]
                 try:
                     clips = self._pipeline_call(batch, positions, images, segment)
                 except GenerationCancelled as stop:
@@ -221,16 +254,21 @@ class SVDEngine(ResidentEngine):
                         videos[position] = clip
                     else:
                         if self.config.match_segment_colors:
-                            clip = postprocess.match_colors(clip, videos[position][:batch.requests[position].num_frames])
+                            clip = postprocess.match_colors(
+                                clip, videos[position][: batch.requests[position].num_frames]
+                            )
                         videos[position] = postprocess.join_segment(videos[position], clip)
                 timer.enter(None)
         finally:
             self.pipeline.phase_timer = None
-        return [_failed(stopped[position]) if position in stopped
-                else self._encoder.submit(batch.finish, position, video, timer.seconds)
-                for position, video in enumerate(videos)]
+        return [
+            _failed(stopped[position])
+            if position in stopped
+            else self._encoder.submit(batch.finish, position, video, timer.seconds)
+            for position, video in enumerate(videos)
+        ]
 
-    def _pipeline_call(self, batch: "_Batch", positions: list[int], images: list, segment: int) -> np.ndarray:
+    def _pipeline_call(self, batch: _Batch, positions: list[int], images: list, segment: int) -> np.ndarray:
         """One diffusers call for the requests at `positions`; B×F×H×W×3 uint8 frames."""
         requests = [batch.requests[p] for p in positions]
         first = requests[0]
@@ -241,19 +279,30 @@ class SVDEngine(ResidentEngine):
             return {}
 
         self.fast_path.before_unet_call()
-        caching = (self.feature_cache.applied(self.pipeline, CachePlan(first.cache_interval, first.cache_branch_id))
-                   if first.cache_interval > 1 else contextlib.nullcontext())
+        caching = (
+            self.feature_cache.applied(self.pipeline, CachePlan(first.cache_interval, first.cache_branch_id))
+            if first.cache_interval > 1
+            else contextlib.nullcontext()
+        )
         with self.fast_path.request_context(), caching:
             video = self.pipeline(
                 images,
-                height=first.height, width=first.width, num_frames=first.num_frames,
-                num_inference_steps=first.num_inference_steps, decode_chunk_size=first.decode_chunk_size,
-                min_guidance_scale=first.min_guidance_scale, max_guidance_scale=first.max_guidance_scale,
+                height=first.height,
+                width=first.width,
+                num_frames=first.num_frames,
+                num_inference_steps=first.num_inference_steps,
+                decode_chunk_size=first.decode_chunk_size,
+                min_guidance_scale=first.min_guidance_scale,
+                max_guidance_scale=first.max_guidance_scale,
                 fps=torch.tensor([r.fps for r in requests]),
                 motion_bucket_id=torch.tensor([r.motion_bucket_id for r in requests]),
-                noise_aug_strength=torch.tensor([r.noise_aug_strength for r in requests], device=self.device).view(-1, 1, 1, 1),
+                noise_aug_strength=torch.tensor([r.noise_aug_strength for r in requests], device=self.device).view(
+                    -1, 1, 1, 1
+                ),
                 generator=[torch.Generator("cpu").manual_seed(segment_seed(r.seed, segment)) for r in requests],
-                output_type="pt", callback_on_step_end=step_end, return_dict=False,
+                output_type="pt",
+                callback_on_step_end=step_end,
+                return_dict=False,
             )
         return uint8_frames(video)
 
@@ -285,8 +334,13 @@ def _failed(error: BaseException) -> Future:
 class _Batch:
     """One pipeline call's requests, its progress reporting and its cancellation bookkeeping."""
 
-    def __init__(self, requests: list[GenerationRequest], indices: tuple[int, ...],
-                 on_progress: ProgressHook | None, cancelled: CancelCheck | None):
+    def __init__(
+        self,
+        requests: list[GenerationRequest],
+        indices: tuple[int, ...],
+        on_progress: ProgressHook | None,
+        cancelled: CancelCheck | None,
+    ):
         self.requests = requests
         self.indices = indices
         self.on_progress = on_progress
@@ -315,16 +369,24 @@ class _Batch:
             self.live = {p for p in self.live if not self.cancelled(self.indices[p])}
             if not self.live & self.active:
                 total = self.requests[0].num_inference_steps
-                raise GenerationCancelled(f"cancelled by the client in {phase} of segment {self.segment}, "
-                                          f"after step {step} of {total}")
+                raise GenerationCancelled(
+                    f"cancelled by the client in {phase} of segment {self.segment}, after step {step} of {total}"
+                )
         self._notify(phase, sorted(self.live & self.active))
 
     def _notify(self, phase: str, positions: Sequence[int]) -> None:
         if self.on_progress is not None:
-            self.on_progress(Progress(phase, self.step, self.requests[0].num_inference_steps,
-                                      time.perf_counter() - self.started, self.segment,
-                                      max(self.requests[p].segments for p in positions),
-                                      batch=tuple(self.indices[p] for p in positions)))
+            self.on_progress(
+                Progress(
+                    phase,
+                    self.step,
+                    self.requests[0].num_inference_steps,
+                    time.perf_counter() - self.started,
+                    self.segment,
+                    max(self.requests[p].segments for p in positions),
+                    batch=tuple(self.indices[p] for p in positions),
+                )
+            )
 
     def finish(self, position: int, frames: np.ndarray, batch_seconds: dict[str, float]):
         """The result for one request of the batch, its video encoded; raises GenerationCancelled."""
@@ -342,5 +404,11 @@ class _Batch:
         if request.encode:
             video = encode_video(frames, request.video_format, request.output_fps, request.video_quality)
         timings = {"image": request.prep_seconds, **batch_seconds, "encoding": time.perf_counter() - started}
-        return GenerationResult(video=video, frames=frames, video_format=request.video_format,
-                                seed=request.seed, fps=request.output_fps, timings=timings)
+        return GenerationResult(
+            video=video,
+            frames=frames,
+            video_format=request.video_format,
+            seed=request.seed,
+            fps=request.output_fps,
+            timings=timings,
+        )

@@ -6,10 +6,16 @@ Every error the engine raises on purpose derives from `EngineError`. Per-request
 caller as exceptions: raised by `parse`, or set on the request's Future by `submit`.
 """
 
-
 from svd_contract import InvalidRequest
 
-__all__ = ["EngineError", "GenerationCancelled", "InvalidRequest", "ModelLoadError", "OutOfMemory", "VideoEncodingError"]
+__all__ = [
+    "EngineError",
+    "GenerationCancelled",
+    "InvalidRequest",
+    "ModelLoadError",
+    "OutOfMemory",
+    "VideoEncodingError",
+]
 
 
 class EngineError(Exception):

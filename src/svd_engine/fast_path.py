@@ -11,6 +11,7 @@ request shape (`SVDEngine` warms it up). After that, requests run under torch's
 eagerly, so no request ever pays for a compilation (diffusers issue 10317 is the long-lived-server
 failure this avoids).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .config import EngineConfig
 from .errors import ModelLoadError
 
-SDPA_KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+SDPA_KERNELS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
 CUDA_GRAPH_MODES = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 """Compile modes that capture CUDA graphs → the same mode without them, used for the VAE decoder
 (its chunk outputs are kept across calls, which a CUDA-graph replay would overwrite)."""
@@ -63,10 +68,14 @@ class FastPath:
             return "fast path off"
         c = self.config
         parts = [f"attention spatial={c.spatial_attention} temporal={c.temporal_attention}"]
-        parts += [name for name, on in (("fused QKV", c.fuse_qkv), ("channels_last", c.channels_last), ("fp8", c.fp8)) if on]
+        parts += [
+            name for name, on in (("fused QKV", c.fuse_qkv), ("channels_last", c.channels_last), ("fp8", c.fp8)) if on
+        ]
         if self.compiles:
-            parts.append(f"compiled ({c.compile_backend}, {c.compile}{', VAE decoder too' if c.compile_vae else ''}, "
-                         f"batch 1–{c.compile_batch_size})")
+            parts.append(
+                f"compiled ({c.compile_backend}, {c.compile}{', VAE decoder too' if c.compile_vae else ''}, "
+                f"batch 1–{c.compile_batch_size})"
+            )
         return "fast path: " + ", ".join(parts)
 
     def apply(self, pipeline) -> None:
@@ -116,8 +125,9 @@ class FastPath:
         capability = torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None
         if capability is None or capability < FP8_MIN_CAPABILITY:
             found = f"compute capability {capability[0]}.{capability[1]}" if capability else self.device.type
-            raise ModelLoadError(f"fp8=true needs a CUDA GPU with compute capability 8.9 or newer (Hopper, Ada); "
-                                 f"this device is {found}")
+            raise ModelLoadError(
+                f"fp8=true needs a CUDA GPU with compute capability 8.9 or newer (Hopper, Ada); this device is {found}"
+            )
 
     @staticmethod
     def _quantize_fp8(unet) -> None:
@@ -127,7 +137,9 @@ class FastPath:
             raise ModelLoadError("fp8=true needs torchao: pip install 'svd-triton[fp8]'") from None
 
         def fits(module, _name):  # FP8 matrix products need both dimensions divisible by 16
-            return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
+            return (
+                isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
+            )
 
         quantize_(unet, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=fits)
 

@@ -12,11 +12,12 @@ compilation: the same graphs serve the whole and the shallow pass of every branc
 interval compiles anything new). A request without caching never comes here: it runs the pipeline's
 own UNet (compiled whole) exactly as before.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 
@@ -47,7 +48,7 @@ class FeatureCache:
         return len(self.unet.down_blocks)
 
     @contextlib.contextmanager
-    def applied(self, pipeline, plan: CachePlan) -> Iterator["CachedUNet"]:
+    def applied(self, pipeline, plan: CachePlan) -> Iterator[CachedUNet]:
         """`pipeline.unet` replaced by a CachedUNet for one pipeline call (its step count starts at 0)."""
         original = pipeline.unet
         cached = CachedUNet(self, plan, original)
@@ -73,8 +74,14 @@ class CachedUNet:
     def __getattr__(self, name: str):  # config, dtype, device: the pipeline reads them from its UNet
         return getattr(self._original, name)
 
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                 added_time_ids: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        added_time_ids: torch.Tensor,
+        return_dict: bool = False,
+    ) -> tuple[torch.Tensor]:
         """diffusers' UNetSpatioTemporalConditionModel.forward (0.3x), split at the plan's branch."""
         whole = self._plan.is_whole(self.step)
         self.step += 1
@@ -90,18 +97,24 @@ class CachedUNet:
         sample = sample.flatten(0, 1)
         emb = emb.repeat_interleave(num_frames, dim=0, output_size=emb.shape[0] * num_frames)
         encoder_hidden_states = encoder_hidden_states.repeat_interleave(
-            num_frames, dim=0, output_size=encoder_hidden_states.shape[0] * num_frames)
+            num_frames, dim=0, output_size=encoder_hidden_states.shape[0] * num_frames
+        )
         sample = unet.conv_in(sample)
-        context = {"temb": emb, "image_only_indicator": torch.zeros(batch_size, num_frames, dtype=sample.dtype,
-                                                                     device=sample.device)}
+        context = {
+            "temb": emb,
+            "image_only_indicator": torch.zeros(batch_size, num_frames, dtype=sample.dtype, device=sample.device),
+        }
 
         def with_attention(module, **kwargs):
-            return {**kwargs, **context, "encoder_hidden_states": encoder_hidden_states} \
-                if getattr(module, "has_cross_attention", False) else {**kwargs, **context}
+            return (
+                {**kwargs, **context, "encoder_hidden_states": encoder_hidden_states}
+                if getattr(module, "has_cross_attention", False)
+                else {**kwargs, **context}
+            )
 
         skips = [sample]
         deepest = len(cache.down) - 1 if whole else branch
-        for module, block in zip(unet.down_blocks[:deepest + 1], cache.down):
+        for module, block in zip(unet.down_blocks[: deepest + 1], cache.down):
             sample, res_samples = block(**with_attention(module, hidden_states=sample))
             skips.extend(res_samples)
 
@@ -111,16 +124,19 @@ class CachedUNet:
             first_up = 0
         else:  # the deep feature from the last whole step; the skips the shallow up blocks take
             sample = self._feature
-            skips = skips[:sum(len(module.resnets) for module in unet.up_blocks[first_up:])]
+            skips = skips[: sum(len(module.resnets) for module in unet.up_blocks[first_up:])]
 
         for index in range(first_up, len(cache.up)):
             if whole and index == len(cache.up) - 1 - branch:
                 self._feature = sample.clone()  # a copy: a CUDA-graph replay would overwrite its output
             module = unet.up_blocks[index]
-            res_samples, skips = tuple(skips[-len(module.resnets):]), skips[:-len(module.resnets)]
+            res_samples, skips = tuple(skips[-len(module.resnets) :]), skips[: -len(module.resnets)]
             upsample_size = skips[-1].shape[2:] if forward_upsample_size and index < len(cache.up) - 1 else None
-            sample = cache.up[index](**with_attention(module, hidden_states=sample, res_hidden_states_tuple=res_samples,
-                                                      upsample_size=upsample_size))
+            sample = cache.up[index](
+                **with_attention(
+                    module, hidden_states=sample, res_hidden_states_tuple=res_samples, upsample_size=upsample_size
+                )
+            )
 
         sample = unet.conv_out(unet.conv_act(unet.conv_norm_out(sample)))
         return (sample.reshape(batch_size, num_frames, *sample.shape[1:]),)

@@ -1,4 +1,5 @@
 """Turning client images (encoded bytes, arrays, PIL images) into RGB frames of the target size."""
+
 from __future__ import annotations
 
 import io
@@ -29,7 +30,9 @@ def load_image(image, *, max_bytes: int, max_pixels: int) -> Image.Image:
         _check_pixels(*image.size, max_pixels=max_pixels)
         decoded = image
     else:
-        raise InvalidRequest("image", f"expected encoded image bytes or an H×W×3 uint8 array, got {type(image).__name__}")
+        raise InvalidRequest(
+            "image", f"expected encoded image bytes or an H×W×3 uint8 array, got {type(image).__name__}"
+        )
     width, height = decoded.size
     if min(width, height) < MIN_IMAGE_SIDE:
         raise InvalidRequest("image", f"image is {width}×{height} pixels; each side must be at least {MIN_IMAGE_SIDE}")
@@ -91,8 +94,10 @@ def keep_size(image: Image.Image, *, max_pixels: int, max_side: int) -> tuple[in
     """The image's own size scaled into the pixel budget and rounded down to multiples of 64."""
     width, height = image.size
     scale = min(1.0, (max_pixels / (width * height)) ** 0.5, max_side / width, max_side / height)
+
     def fit(side: int) -> int:
         return max(KEEP_MULTIPLE, int(side * scale) // KEEP_MULTIPLE * KEEP_MULTIPLE)
+
     return fit(width), fit(height)
 
 

@@ -6,13 +6,15 @@ self-hosted servers sharing one GPU want the same: memory back when idle, never 
 first and blocks releases while any request runs), a timer thread releasing after `seconds` idle,
 and prewarm / pin / release for clients that want to steer it.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 STATES = ("warm", "cold", "starting")
@@ -52,15 +54,29 @@ class KeepWarm:
         with self._lock:
             left = None
             if self._status == "warm" and not self.pinned and self.seconds != NEVER:
-                left = 0.0 if self.busy == 0 and self.seconds == 0 else (
-                    float(self.seconds) if self.busy else max(0.0, self.seconds - (time.monotonic() - self._idle_since)))
-            return {"state": self._status, "since": round(self._since, 3), "keep_warm_seconds": self.seconds,
-                    "keep_warm_left_seconds": None if left is None else round(left, 3), "pinned": self.pinned,
-                    "busy": self.busy, "cold_starts": self.cold_starts,
-                    "last_cold_start_seconds": self.last_cold_start_seconds,
-                    "release_mechanism": self.engine.release_mechanism, "device": str(self.engine.device),
-                    "device_name": self.engine.device_name,
-                    "weight_bytes_on_device": self.engine.weight_bytes_on_device()}
+                left = (
+                    0.0
+                    if self.busy == 0 and self.seconds == 0
+                    else (
+                        float(self.seconds)
+                        if self.busy
+                        else max(0.0, self.seconds - (time.monotonic() - self._idle_since))
+                    )
+                )
+            return {
+                "state": self._status,
+                "since": round(self._since, 3),
+                "keep_warm_seconds": self.seconds,
+                "keep_warm_left_seconds": None if left is None else round(left, 3),
+                "pinned": self.pinned,
+                "busy": self.busy,
+                "cold_starts": self.cold_starts,
+                "last_cold_start_seconds": self.last_cold_start_seconds,
+                "release_mechanism": self.engine.release_mechanism,
+                "device": str(self.engine.device),
+                "device_name": self.engine.device_name,
+                "weight_bytes_on_device": self.engine.weight_bytes_on_device(),
+            }
 
     @contextlib.contextmanager
     def serving(self):
@@ -89,8 +105,12 @@ class KeepWarm:
             if seconds is not None:
                 self.cold_starts += 1
                 self.last_cold_start_seconds = round(seconds, 3)
-                log.info("cold start: weights back on %s in %.2f s (%s)", self.engine.device, seconds,
-                         self.engine.release_mechanism)
+                log.info(
+                    "cold start: weights back on %s in %.2f s (%s)",
+                    self.engine.device,
+                    seconds,
+                    self.engine.release_mechanism,
+                )
             if self._status != "warm":
                 self._set("warm")
             self._idle_since = time.monotonic()
@@ -126,8 +146,12 @@ class KeepWarm:
             seconds = self.engine.release()
             self._release_asked = False
             self._set("cold")
-            log.info("released the weights on %s after %.0f s idle (%.2f s)", self.engine.device,
-                     time.monotonic() - self._idle_since, seconds)
+            log.info(
+                "released the weights on %s after %.0f s idle (%.2f s)",
+                self.engine.device,
+                time.monotonic() - self._idle_since,
+                seconds,
+            )
 
     def _run_timer(self) -> None:
         while True:
@@ -135,8 +159,12 @@ class KeepWarm:
                 if self._stopped:
                     return
                 self._lock.wait(TICK_SECONDS)
-                due = (self._status == "warm" and not self.busy and not self.pinned
-                       and time.monotonic() - self._idle_since >= self.seconds)
+                due = (
+                    self._status == "warm"
+                    and not self.busy
+                    and not self.pinned
+                    and time.monotonic() - self._idle_since >= self.seconds
+                )
             if due:
                 self._release_if_idle(min_idle=self.seconds)
             self._changed()

@@ -5,11 +5,12 @@ given per sample; the VAE decodes each video on its own (the stock pipeline chun
 batch×frames axis, so a chunk could straddle two videos and mix them in the temporal decoder);
 and phase boundaries are reported to an optional `PhaseTimer` for timings and progress.
 """
+
 from __future__ import annotations
 
 import inspect
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -48,8 +49,15 @@ class PhaseTimer:
 OVERRIDDEN = {
     "_encode_image": ("image", "device", "num_videos_per_prompt", "do_classifier_free_guidance"),
     "_encode_vae_image": ("image", "device", "num_videos_per_prompt", "do_classifier_free_guidance"),
-    "_get_add_time_ids": ("fps", "motion_bucket_id", "noise_aug_strength", "dtype", "batch_size",
-                          "num_videos_per_prompt", "do_classifier_free_guidance"),
+    "_get_add_time_ids": (
+        "fps",
+        "motion_bucket_id",
+        "noise_aug_strength",
+        "dtype",
+        "batch_size",
+        "num_videos_per_prompt",
+        "do_classifier_free_guidance",
+    ),
     "decode_latents": ("latents", "num_frames", "decode_chunk_size"),
 }
 
@@ -89,11 +97,21 @@ class EnginePipeline(StableVideoDiffusionPipeline):
         self._enter("denoising")
         return latents
 
-    def _get_add_time_ids(self, fps, motion_bucket_id, noise_aug_strength, dtype, batch_size,
-                          num_videos_per_prompt, do_classifier_free_guidance):
+    def _get_add_time_ids(
+        self,
+        fps,
+        motion_bucket_id,
+        noise_aug_strength,
+        dtype,
+        batch_size,
+        num_videos_per_prompt,
+        do_classifier_free_guidance,
+    ):
         """Like the stock method, but each of the three values may be a scalar or one per sample."""
-        columns = [torch.as_tensor(value, dtype=torch.float64).reshape(-1).cpu().expand(batch_size)
-                   for value in (fps, motion_bucket_id, noise_aug_strength)]
+        columns = [
+            torch.as_tensor(value, dtype=torch.float64).reshape(-1).cpu().expand(batch_size)
+            for value in (fps, motion_bucket_id, noise_aug_strength)
+        ]
         add_time_ids = torch.stack(columns, dim=1).to(dtype).repeat_interleave(num_videos_per_prompt, dim=0)
         if do_classifier_free_guidance:
             add_time_ids = torch.cat([add_time_ids, add_time_ids])
@@ -101,5 +119,9 @@ class EnginePipeline(StableVideoDiffusionPipeline):
 
     def decode_latents(self, latents: torch.Tensor, num_frames: int, decode_chunk_size: int = 14):
         self._enter("decoding")
-        return torch.cat([super(EnginePipeline, self).decode_latents(video[None], num_frames, decode_chunk_size)
-                          for video in latents])
+        return torch.cat(
+            [
+                super(EnginePipeline, self).decode_latents(video[None], num_frames, decode_chunk_size)
+                for video in latents
+            ]
+        )

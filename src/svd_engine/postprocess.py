@@ -4,6 +4,7 @@ These work on F×H×W×3 uint8 frames, before any encoding, so every video forma
 get the same result. The order is: segments are joined, then interpolated, then looped (so a loop's
 turn-around or blend uses the smooth frames).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -75,9 +76,27 @@ def interpolate(frames: np.ndarray, factor: int, fps: int) -> np.ndarray:
     # minterpolate stops short of the last input frame; one extra copy of it carries the output to the end.
     padded = np.concatenate([frames, frames[-1:]])
     command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0",
-        "-vf", f"format=yuv444p,minterpolate=fps={fps * factor}:mi_mode=mci", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        str(fps),
+        "-i",
+        "pipe:0",
+        "-vf",
+        f"format=yuv444p,minterpolate=fps={fps * factor}:mi_mode=mci",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "pipe:1",
     ]
     done = subprocess.run(command, input=np.ascontiguousarray(padded).tobytes(), capture_output=True)
     if done.returncode != 0:
@@ -97,10 +116,10 @@ def loop(frames: np.ndarray, mode: str) -> np.ndarray:
         return np.concatenate([frames, frames[-2:0:-1]])
     if mode == "crossfade":
         overlap = crossfade_overlap(len(frames))
-        head, tail = frames[:overlap].astype(np.float32), frames[len(frames) - overlap:].astype(np.float32)
+        head, tail = frames[:overlap].astype(np.float32), frames[len(frames) - overlap :].astype(np.float32)
         weight = (np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1))[:, None, None, None]
         blended = (weight * head + (1 - weight) * tail).round().astype(np.uint8)
-        return np.concatenate([blended, frames[overlap:len(frames) - overlap]])
+        return np.concatenate([blended, frames[overlap : len(frames) - overlap]])
     return frames
 
 

@@ -4,13 +4,15 @@ svd_contract.PARAMETERS is the table of request fields and their static ranges; 
 deployment defaults and the limits that depend on the deployment or on other fields, and returns a
 frozen `GenerationRequest` whose values are all valid. Every violation raises `InvalidRequest`.
 """
+
 from __future__ import annotations
 
 import math
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from PIL import Image
 
@@ -24,6 +26,7 @@ SHALLOW_STEP_COST = (0.42, 0.70, 0.96, 0.99)
 """What a cached (shallow) UNet step costs, as a share of a whole one, by cache_branch_id: floating-point
 operations counted on SVD-XT's UNet at 1024×576 and 25 frames (`python -m benchmarks.feature_cache
 --count-flops` counts them again), rounded up. Other UNets are charged by the same table."""
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -87,12 +90,26 @@ class GenerationRequest:
         """Requests with equal keys can run as one pipeline call: shapes, schedule, guidance and feature
         caching agree (a batch's UNet runs whole or shallow for all its samples at once)."""
         caching = (self.cache_interval, self.cache_branch_id) if self.cache_interval > 1 else ()
-        return (self.width, self.height, self.num_frames, self.num_inference_steps, self.decode_chunk_size,
-                self.min_guidance_scale, self.max_guidance_scale, *caching)
+        return (
+            self.width,
+            self.height,
+            self.num_frames,
+            self.num_inference_steps,
+            self.decode_chunk_size,
+            self.min_guidance_scale,
+            self.max_guidance_scale,
+            *caching,
+        )
 
 
-def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *, model_num_frames: int,
-                  model_branches: int | None = None) -> GenerationRequest:
+def parse_request(
+    image: Any,
+    params: Mapping[str, Any],
+    config: EngineConfig,
+    *,
+    model_num_frames: int,
+    model_branches: int | None = None,
+) -> GenerationRequest:
     """Validate `params` (None values mean 'use the default') and prepare `image` for generation.
 
     Three stages, in this order: each field alone (type, static range); then everything that can
@@ -105,10 +122,16 @@ def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *
     if unknown:
         raise InvalidRequest(unknown[0], f"unknown parameter {unknown[0]!r}; accepted: {', '.join(PARAMETERS)}")
     params = {name: value for name, value in params.items() if value is not None}
-    num_frames = PARAMETERS["num_frames"].coerce(params.get("num_frames", config.default_num_frames or model_num_frames),
-                                                 high=config.max_num_frames)
-    bounds = {"num_frames": config.max_num_frames, "decode_chunk_size": num_frames, "segments": config.max_segments,
-              "cache_interval": config.max_cache_interval, "cache_branch_id": model_branches - 1 if model_branches else None}
+    num_frames = PARAMETERS["num_frames"].coerce(
+        params.get("num_frames", config.default_num_frames or model_num_frames), high=config.max_num_frames
+    )
+    bounds = {
+        "num_frames": config.max_num_frames,
+        "decode_chunk_size": num_frames,
+        "segments": config.max_segments,
+        "cache_interval": config.max_cache_interval,
+        "cache_branch_id": model_branches - 1 if model_branches else None,
+    }
     given = {name: PARAMETERS[name].coerce(value, high=bounds.get(name)) for name, value in params.items()}
     values = {
         **FIXED_DEFAULTS,
@@ -126,7 +149,9 @@ def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *
     if values["resize_mode"] == "keep":
         clash = sorted({"width", "height"} & set(given))
         if clash:
-            raise InvalidRequest(clash[0], "resize_mode=keep takes the size from the image; leave width and height unset")
+            raise InvalidRequest(
+                clash[0], "resize_mode=keep takes the size from the image; leave width and height unset"
+            )
     picture = images.load_image(image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
     if values["resize_mode"] == "keep":
         values["width"], values["height"] = images.keep_size(picture, max_pixels=config.max_pixels, max_side=MAX_SIDE)
@@ -138,8 +163,9 @@ def parse_request(image: Any, params: Mapping[str, Any], config: EngineConfig, *
 
 def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
     """Every limit that depends on the deployment or on several fields, checked on the final request."""
-    size = f"width×height={request.width}×{request.height}" + (" (resize_mode=keep: the image's size)"
-                                                                if request.resize_mode == "keep" else "")
+    size = f"width×height={request.width}×{request.height}" + (
+        " (resize_mode=keep: the image's size)" if request.resize_mode == "keep" else ""
+    )
     if request.num_frames > config.max_num_frames:
         PARAMETERS["num_frames"].coerce(request.num_frames, high=config.max_num_frames)
     if request.segments > config.max_segments:
@@ -149,28 +175,48 @@ def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
     if request.decode_chunk_size > request.num_frames:
         PARAMETERS["decode_chunk_size"].coerce(request.decode_chunk_size, high=request.num_frames)
     if request.min_guidance_scale > request.max_guidance_scale:
-        raise InvalidRequest("min_guidance_scale", f"min_guidance_scale={request.min_guidance_scale:g} is greater than max_guidance_scale={request.max_guidance_scale:g}")
+        raise InvalidRequest(
+            "min_guidance_scale",
+            f"min_guidance_scale={request.min_guidance_scale:g} is greater than "
+            f"max_guidance_scale={request.max_guidance_scale:g}",
+        )
     pixels = request.width * request.height
     if pixels > config.max_pixels:
-        raise InvalidRequest("width", f"{size} = {pixels} pixels is over this deployment's max_pixels limit of {config.max_pixels}")
+        raise InvalidRequest(
+            "width", f"{size} = {pixels} pixels is over this deployment's max_pixels limit of {config.max_pixels}"
+        )
     if request.work > config.max_work:
         field_name = "segments" if request.segments > 1 else "num_frames"
-        steps = (f"{request.num_inference_steps}" if request.unet_steps == request.num_inference_steps else
-                 f"{request.unet_steps:g} (feature caching: {request.whole_steps} whole UNet steps, "
-                 f"{request.num_inference_steps - request.whole_steps} cached at "
-                 f"{SHALLOW_STEP_COST[request.cache_branch_id]:g} of one)")
-        raise InvalidRequest(field_name, f"width×height×num_frames×num_inference_steps×segments = {request.width}×{request.height}×"
-                             f"{request.num_frames}×{steps}×{request.segments} = {request.work} is over this "
-                             f"deployment's max_work budget of {config.max_work}; ask for fewer segments, frames, steps or pixels"
-                             + (" (resize_mode=keep took the size from the image)" if request.resize_mode == "keep" else ""))
-    before_loop = interpolated_frame_count(joined_frame_count(request.num_frames, request.segments), request.interpolate)
+        steps = (
+            f"{request.num_inference_steps}"
+            if request.unet_steps == request.num_inference_steps
+            else f"{request.unet_steps:g} (feature caching: {request.whole_steps} whole UNet steps, "
+            f"{request.num_inference_steps - request.whole_steps} cached at "
+            f"{SHALLOW_STEP_COST[request.cache_branch_id]:g} of one)"
+        )
+        raise InvalidRequest(
+            field_name,
+            f"width×height×num_frames×num_inference_steps×segments = {request.width}×{request.height}×"
+            f"{request.num_frames}×{steps}×{request.segments} = {request.work} is over this "
+            f"deployment's max_work budget of {config.max_work}; ask for fewer segments, frames, steps or pixels"
+            + (" (resize_mode=keep took the size from the image)" if request.resize_mode == "keep" else ""),
+        )
+    before_loop = interpolated_frame_count(
+        joined_frame_count(request.num_frames, request.segments), request.interpolate
+    )
     if request.loop == "crossfade" and before_loop < MIN_CROSSFADE_FRAMES:
-        raise InvalidRequest("loop", f"loop=crossfade needs at least {MIN_CROSSFADE_FRAMES} frames to blend; "
-                             "ask for more frames, segments or interpolation")
+        raise InvalidRequest(
+            "loop",
+            f"loop=crossfade needs at least {MIN_CROSSFADE_FRAMES} frames to blend; "
+            "ask for more frames, segments or interpolation",
+        )
     if request.output_frames > config.max_output_frames:
         culprit = "interpolate" if request.interpolate > 1 else "loop" if request.loop != "none" else "segments"
-        raise InvalidRequest(culprit, f"the video would have {request.output_frames} frames (num_frames={request.num_frames}, "
-                             f"segments={request.segments}, interpolate={request.interpolate}, loop={request.loop}), over "
-                             f"this deployment's max_output_frames limit of {config.max_output_frames}")
+        raise InvalidRequest(
+            culprit,
+            f"the video would have {request.output_frames} frames (num_frames={request.num_frames}, "
+            f"segments={request.segments}, interpolate={request.interpolate}, loop={request.loop}), over "
+            f"this deployment's max_output_frames limit of {config.max_output_frames}",
+        )
     if request.video_quality is not None:
         VIDEO_FORMATS[request.video_format].check_quality(request.video_quality)

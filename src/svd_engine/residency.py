@@ -4,6 +4,7 @@ Shared by every engine (SVDEngine, TextImageEngine): `offload` moves the weights
 back in place (pinned on CUDA, so the copy back runs at full bus speed; compiled code stays valid);
 `reload` drops the pipeline and loads it again.
 """
+
 from __future__ import annotations
 
 import ctypes

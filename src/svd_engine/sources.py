@@ -5,11 +5,12 @@ A source is a built-in random-weight model (`tiny`, `random-xt`: svd_engine.test
 pipeline (or one folder down), or a Hugging Face hub id. Weights load as safetensors only, never with
 remote code, after the same check `svd-triton weights validate` runs.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from svd_contract import is_s3_url
 
@@ -24,8 +25,17 @@ def is_folder(source: str) -> bool:
     return Path(source).expanduser().exists() or source.startswith(("/", ".", "~"))
 
 
-def load_diffusers(pipeline_class, source: str, *, dtype, half: bool, served: tuple[str, ...],
-                   built_in: dict[str, Callable], device, hub_hint: str):
+def load_diffusers(
+    pipeline_class,
+    source: str,
+    *,
+    dtype,
+    half: bool,
+    served: tuple[str, ...],
+    built_in: dict[str, Callable],
+    device,
+    hub_hint: str,
+):
     """`pipeline_class.from_pretrained` from `source` in `dtype` (half: fp16 files where there are some).
 
     A built-in source is built on `device`; `hub_hint` finishes the error for a hub id that cannot load."""
@@ -39,12 +49,15 @@ def load_diffusers(pipeline_class, source: str, *, dtype, half: bool, served: tu
         folder = find_model_folder(Path(source).expanduser())
     else:
         try:
-            return pipeline_class.from_pretrained(source, dtype=dtype, variant=HALF_VARIANT if half else None,
-                                                  use_safetensors=True)
+            return pipeline_class.from_pretrained(
+                source, dtype=dtype, variant=HALF_VARIANT if half else None, use_safetensors=True
+            )
         except (OSError, ValueError) as error:
             log.debug("hub load failed", exc_info=True)
-            raise ModelLoadError(f"could not load {source!r} from the Hugging Face hub or its local cache "
-                                 f"({type(error).__name__}). {hub_hint}") from error
+            raise ModelLoadError(
+                f"could not load {source!r} from the Hugging Face hub or its local cache "
+                f"({type(error).__name__}). {hub_hint}"
+            ) from error
     variant = require_loadable(FolderTree(folder), half=half, served=served).variant
     try:
         return pipeline_class.from_pretrained(folder, dtype=dtype, variant=variant, use_safetensors=True)
@@ -68,5 +81,7 @@ def open_tree(source: str, built_in=("tiny", "random-xt")) -> WeightsTree:
     try:
         return FolderTree(Path(snapshot_download(source, local_files_only=True)))
     except (OSError, ValueError) as error:  # LocalEntryNotFoundError, an invalid repo id
-        raise ModelLoadError(f"{source!r} is not in the local Hugging Face cache ({type(error).__name__}); "
-                             f"`huggingface-cli download {source}` fetches it, or give a folder or s3://bucket/prefix") from None
+        raise ModelLoadError(
+            f"{source!r} is not in the local Hugging Face cache ({type(error).__name__}); "
+            f"`huggingface-cli download {source}` fetches it, or give a folder or s3://bucket/prefix"
+        ) from None

@@ -8,17 +8,20 @@ Loading (a hub id, a local folder, s3://bucket/prefix or `tiny`), dtype/device r
 keep-warm release (residency.py), request fields and errors are the SVD engine's; only the pipeline and
 the prompt differ. The request fields are svd_contract.TEXT_IMAGE_PARAMETERS and PROMPTS.
 """
+
 from __future__ import annotations
 
 import logging
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from svd_contract import PROMPTS, TEXT_IMAGE_PARAMETERS as PARAMETERS
+from svd_contract import PROMPTS
+from svd_contract import TEXT_IMAGE_PARAMETERS as PARAMETERS
 
 from . import residency
 from .base import ResidentEngine
@@ -85,7 +88,7 @@ class TextImageEngine(ResidentEngine):
     config_class = TextImageConfig
 
     @classmethod
-    def load(cls, config: TextImageConfig) -> "TextImageEngine":
+    def load(cls, config: TextImageConfig) -> TextImageEngine:
         return cls(_load(config), config)
 
     def _reload(self) -> None:
@@ -97,23 +100,33 @@ class TextImageEngine(ResidentEngine):
         unknown = sorted(set(params) - set(PARAMETERS))
         if unknown:
             raise InvalidRequest(unknown[0], f"unknown field; accepted: {', '.join((*PROMPTS, *PARAMETERS))}")
-        values = {"width": config.default_width, "height": config.default_height,
-                  "num_inference_steps": config.default_num_inference_steps,
-                  "guidance_scale": config.default_guidance_scale, "seed": secrets.randbits(63)}
+        values = {
+            "width": config.default_width,
+            "height": config.default_height,
+            "num_inference_steps": config.default_num_inference_steps,
+            "guidance_scale": config.default_guidance_scale,
+            "seed": secrets.randbits(63),
+        }
         highs = {"num_inference_steps": config.max_num_inference_steps}
         for name, value in params.items():
             values[name] = PARAMETERS[name].coerce(value, highs.get(name))
         if values["width"] * values["height"] > config.max_pixels:
-            raise InvalidRequest("width", f"width×height={values['width']}×{values['height']} exceeds this "
-                                 f"deployment's max_pixels={config.max_pixels}")
+            raise InvalidRequest(
+                "width",
+                f"width×height={values['width']}×{values['height']} exceeds this "
+                f"deployment's max_pixels={config.max_pixels}",
+            )
         return TextImageRequest(
             prompt=parse_prompt("prompt", prompt, max_chars=config.max_prompt_chars, required=True),
-            negative_prompt=parse_prompt("negative_prompt", negative_prompt, max_chars=config.max_prompt_chars,
-                                         required=False),
-            **values)
+            negative_prompt=parse_prompt(
+                "negative_prompt", negative_prompt, max_chars=config.max_prompt_chars, required=False
+            ),
+            **values,
+        )
 
-    def generate(self, requests: Sequence[TextImageRequest],
-                 cancelled: Callable[[int], bool] = lambda index: False) -> list[TextImageResult | Exception]:
+    def generate(
+        self, requests: Sequence[TextImageRequest], cancelled: Callable[[int], bool] = lambda index: False
+    ) -> list[TextImageResult | Exception]:
         """One result per request, in order: the image, or the exception that request ended with.
 
         Requests with the same size, steps and guidance share one pipeline call; a call stops at the
@@ -127,7 +140,9 @@ class TextImageEngine(ResidentEngine):
             self.restore()
             for indices in groups.values():
                 try:
-                    images, timings = self._run([requests[i] for i in indices], lambda: all(cancelled(i) for i in indices))
+                    images, timings = self._run(
+                        [requests[i] for i in indices], lambda group=indices: all(cancelled(i) for i in group)
+                    )
                 except (GenerationCancelled, OutOfMemory) as error:
                     images, timings = [error] * len(indices), {}
                 for index, image in zip(indices, images):
@@ -150,8 +165,9 @@ class TextImageEngine(ResidentEngine):
             marks.setdefault("first_step", time.perf_counter())
             marks["last_step"] = time.perf_counter()
             if all_cancelled():
-                raise GenerationCancelled(f"the client cancelled the request after step {step + 1} of "
-                                          f"{first.num_inference_steps}")
+                raise GenerationCancelled(
+                    f"the client cancelled the request after step {step + 1} of {first.num_inference_steps}"
+                )
             return callback_kwargs
 
         if all_cancelled():
@@ -161,18 +177,28 @@ class TextImageEngine(ResidentEngine):
         try:
             with torch.inference_mode():
                 output = self.pipeline(
-                    prompt=[r.prompt for r in batch], negative_prompt=negative, width=first.width,
-                    height=first.height, num_inference_steps=first.num_inference_steps,
-                    guidance_scale=first.guidance_scale, generator=generators, output_type="np",
-                    callback_on_step_end=check)
+                    prompt=[r.prompt for r in batch],
+                    negative_prompt=negative,
+                    width=first.width,
+                    height=first.height,
+                    num_inference_steps=first.num_inference_steps,
+                    guidance_scale=first.guidance_scale,
+                    generator=generators,
+                    output_type="np",
+                    callback_on_step_end=check,
+                )
         except torch.OutOfMemoryError:
             residency.release_memory(self.device)
-            raise OutOfMemory(f"{len(batch)} image(s) of {first.width}×{first.height} do not fit in device memory") from None
+            raise OutOfMemory(
+                f"{len(batch)} image(s) of {first.width}×{first.height} do not fit in device memory"
+            ) from None
         end = time.perf_counter()
         # The step callback runs after each step: text encoding and the first step count as preparing.
-        timings = {"preparing": marks.get("first_step", end) - marks["start"],
-                   "denoising": marks.get("last_step", end) - marks.get("first_step", end),
-                   "decoding": end - marks.get("last_step", end)}
+        timings = {
+            "preparing": marks.get("first_step", end) - marks["start"],
+            "denoising": marks.get("last_step", end) - marks.get("first_step", end),
+            "decoding": end - marks.get("last_step", end),
+        }
         return [(np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8) for image in output.images], timings
 
 
@@ -183,9 +209,15 @@ def _load(config: TextImageConfig):
     dtype = resolve_dtype(config.dtype, device)
     source = config.model_source
     pipeline = load_diffusers(
-        AutoPipelineForText2Image, source, dtype=dtype, half=is_half(dtype), served=TEXT_IMAGE_PIPELINES,
-        built_in=TEXT_IMAGE_BUILT_IN, device=device,
+        AutoPipelineForText2Image,
+        source,
+        dtype=dtype,
+        half=is_half(dtype),
+        served=TEXT_IMAGE_PIPELINES,
+        built_in=TEXT_IMAGE_BUILT_IN,
+        device=device,
         hub_hint=f"Download it where the hub is reachable with `huggingface-cli download {source} --local-dir "
-                 "/models/text-to-image` and set the model source to that folder (TEXT_IMAGE_MODEL_SOURCE), or set "
-                 "HF_HOME to a cache that holds it; or serve svd_xt alone (`svd-triton serve --svd-only`).")
+        "/models/text-to-image` and set the model source to that folder (TEXT_IMAGE_MODEL_SOURCE), or set "
+        "HF_HOME to a cache that holds it; or serve svd_xt alone (`svd-triton serve --svd-only`).",
+    )
     return place(pipeline, device, dtype)

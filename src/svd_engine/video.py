@@ -1,4 +1,5 @@
 """Encoding uint8 frames into video files in memory, with the ffmpeg that imageio-ffmpeg bundles."""
+
 from __future__ import annotations
 
 import io
@@ -30,11 +31,32 @@ class Encoder:
 
 
 ENCODERS: dict[str, Encoder] = {
-    "mp4": Encoder(("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-movflags", "+faststart"),
-                   "-crf", 20, even_dimensions=True),
+    "mp4": Encoder(
+        ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-movflags", "+faststart"),
+        "-crf",
+        20,
+        even_dimensions=True,
+    ),
     "avi": Encoder(("-c:v", "mjpeg", "-pix_fmt", "yuvj420p"), "-q:v", 3, even_dimensions=True),
-    "webm": Encoder(("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1", "-b:v", "0",
-                     "-pix_fmt", "yuv420p"), "-crf", 32, even_dimensions=True),
+    "webm": Encoder(
+        (
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-row-mt",
+            "1",
+            "-b:v",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ),
+        "-crf",
+        32,
+        even_dimensions=True,
+    ),
     "gif": Encoder(("-c:v", "gif", "-loop", "0")),
     "webp": Encoder(("-c:v", "libwebp_anim", "-loop", "0", "-lossless", "0"), "-quality", 80),
     "frames": Encoder(),
@@ -57,11 +79,33 @@ def encode_video(frames: np.ndarray, video_format: str, fps: int, quality: int |
         # A temporary file, not a pipe: AVI written to a pipe gets a broken header, and +faststart needs seeking.
         target = Path(folder) / f"video{spec.extension}"
         command = [
-            imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0",
-            *filters, *encoder.codec_args, *encoder.quality_args(quality), "-r", str(fps), "-y", str(target),
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{width}x{height}",
+            "-r",
+            str(fps),
+            "-i",
+            "pipe:0",
+            *filters,
+            *encoder.codec_args,
+            *encoder.quality_args(quality),
+            "-r",
+            str(fps),
+            "-y",
+            str(target),
         ]
-        done = subprocess.run(command, input=np.ascontiguousarray(frames, dtype=np.uint8).tobytes(), capture_output=True)
+        done = subprocess.run(
+            command, input=np.ascontiguousarray(frames, dtype=np.uint8).tobytes(), capture_output=True
+        )
         if done.returncode != 0:
-            raise VideoEncodingError(f"ffmpeg could not write {video_format}: {done.stderr.decode(errors='replace')[-500:]}")
+            raise VideoEncodingError(
+                f"ffmpeg could not write {video_format}: {done.stderr.decode(errors='replace')[-500:]}"
+            )
         return target.read_bytes()

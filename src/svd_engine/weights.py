@@ -5,6 +5,7 @@ an S3-compatible bucket): `model_index.json` at its top or exactly one folder do
 names in its own folder with a config and, for models, safetensors weights. The check reads only JSON
 files and safetensors headers, so it needs no torch and, for a bucket, downloads no weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,18 +17,24 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from .errors import ModelLoadError
 
 MODEL_INDEX = "model_index.json"
 SERVED_PIPELINES = ("StableVideoDiffusionPipeline", "EnginePipeline")
 """model_index.json `_class_name`s this model serves (EnginePipeline: our subclass, what save_pretrained writes)."""
-TEXT_IMAGE_PIPELINES = ("StableDiffusionXLPipeline", "StableDiffusionPipeline", "StableDiffusion3Pipeline",
-                        "PixArtSigmaPipeline", "FluxPipeline", "SanaPipeline")
+TEXT_IMAGE_PIPELINES = (
+    "StableDiffusionXLPipeline",
+    "StableDiffusionPipeline",
+    "StableDiffusion3Pipeline",
+    "PixArtSigmaPipeline",
+    "FluxPipeline",
+    "SanaPipeline",
+)
 """Text-to-image pipelines the text_to_image model loads (diffusers' AutoPipelineForText2Image classes)."""
 SVD_COMPONENTS = ("unet", "vae", "image_encoder", "scheduler", "feature_extractor")
 CONFIG_SUFFIXES = (".json", ".txt")
@@ -77,8 +84,9 @@ class FolderTree(WeightsTree):
 
 def write_complete(target: Path, write) -> None:
     """Call write(file) on a temporary file beside `target`, then rename it: `target` never holds half a file."""
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=target.name + ".", suffix=".partial",
-                                     delete=False) as partial:
+    with tempfile.NamedTemporaryFile(
+        dir=target.parent, prefix=target.name + ".", suffix=".partial", delete=False
+    ) as partial:
         write(partial)
     os.replace(partial.name, target)
 
@@ -97,8 +105,10 @@ def pipeline_root(where: str, entries: Iterable[str], holders: Iterable[str]) ->
     if holders:
         raise ModelLoadError(f"{where} holds several pipelines ({', '.join(holders)}); point the model source at one")
     shown = ", ".join(entries[:30]) + (f", … ({len(entries)} entries)" if len(entries) > 30 else "")
-    raise ModelLoadError(f"no model_index.json in {where} or its sub-folders; it contains: {shown or 'nothing'}. "
-                         "Expected a diffusers pipeline folder (model_index.json, unet/, vae/, image_encoder/, ...)")
+    raise ModelLoadError(
+        f"no model_index.json in {where} or its sub-folders; it contains: {shown or 'nothing'}. "
+        "Expected a diffusers pipeline folder (model_index.json, unet/, vae/, image_encoder/, ...)"
+    )
 
 
 def find_model_folder(folder: Path) -> Path:
@@ -168,10 +178,12 @@ def safetensors_header(tree: WeightsTree, path: str) -> dict:
         raise ValueError("its header is longer than the file")
     if 8 + length > len(head):
         head = tree.read(path, 8 + length)
-    header = json.loads(head[8:8 + length])
+    header = json.loads(head[8 : 8 + length])
     end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
     if 8 + length + end != tree.files[path]:
-        raise ValueError(f"truncated or padded: its header describes {8 + length + end} bytes, the file has {tree.files[path]}")
+        raise ValueError(
+            f"truncated or padded: its header describes {8 + length + end} bytes, the file has {tree.files[path]}"
+        )
     return header
 
 
@@ -199,8 +211,10 @@ class Inspection:
 
     def report(self) -> str:
         """The text `svd-triton weights validate` prints."""
-        lines = [f"{self.location}: {self.pipeline_class or 'no pipeline class'}"
-                 + (f", loads the {HALF_VARIANT} variant" if self.variant else "")]
+        lines = [
+            f"{self.location}: {self.pipeline_class or 'no pipeline class'}"
+            + (f", loads the {HALF_VARIANT} variant" if self.variant else "")
+        ]
         lines += [f"  ok       {line}" for line in self.found]
         lines += [f"  PROBLEM  {line}" for line in self.problems]
         total = sum(self.sizes[p] for p in self.files)
@@ -211,8 +225,9 @@ class Inspection:
 def check_weights(tree: WeightsTree, *, half: bool, served: tuple[str, ...] = SERVED_PIPELINES) -> Inspection:
     """Check `tree` as a model serving the pipeline classes `served` would load it (in half precision or not);
     SVD's component and shape rules apply to SVD pipelines."""
-    result = Inspection(tree.location, sizes=tree.files,
-                        kind="SVD pipeline" if served == SERVED_PIPELINES else "text-to-image pipeline")
+    result = Inspection(
+        tree.location, sizes=tree.files, kind="SVD pipeline" if served == SERVED_PIPELINES else "text-to-image pipeline"
+    )
     if MODEL_INDEX not in tree.files:
         result.problems.append("no model_index.json")
         return result
@@ -226,16 +241,22 @@ def check_weights(tree: WeightsTree, *, half: bool, served: tuple[str, ...] = SE
     result.files.append(MODEL_INDEX)
     result.pipeline_class = index.get("_class_name")
     if result.pipeline_class not in served:
-        result.problems.append(f"pipeline class {result.pipeline_class!r} is not one this model serves "
-                               f"({', '.join(served)})")
+        result.problems.append(
+            f"pipeline class {result.pipeline_class!r} is not one this model serves ({', '.join(served)})"
+        )
     result.variant = choose_variant(tree.files, half)
-    components = {name: value for name, value in index.items()
-                  if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[1]}
+    components = {
+        name: value
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[1]
+    }
     configs, tensors = {}, {}
     for name, (_, class_name) in sorted(components.items()):
         configs[name], tensors[name] = _check_component(tree, name, class_name, result)
     if result.pipeline_class in SERVED_PIPELINES:
-        result.problems += [f"{name}: not named in model_index.json" for name in SVD_COMPONENTS if name not in components]
+        result.problems += [
+            f"{name}: not named in model_index.json" for name in SVD_COMPONENTS if name not in components
+        ]
         _check_svd_shapes(configs, tensors, result)
     return result
 
@@ -265,7 +286,9 @@ def _check_component(tree: WeightsTree, name: str, class_name: str, result: Insp
     if not weights:
         others = [Path(p).name for p in present if not p.endswith(CONFIG_SUFFIXES)]
         refused = " (pickle weights such as .bin are never loaded: convert them to safetensors)" if others else ""
-        result.problems.append(f"{name}: no safetensors weights; it holds {', '.join(Path(p).name for p in present)}{refused}")
+        result.problems.append(
+            f"{name}: no safetensors weights; it holds {', '.join(Path(p).name for p in present)}{refused}"
+        )
         return config, {}
     tensors = {}
     for path in weights:
@@ -291,19 +314,26 @@ def _check_svd_shapes(configs: dict[str, dict | None], tensors: dict[str, dict],
     latent = (vae or {}).get("latent_channels", 4)
     in_channels, frames = unet.get("in_channels"), unet.get("num_frames")
     if in_channels != 2 * latent:
-        result.problems.append(f"unet: in_channels is {in_channels}, SVD needs {2 * latent} "
-                               f"(twice the VAE's {latent} latent channels)")
+        result.problems.append(
+            f"unet: in_channels is {in_channels}, SVD needs {2 * latent} (twice the VAE's {latent} latent channels)"
+        )
     conv_in = tensors["unet"].get("conv_in.weight", {}).get("shape")
     if conv_in and in_channels is not None and conv_in[1] != in_channels:
-        result.problems.append(f"unet: conv_in.weight takes {conv_in[1]} channels but config.json says in_channels {in_channels}")
+        result.problems.append(
+            f"unet: conv_in.weight takes {conv_in[1]} channels but config.json says in_channels {in_channels}"
+        )
     if not isinstance(frames, int) or frames < 2:
         result.problems.append(f"unet: num_frames is {frames!r}, expected a frame count of at least 2 (25 for XT)")
     if encoder is not None and encoder.get("projection_dim") != unet.get("cross_attention_dim"):
-        result.problems.append(f"image_encoder: projection_dim {encoder.get('projection_dim')} does not match "
-                               f"unet cross_attention_dim {unet.get('cross_attention_dim')}")
+        result.problems.append(
+            f"image_encoder: projection_dim {encoder.get('projection_dim')} does not match "
+            f"unet cross_attention_dim {unet.get('cross_attention_dim')}"
+        )
     if not result.problems:
-        result.found.append(f"shapes: unet in_channels {in_channels} = 2 × vae latent_channels {latent}, {frames} frames, "
-                            f"cross_attention_dim {unet.get('cross_attention_dim')}")
+        result.found.append(
+            f"shapes: unet in_channels {in_channels} = 2 × vae latent_channels {latent}, {frames} frames, "
+            f"cross_attention_dim {unet.get('cross_attention_dim')}"
+        )
 
 
 def require_loadable(tree: WeightsTree, *, half: bool, served: tuple[str, ...] = SERVED_PIPELINES) -> Inspection:
@@ -327,8 +357,16 @@ def copy_files(tree: WeightsTree, files: list[str], target: Path, threads: int =
         if final or now - last >= PROGRESS_EVERY_S:
             last = now
             rate = done["bytes"] / max(now - started, 1e-6) / 1e6
-            log.info("%s: %d of %d files, %s of %s (%.0f%%), %.0f MB/s", tree.location, done["files"], len(files),
-                     _size(done["bytes"]), _size(total), 100 * done["bytes"] / max(total, 1), rate)
+            log.info(
+                "%s: %d of %d files, %s of %s (%.0f%%), %.0f MB/s",
+                tree.location,
+                done["files"],
+                len(files),
+                _size(done["bytes"]),
+                _size(total),
+                100 * done["bytes"] / max(total, 1),
+                rate,
+            )
 
     def one(path: str) -> None:
         destination = target / path

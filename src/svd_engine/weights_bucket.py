@@ -5,6 +5,7 @@ AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_DEFAULT_REGION, ~/.a
 model configuration. `fetch` copies what the pipeline needs into a local cache keyed by bucket,
 prefix and the objects' ETags, so a restart or a second instance loads without downloading again.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -19,13 +20,25 @@ from pathlib import Path
 from svd_contract import S3Location
 
 from .errors import ModelLoadError
-from .weights import (CONFIG_SUFFIXES, MODEL_INDEX, SERVED_PIPELINES, WeightsTree, choose_variant, copy_files, is_weights_file,
-                      pipeline_root, require_loadable, write_complete)
+from .weights import (
+    CONFIG_SUFFIXES,
+    MODEL_INDEX,
+    SERVED_PIPELINES,
+    WeightsTree,
+    choose_variant,
+    copy_files,
+    is_weights_file,
+    pipeline_root,
+    require_loadable,
+    write_complete,
+)
 
 CACHE_ENV = "SVD_WEIGHTS_CACHE"
 COMPLETE_MARKER = ".complete.json"
-CREDENTIALS_HINT = ("the endpoint and credentials come from AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3), "
-                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_DEFAULT_REGION")
+CREDENTIALS_HINT = (
+    "the endpoint and credentials come from AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3), "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_DEFAULT_REGION"
+)
 log = logging.getLogger(__name__)
 
 
@@ -59,14 +72,19 @@ class BucketTree(WeightsTree):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     if not item["Key"].endswith("/"):  # folder markers some tools create
-                        objects[item["Key"][len(prefix):]] = (item["Size"], item["ETag"])
+                        objects[item["Key"][len(prefix) :]] = (item["Size"], item["ETag"])
         entries = {key.split("/")[0] + ("/" if "/" in key else "") for key in objects}
-        holders = [key[:-len(MODEL_INDEX)] for key in objects if key.count("/") == 1 and key.endswith("/" + MODEL_INDEX)]
+        holders = [
+            key[: -len(MODEL_INDEX)] for key in objects if key.count("/") == 1 and key.endswith("/" + MODEL_INDEX)
+        ]
         root = pipeline_root(where, entries, holders)
         self.prefix = prefix + root
         self.location = str(S3Location(bucket, self.prefix)).rstrip("/")
-        depth_two = {key[len(root):]: value for key, value in objects.items()
-                     if key.startswith(root) and key[len(root):].count("/") <= 1}
+        depth_two = {
+            key[len(root) :]: value
+            for key, value in objects.items()
+            if key.startswith(root) and key[len(root) :].count("/") <= 1
+        }
         self.files = {key: size for key, (size, _) in depth_two.items()}
         self.etags = {key: etag for key, (_, etag) in depth_two.items()}
         self.read_whole: dict[str, bytes] = {}
@@ -89,8 +107,11 @@ class BucketTree(WeightsTree):
 
     def snapshot_key(self, variant: str | None) -> str:
         """Changes when any config or weights object under the pipeline changes (its ETag does)."""
-        tracked = sorted((p, self.etags[p]) for p in self.files
-                         if p == MODEL_INDEX or p.endswith(CONFIG_SUFFIXES) or is_weights_file(p))
+        tracked = sorted(
+            (p, self.etags[p])
+            for p in self.files
+            if p == MODEL_INDEX or p.endswith(CONFIG_SUFFIXES) or is_weights_file(p)
+        )
         return hashlib.sha256(json.dumps([self.bucket, self.prefix, variant, tracked]).encode()).hexdigest()[:16]
 
 
@@ -105,9 +126,13 @@ def s3_errors(where: str):
         details = error.response.get("Error", {})
         code = details.get("Code", "error")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        about_credentials = status in (401, 403) or any(word in code for word in ("Credential", "Signature", "AccessKey"))
-        raise ModelLoadError(f"{where}: {code}: {details.get('Message') or f'HTTP {status}'}"
-                             + (f"; {CREDENTIALS_HINT}" if about_credentials else "")) from None
+        about_credentials = status in (401, 403) or any(
+            word in code for word in ("Credential", "Signature", "AccessKey")
+        )
+        raise ModelLoadError(
+            f"{where}: {code}: {details.get('Message') or f'HTTP {status}'}"
+            + (f"; {CREDENTIALS_HINT}" if about_credentials else "")
+        ) from None
     except BotoCoreError as error:
         raise ModelLoadError(f"{where}: {error}; {CREDENTIALS_HINT}") from None
 
@@ -131,7 +156,9 @@ def fetch(source: str, *, half: bool, served: tuple[str, ...] = SERVED_PIPELINES
         inspection = require_loadable(tree, half=half, served=served)
         etags = {path: tree.etags[path] for path in inspection.files}
         snapshot.mkdir(exist_ok=True)
-        for leftover in [p for p in snapshot.rglob("*") if p.is_file() and p.relative_to(snapshot).as_posix() not in etags]:
+        for leftover in [
+            p for p in snapshot.rglob("*") if p.is_file() and p.relative_to(snapshot).as_posix() not in etags
+        ]:
             leftover.unlink()  # temporary files of an interrupted download
         _link_unchanged(home, snapshot, etags)
         # Files already here have these ETags and are complete (a file gets its final name only then).

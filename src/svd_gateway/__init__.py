@@ -9,6 +9,7 @@
 Every generation is a job in one durable store (SQLite or any SQLAlchemy database; uploads and videos on
 disk or in an S3-compatible bucket).
 """
+
 from __future__ import annotations
 
 from .settings import Settings
@@ -21,8 +22,10 @@ def __getattr__(name: str):
     `svd-triton`'s thin-client CLI builds the gateway's flags from `svd_gateway.settings` without them."""
     if name == "create_app":
         from .app import create_app
+
         return create_app
     if name == "server_options":
         from .header_deadline import server_options
+
         return server_options
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,13 +2,14 @@
 the job runner, the webhook sender, an HTTP client for Triton's metrics, the data plane), declared as one
 `GatewayState` that it hands to every request as the lifespan's state, and closes them at shutdown. Served
 by `svd-triton gateway` (the main thread), it also turns SIGTERM into a drain of the job runner."""
+
 from __future__ import annotations
 
 import asyncio
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Callable
 from importlib.metadata import version
 
 import httpx
@@ -17,22 +18,22 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import PARAMETERS
 from svd_triton.client import AsyncSVDClient
+
 from .blobs import open_blobs
 from .compat import openapi_with_exact_integers
 from .deps import GatewayState
 from .errors import ErrorShapes, install_handlers
 from .families import Family, fal, files, forge, openai_style, openai_videos, replicate, stability, tir
 from .guard import Guard
-from .model_client import ModelClient
 from .jobs import JobRunner
 from .metrics import GatewayMetrics, RequestCounter
+from .model_client import ModelClient
 from .outbound import AllowList, ImageFetcher
 from .routers import health, playground
 from .service import DataPlane
 from .settings import Settings
 from .store import Store
 from .webhooks import Webhooks, load_secret
-
 
 FAMILIES: tuple[Family, ...] = (
     replicate.FAMILY,
@@ -58,18 +59,37 @@ def create_app(settings: Settings, model: Callable[[Settings], ModelClient] | No
         metrics.watch(store)
         svd = (model or triton_client)(settings)
         allow = AllowList(settings.webhook_allow)
-        webhooks = Webhooks(load_secret(settings.webhook_secret, settings.data_dir), allow=allow,
-                            attempts=settings.webhook_attempts, backoff=settings.webhook_backoff,
-                            timeout=settings.webhook_timeout, outcomes=metrics.webhooks)
+        webhooks = Webhooks(
+            load_secret(settings.webhook_secret, settings.data_dir),
+            allow=allow,
+            attempts=settings.webhook_attempts,
+            backoff=settings.webhook_backoff,
+            timeout=settings.webhook_timeout,
+            outcomes=metrics.webhooks,
+        )
         http = httpx.AsyncClient()
         fetcher = ImageFetcher(allow, max_bytes=settings.max_body_bytes, seconds=settings.fetch_seconds)
-        runner = JobRunner(store, svd, webhooks, settings, metrics,
-                           webhook_payloads={origin: render for family in FAMILIES
-                                             for origin, render in family.webhook_payloads.items()},
-                           progress_lines={origin: render for family in FAMILIES
-                                           for origin, render in family.progress_lines.items()})
-        state = GatewayState(settings=settings, store=store, svd=svd, webhooks=webhooks, http=http, runner=runner,
-                             plane=DataPlane(store, runner, svd, webhooks, fetcher, settings), metrics=metrics)
+        runner = JobRunner(
+            store,
+            svd,
+            webhooks,
+            settings,
+            metrics,
+            webhook_payloads={
+                origin: render for family in FAMILIES for origin, render in family.webhook_payloads.items()
+            },
+            progress_lines={origin: render for family in FAMILIES for origin, render in family.progress_lines.items()},
+        )
+        state = GatewayState(
+            settings=settings,
+            store=store,
+            svd=svd,
+            webhooks=webhooks,
+            http=http,
+            runner=runner,
+            plane=DataPlane(store, runner, svd, webhooks, fetcher, settings),
+            metrics=metrics,
+        )
         await runner.start()
         _drain_on_sigterm(runner)
         try:
@@ -82,19 +102,30 @@ def create_app(settings: Settings, model: Callable[[Settings], ModelClient] | No
             await svd.close()
             store.close()
 
-    app = FastAPI(title="svd-triton gateway", version=version("svd-triton"), lifespan=lifespan,
-                  description="Hosted-SVD-compatible REST routes (Replicate predictions, E2E TIR, Nebius Forge, "
-                              "OpenAI-style video generations, OpenAI's Videos API, Stability AI's image-to-video) "
-                              "in front of a Triton svd_xt deployment.")
-    app.openapi = openapi_with_exact_integers(app, [bound for p in PARAMETERS.values() for bound in (p.low, p.high)
-                                                    if isinstance(bound, int)])
+    app = FastAPI(
+        title="svd-triton gateway",
+        version=version("svd-triton"),
+        lifespan=lifespan,
+        description="Hosted-SVD-compatible REST routes (Replicate predictions, E2E TIR, Nebius Forge, "
+        "OpenAI-style video generations, OpenAI's Videos API, Stability AI's image-to-video) "
+        "in front of a Triton svd_xt deployment.",
+    )
+    app.openapi = openapi_with_exact_integers(
+        app, [bound for p in PARAMETERS.values() for bound in (p.low, p.high) if isinstance(bound, int)]
+    )
     install_handlers(app)
     for router in (*(router for family in FAMILIES for router in family.routers), health.router, playground.router):
         app.include_router(router)
-    app.state.error_shapes = ErrorShapes(tuple((family.prefixes, family.render_error) for family in FAMILIES
-                                               if family.prefixes))
-    app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes,
-                       body_seconds=settings.body_seconds, shapes=app.state.error_shapes)
+    app.state.error_shapes = ErrorShapes(
+        tuple((family.prefixes, family.render_error) for family in FAMILIES if family.prefixes)
+    )
+    app.add_middleware(
+        Guard,
+        token=settings.token,
+        max_body_bytes=settings.max_body_bytes,
+        body_seconds=settings.body_seconds,
+        shapes=app.state.error_shapes,
+    )
     app.add_middleware(RequestCounter, counter=metrics.requests)
     return app
 

@@ -10,15 +10,17 @@ Bytes on their way in (an upload being received) and local copies (a video being
 names, which would include such files while they are in use. The folder's scratch is under its root, so an
 upload's rename into `files/` stays on one filesystem, atomic.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import re
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
@@ -86,7 +88,7 @@ class FolderBlobs:
                 modified = path.stat().st_mtime
             except FileNotFoundError:  # deleted since the folder was read (a job deleted, a write's rename)
                 continue
-            yield f"{folder}/{path.name}", datetime.fromtimestamp(modified, timezone.utc).replace(tzinfo=None)
+            yield f"{folder}/{path.name}", datetime.fromtimestamp(modified, UTC).replace(tzinfo=None)
 
     def response(self, name: str, media_type: str | None, range_header: str | None) -> Response:
         if not self.path(name).is_file():
@@ -112,9 +114,10 @@ class BucketBlobs:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as error:
-            raise ValueError(f"storage_url {url}: the bucket cannot be reached ({error}); the endpoint and credentials "
-                             "come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
-                             ) from None
+            raise ValueError(
+                f"storage_url {url}: the bucket cannot be reached ({error}); the endpoint and credentials "
+                "come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            ) from None
         self.scratch = scratch_folder(Path(scratch))
 
     def key(self, name: str) -> str:
@@ -134,9 +137,14 @@ class BucketBlobs:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
 
     def listing(self, folder: str) -> Iterator[tuple[str, datetime]]:
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key(folder + "/")):
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.key(folder + "/")
+        ):
             for item in page.get("Contents", []):
-                yield item["Key"][len(self.prefix):], item["LastModified"].astimezone(timezone.utc).replace(tzinfo=None)
+                yield (
+                    item["Key"][len(self.prefix) :],
+                    item["LastModified"].astimezone(UTC).replace(tzinfo=None),
+                )
 
     def response(self, name: str, media_type: str | None, range_header: str | None) -> Response:
         wanted = {"Range": range_header} if range_header and RANGE.match(range_header) else {}
@@ -144,8 +152,12 @@ class BucketBlobs:
         headers = {"Content-Length": str(found["ContentLength"]), "Accept-Ranges": "bytes"}
         if "ContentRange" in found:
             headers["Content-Range"] = found["ContentRange"]
-        return StreamingResponse(found["Body"].iter_chunks(CHUNK), status_code=206 if "ContentRange" in found else 200,
-                                 media_type=media_type, headers=headers)
+        return StreamingResponse(
+            found["Body"].iter_chunks(CHUNK),
+            status_code=206 if "ContentRange" in found else 200,
+            media_type=media_type,
+            headers=headers,
+        )
 
     def _get(self, name: str, **extra) -> dict:
         from botocore.exceptions import ClientError

@@ -1,6 +1,7 @@
 """What the catalogue-style families share (E2E TIR, Nebius Forge, OpenAI-style generations): a base64 image, or a
 prompt alone for text-to-video, with the model's parameters beside it, answered on the line. Each family's body
 extends `ImageBody` or `CatalogueBody`, and `catalogue_spec` translates it."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field
 
 from svd_contract import PARAMETERS
+
 from .errors import GatewayError
 from .schemas import CACHE_CONFLICTS, IGNORED_FIELDS, Base64Image, SVDParameters, _contract_field, _given
 from .spec import JobSpec
@@ -26,24 +28,35 @@ class CatalogueBody(ImageBody):
     """Fields that catalogue-style APIs send beside the SVD parameters. Without an image, a body with a
     prompt runs text-to-video (Triton's text_to_video model): VoltageGPU's sample sends only a prompt."""
 
-    model_config = ConfigDict(json_schema_extra={"anyOf": [_given("image"), _given("prompt")],
-                                                "not": {"anyOf": CACHE_CONFLICTS}})
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [_given("image"), _given("prompt")], "not": {"anyOf": CACHE_CONFLICTS}}
+    )
 
-    image: Base64Image | None = Field(None, description="The image, base64 or a data:image/...;base64, "  # type: ignore[assignment]
-                                      "URI; leave out and send a prompt for text-to-video.")
+    image: Base64Image | None = Field(
+        None,
+        description="The image, base64 or a data:image/...;base64, "  # type: ignore[assignment]
+        "URI; leave out and send a prompt for text-to-video.",
+    )
     model: str | None = None
     guidance_scale: _contract_field(PARAMETERS["max_guidance_scale"])[0] = None  # type: ignore[valid-type]
     prompt: str | None = None
 
 
-async def catalogue_spec(origin: str, body: ImageBody, plane: DataPlane, *, defaults: dict[str, Any] | None = None,
-                         own: set[str] = frozenset()) -> tuple[JobSpec, list[str]]:
+async def catalogue_spec(
+    origin: str,
+    body: ImageBody,
+    plane: DataPlane,
+    *,
+    defaults: dict[str, Any] | None = None,
+    own: set[str] = frozenset(),
+) -> tuple[JobSpec, list[str]]:
     """The job of a catalogue body (its family's own fields, `own`, left out of the parameters), and warnings for
     the fields the model ignored."""
     prompt = getattr(body, "prompt", None)
     if body.image is None and prompt is None:
-        raise GatewayError(400, "invalid_request", "image: Field required (or send a prompt alone for text-to-video)",
-                           "image")
+        raise GatewayError(
+            400, "invalid_request", "image: Field required (or send a prompt alone for text-to-video)", "image"
+        )
     image = b"" if body.image is None else await plane.image(body.image, "image")
     params, warnings = dict(defaults or {}), []
     for name, value in body.model_dump(exclude_none=True, exclude={"image", "model", *own}).items():

@@ -11,9 +11,11 @@
   httpx's TLS and pool defaults and the given backend; the tests that record every outbound connection
   (tests/integration/test_outbound_pinning.py) fail if a later httpx stops using `_pool`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import httpcore
 import httpx
@@ -66,6 +68,11 @@ def transport_over(network: httpcore.AsyncNetworkBackend) -> httpx.AsyncHTTPTran
     """An httpx transport whose connections `network` opens; no proxies from the environment."""
     tls = httpx.create_ssl_context(trust_env=False)
     transport = httpx.AsyncHTTPTransport(verify=tls, trust_env=False)
-    transport._pool = httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=100, max_keepalive_connections=20,
-                                                   keepalive_expiry=5.0, network_backend=network)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=tls,
+        max_connections=100,
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
+        network_backend=network,
+    )
     return transport

@@ -1,5 +1,6 @@
 """What route handlers get injected: the per-process objects the lifespan created (one `GatewayState`, the
 lifespan's state: request.state.gateway), and request helpers (the base URL, a JSON-or-multipart body)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -125,8 +126,12 @@ async def read_body(request: Request, model: type[BaseModel], files: tuple[str, 
                 else:
                     fields[name] = value
     else:
-        raise GatewayError(400, "invalid_request", f"body: Content-Type {content_type[:80]!r} is not accepted; send "
-                           "application/json or multipart/form-data", "body")
+        raise GatewayError(
+            400,
+            "invalid_request",
+            f"body: Content-Type {content_type[:80]!r} is not accepted; send application/json or multipart/form-data",
+            "body",
+        )
     try:  # form fields are text: there "4" is the integer 4 and "true" the boolean; JSON says which it means
         return model.model_validate(fields, strict=content_type == "application/json"), uploads
     except ValidationError as error:

@@ -6,24 +6,41 @@ Videos API, Stability, fal) builds its router with `family_router(render_error=.
 renderer, so an error raised on them is rendered by it. What is answered before a route is chosen (the guard's
 401, 408 and 413; an unknown path) takes the shape of the family whose path prefix it has (`ErrorShapes`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from fastapi.routing import APIRoute
 from starlette.routing import Match
 
-from svd_triton.errors import (DeadlineExceededError, InvalidRequestError, RequestCancelledError, SVDClientError,
-                      UnauthorizedError, UnavailableError)
+from svd_triton.errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    RequestCancelledError,
+    SVDClientError,
+    UnauthorizedError,
+    UnavailableError,
+)
 
-STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                408: "timeout", 413: "too_large", 422: "invalid_input", 503: "unavailable", 504: "deadline_exceeded"}
+STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    413: "too_large",
+    422: "invalid_input",
+    503: "unavailable",
+    504: "deadline_exceeded",
+}
 # Model client errors (most specific first) → the error code a job records and the HTTP status it maps to.
 CLIENT_ERRORS = [
     (DeadlineExceededError, "deadline_exceeded"),
@@ -33,8 +50,15 @@ CLIENT_ERRORS = [
     (RequestCancelledError, "canceled"),
     (SVDClientError, "server_error"),
 ]
-CODE_STATUS = {"deadline_exceeded": 504, "invalid_request": 400, "unauthorized": 502, "unavailable": 503,
-               "canceled": 409, "server_error": 502, "interrupted": 503}
+CODE_STATUS = {
+    "deadline_exceeded": 504,
+    "invalid_request": 400,
+    "unauthorized": 502,
+    "unavailable": 503,
+    "canceled": 409,
+    "server_error": 502,
+    "interrupted": 503,
+}
 
 
 class GatewayError(HTTPException):
@@ -70,12 +94,19 @@ class HouseError(BaseModel):
 
 
 ERROR_DESCRIPTIONS = {
-    400: "A field malformed or out of range, named in the error", 401: "A missing or wrong bearer token",
-    404: "No such resource", 408: "The request body did not arrive in time", 409: "A conflict with the job's state",
-    413: "The request body is over the gateway's limit", 422: "Invalid input, the field named in the error",
-    500: "The generation failed on the server", 502: "The model server failed the request",
-    503: "The model is not available", 504: "The generation ran past its deadline",
-    "4XX": "Any other client error (e.g. 405, with the methods allowed in `Allow`)"}
+    400: "A field malformed or out of range, named in the error",
+    401: "A missing or wrong bearer token",
+    404: "No such resource",
+    408: "The request body did not arrive in time",
+    409: "A conflict with the job's state",
+    413: "The request body is over the gateway's limit",
+    422: "Invalid input, the field named in the error",
+    500: "The generation failed on the server",
+    502: "The model server failed the request",
+    503: "The model is not available",
+    504: "The generation ran past its deadline",
+    "4XX": "Any other client error (e.g. 405, with the methods allowed in `Allow`)",
+}
 GUARDED = (401, 408, 413)
 """What the guard (guard.py) may answer on any route behind the token."""
 GENERATION = (409, 502, 503, 504)
@@ -101,8 +132,9 @@ class FamilyRoute(APIRoute):
 def family_router(render_error: Renderer = house_error, invalid_status: int = 400, **options: Any) -> APIRouter:
     """An APIRouter whose routes render errors with `render_error` and refuse an invalid body with
     `invalid_status` (Replicate and fal answer 422, the older shapes 400)."""
-    route = type("FamilyRoute", (FamilyRoute,), {"render_error": staticmethod(render_error),
-                                                  "invalid_status": invalid_status})
+    route = type(
+        "FamilyRoute", (FamilyRoute,), {"render_error": staticmethod(render_error), "invalid_status": invalid_status}
+    )
     return APIRouter(route_class=route, **options)
 
 
@@ -117,8 +149,9 @@ class ErrorShapes:
         return next((render for prefixes, render in self.by_prefix if path.startswith(prefixes)), house_error)
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None, headers=None,
-                   render: Renderer = house_error) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers=None, render: Renderer = house_error
+) -> JSONResponse:
     return JSONResponse(render(status, code, message, field), status_code=status, headers=headers)
 
 
@@ -147,21 +180,26 @@ def install_handlers(app: FastAPI) -> None:
         if error.status_code == 405:  # Starlette's Allow names one route's methods; a path may have several
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         render, _ = route_renderer(request)
-        return error_response(error.status_code, code, str(error.detail), getattr(error, "field", None), headers,
-                              render)
+        return error_response(
+            error.status_code, code, str(error.detail), getattr(error, "field", None), headers, render
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
         first = error.errors()[0]
         field_name = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
         if first["type"] == "extra_forbidden":
-            unknown = sorted(".".join(str(p) for p in e["loc"] if p != "body") for e in error.errors()
-                             if e["type"] == "extra_forbidden")
+            unknown = sorted(
+                ".".join(str(p) for p in e["loc"] if p != "body")
+                for e in error.errors()
+                if e["type"] == "extra_forbidden"
+            )
             message = f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown[:20])}"
         elif first["type"] == "json_invalid":
             message = "body: not valid JSON"
         else:
             message = f"{field_name}: {first['msg']}"
         render, status = route_renderer(request)
-        return error_response(status, "invalid_request" if status == 400 else "invalid_input", message, field_name,
-                              render=render)
+        return error_response(
+            status, "invalid_request" if status == 400 else "invalid_input", message, field_name, render=render
+        )

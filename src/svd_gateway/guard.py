@@ -4,6 +4,7 @@ A pure ASGI middleware: a declared Content-Length over the limit is answered 413
 undeclared body is counted as it arrives and the read fails with 413 the moment it passes the limit,
 so nothing larger is ever buffered. A body that trickles in longer than `body_seconds` gets 408.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,8 +43,9 @@ def presented_key(authorization: str) -> str | None:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int, body_seconds: float,
-                 shapes: ErrorShapes):
+    def __init__(
+        self, app: ASGIApp, *, token: str | None, max_body_bytes: int, body_seconds: float, shapes: ErrorShapes
+    ):
         self.app, self.shapes = app, shapes
         self.expected = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
@@ -56,12 +58,26 @@ class Guard:
         if self.expected and not is_public(scope["path"]):
             given = (presented_key(headers.get("authorization", "")) or "").encode()
             if not secrets.compare_digest(given, self.expected):
-                return await self._answer(scope, receive, send, 401, "unauthorized", "missing or wrong bearer token",
-                                          {"WWW-Authenticate": "Bearer", "Connection": "close"})
+                return await self._answer(
+                    scope,
+                    receive,
+                    send,
+                    401,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                    {"WWW-Authenticate": "Bearer", "Connection": "close"},
+                )
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            return await self._answer(scope, receive, send, 413, "too_large",
-                                      f"request body over {self.max_body_bytes} bytes", {"Connection": "close"})
+            return await self._answer(
+                scope,
+                receive,
+                send,
+                413,
+                "too_large",
+                f"request body over {self.max_body_bytes} bytes",
+                {"Connection": "close"},
+            )
         await self.app(scope, self._limited(receive), send)
 
     def _limited(self, receive: Receive) -> Receive:
@@ -74,8 +90,10 @@ class Guard:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                raise GatewayError(408, "timeout", f"the request body did not arrive within {self.body_seconds:g} s") from None
+            except TimeoutError:
+                raise GatewayError(
+                    408, "timeout", f"the request body did not arrive within {self.body_seconds:g} s"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
@@ -85,8 +103,8 @@ class Guard:
 
         return limited_receive
 
-
-    async def _answer(self, scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str,
-                      headers: dict) -> None:
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str, headers: dict
+    ) -> None:
         render = self.shapes.for_path(scope["path"])
         await error_response(status, code, message, headers=headers, render=render)(scope, receive, send)

@@ -4,6 +4,7 @@ uvicorn closes idle keep-alive connections, but not one that sends a request's h
 time (slow-loris): every byte cancels its keep-alive timer, and a new connection has none. The guard
 bounds the body (`body_seconds`); `HeaderDeadline` bounds what comes before it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -61,7 +62,14 @@ class HeaderDeadline(H11Protocol):
 
 def server_options(settings: Settings) -> dict:
     """Keyword arguments for `uvicorn.run` / `uvicorn.Config` that serve the gateway as `settings` say."""
-    tls = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)} if settings.tls_certfile else {}
-    return {"http": functools.partial(HeaderDeadline, header_seconds=settings.header_seconds),
-            # in-flight requests get the job runner's drain time to be answered, then are cut off
-            "timeout_graceful_shutdown": int(settings.drain_seconds) + 5, **tls}
+    tls = (
+        {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)}
+        if settings.tls_certfile
+        else {}
+    )
+    return {
+        "http": functools.partial(HeaderDeadline, header_seconds=settings.header_seconds),
+        # in-flight requests get the job runner's drain time to be answered, then are cut off
+        "timeout_graceful_shutdown": int(settings.drain_seconds) + 5,
+        **tls,
+    }

@@ -5,6 +5,7 @@ tells webhooks. Every state change goes through the store first, fenced by the l
 nothing and a replica that lost its lease changes nothing. On SIGTERM it drains: no new claims, running jobs
 get `drain_seconds`, the rest go back to the queue at once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,15 +14,17 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from svd_triton.client import ProgressUpdate, VideoResult
 from svd_contract import VIDEO_FORMATS, Progress
+from svd_triton.client import ProgressUpdate, VideoResult
 from svd_triton.errors import RequestCancelledError, SVDClientError
+
 from .errors import CODE_STATUS, GatewayError, client_error_code
 from .metrics import GatewayMetrics
 from .model_client import ModelClient
@@ -57,8 +60,7 @@ def progress_percent(job: Job) -> int:
     if not job.progress:
         return 0
     now = Progress(**job.progress)
-    done = (now.step / max(now.total, 1) if now.phase == "denoising" else
-            0.0 if now.phase in BEFORE_DENOISING else 1.0)
+    done = now.step / max(now.total, 1) if now.phase == "denoising" else 0.0 if now.phase in BEFORE_DENOISING else 1.0
     return min(99, int(100 * (now.segment - 1 + done) / max(now.segments, 1)))
 
 
@@ -73,10 +75,17 @@ def output_url(job: Job) -> str | None:
 
 
 class JobRunner:
-    def __init__(self, store: Store, svd: ModelClient, webhooks: Webhooks, settings: Settings,
-                 metrics: GatewayMetrics, *,
-                 webhook_payloads: dict[str, Callable[[Job], dict[str, Any]]] | None = None,
-                 progress_lines: dict[str, Callable[[ProgressUpdate], str]] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        svd: ModelClient,
+        webhooks: Webhooks,
+        settings: Settings,
+        metrics: GatewayMetrics,
+        *,
+        webhook_payloads: dict[str, Callable[[Job], dict[str, Any]]] | None = None,
+        progress_lines: dict[str, Callable[[ProgressUpdate], str]] | None = None,
+    ):
         self.store, self.svd, self.webhooks, self.settings, self.metrics = store, svd, webhooks, settings, metrics
         self.webhook_payloads = webhook_payloads or {}
         self.progress_lines = progress_lines or {}
@@ -106,8 +115,11 @@ class JobRunner:
         await run_in_threadpool(self.store.sweep_orphans, SWEEP_GRACE)
         if self.settings.wake == "notify" and self.store.can_listen:
             loop = asyncio.get_running_loop()
-            threading.Thread(target=self.store.listen, args=(lambda: loop.call_soon_threadsafe(self.wake.set),
-                                                             self.listening), daemon=True).start()
+            threading.Thread(
+                target=self.store.listen,
+                args=(lambda: loop.call_soon_threadsafe(self.wake.set), self.listening),
+                daemon=True,
+            ).start()
         for loop_body in (self._claim_loop(), self._heartbeat(), self._expire_periodically()):
             self._spawn(loop_body)
         log.info("replica %s claims jobs as %s", self.settings.replica_id, self.holder)
@@ -133,12 +145,17 @@ class JobRunner:
         self.wake.set()
         log.info("draining: %d jobs running, up to %.0f s to finish", len(self.running), self.settings.drain_seconds)
         for job in list(self.reserved.values()):  # not started: its client is told at once, and may retry elsewhere
-            await self._finish(job, "failed", error_code="unavailable",
-                               error="this gateway replica is shutting down; send the request again")
+            await self._finish(
+                job,
+                "failed",
+                error_code="unavailable",
+                error="this gateway replica is shutting down; send the request again",
+            )
         if self.executions:
             await asyncio.wait(set(self.executions), timeout=self.settings.drain_seconds)
-        await self._release_running("the gateway replica running it was shut down before the job could finish; "
-                                    "the job is queued again")
+        await self._release_running(
+            "the gateway replica running it was shut down before the job could finish; the job is queued again"
+        )
 
     async def _release_running(self, note: str) -> None:
         """Stop this process's running jobs and give them back to the queue (a synchronous route's job fails:
@@ -151,12 +168,38 @@ class JobRunner:
         if self.executions:
             await asyncio.gather(*self.executions, return_exceptions=True)
 
-    def new_job(self, origin: str, image: bytes, params: dict[str, Any], given: dict[str, Any], base_url: str,
-                *, webhook: str | None = None, events: list[str] | None = None, owner: str | None = None) -> Job:
-        return Job(id=new_id(), origin=origin, model=MODEL, version=VERSION, status="starting", input=given,
-                   owner=owner, polled=True, params=params, image_sha256=sha256(image), base_url=base_url, logs="",
-                   webhook=webhook, webhook_events=events or [], attempts=0, cancel_requested=False, output_removed=False,
-                   created_at=utcnow())
+    def new_job(
+        self,
+        origin: str,
+        image: bytes,
+        params: dict[str, Any],
+        given: dict[str, Any],
+        base_url: str,
+        *,
+        webhook: str | None = None,
+        events: list[str] | None = None,
+        owner: str | None = None,
+    ) -> Job:
+        return Job(
+            id=new_id(),
+            origin=origin,
+            model=MODEL,
+            version=VERSION,
+            status="starting",
+            input=given,
+            owner=owner,
+            polled=True,
+            params=params,
+            image_sha256=sha256(image),
+            base_url=base_url,
+            logs="",
+            webhook=webhook,
+            webhook_events=events or [],
+            attempts=0,
+            cancel_requested=False,
+            output_removed=False,
+            created_at=utcnow(),
+        )
 
     async def submit(self, job: Job, image: bytes) -> Job:
         """Queue a job for whichever replica has a free slot first (this one is woken too)."""
@@ -170,8 +213,12 @@ class JobRunner:
         if self.draining:
             raise GatewayError(503, "unavailable", "this gateway replica is shutting down; send the request again")
         if self.settings.concurrency == 0:
-            raise GatewayError(503, "unavailable", "this gateway replica only queues jobs (--concurrency 0); send "
-                               "synchronous requests to one that runs them")
+            raise GatewayError(
+                503,
+                "unavailable",
+                "this gateway replica only queues jobs (--concurrency 0); send "
+                "synchronous requests to one that runs them",
+            )
         job.lease_holder, job.polled = self.holder, False
         job.lease_expires_at = utcnow() + timedelta(seconds=self.settings.lease_seconds)
         await run_in_threadpool(self.store.create, job, image)
@@ -179,15 +226,20 @@ class JobRunner:
         self._spawn(self._run_reserved(job))
         job = await self.wait(job.id, self.settings.timeout + 60)
         if job.status == "failed":
-            raise GatewayError(CODE_STATUS.get(job.error_code, 502), job.error_code or "server_error", job.error,
-                               job.error_field)
+            raise GatewayError(
+                CODE_STATUS.get(job.error_code, 502), job.error_code or "server_error", job.error, job.error_field
+            )
         if job.status != "succeeded":
             raise GatewayError(504, "deadline_exceeded", f"the job is still {job.status}")
         try:
             return job, await run_in_threadpool(self.store.read_output, job.output_key)
         except FileNotFoundError:  # retention dropped it already: more concurrent jobs than max_outputs
-            raise GatewayError(503, "unavailable", "the video was dropped by the store's retention before it could be "
-                               "sent (max_outputs is smaller than the number of concurrent requests)") from None
+            raise GatewayError(
+                503,
+                "unavailable",
+                "the video was dropped by the store's retention before it could be "
+                "sent (max_outputs is smaller than the number of concurrent requests)",
+            ) from None
 
     async def wait(self, job_id: str, seconds: float) -> Job | None:
         """The job once terminal, or as it is after `seconds`."""
@@ -228,8 +280,9 @@ class JobRunner:
             job = None
             if not self.draining:
                 try:
-                    job = await run_in_threadpool(self.store.claim_next, self.holder, self.settings.replica_id,
-                                                  self.settings.lease_seconds)
+                    job = await run_in_threadpool(
+                        self.store.claim_next, self.holder, self.settings.replica_id, self.settings.lease_seconds
+                    )
                 except Exception:
                     log.exception("claiming from the queue failed; retrying in %.1f s", self.settings.poll_seconds)
             if job is None:
@@ -244,8 +297,9 @@ class JobRunner:
         claimed = None
         try:
             if not self.draining:
-                claimed = await run_in_threadpool(self.store.claim, job.id, self.holder, self.settings.replica_id,
-                                                  self.settings.lease_seconds)
+                claimed = await run_in_threadpool(
+                    self.store.claim, job.id, self.holder, self.settings.replica_id, self.settings.lease_seconds
+                )
         finally:
             self.reserved.pop(job.id, None)
             if claimed is None:  # canceled while queued, or failed by a drain
@@ -339,12 +393,22 @@ class JobRunner:
                 return await self._give_back(job)
             return await self._finish(job, "canceled", predict_time=time.perf_counter() - started)
         except SVDClientError as error:  # the client read the field the message names: error.field
-            return await self._finish(job, "failed", error=str(error), error_code=client_error_code(error),
-                                      error_field=error.field, predict_time=time.perf_counter() - started)
+            return await self._finish(
+                job,
+                "failed",
+                error=str(error),
+                error_code=client_error_code(error),
+                error_field=error.field,
+                predict_time=time.perf_counter() - started,
+            )
         except Exception:  # a bug or a lost input file must not leave the job `processing`
             log.exception("job %s failed in the gateway", job.id)
-            return await self._finish(job, "failed", error_code="server_error",
-                                      error="the gateway failed while running this job; its log has the details")
+            return await self._finish(
+                job,
+                "failed",
+                error_code="server_error",
+                error="the gateway failed while running this job; its log has the details",
+            )
         finally:
             self.generations.pop(job.id, None)
         try:
@@ -359,12 +423,21 @@ class JobRunner:
             key = await run_in_threadpool(self.store.save_output, result.video)
         except Exception:  # storage down or full: the job fails, and says where to look
             log.exception("job %s: storing its video failed", job.id)
-            return await self._finish(job, "failed", error_code="server_error",
-                                      error="the video was made but could not be stored; the gateway's log has "
-                                            "the details")
-        finished = await self._finish(job, "succeeded", output_key=key, output_format=result.video_format,
-                                      output_bytes=len(result.video), seed=result.seed,
-                                      predict_time=time.perf_counter() - started)
+            return await self._finish(
+                job,
+                "failed",
+                error_code="server_error",
+                error="the video was made but could not be stored; the gateway's log has the details",
+            )
+        finished = await self._finish(
+            job,
+            "succeeded",
+            output_key=key,
+            output_format=result.video_format,
+            output_bytes=len(result.video),
+            seed=result.seed,
+            predict_time=time.perf_counter() - started,
+        )
         if finished is None:  # canceled at the very end, or taken over: this output is not the job's
             log.warning("job %s: finish refused (canceled or taken over); its video is dropped", job.id)
             await run_in_threadpool(self.store.delete_output, key)
@@ -379,9 +452,12 @@ class JobRunner:
             if await run_in_threadpool(self.store.release, job, self.releasing[job.id]):
                 log.info("job %s released to the queue", job.id)
             return None
-        return await self._finish(job, "failed", error_code="unavailable",
-                                  error="this gateway replica was shut down before the job could finish; send the "
-                                        "request again")
+        return await self._finish(
+            job,
+            "failed",
+            error_code="unavailable",
+            error="this gateway replica was shut down before the job could finish; send the request again",
+        )
 
     async def _flush(self, job: Job, updates: list[ProgressUpdate]) -> Job:
         render = self.progress_lines.get(job.origin, progress_line)
@@ -397,8 +473,12 @@ class JobRunner:
             self.webhooks.send(job.id, job.webhook, job.webhook_events, event, render(job))
 
     async def _expire(self) -> None:
-        await run_in_threadpool(self.store.expire, max_outputs=self.settings.max_outputs,
-                                output_seconds=self.settings.output_seconds, max_output_bytes=self.settings.max_output_bytes)
+        await run_in_threadpool(
+            self.store.expire,
+            max_outputs=self.settings.max_outputs,
+            output_seconds=self.settings.output_seconds,
+            max_output_bytes=self.settings.max_output_bytes,
+        )
 
     async def _expire_periodically(self) -> None:
         while True:

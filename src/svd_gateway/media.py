@@ -8,6 +8,7 @@ number. ffmpeg runs as a plain subprocess (as the engine runs it) rather than th
 `read_frames`: the sprites' size is chosen before decoding, so there is no header to wait for (read_frames
 gives up after 10 seconds without one, "Could not load meta information") and none to parse (it warns on
 every call whose output size differs from the source's)."""
+
 from __future__ import annotations
 
 import io
@@ -15,9 +16,9 @@ import math
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import imageio_ffmpeg
 from PIL import Image
@@ -52,8 +53,23 @@ def probe(path: Path) -> tuple[int, int, int]:
     """Frames, width and height of the first video stream, from a stream copy to nowhere: its packets are
     counted (one per frame), none is decoded, so this costs milliseconds where counting decoded frames
     (imageio_ffmpeg.count_frames_and_secs) would cost a second decode of the whole video."""
-    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path),
-                           "-map", "0:v:0", "-c", "copy", "-f", "null", "-"], capture_output=True)
+    done = subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-i",
+            str(path),
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+    )
     log = done.stderr.decode(errors="replace")
     size, counts = STREAM_SIZE.search(log), FRAME_COUNT.findall(log)
     if done.returncode or not size or not counts:
@@ -66,9 +82,26 @@ def probe(path: Path) -> tuple[int, int, int]:
 
 def frames(path: Path, width: int, height: int, most: int) -> Iterator[Image.Image]:
     """The first `most` frames of the first video stream, scaled by ffmpeg to width×height, one at a time."""
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
-               "-map", "0:v:0", "-vf", f"scale={width}:{height}:flags=area", "-fps_mode", "passthrough",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-vf",
+        f"scale={width}:{height}:flags=area",
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "pipe:1",
+    ]
     size, count = width * height * 3, 0
     # ffmpeg's complaints go to a file: a pipe read only at the end could fill up and stall it
     with tempfile.TemporaryFile() as log, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log) as process:

@@ -6,6 +6,7 @@ the others are this process's counters (running jobs, lease takeovers, job durat
 HTTP requests), labelled with its replica id where one series per replica is the point. Each app has its
 own registry: several gateways in one process (the tests) do not collide.
 """
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,30 +28,52 @@ class StoreCollector:
 
     def collect(self):
         by_status, oldest = self.store.counts()
-        jobs = GaugeMetricFamily("svd_gateway_jobs", "Jobs in the shared store by status (all replicas)",
-                                 labels=["status"])
+        jobs = GaugeMetricFamily(
+            "svd_gateway_jobs", "Jobs in the shared store by status (all replicas)", labels=["status"]
+        )
         for status in STATUSES:
             jobs.add_metric([status], by_status.get(status, 0))
         yield jobs
-        yield GaugeMetricFamily("svd_gateway_queue_depth", "Jobs waiting to be run (status starting), all replicas",
-                                value=by_status.get("starting", 0))
-        yield GaugeMetricFamily("svd_gateway_oldest_queued_seconds", "Age of the oldest waiting job (0: none waits)",
-                                value=oldest or 0.0)
+        yield GaugeMetricFamily(
+            "svd_gateway_queue_depth",
+            "Jobs waiting to be run (status starting), all replicas",
+            value=by_status.get("starting", 0),
+        )
+        yield GaugeMetricFamily(
+            "svd_gateway_oldest_queued_seconds", "Age of the oldest waiting job (0: none waits)", value=oldest or 0.0
+        )
 
 
 class GatewayMetrics:
     def __init__(self, replica: str):
         self.registry = CollectorRegistry()
-        self.running = Gauge("svd_gateway_running_jobs", "Jobs this replica is running", ["replica"],
-                             registry=self.registry).labels(replica)
-        self.takeovers = Counter("svd_gateway_lease_takeovers", "Jobs whose expired lease this replica took over "
-                                 "(their replica was lost)", registry=self.registry)
-        self.duration = Histogram("svd_gateway_job_duration_seconds", "Time jobs ran on this replica, by outcome",
-                                  ["status"], buckets=DURATION_BUCKETS, registry=self.registry)
-        self.webhooks = Counter("svd_gateway_webhook_deliveries", "Webhook events sent by this replica: delivered, "
-                                "or failed after every retry", ["result"], registry=self.registry)
-        self.requests = Counter("svd_gateway_http_requests", "HTTP requests by route template and status code",
-                                ["route", "code"], registry=self.registry)
+        self.running = Gauge(
+            "svd_gateway_running_jobs", "Jobs this replica is running", ["replica"], registry=self.registry
+        ).labels(replica)
+        self.takeovers = Counter(
+            "svd_gateway_lease_takeovers",
+            "Jobs whose expired lease this replica took over (their replica was lost)",
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "svd_gateway_job_duration_seconds",
+            "Time jobs ran on this replica, by outcome",
+            ["status"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "svd_gateway_webhook_deliveries",
+            "Webhook events sent by this replica: delivered, or failed after every retry",
+            ["result"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "svd_gateway_http_requests",
+            "HTTP requests by route template and status code",
+            ["route", "code"],
+            registry=self.registry,
+        )
 
     def watch(self, store: Store) -> None:
         self.registry.register(StoreCollector(store))

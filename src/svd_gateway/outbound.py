@@ -11,12 +11,13 @@ being new connections. `AllowList.refusal` is an earlier check of a URL, for a c
 An image URL is fetched with a time limit for the whole fetch and a size limit, following redirects (each hop
 checked as it connects) at most MAX_REDIRECTS times.
 """
+
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import httpcore
 import httpx
@@ -26,29 +27,39 @@ from .errors import GatewayError
 
 MAX_REDIRECTS = 5
 
-NOT_PUBLIC = tuple(ipaddress.ip_network(network) for network in (
-    "0.0.0.0/8",  # "this network", 0.0.0.0 included
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # private (RFC 1918)
-    "100.64.0.0/10",  # carrier-grade NAT
-    "127.0.0.0/8",  # loopback
-    "169.254.0.0/16",  # link-local: cloud metadata services
-    "192.0.0.0/24",  # IETF protocol assignments
-    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # documentation
-    "192.88.99.0/24",  # 6to4 relay anycast
-    "198.18.0.0/15",  # benchmarking
-    "224.0.0.0/4",  # multicast
-    "240.0.0.0/4",  # reserved, and the broadcast address 255.255.255.255
-    "::/96",  # the unspecified ::, loopback ::1, and IPv4-compatible addresses (deprecated)
-    "::ffff:0:0/96",  # IPv4-mapped: refused whatever IPv4 address it carries
-    "64:ff9b::/96", "64:ff9b:1::/48",  # NAT64: a translator reaches the IPv4 address inside
-    "100::/64",  # discard
-    "2001::/23",  # IETF protocol assignments, Teredo (2001::/32) among them
-    "2001:db8::/32", "3fff::/20",  # documentation
-    "2002::/16",  # 6to4: a relay reaches the IPv4 address inside
-    "fc00::/7",  # unique local (private)
-    "fe80::/10", "fec0::/10",  # link-local, site-local (deprecated)
-    "ff00::/8",  # multicast
-))
+NOT_PUBLIC = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "0.0.0.0/8",  # "this network", 0.0.0.0 included
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",  # private (RFC 1918)
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local: cloud metadata services
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",  # documentation
+        "192.88.99.0/24",  # 6to4 relay anycast
+        "198.18.0.0/15",  # benchmarking
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the broadcast address 255.255.255.255
+        "::/96",  # the unspecified ::, loopback ::1, and IPv4-compatible addresses (deprecated)
+        "::ffff:0:0/96",  # IPv4-mapped: refused whatever IPv4 address it carries
+        "64:ff9b::/96",
+        "64:ff9b:1::/48",  # NAT64: a translator reaches the IPv4 address inside
+        "100::/64",  # discard
+        "2001::/23",  # IETF protocol assignments, Teredo (2001::/32) among them
+        "2001:db8::/32",
+        "3fff::/20",  # documentation
+        "2002::/16",  # 6to4: a relay reaches the IPv4 address inside
+        "fc00::/7",  # unique local (private)
+        "fe80::/10",
+        "fec0::/10",  # link-local, site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
 """Refused unless the operator allowed them, though Python's `is_global` is true for some (NAT64, 6to4,
 IPv4-mapped, multicast, site-local)."""
 
@@ -93,8 +104,13 @@ class AllowList:
     """Which hosts the gateway may connect to for a client. `resolve` answers DNS (the system's by default);
     `network` opens the TCP connections to checked addresses (httpcore's anyio backend by default)."""
 
-    def __init__(self, allow: tuple[str, ...], *, resolve: Resolve = system_resolve,
-                 network: httpcore.AsyncNetworkBackend | None = None):
+    def __init__(
+        self,
+        allow: tuple[str, ...],
+        *,
+        resolve: Resolve = system_resolve,
+        network: httpcore.AsyncNetworkBackend | None = None,
+    ):
         self.hosts = {entry.lower() for entry in allow if not is_network(entry)}
         self.networks = [ipaddress.ip_network(entry, strict=False) for entry in allow if is_network(entry)]
         self.resolve = resolve
@@ -142,13 +158,20 @@ class CheckedNetwork(httpcore.AsyncNetworkBackend):
     def __init__(self, allow: AllowList):
         self.allow = allow
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                          socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         failure = None
         for address in await self.allow.addresses(host, port):  # in the resolver's order, as a name would be
             try:
-                return await self.allow.network.connect_tcp(address, port, timeout=timeout,
-                                                            local_address=local_address, socket_options=socket_options)
+                return await self.allow.network.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
                 failure = error
         raise failure
@@ -159,8 +182,9 @@ class ImageFetcher:
 
     def __init__(self, allow: AllowList, *, max_bytes: int, seconds: float):
         self.max_bytes, self.seconds = max_bytes, seconds
-        self.http = httpx.AsyncClient(transport=allow.transport(), follow_redirects=False, timeout=seconds,
-                                      trust_env=False)
+        self.http = httpx.AsyncClient(
+            transport=allow.transport(), follow_redirects=False, timeout=seconds, trust_env=False
+        )
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -171,7 +195,7 @@ class ImageFetcher:
 
         try:
             return await asyncio.wait_for(self._fetch(url, refused), self.seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise refused(f"no complete answer within {self.seconds:g} s") from None
         except Refused as error:
             raise refused(str(error)) from None

@@ -1,5 +1,6 @@
 """Request bodies, built from the generated contract so every type, range and enum in the OpenAPI
 document is the model's own; and cog-svd's input names mapped onto the model's parameters."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -7,18 +8,22 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from svd_contract import PARAMETERS, VIDEO_FORMATS, Parameter
-from .spec import DEEP_CACHE_PRESETS, DEEPCACHE_INTERVAL
 
+from .spec import DEEP_CACHE_PRESETS, DEEPCACHE_INTERVAL
 
 INT32_MAX = 2**31 - 1
 """The model's integer inputs are INT32 on the wire (SEED is INT64 and has its own bound)."""
-QUALITY_RANGE = (min(f.quality_range[0] for f in VIDEO_FORMATS.values() if f.quality_range),
-                 max(f.quality_range[1] for f in VIDEO_FORMATS.values() if f.quality_range))
+QUALITY_RANGE = (
+    min(f.quality_range[0] for f in VIDEO_FORMATS.values() if f.quality_range),
+    max(f.quality_range[1] for f in VIDEO_FORMATS.values() if f.quality_range),
+)
 """video_quality's range depends on video_format; the schema states the union, the model the rest."""
 # An image: base64 (optionally a data URI) in whole 4-character groups, or a URL (an upload to this gateway, or
 # fetched from a host the allow-list permits: service.DataPlane.image).
-BASE64_IMAGE = (r"^(data:[\w.+/-]+(;[\w=.+-]+)*;base64,)?"  # not empty: an empty image is refused
-                r"(([A-Za-z0-9+/]{4})+([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$")
+BASE64_IMAGE = (
+    r"^(data:[\w.+/-]+(;[\w=.+-]+)*;base64,)?"  # not empty: an empty image is refused
+    r"(([A-Za-z0-9+/]{4})+([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$"
+)
 UPLOAD_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/v1/files/([a-z0-9]+)$"
 HTTP_URL = r"^https?://[^\s/?#]+([/?#]\S*)?$"
 """An http(s) URL with a host: what a webhook or an image URL may look like (the allow-list decides the rest)."""
@@ -60,24 +65,35 @@ def integer(**bounds):
 
 def _contract_field(parameter: Parameter):
     kind = Literal[parameter.choices] if parameter.choices else parameter.kind
-    low, high = (QUALITY_RANGE if parameter.name == "video_quality" else (parameter.low, parameter.high))
+    low, high = QUALITY_RANGE if parameter.name == "video_quality" else (parameter.low, parameter.high)
     if parameter.kind is int and high is None:
         high = INT32_MAX
-    bounds = {"ge": low, "le": high, "multiple_of": parameter.multiple_of if parameter.multiple_of > 1 else None,
-              "allow_inf_nan": False if parameter.kind is float else None}
+    bounds = {
+        "ge": low,
+        "le": high,
+        "multiple_of": parameter.multiple_of if parameter.multiple_of > 1 else None,
+        "allow_inf_nan": False if parameter.kind is float else None,
+    }
     bounds = {k: v for k, v in bounds.items() if v is not None}
     return (integer(**bounds) if parameter.kind is int else Annotated[kind, Field(**bounds)]) | None, None
 
 
 def _given(*names: str, **schemas: dict) -> dict:
     """JSON schema: every one of `names` present and not null (and matching `schemas` where one is named)."""
-    return {"required": list(names), "properties": {name: schemas.get(name, {"not": {"type": "null"}}) for name in names}}
+    return {
+        "required": list(names),
+        "properties": {name: schemas.get(name, {"not": {"type": "null"}}) for name in names},
+    }
 
 
 CACHE_CONFLICTS = [
     *(_given("deep_cache", other) for other in ("cache_interval", "cache_branch_id", "enable_deepcache")),
-    _given("enable_deepcache", "cache_interval", enable_deepcache={"const": False},
-           cache_interval={"type": "integer", "minimum": 2}),
+    _given(
+        "enable_deepcache",
+        "cache_interval",
+        enable_deepcache={"const": False},
+        cache_interval={"type": "integer", "minimum": 2},
+    ),
 ]
 """CacheSwitches._one_way_to_ask as JSON schema (each body's `not`), so what the document allows the API accepts."""
 
@@ -87,25 +103,33 @@ class CacheSwitches(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"not": {"anyOf": CACHE_CONFLICTS}})
     deep_cache: Literal[tuple(DEEP_CACHE_PRESETS)] | None = Field(
-        None, description="fal's preset: none, minimum, medium or high → cache_interval 1, 2, 3 or 5 (branch 0).")
+        None, description="fal's preset: none, minimum, medium or high → cache_interval 1, 2, 3 or 5 (branch 0)."
+    )
     enable_deepcache: bool | None = Field(
-        None, description=f"Replicate's switch: true caches at cache_interval (default {DEEPCACHE_INTERVAL}) and "
-                          "cache_branch_id; false turns caching off.")
+        None,
+        description=f"Replicate's switch: true caches at cache_interval (default {DEEPCACHE_INTERVAL}) and "
+        "cache_branch_id; false turns caching off.",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_ask(self):
         explicit = [name for name in ("cache_interval", "cache_branch_id") if getattr(self, name, None) is not None]
         if self.deep_cache is not None and (explicit or self.enable_deepcache is not None):
-            raise ValueError(f"deep_cache is a preset of cache_interval; give it or {explicit[0] if explicit else 'enable_deepcache'}, not both")
+            raise ValueError(
+                f"deep_cache is a preset of cache_interval; give it or "
+                f"{explicit[0] if explicit else 'enable_deepcache'}, not both"
+            )
         if self.enable_deepcache is False and (getattr(self, "cache_interval", None) or 1) > 1:
             raise ValueError("enable_deepcache=false turns caching off, but cache_interval asks for it; give one")
         return self
 
 
-SVDParameters = create_model("SVDParameters", __base__=CacheSwitches,
-                             **{name: _contract_field(p) for name, p in PARAMETERS.items()})
-SVDParameters.__doc__ = ("The model's optional parameters (bounds of None depend on the deployment) and other "
-                         "APIs' caching switches.")
+SVDParameters = create_model(
+    "SVDParameters", __base__=CacheSwitches, **{name: _contract_field(p) for name, p in PARAMETERS.items()}
+)
+SVDParameters.__doc__ = (
+    "The model's optional parameters (bounds of None depend on the deployment) and other APIs' caching switches."
+)
 
 
 PROMPT_FIELDS = ("prompt", "negative_prompt")
@@ -130,7 +154,9 @@ def form_schema(model: type[BaseModel], files: dict[str, str]) -> dict[str, Any]
         return {**rest, **options[0]} if len(options) == 1 else {**rest, "anyOf": options}
 
     properties = {name: present(node) for name, node in schema["properties"].items()}
-    properties.update({name: {"type": "string", "format": "binary", "description": text} for name, text in files.items()})
+    properties.update(
+        {name: {"type": "string", "format": "binary", "description": text} for name, text in files.items()}
+    )
     return {**schema, "properties": properties}
 
 

@@ -2,6 +2,7 @@
 shape, the data plane does the work they share). It turns a request's image reference into bytes, makes
 jobs of requests, runs them synchronously or submits them as predictions, cancels them, and sends keep-warm
 CONTROL requests to the model one per action at a time. One per process, created in the lifespan."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import Deployment
 from svd_triton.errors import SVDClientError
+
 from . import media, schemas
 from .errors import GatewayError
 from .jobs import JobRunner
@@ -36,8 +38,9 @@ def decode_base64(value: str, field: str, status: int = 400) -> bytes:
     try:
         return base64.b64decode(DATA_URI.sub("", value.strip()), validate=True)
     except (binascii.Error, ValueError):
-        raise GatewayError(status, "invalid_request",
-                           f"{field}: not valid base64 (or a data:image/...;base64, URI)", field) from None
+        raise GatewayError(
+            status, "invalid_request", f"{field}: not valid base64 (or a data:image/...;base64, URI)", field
+        ) from None
 
 
 def check_image(data: bytes, field: str, status: int = 400) -> bytes:
@@ -46,7 +49,9 @@ def check_image(data: bytes, field: str, status: int = 400) -> bytes:
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        raise GatewayError(status, "invalid_request", f"{field}: not an image (send a PNG, JPEG or WebP)", field) from None
+        raise GatewayError(
+            status, "invalid_request", f"{field}: not an image (send a PNG, JPEG or WebP)", field
+        ) from None
     return data
 
 
@@ -57,8 +62,15 @@ STILLS = {"thumbnail": media.thumbnail, "spritesheet": media.spritesheet}
 
 
 class DataPlane:
-    def __init__(self, store: Store, runner: JobRunner, svd: ModelClient, webhooks: Webhooks,
-                 fetcher: ImageFetcher, settings: Settings):
+    def __init__(
+        self,
+        store: Store,
+        runner: JobRunner,
+        svd: ModelClient,
+        webhooks: Webhooks,
+        fetcher: ImageFetcher,
+        settings: Settings,
+    ):
         self.store, self.runner, self.svd, self.webhooks, self.settings = store, runner, svd, webhooks, settings
         self.fetcher = fetcher
         self._deployment: tuple[float, Deployment | None] = (-DEPLOYMENT_SECONDS, None)
@@ -82,8 +94,9 @@ class DataPlane:
         echo = dict(spec.echo)
         if spec.keep_image and spec.image:
             echo["image_file"] = await self.keep_image(spec.image, "input_reference")
-        job = self.runner.new_job(spec.origin, spec.image, params, echo, base, webhook=spec.webhook,
-                                  events=spec.events, owner=spec.owner)
+        job = self.runner.new_job(
+            spec.origin, spec.image, params, echo, base, webhook=spec.webhook, events=spec.events, owner=spec.owner
+        )
         job.logs = "".join(f"{note}\n" for note in spec.notes)
         job.model, job.version = spec.model or job.model, spec.version or job.version
         return job
@@ -102,8 +115,12 @@ class DataPlane:
         """The bytes of a file uploaded to this gateway (or kept beside a video); `status` naming `field` when there
         is none by that id any more."""
         if await run_in_threadpool(self.store.get_upload, file_id) is None:
-            raise GatewayError(status, "not_found" if status == 404 else "invalid_request",
-                               f"{field}: no file {file_id[:40]} on this gateway (or it has expired)", field)
+            raise GatewayError(
+                status,
+                "not_found" if status == 404 else "invalid_request",
+                f"{field}: no file {file_id[:40]} on this gateway (or it has expired)",
+                field,
+            )
         return await run_in_threadpool(self.store.read_upload, file_id)
 
     async def deployment(self) -> Deployment | None:
@@ -123,19 +140,28 @@ class DataPlane:
     async def keep_image(self, image: bytes, name: str) -> str:
         """Keep a job's image as long as its video (a file like /v1/files' uploads), so that later jobs (an
         extension, a remix) can start from it; returns the file's id."""
-        upload = await run_in_threadpool(self.store.add_upload, name, "application/octet-stream", image, sha256(image),
-                                         len(image), self.settings.output_seconds)
+        upload = await run_in_threadpool(
+            self.store.add_upload,
+            name,
+            "application/octet-stream",
+            image,
+            sha256(image),
+            len(image),
+            self.settings.output_seconds,
+        )
         return upload.id
 
     async def still(self, job: Job, variant: str) -> bytes:
         """A JPEG made from the job's video: its first frame (thumbnail) or a sprite sheet of its frames. A video
-        ffmpeg cannot read is the model server's output gone bad, nothing the client sent: 502, as a failed model call."""
+        ffmpeg cannot read is the model server's output gone bad, nothing the client sent: 502, as a failed model
+        call."""
         video = await run_in_threadpool(self.store.read_output, job.output_key)
         try:
             return await run_in_threadpool(STILLS[variant], video, self.store.blobs.scratch)
         except media.Undecodable as error:
-            raise GatewayError(502, "server_error", f"video {job.id} could not be decoded into a {variant}: "
-                                                    f"{error}") from None
+            raise GatewayError(
+                502, "server_error", f"video {job.id} could not be decoded into a {variant}: {error}"
+            ) from None
 
     async def wait(self, job_id: str, seconds: float) -> Job | None:
         """The job once finished, or as it is after `seconds`."""

@@ -2,6 +2,7 @@
 `svd-triton gateway` (`add_arguments`: triton_url → --triton-url, with the field's type, default and help),
 and `from_arguments` turns parsed flags back into Settings. Standard library only: the thin client's CLI
 builds its parser from this module without the gateway's dependencies."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,96 +11,160 @@ import os
 import socket
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
-def setting(default: Any = MISSING, help: str = "", *, default_factory: Callable[[], Any] = MISSING,
-            env: Callable[[], str | None] | None = None, metavar: str | None = None,
-            choices: tuple[str, ...] | None = None) -> Any:
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    default_factory: Callable[[], Any] = MISSING,
+    env: Callable[[], str | None] | None = None,
+    metavar: str | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
     """A Settings field and what its flag needs. `env` reads the flag's default from the environment when the
     CLI runs (Settings built in code never read it); written as `lambda: os.environ.get("NAME")` so that the
     variable's name is stated where it is read (and is there for the deploy-drift test's reading of the code)."""
-    return field(default=default, default_factory=default_factory,
-                 metadata={"help": help, "env": env, "metavar": metavar, "choices": choices})
+    return field(
+        default=default,
+        default_factory=default_factory,
+        metadata={"help": help, "env": env, "metavar": metavar, "choices": choices},
+    )
 
 
 @dataclass
 class Settings:
     triton_url: str = setting("localhost:8001", "Triton's gRPC address", metavar="HOST:PORT")
-    token: str | None = setting(None, "bearer token clients must send, also sent to Triton "
-                                      "(default $SVD_TRITON_TOKEN)", env=lambda: os.environ.get("SVD_TRITON_TOKEN"))
-    no_auth: bool = setting(False, "serve without a key on a non-loopback address (refused otherwise): anyone who "
-                                   "reaches the port can generate, read and cancel every job")
-    tls_certfile: Path | None = setting(None, "serve HTTPS with this PEM certificate chain (with --tls-keyfile)",
-                                        metavar="PEM")
+    token: str | None = setting(
+        None,
+        "bearer token clients must send, also sent to Triton (default $SVD_TRITON_TOKEN)",
+        env=lambda: os.environ.get("SVD_TRITON_TOKEN"),
+    )
+    no_auth: bool = setting(
+        False,
+        "serve without a key on a non-loopback address (refused otherwise): anyone who "
+        "reaches the port can generate, read and cancel every job",
+    )
+    tls_certfile: Path | None = setting(
+        None, "serve HTTPS with this PEM certificate chain (with --tls-keyfile)", metavar="PEM"
+    )
     tls_keyfile: Path | None = setting(None, "the certificate's PEM private key (with --tls-certfile)", metavar="PEM")
-    metrics_url: str | None = setting(None, "Triton's metrics endpoint (default: Triton's host, port 8002)",
-                                      metavar="URL")
-    public_url: str | None = setting(None, "base URL of this gateway in the links it hands out (default: the URL "
-                                           "a request came in on)", metavar="URL")
+    metrics_url: str | None = setting(
+        None, "Triton's metrics endpoint (default: Triton's host, port 8002)", metavar="URL"
+    )
+    public_url: str | None = setting(
+        None,
+        "base URL of this gateway in the links it hands out (default: the URL a request came in on)",
+        metavar="URL",
+    )
     timeout: float = setting(900.0, "seconds one generation may take in Triton, queueing included")
     max_body_bytes: int = setting(32 * 1024 * 1024, "largest request body in bytes; a larger one is answered 413")
-    header_seconds: float = setting(10.0, "a request's line and headers must arrive within this many seconds "
-                                          "(else 408 and the connection closes)")
-    body_seconds: float = setting(60.0, "a request body must arrive within this many seconds (slow senders are "
-                                        "cut off with 408)")
+    header_seconds: float = setting(
+        10.0, "a request's line and headers must arrive within this many seconds (else 408 and the connection closes)"
+    )
+    body_seconds: float = setting(
+        60.0, "a request body must arrive within this many seconds (slow senders are cut off with 408)"
+    )
 
-    data_dir: Path = setting(help="uploads, job inputs, videos and the SQLite database unless --database-url is "
-                                  "set (default ~/.cache/svd-triton/gateway)",
-                             default_factory=lambda: Path.home() / ".cache" / "svd-triton" / "gateway", metavar="DIR")
-    storage_url: str | None = setting(None, "keep uploads, job inputs and videos in an S3-compatible bucket "
-                                            "(shared by replicas; endpoint and credentials from AWS_ENDPOINT_URL, "
-                                            "AWS_ACCESS_KEY_ID, ...; env SVD_GATEWAY_STORAGE_URL); default: "
-                                            "--data-dir",
-                                      env=lambda: os.environ.get("SVD_GATEWAY_STORAGE_URL"),
-                                      metavar="s3://BUCKET/PREFIX")
-    database_url: str | None = setting(None, "any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: "
-                                             "SQLite (WAL) in --data-dir; env SVD_GATEWAY_DATABASE_URL)",
-                                       env=lambda: os.environ.get("SVD_GATEWAY_DATABASE_URL"), metavar="URL")
-    replica_id: str = setting(help="this replica's name in job records, logs and metrics (correctness never "
-                                   "depends on it: a Deployment's random pod names are fine) (default: the host name)",
-                              default_factory=socket.gethostname, metavar="ID")
-    concurrency: int = setting(4, "generations this replica runs at once, claimed from the queue all replicas share "
-                                  "(0: an API-only replica that queues jobs for the others and refuses synchronous routes)")
-    max_attempts: int = setting(2, "a job whose replica was lost mid-run (crash, partition, scale-down) is started "
-                                   "again until it has been started this many times, then failed with the reason")
-    lease_seconds: float = setting(15.0, "a running job's lease: when its replica stops renewing it for this long, "
-                                         "any replica takes the job over")
-    heartbeat_seconds: float = setting(5.0, "how often a replica renews its leases, looks for cancels and takes over "
-                                            "expired jobs (keep well under --lease-seconds)")
-    wake: str = setting("notify", "how idle replicas learn of new jobs: notify (PostgreSQL LISTEN/NOTIFY, with "
-                                  "--poll-seconds as a fallback) or poll",
-                          choices=("notify", "poll"))
+    data_dir: Path = setting(
+        help="uploads, job inputs, videos and the SQLite database unless --database-url is "
+        "set (default ~/.cache/svd-triton/gateway)",
+        default_factory=lambda: Path.home() / ".cache" / "svd-triton" / "gateway",
+        metavar="DIR",
+    )
+    storage_url: str | None = setting(
+        None,
+        "keep uploads, job inputs and videos in an S3-compatible bucket "
+        "(shared by replicas; endpoint and credentials from AWS_ENDPOINT_URL, "
+        "AWS_ACCESS_KEY_ID, ...; env SVD_GATEWAY_STORAGE_URL); default: "
+        "--data-dir",
+        env=lambda: os.environ.get("SVD_GATEWAY_STORAGE_URL"),
+        metavar="s3://BUCKET/PREFIX",
+    )
+    database_url: str | None = setting(
+        None,
+        "any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: "
+        "SQLite (WAL) in --data-dir; env SVD_GATEWAY_DATABASE_URL)",
+        env=lambda: os.environ.get("SVD_GATEWAY_DATABASE_URL"),
+        metavar="URL",
+    )
+    replica_id: str = setting(
+        help="this replica's name in job records, logs and metrics (correctness never "
+        "depends on it: a Deployment's random pod names are fine) (default: the host name)",
+        default_factory=socket.gethostname,
+        metavar="ID",
+    )
+    concurrency: int = setting(
+        4,
+        "generations this replica runs at once, claimed from the queue all replicas share "
+        "(0: an API-only replica that queues jobs for the others and refuses synchronous routes)",
+    )
+    max_attempts: int = setting(
+        2,
+        "a job whose replica was lost mid-run (crash, partition, scale-down) is started "
+        "again until it has been started this many times, then failed with the reason",
+    )
+    lease_seconds: float = setting(
+        15.0, "a running job's lease: when its replica stops renewing it for this long, any replica takes the job over"
+    )
+    heartbeat_seconds: float = setting(
+        5.0,
+        "how often a replica renews its leases, looks for cancels and takes over "
+        "expired jobs (keep well under --lease-seconds)",
+    )
+    wake: str = setting(
+        "notify",
+        "how idle replicas learn of new jobs: notify (PostgreSQL LISTEN/NOTIFY, with "
+        "--poll-seconds as a fallback) or poll",
+        choices=("notify", "poll"),
+    )
     poll_seconds: float = setting(2.0, "an idle replica looks for queued jobs this often")
-    drain_seconds: float = setting(20.0, "on SIGTERM: stop claiming, let running jobs finish for this long, then "
-                                         "release the rest to the other replicas (keep below Kubernetes' "
-                                         "terminationGracePeriodSeconds)")
+    drain_seconds: float = setting(
+        20.0,
+        "on SIGTERM: stop claiming, let running jobs finish for this long, then "
+        "release the rest to the other replicas (keep below Kubernetes' "
+        "terminationGracePeriodSeconds)",
+    )
     max_wait: float = setting(60.0, "longest `Prefer: wait` (Replicate's sync mode) in seconds")
     max_outputs: int = setting(1000, "outputs kept at most (oldest dropped first)")
-    output_seconds: float = setting(24 * 3600.0, "how long outputs and finished jobs' records are kept (Replicate "
-                                                 "keeps outputs for an hour)")
+    output_seconds: float = setting(
+        24 * 3600.0, "how long outputs and finished jobs' records are kept (Replicate keeps outputs for an hour)"
+    )
     max_output_bytes: int = setting(10 * 1024**3, "bytes of outputs kept at most (oldest dropped first)")
     upload_seconds: float = setting(24 * 3600.0, "how long uploaded files are kept")
 
     region: str = setting("local", "region name the Forge routes report for this deployment")
-    gpu_hour_price: float | None = setting(None, "the operator's GPU-hour price for Forge's cost estimates; "
-                                                 "without it every cost is null (never guessed)", metavar="USD")
+    gpu_hour_price: float | None = setting(
+        None,
+        "the operator's GPU-hour price for Forge's cost estimates; without it every cost is null (never guessed)",
+        metavar="USD",
+    )
 
-    webhook_secret: str | None = setting(None, "whsec_<base64> signing key (default: generated once into "
-                                               "--data-dir; env SVD_GATEWAY_WEBHOOK_SECRET)",
-                                         env=lambda: os.environ.get("SVD_GATEWAY_WEBHOOK_SECRET"), metavar="KEY")
-    webhook_allow: tuple[str, ...] = setting((), "also allow webhooks and image URLs to this host or network (CIDR; "
-                                                 "repeatable): private, loopback and link-local targets are refused "
-                                                 "otherwise",
-                                             metavar="HOST_OR_CIDR")
+    webhook_secret: str | None = setting(
+        None,
+        "whsec_<base64> signing key (default: generated once into --data-dir; env SVD_GATEWAY_WEBHOOK_SECRET)",
+        env=lambda: os.environ.get("SVD_GATEWAY_WEBHOOK_SECRET"),
+        metavar="KEY",
+    )
+    webhook_allow: tuple[str, ...] = setting(
+        (),
+        "also allow webhooks and image URLs to this host or network (CIDR; "
+        "repeatable): private, loopback and link-local targets are refused "
+        "otherwise",
+        metavar="HOST_OR_CIDR",
+    )
     webhook_attempts: int = setting(5, "deliveries of one webhook event at most")
-    webhook_backoff: float = setting(1.0, "seconds before a webhook's first retry; doubled for each further one "
-                                          "(capped at 60)")
+    webhook_backoff: float = setting(
+        1.0, "seconds before a webhook's first retry; doubled for each further one (capped at 60)"
+    )
     webhook_timeout: float = setting(10.0, "seconds one webhook delivery may take")
-    fetch_seconds: float = setting(10.0, "seconds fetching one image URL may take, redirects included (its size is "
-                                         "held to --max-body-bytes)")
+    fetch_seconds: float = setting(
+        10.0, "seconds fetching one image URL may take, redirects included (its size is held to --max-body-bytes)"
+    )
 
     @property
     def database(self) -> str:
@@ -114,8 +179,10 @@ class Settings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             return "--tls-certfile and --tls-keyfile go together: give both, or neither for plain HTTP"
         if not self.token and not self.no_auth and not is_loopback(host):
-            return (f"no key: set $SVD_TRITON_TOKEN (or --token) before listening on {host}, bind --host 127.0.0.1, "
-                    "or pass --no-auth to serve everyone who reaches the port")
+            return (
+                f"no key: set $SVD_TRITON_TOKEN (or --token) before listening on {host}, bind --host 127.0.0.1, "
+                "or pass --no-auth to serve everyone who reaches the port"
+            )
         return None
 
 
@@ -149,13 +216,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
         found = spec.metadata["env"]() if spec.metadata["env"] else None
         if kind is bool:  # a switch: given means True
-            parser.add_argument("--" + spec.name.replace("_", "-"), dest=spec.name, action="store_true", help=help,
-                                default=argparse.SUPPRESS)
+            parser.add_argument(
+                "--" + spec.name.replace("_", "-"),
+                dest=spec.name,
+                action="store_true",
+                help=help,
+                default=argparse.SUPPRESS,
+            )
             continue
-        parser.add_argument("--" + spec.name.replace("_", "-"), dest=spec.name, type=kind, help=help,
-                            action="append" if repeats else "store", choices=spec.metadata["choices"],
-                            metavar=spec.metadata["metavar"] or ("N" if kind is int else None),
-                            default=argparse.SUPPRESS if found is None else found)
+        parser.add_argument(
+            "--" + spec.name.replace("_", "-"),
+            dest=spec.name,
+            type=kind,
+            help=help,
+            action="append" if repeats else "store",
+            choices=spec.metadata["choices"],
+            metavar=spec.metadata["metavar"] or ("N" if kind is int else None),
+            default=argparse.SUPPRESS if found is None else found,
+        )
 
 
 def from_arguments(args: argparse.Namespace) -> Settings:

@@ -7,6 +7,7 @@ vocabulary (the feature-caching switches `deep_cache` and `enable_deepcache`, ca
 every family accepts and refuses the same parameters the same way, and a job never carries a name Triton
 does not know.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -74,8 +75,13 @@ def check_parameters(params: dict[str, Any], status: int = 400) -> dict[str, Any
             checked[name] = value
             continue
         if name not in ACCEPTED:
-            raise GatewayError(status, "invalid_request", f"unknown parameter {name[:40]!r}; accepted: "
-                               f"{', '.join([*ACCEPTED, *PROMPTS, 'deep_cache', 'enable_deepcache'])}", name[:40])
+            raise GatewayError(
+                status,
+                "invalid_request",
+                f"unknown parameter {name[:40]!r}; accepted: "
+                f"{', '.join([*ACCEPTED, *PROMPTS, 'deep_cache', 'enable_deepcache'])}",
+                name[:40],
+            )
         try:
             checked[name] = ACCEPTED[name].coerce(value)
         except InvalidRequest as error:

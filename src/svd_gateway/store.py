@@ -12,6 +12,7 @@ Methods are blocking; async code calls them through `starlette.concurrency.run_i
 Bytes are stored before the row that refers to them is committed, so a crash can leave bytes without a
 row but never a row without bytes; `sweep_orphans` removes the former.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,12 +20,29 @@ import hashlib
 import secrets
 import threading
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Engine, Float, Integer, String, Text, create_engine,
-                        event, func, inspect, or_, select, text, update)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -46,7 +64,7 @@ class MissingDriver(RuntimeError):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def new_id() -> str:
@@ -59,13 +77,15 @@ def open_engine(database_url: str) -> Engine:
     url = make_url(database_url)
     sqlite = url.get_backend_name() == "sqlite"
     try:
-        engine = create_engine(url, pool_pre_ping=True,
-                               connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {})
+        engine = create_engine(
+            url, pool_pre_ping=True, connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {}
+        )
     except ModuleNotFoundError as error:
         extra = DRIVER_EXTRAS.get(url.get_backend_name())
         hint = f"pip install 'svd-triton[{extra}]'" if extra else f"install the {error.name} package"
-        raise MissingDriver(f"--database-url {url.drivername}://...: the driver module {error.name!r} is not "
-                            f"installed ({hint})") from None
+        raise MissingDriver(
+            f"--database-url {url.drivername}://...: the driver module {error.name!r} is not installed ({hint})"
+        ) from None
     if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -192,16 +212,22 @@ class Store:
         with self.session() as session:
             return session.get(Job, job_id)
 
-    def page(self, origin: str, cursor: tuple[datetime, str] | None, limit: int, newest_first: bool = True) -> list[Job]:
+    def page(
+        self, origin: str, cursor: tuple[datetime, str] | None, limit: int, newest_first: bool = True
+    ) -> list[Job]:
         """`limit` jobs of `origin` after `cursor` (created_at, id): newest first, or oldest first."""
         if newest_first:
             query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
             if cursor:
-                query = query.where(or_(Job.created_at < cursor[0], (Job.created_at == cursor[0]) & (Job.id < cursor[1])))
+                query = query.where(
+                    or_(Job.created_at < cursor[0], (Job.created_at == cursor[0]) & (Job.id < cursor[1]))
+                )
         else:
             query = select(Job).order_by(Job.created_at, Job.id)
             if cursor:
-                query = query.where(or_(Job.created_at > cursor[0], (Job.created_at == cursor[0]) & (Job.id > cursor[1])))
+                query = query.where(
+                    or_(Job.created_at > cursor[0], (Job.created_at == cursor[0]) & (Job.id > cursor[1]))
+                )
         with self.session() as session:
             return list(session.scalars(query.where(Job.origin == origin).limit(limit)))
 
@@ -211,8 +237,13 @@ class Store:
         lost race (SQLite, several processes) a retry, never a double claim."""
         while True:
             with self.session.begin() as session:
-                job_id = session.scalar(select(Job.id).where(Job.status == "starting", Job.lease_holder.is_(None))
-                                        .order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True))
+                job_id = session.scalar(
+                    select(Job.id)
+                    .where(Job.status == "starting", Job.lease_holder.is_(None))
+                    .order_by(Job.created_at, Job.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
                 if job_id is None:
                     return None
                 job = self._take(session, job_id, None, holder, worker, lease)
@@ -224,30 +255,47 @@ class Store:
         asked at every poll, so one count over the indexed status and created_at."""
         ahead = or_(Job.created_at < job.created_at, (Job.created_at == job.created_at) & (Job.id < job.id))
         with self.session() as session:
-            return session.scalar(select(func.count()).select_from(Job).where(
-                Job.status == "starting", Job.lease_holder.is_(None), ahead))
+            return session.scalar(
+                select(func.count()).select_from(Job).where(Job.status == "starting", Job.lease_holder.is_(None), ahead)
+            )
 
     def claim(self, job_id: str, holder: str, worker: str, lease: float) -> Job | None:
         """The job `holder` reserved (a synchronous route's), now `processing`; None if it was canceled."""
         with self.session.begin() as session:
             return self._take(session, job_id, holder, holder, worker, lease)
 
-    def _take(self, session, job_id: str, reserved_by: str | None, holder: str, worker: str, lease: float) -> Job | None:
+    def _take(
+        self, session, job_id: str, reserved_by: str | None, holder: str, worker: str, lease: float
+    ) -> Job | None:
         now = utcnow()
-        claimed = session.execute(update(Job).where(Job.id == job_id, Job.status == "starting",
-                                                    _held_by(reserved_by))
-                                  .values(status="processing", worker=worker, started_at=now, attempts=Job.attempts + 1,
-                                          lease_holder=holder, lease_expires_at=now + timedelta(seconds=lease))).rowcount
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "starting", _held_by(reserved_by))
+            .values(
+                status="processing",
+                worker=worker,
+                started_at=now,
+                attempts=Job.attempts + 1,
+                lease_holder=holder,
+                lease_expires_at=now + timedelta(seconds=lease),
+            )
+        ).rowcount
         return session.get(Job, job_id, populate_existing=True) if claimed else None
 
     def renew(self, holder: str, lease: float) -> dict[str, bool]:
         """Extend every lease `holder` has; returns its jobs (id → cancel requested): a running job missing
         here was taken over by another replica."""
         with self.session.begin() as session:
-            session.execute(update(Job).where(Job.lease_holder == holder, Job.status.not_in(TERMINAL))
-                            .values(lease_expires_at=utcnow() + timedelta(seconds=lease)))
-            return dict(session.execute(select(Job.id, Job.cancel_requested).where(
-                Job.lease_holder == holder, Job.status.not_in(TERMINAL))).all())
+            session.execute(
+                update(Job)
+                .where(Job.lease_holder == holder, Job.status.not_in(TERMINAL))
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease))
+            )
+            return dict(
+                session.execute(
+                    select(Job.id, Job.cancel_requested).where(Job.lease_holder == holder, Job.status.not_in(TERMINAL))
+                ).all()
+            )
 
     def reclaim_expired(self, max_attempts: int) -> tuple[int, list[Job]]:
         """Jobs whose holder stopped renewing: a polled one is queued again (or failed after `max_attempts`
@@ -255,15 +303,21 @@ class Store:
         replica. Returns (how many were taken over, the jobs this ended)."""
         taken, ended = 0, []
         with self.session.begin() as session:
-            expired = list(session.scalars(select(Job).where(Job.status.not_in(TERMINAL), Job.lease_holder.is_not(None),
-                                                             Job.lease_expires_at < utcnow())
-                                           .order_by(Job.created_at).with_for_update(skip_locked=True)))
+            expired = list(
+                session.scalars(
+                    select(Job)
+                    .where(Job.status.not_in(TERMINAL), Job.lease_holder.is_not(None), Job.lease_expires_at < utcnow())
+                    .order_by(Job.created_at)
+                    .with_for_update(skip_locked=True)
+                )
+            )
             for job in expired:
                 values, note = _after_expiry(job, max_attempts)
-                done = session.execute(update(Job).where(Job.id == job.id, Job.attempts == job.attempts,
-                                                         Job.lease_holder == job.lease_holder)
-                                       .values(lease_holder=None, lease_expires_at=None,
-                                               logs=func.coalesce(Job.logs, "") + note, **values)).rowcount
+                done = session.execute(
+                    update(Job)
+                    .where(Job.id == job.id, Job.attempts == job.attempts, Job.lease_holder == job.lease_holder)
+                    .values(lease_holder=None, lease_expires_at=None, logs=func.coalesce(Job.logs, "") + note, **values)
+                ).rowcount
                 taken += done
                 if done and values["status"] in TERMINAL:
                     ended.append(job.id)
@@ -286,9 +340,11 @@ class Store:
     def finish(self, job: Job, status: str, **values) -> Job | None:
         """Set a terminal status as the job's holder; None when it is not (canceled meanwhile, or taken over)."""
         with self.session.begin() as session:
-            done = session.execute(update(Job).where(*_fence(job))
-                                   .values(status=status, completed_at=utcnow(), lease_holder=None,
-                                           lease_expires_at=None, **values)).rowcount
+            done = session.execute(
+                update(Job)
+                .where(*_fence(job))
+                .values(status=status, completed_at=utcnow(), lease_holder=None, lease_expires_at=None, **values)
+            ).rowcount
             finished = session.get(Job, job.id, populate_existing=True)
         if not done:
             return None
@@ -299,9 +355,17 @@ class Store:
         """Give a job this process holds back to the queue, attempt not counted (a replica shutting down);
         idle replicas are woken for it."""
         with self.session.begin() as session:
-            released = session.execute(update(Job).where(*_fence(job)).values(
-                status="starting", lease_holder=None, lease_expires_at=None, attempts=Job.attempts - 1,
-                logs=func.coalesce(Job.logs, "") + note + "\n")).rowcount
+            released = session.execute(
+                update(Job)
+                .where(*_fence(job))
+                .values(
+                    status="starting",
+                    lease_holder=None,
+                    lease_expires_at=None,
+                    attempts=Job.attempts - 1,
+                    logs=func.coalesce(Job.logs, "") + note + "\n",
+                )
+            ).rowcount
             if released:
                 self._notify(session)
         return bool(released)
@@ -385,8 +449,13 @@ class Store:
         """The finished job of `origin` whose stored video is exactly these bytes (a client sending back a video
         it downloaded), or None."""
         with self.session() as session:
-            candidates = list(session.scalars(select(Job).where(
-                Job.origin == origin, Job.output_bytes == len(video), Job.output_removed.is_(False))))
+            candidates = list(
+                session.scalars(
+                    select(Job).where(
+                        Job.origin == origin, Job.output_bytes == len(video), Job.output_removed.is_(False)
+                    )
+                )
+            )
         return next((job for job in candidates if self.read_output(job.output_key) == video), None)
 
     def job_for_output(self, key: str) -> Job | None:
@@ -395,11 +464,19 @@ class Store:
 
     # Uploads
 
-    def add_upload(self, name: str, content_type: str, source: Path | bytes, sha256: str, size: int,
-                   seconds: float) -> Upload:
+    def add_upload(
+        self, name: str, content_type: str, source: Path | bytes, sha256: str, size: int, seconds: float
+    ) -> Upload:
         """A file kept `seconds`: `source` is a complete file (moved in) or the bytes themselves."""
-        upload = Upload(id=new_id(), name=name[:255], content_type=content_type[:255], size=size, sha256=sha256,
-                        created_at=utcnow(), expires_at=utcnow() + timedelta(seconds=seconds))
+        upload = Upload(
+            id=new_id(),
+            name=name[:255],
+            content_type=content_type[:255],
+            size=size,
+            sha256=sha256,
+            created_at=utcnow(),
+            expires_at=utcnow() + timedelta(seconds=seconds),
+        )
         if isinstance(source, bytes):
             self.blobs.write(f"files/{upload.id}", source)
         else:
@@ -418,7 +495,9 @@ class Store:
 
     def list_uploads(self) -> list[Upload]:
         with self.session() as session:
-            return list(session.scalars(select(Upload).where(Upload.expires_at > utcnow()).order_by(Upload.created_at.desc())))
+            return list(
+                session.scalars(select(Upload).where(Upload.expires_at > utcnow()).order_by(Upload.created_at.desc()))
+            )
 
     def delete_upload(self, upload_id: str) -> bool:
         with self.session.begin() as session:
@@ -437,8 +516,11 @@ class Store:
         dropped = []
         with self.session.begin() as session:
             kept, total = 0, 0
-            for job in session.scalars(select(Job).where(Job.output_key.is_not(None), Job.output_removed.is_(False))
-                                       .order_by(Job.completed_at.desc())):
+            for job in session.scalars(
+                select(Job)
+                .where(Job.output_key.is_not(None), Job.output_removed.is_(False))
+                .order_by(Job.completed_at.desc())
+            ):
                 kept, total = kept + 1, total + (job.output_bytes or 0)
                 if job.completed_at < cutoff or kept > max_outputs or total > max_output_bytes:
                     job.output_removed = True
@@ -460,11 +542,19 @@ class Store:
         """Delete stored bytes that no row refers to (left by a crash between a write and its commit).
         Replicas sharing a bucket pass `older_than`, so as not to take another's bytes before its commit."""
         listed_before = utcnow() - timedelta(seconds=older_than)
-        names = [name for folder in FOLDERS for name, modified in self.blobs.listing(folder) if modified <= listed_before]
+        names = [
+            name for folder in FOLDERS for name, modified in self.blobs.listing(folder) if modified <= listed_before
+        ]
         with self.session() as session:
-            keep = {f"outputs/{key}" for key in session.scalars(select(Job.output_key).where(
-                Job.output_key.is_not(None), Job.output_removed.is_(False)))}
-            keep |= {f"inputs/{job_id}" for job_id in session.scalars(select(Job.id).where(Job.status.not_in(TERMINAL)))}
+            keep = {
+                f"outputs/{key}"
+                for key in session.scalars(
+                    select(Job.output_key).where(Job.output_key.is_not(None), Job.output_removed.is_(False))
+                )
+            }
+            keep |= {
+                f"inputs/{job_id}" for job_id in session.scalars(select(Job.id).where(Job.status.not_in(TERMINAL)))
+            }
             keep |= {f"files/{upload_id}" for upload_id in session.scalars(select(Upload.id))}
         removed = [name for name in names if name not in keep]
         for name in removed:
@@ -478,8 +568,12 @@ def _held_by(holder: str | None):
 
 def _fence(job: Job) -> tuple:
     """The condition of every write by a job's holder: still this attempt, still this holder, not finished."""
-    return (Job.id == job.id, Job.attempts == job.attempts, Job.lease_holder == job.lease_holder,
-            Job.status.not_in(TERMINAL))
+    return (
+        Job.id == job.id,
+        Job.attempts == job.attempts,
+        Job.lease_holder == job.lease_holder,
+        Job.status.not_in(TERMINAL),
+    )
 
 
 def _after_expiry(job: Job, max_attempts: int) -> tuple[dict, str]:
@@ -488,8 +582,15 @@ def _after_expiry(job: Job, max_attempts: int) -> tuple[dict, str]:
     if job.cancel_requested:
         return {"status": "canceled", "completed_at": utcnow()}, f"{lost}; canceled as asked\n"
     if not job.polled:
-        return ({"status": "failed", "completed_at": utcnow(), "error_code": "interrupted",
-                 "error": "the gateway replica holding this job was lost while its client was waiting"}, f"{lost}\n")
+        return (
+            {
+                "status": "failed",
+                "completed_at": utcnow(),
+                "error_code": "interrupted",
+                "error": "the gateway replica holding this job was lost while its client was waiting",
+            },
+            f"{lost}\n",
+        )
     if job.status == "processing" and job.attempts >= max_attempts:
         reason = f"the replica running this job was lost {job.attempts} times; giving up"
         return {"status": "failed", "completed_at": utcnow(), "error_code": "interrupted", "error": reason}, f"{lost}\n"

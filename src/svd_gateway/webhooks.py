@@ -7,6 +7,7 @@ often carry the receiver's token.
 Signature: `webhook-signature: v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`
 keyed with the bytes of the `whsec_<base64>` secret (replicate's `Webhooks.validate` checks it).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,14 +60,16 @@ def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
 
 
 class Webhooks:
-    def __init__(self, secret: str, *, allow: AllowList, attempts: int, backoff: float, timeout: float,
-                 outcomes: Counter):
+    def __init__(
+        self, secret: str, *, allow: AllowList, attempts: int, backoff: float, timeout: float, outcomes: Counter
+    ):
         self.secret, self.allow = secret, allow
         self.outcomes = outcomes
         """Counts events by result: delivered, or failed after every attempt."""
         self.attempts, self.backoff, self.timeout = attempts, backoff, timeout
-        self.http = httpx.AsyncClient(transport=allow.transport(), timeout=timeout, follow_redirects=False,
-                                      trust_env=False)
+        self.http = httpx.AsyncClient(
+            transport=allow.transport(), timeout=timeout, follow_redirects=False, trust_env=False
+        )
         self.queues: dict[str, asyncio.Queue] = {}
         self.senders: set[asyncio.Task] = set()
 
@@ -110,9 +113,13 @@ class Webhooks:
         shown = without_secrets(url)
         for attempt in range(1, self.attempts + 1):
             timestamp = int(time.time())
-            headers = {"content-type": "application/json", "webhook-id": message_id,
-                       "webhook-timestamp": str(timestamp), "webhook-signature": sign(self.secret, message_id, timestamp, body),
-                       "user-agent": "svd-triton-gateway"}
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": message_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(self.secret, message_id, timestamp, body),
+                "user-agent": "svd-triton-gateway",
+            }
             try:
                 status = await asyncio.wait_for(self._post(url, body, headers), self.timeout)
                 if 200 <= status < 300:
@@ -123,7 +130,7 @@ class Webhooks:
                 return False
             except httpx.HTTPError as error:
                 problem = f"{type(error).__name__}: {error}"
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 problem = f"no complete reply within {self.timeout:g} s"
             if attempt < self.attempts:
                 delay = min(60.0, self.backoff * 2 ** (attempt - 1))

@@ -1,4 +1,5 @@
 """svd-triton: serve the model, generate a video, or run the one-command demo."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,15 +13,23 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from . import jobs_cli
 from PIL import Image
 
-from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
 from svd_contract import EXTENSION_FORMATS, PARAMETERS, TEXT_TO_VIDEO_IMAGE_PARAMETERS
+
+from . import jobs_cli
+from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
 from .errors import SVDClientError
+from .launcher import (
+    MODEL_REPOSITORY_ENV,
+    ServerOptions,
+    ServerStartError,
+    TritonServer,
+    default_repository,
+    free_port,
+    redacted,
+)
 from .video_info import video_info
-from .launcher import (MODEL_REPOSITORY_ENV, ServerOptions, default_repository, ServerStartError, TritonServer, free_port,
-                       redacted)
 
 TOKEN_ENV = "SVD_TRITON_TOKEN"
 ADMIN_TOKEN_ENV = "SVD_TRITON_ADMIN_TOKEN"
@@ -35,70 +44,127 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="start tritonserver for the model repository and wait")
     _server_arguments(serve)
     serve.add_argument("--stream", action="store_true", help="the decoupled variant: progress over gRPC streams")
-    serve.add_argument("--svd-only", action="store_true",
-                       help="load svd_xt alone (default: svd_xt, text_to_image and the text_to_video chain)")
+    serve.add_argument(
+        "--svd-only",
+        action="store_true",
+        help="load svd_xt alone (default: svd_xt, text_to_image and the text_to_video chain)",
+    )
     serve.add_argument("--dry-run", action="store_true", help="print the command and environment, start nothing")
-    serve.add_argument("--doctor", action="store_true",
-                       help="run `svd-triton doctor --strict` first and start nothing unless every check passes")
+    serve.add_argument(
+        "--doctor",
+        action="store_true",
+        help="run `svd-triton doctor --strict` first and start nothing unless every check passes",
+    )
     serve.set_defaults(run=_serve)
 
-    generate = commands.add_parser("generate", help="turn an image, or a prompt alone, into a video on a running server")
-    generate.add_argument("image", type=Path, nargs="?", help="the first frame; leave out and give --prompt for text-to-video")
+    generate = commands.add_parser(
+        "generate", help="turn an image, or a prompt alone, into a video on a running server"
+    )
+    generate.add_argument(
+        "image", type=Path, nargs="?", help="the first frame; leave out and give --prompt for text-to-video"
+    )
     generate.add_argument("--prompt", help="text-to-video through the server's text_to_video model (no image)")
     generate.add_argument("--first-frame", type=Path, help="with --prompt: also save the generated first frame (PNG)")
-    generate.add_argument("-o", "--output", type=Path, required=True, help="the extension picks the format unless --video-format is given")
+    generate.add_argument(
+        "-o", "--output", type=Path, required=True, help="the extension picks the format unless --video-format is given"
+    )
     _connection_arguments(generate)
-    generate.add_argument("--stream", action="store_true",
-                          help="use gRPC and show step progress when the deployment streams (svd-triton serve --stream)")
+    generate.add_argument(
+        "--stream",
+        action="store_true",
+        help="use gRPC and show step progress when the deployment streams (svd-triton serve --stream)",
+    )
     generate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before giving up")
     for name, parameter in PARAMETERS.items():  # the model's optional inputs: --num-frames → NUM_FRAMES
-        generate.add_argument("--" + name.replace("_", "-"), dest=name, type=parameter.kind,
-                              metavar=parameter.kind.__name__.upper(), help=parameter.help)
+        generate.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=parameter.kind,
+            metavar=parameter.kind.__name__.upper(),
+            help=parameter.help,
+        )
     for name, kind in TEXT_FLAGS.items():
-        generate.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=kind.__name__.upper(),
-                              help="with --prompt: text_to_video's " + name.upper())
+        generate.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            metavar=kind.__name__.upper(),
+            help="with --prompt: text_to_video's " + name.upper(),
+        )
     generate.set_defaults(run=_generate)
 
-    for name, summary in (("status", "is the server up, is the model loaded (warm) or not (cold)"),
-                          ("load", "load and warm up the model (server started with --model-control explicit)"),
-                          ("unload", "unload the model and free its memory (--model-control explicit)")):
+    for name, summary in (
+        ("status", "is the server up, is the model loaded (warm) or not (cold)"),
+        ("load", "load and warm up the model (server started with --model-control explicit)"),
+        ("unload", "unload the model and free its memory (--model-control explicit)"),
+    ):
         control = commands.add_parser(name, help=summary)
         _connection_arguments(control)
         if name != "status":
             _admin_argument(control, "the operator's admin key that load and unload need")
         control.set_defaults(run=_control)
 
-    warm = commands.add_parser("warm", help="prewarm: weights onto the device without generating (keep-warm window "
-                                            "restarts); --pin keeps them there until --release")
+    warm = commands.add_parser(
+        "warm",
+        help="prewarm: weights onto the device without generating (keep-warm window "
+        "restarts); --pin keeps them there until --release",
+    )
     _connection_arguments(warm)
     choice = warm.add_mutually_exclusive_group()
     choice.add_argument("--pin", action="store_const", dest="action", const="pin", help="stay warm until released")
-    choice.add_argument("--release", action="store_const", dest="action", const="release",
-                        help="unpin and free the device now (the next request pays a cold start)")
+    choice.add_argument(
+        "--release",
+        action="store_const",
+        dest="action",
+        const="release",
+        help="unpin and free the device now (the next request pays a cold start)",
+    )
     warm.set_defaults(run=_warm, action="prewarm")
 
-    gateway = commands.add_parser("gateway", help="REST routes of hosted SVD APIs (Replicate predictions, TIR, Forge, "
-                                                  "OpenAI-style) over Triton, with a durable job store")
-    gateway.add_argument("action", nargs="?", choices=("serve", "migrate"), default="serve",
-                         help="serve (default), or migrate: create or upgrade the job store's schema and exit (for a "
-                              "Kubernetes Job before a rollout; replicas also migrate at start)")
+    gateway = commands.add_parser(
+        "gateway",
+        help="REST routes of hosted SVD APIs (Replicate predictions, TIR, Forge, "
+        "OpenAI-style) over Triton, with a durable job store",
+    )
+    gateway.add_argument(
+        "action",
+        nargs="?",
+        choices=("serve", "migrate"),
+        default="serve",
+        help="serve (default), or migrate: create or upgrade the job store's schema and exit (for a "
+        "Kubernetes Job before a rollout; replicas also migrate at start)",
+    )
     gateway.add_argument("--host", default="127.0.0.1", help="address uvicorn listens on (default 127.0.0.1)")
     gateway.add_argument("--port", type=int, default=8080, help="port uvicorn listens on (default 8080)")
     from svd_gateway.settings import add_arguments as add_gateway_settings  # standard library only: no extra needed
+
     add_gateway_settings(gateway)  # one flag per field of svd_gateway.Settings (--triton-url, --token, ...)
     gateway.set_defaults(run=_gateway)
 
     jobs_cli.add_parser(commands, TOKEN_ENV)
 
-    weights = commands.add_parser("weights", help="check or copy pipeline weights: a folder, s3://bucket/prefix or a cached hub id")
+    weights = commands.add_parser(
+        "weights", help="check or copy pipeline weights: a folder, s3://bucket/prefix or a cached hub id"
+    )
     weights_commands = weights.add_subparsers(dest="weights_command", required=True)
-    validate = weights_commands.add_parser("validate", help="is SOURCE a loadable SVD pipeline? prints what is there "
-                                                             "and what is missing; exit 0 when loadable, 1 when not")
-    pull = weights_commands.add_parser("pull", help="copy what the model loads from SOURCE into DIR (air-gapped boxes, init containers)")
+    validate = weights_commands.add_parser(
+        "validate",
+        help="is SOURCE a loadable SVD pipeline? prints what is there "
+        "and what is missing; exit 0 when loadable, 1 when not",
+    )
+    pull = weights_commands.add_parser(
+        "pull", help="copy what the model loads from SOURCE into DIR (air-gapped boxes, init containers)"
+    )
     for command in (validate, pull):
-        command.add_argument("source", help="s3://bucket/prefix (AWS_* variables: endpoint, keys, profile), a folder, or a hub id")
-        command.add_argument("--precision", choices=("half", "full"), default="half",
-                             help="half (GPU, default): the fp16 variant where there is one; full: the float32 files (CPU)")
+        command.add_argument(
+            "source", help="s3://bucket/prefix (AWS_* variables: endpoint, keys, profile), a folder, or a hub id"
+        )
+        command.add_argument(
+            "--precision",
+            choices=("half", "full"),
+            default="half",
+            help="half (GPU, default): the fp16 variant where there is one; full: the float32 files (CPU)",
+        )
     pull.add_argument("dir", type=Path, help="the folder to fill (created when missing)")
     weights.set_defaults(run=_weights)
 
@@ -107,12 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--ready-timeout", type=float, default=300.0)
     demo.set_defaults(run=_demo)
 
-    doctor = commands.add_parser("doctor", help="will this machine serve SVD-XT? driver, CUDA, GPU memory and precision, "
-                                                "/dev/shm, weights, Triton and Python; exit 0 ready, 1 a check failed, "
-                                                "2 warnings only with --strict")
-    doctor.add_argument("--model-repository", default=None,
-                        help=f"the repository whose svd_xt config names the weights (default ${MODEL_REPOSITORY_ENV}, else ./model_repository)")
-    doctor.add_argument("--config", default="auto", help="as for serve: auto (cpu when no GPU is visible), cpu, or default")
+    doctor = commands.add_parser(
+        "doctor",
+        help="will this machine serve SVD-XT? driver, CUDA, GPU memory and precision, "
+        "/dev/shm, weights, Triton and Python; exit 0 ready, 1 a check failed, "
+        "2 warnings only with --strict",
+    )
+    doctor.add_argument(
+        "--model-repository",
+        default=None,
+        help="the repository whose svd_xt config names the weights "
+        f"(default ${MODEL_REPOSITORY_ENV}, else ./model_repository)",
+    )
+    doctor.add_argument(
+        "--config", default="auto", help="as for serve: auto (cpu when no GPU is visible), cpu, or default"
+    )
     doctor.add_argument("--json", action="store_true", help="the checks as JSON on stdout")
     doctor.add_argument("--strict", action="store_true", help="warnings fail too (exit 2): for CI and init containers")
     doctor.set_defaults(run=_doctor)
@@ -135,33 +210,59 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _admin_argument(parser: argparse.ArgumentParser, purpose: str) -> None:
-    parser.add_argument("--admin-token", default=os.environ.get(ADMIN_TOKEN_ENV),
-                        help=f"{purpose} (default ${ADMIN_TOKEN_ENV})")
+    parser.add_argument(
+        "--admin-token", default=os.environ.get(ADMIN_TOKEN_ENV), help=f"{purpose} (default ${ADMIN_TOKEN_ENV})"
+    )
 
 
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-repository", default=None,
-                        help=f"the model repository to serve: a folder or s3://HOST:PORT/BUCKET/PREFIX (default ${MODEL_REPOSITORY_ENV}, else ./model_repository)")
+    parser.add_argument(
+        "--model-repository",
+        default=None,
+        help="the model repository to serve: a folder or s3://HOST:PORT/BUCKET/PREFIX "
+        f"(default ${MODEL_REPOSITORY_ENV}, else ./model_repository)",
+    )
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--config", default="auto", help="auto (cpu when no GPU is visible), cpu, or default (config.pbtxt)")
-    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
-                        help=f"the client key: require this bearer token for inference (default ${TOKEN_ENV})")
-    _admin_argument(parser, "the operator's key for Triton's administrative APIs (load, unload, repository index, "
-                            "logging, trace, shared memory); without it a random key known only to this process")
-    parser.add_argument("--model-control", choices=("explicit", "none"), default="explicit",
-                        help="explicit (default): svd-triton load/unload work and a model whose backend process "
-                             "died is reloaded; none: models fixed for the server's life")
+    parser.add_argument(
+        "--config", default="auto", help="auto (cpu when no GPU is visible), cpu, or default (config.pbtxt)"
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"the client key: require this bearer token for inference (default ${TOKEN_ENV})",
+    )
+    _admin_argument(
+        parser,
+        "the operator's key for Triton's administrative APIs (load, unload, repository index, "
+        "logging, trace, shared memory); without it a random key known only to this process",
+    )
+    parser.add_argument(
+        "--model-control",
+        choices=("explicit", "none"),
+        default="explicit",
+        help="explicit (default): svd-triton load/unload work and a model whose backend process "
+        "died is reloaded; none: models fixed for the server's life",
+    )
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--ready-timeout", type=float, default=600.0)
 
 
 def _serve(args) -> int:
-    options = ServerOptions(model_repository=args.model_repository or default_repository(), http_port=args.http_port, grpc_port=args.grpc_port,
-                            metrics_port=args.metrics_port, config_name=None if args.config == "default" else args.config,
-                            token=args.token, admin_token=args.admin_token, log_verbose=args.log_verbose, stream=args.stream,
-                            model_control=args.model_control, models=("svd_xt",) if args.svd_only else ())
+    options = ServerOptions(
+        model_repository=args.model_repository or default_repository(),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        config_name=None if args.config == "default" else args.config,
+        token=args.token,
+        admin_token=args.admin_token,
+        log_verbose=args.log_verbose,
+        stream=args.stream,
+        model_control=args.model_control,
+        models=("svd_xt",) if args.svd_only else (),
+    )
     server = TritonServer(options, ready_timeout=args.ready_timeout)
     if args.dry_run:
         command, env = server.command()
@@ -180,10 +281,15 @@ def _serve(args) -> int:
     print(f"starting tritonserver (log: {server.log_path}) ...", file=sys.stderr)
     server.start()
     if not server.stopping:
-        print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics :{options.metrics_port}", file=sys.stderr)
+        print(
+            f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics :{options.metrics_port}", file=sys.stderr
+        )
         admin = f"need ${ADMIN_TOKEN_ENV}" if args.admin_token else f"closed (no --admin-token or ${ADMIN_TOKEN_ENV})"
-        print(f"inference: {'needs the client key' if args.token else 'open to anyone who reaches the ports'}; "
-              f"load, unload, logging, trace, shared memory: {admin}", file=sys.stderr)
+        print(
+            f"inference: {'needs the client key' if args.token else 'open to anyone who reaches the ports'}; "
+            f"load, unload, logging, trace, shared memory: {admin}",
+            file=sys.stderr,
+        )
     code = server.wait()
     if server.stopped_on_request():
         print("svd-triton serve: stopped", file=sys.stderr)
@@ -218,8 +324,12 @@ def _generate(args) -> int:
 
 
 def _control(args) -> int:
-    with SVDClient(args.url, protocol="grpc" if args.grpc else "http", token=args.token,
-                   admin_token=getattr(args, "admin_token", None)) as client:
+    with SVDClient(
+        args.url,
+        protocol="grpc" if args.grpc else "http",
+        token=args.token,
+        admin_token=getattr(args, "admin_token", None),
+    ) as client:
         if args.command != "status":
             getattr(client, args.command)()
         status = client.status()
@@ -233,7 +343,9 @@ def _control(args) -> int:
     if keep_warm is not None:
         state = f"ready; weights {describe_keep_warm(keep_warm)}"
     streams = ", streams progress" if status["streams"] else ""
-    print(f"server {'ready' if status['server_ready'] else 'live, not ready'}; model {status['model']}: {state}{streams}")
+    print(
+        f"server {'ready' if status['server_ready'] else 'live, not ready'}; model {status['model']}: {state}{streams}"
+    )
     return 0
 
 
@@ -250,7 +362,8 @@ def describe_keep_warm(state: dict) -> str:
     since = time.strftime("%H:%M:%S", time.localtime(state["since"]))
     if state["state"] != "warm":
         return f"{state['state']} since {since}" + (
-            f" (last cold start {state['last_cold_start_seconds']} s)" if state["last_cold_start_seconds"] else "")
+            f" (last cold start {state['last_cold_start_seconds']} s)" if state["last_cold_start_seconds"] else ""
+        )
     if state["pinned"]:
         return f"warm since {since}, pinned until released"
     if state["keep_warm_left_seconds"] is None:
@@ -263,7 +376,6 @@ def _gateway(args) -> int:
 
     from svd_gateway import create_app, server_options
     from svd_gateway.settings import from_arguments
-
     from svd_gateway.store import MissingDriver, migrate, open_engine
 
     settings = from_arguments(args)
@@ -288,8 +400,11 @@ def _gateway(args) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines print whole URLs: webhook tokens included
     if not settings.token:
         logging.getLogger("svd_gateway").warning(
-            "NO KEY: every route is open to anyone who reaches %s:%d (%s)", args.host, args.port,
-            "--no-auth" if settings.no_auth else "loopback only")
+            "NO KEY: every route is open to anyone who reaches %s:%d (%s)",
+            args.host,
+            args.port,
+            "--no-auth" if settings.no_auth else "loopback only",
+        )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **server_options(settings))
     return 0
 
@@ -316,8 +431,13 @@ def _weights(args) -> int:
 
 
 def _doctor(args) -> int:
-    return _diagnose(Path(args.model_repository or default_repository()), args.config, strict=args.strict,
-                     as_json=args.json, out=sys.stdout)
+    return _diagnose(
+        Path(args.model_repository or default_repository()),
+        args.config,
+        strict=args.strict,
+        as_json=args.json,
+        out=sys.stdout,
+    )
 
 
 def _diagnose(model_repository: Path, config: str, *, strict: bool, as_json: bool, out) -> int:
@@ -382,8 +502,11 @@ class ProgressBar:
         if self.tty:
             print("\r" + self.render(update), end="", file=self.stream, flush=True)
         elif (update.phase, update.segment) != self.phase:
-            print(f"{self.segment(update)}{update.phase} (step {update.step}/{update.total}, {update.elapsed:.1f} s)",
-                  file=self.stream, flush=True)
+            print(
+                f"{self.segment(update)}{update.phase} (step {update.step}/{update.total}, {update.elapsed:.1f} s)",
+                file=self.stream,
+                flush=True,
+            )
         self.phase = (update.phase, update.segment)
 
     def render(self, update: ProgressUpdate) -> str:
@@ -391,8 +514,11 @@ class ProgressBar:
         eta = ""
         if update.phase == "denoising" and 0 < update.step < update.total and update.segment == 1:
             eta = f", ETA {update.elapsed / update.step * (update.total - update.step):.1f} s"
-        return (f"{self.segment(update)}{update.phase:<10} {update.step:>3}/{update.total:<3} ▕{'█' * filled}{' ' * (self.WIDTH - filled)}▏ "
-                f"{update.elapsed:5.1f} s{eta}      ")
+        return (
+            f"{self.segment(update)}{update.phase:<10} {update.step:>3}/{update.total:<3} "
+            f"▕{'█' * filled}{' ' * (self.WIDTH - filled)}▏ "
+            f"{update.elapsed:5.1f} s{eta}      "
+        )
 
     def close(self) -> None:
         if self.tty:
@@ -402,8 +528,10 @@ class ProgressBar:
 def _save_and_summarise(result, output: Path) -> None:
     path = result.save(output)
     frames, width, height = video_info(path, result.video_format)
-    print(f"{path}: {frames} frames, {width}×{height}, {result.video_format}, {len(result.video) / 1024:.1f} KiB, "
-          f"seed {result.seed}, {result.seconds:.1f} s")
+    print(
+        f"{path}: {frames} frames, {width}×{height}, {result.video_format}, {len(result.video) / 1024:.1f} KiB, "
+        f"seed {result.seed}, {result.seconds:.1f} s"
+    )
 
 
 if __name__ == "__main__":

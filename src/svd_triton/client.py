@@ -13,6 +13,7 @@ HTTP endpoint has no cancellation: an abandoned HTTP request runs to the end.
 Both clients run one core, `_Core`: its flows yield each tritonclient call they need and are sent the
 result; `SVDClient` makes the calls, `AsyncSVDClient` awaits them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,19 +21,39 @@ import importlib
 import json
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from svd_contract import Deployment, Progress
 from svd_contract.deployment import config_parameters
-from svd_contract.tensors import (CONTROL_INPUT, IMAGE_INPUTS, OUTPUTS as MODELS, SVD_MODEL, TEXT_TO_VIDEO_MODEL,
-                                  inputs as contract_inputs, parameter_name, tensor_name)
+from svd_contract.tensors import (
+    CONTROL_INPUT,
+    IMAGE_INPUTS,
+    SVD_MODEL,
+    TEXT_TO_VIDEO_MODEL,
+    parameter_name,
+    tensor_name,
+)
+from svd_contract.tensors import (
+    OUTPUTS as MODELS,
+)
+from svd_contract.tensors import (
+    inputs as contract_inputs,
+)
 
-from .errors import DeadlineExceededError, InvalidRequestError, ServerError, SVDClientError, UnauthorizedError, map_error
+from .errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    ServerError,
+    SVDClientError,
+    UnauthorizedError,
+    map_error,
+)
 
 MODEL_NAME = SVD_MODEL
 """The model `generate(image)` calls; `generate(prompt=...)` calls the server-side chain TEXT_TO_VIDEO_MODEL."""
@@ -129,8 +150,17 @@ class _Core:
     """All that the sync and async clients share. Each public method is a flow here: a generator that yields
     the calls it needs (an _Infer, or a function of the tritonclient client) and is sent their results."""
 
-    def __init__(self, url: str | None, protocol: str, token: str | None, timeout: float, model: str,
-                 text_model: str, asynchronous: bool, admin_token: str | None = None):
+    def __init__(
+        self,
+        url: str | None,
+        protocol: str,
+        token: str | None,
+        timeout: float,
+        model: str,
+        text_model: str,
+        asynchronous: bool,
+        admin_token: str | None = None,
+    ):
         self.tc = _module(protocol, asynchronous)
         self.protocol, self.url, self.timeout = protocol, url or DEFAULT_URLS[protocol], timeout
         self.headers = auth_headers(protocol, token)
@@ -164,8 +194,10 @@ class _Core:
     def manage(self, method: str):
         """load_model or unload_model, with the admin key."""
         if self.admin_headers is None:
-            raise UnauthorizedError(f"{method.split('_')[0]} needs the operator's admin key (admin_token=, "
-                                    "--admin-token or $SVD_TRITON_ADMIN_TOKEN); the client key cannot administer Triton")
+            raise UnauthorizedError(
+                f"{method.split('_')[0]} needs the operator's admin key (admin_token=, "
+                "--admin-token or $SVD_TRITON_ADMIN_TOKEN); the client key cannot administer Triton"
+            )
         yield lambda client: getattr(client, method)(self.svd.name, headers=self.admin_headers)
         self.svd.datatypes = None  # the next call re-reads the contract
 
@@ -222,17 +254,24 @@ class _Core:
             try:
                 tensors[input_name] = np.array([[value]], dtype=dtype)
             except (TypeError, ValueError, OverflowError):
-                raise InvalidRequestError(f"{name}={value!r} is not a valid {datatypes[input_name]}",
-                                          field=name) from None
+                raise InvalidRequestError(
+                    f"{name}={value!r} is not a valid {datatypes[input_name]}", field=name
+                ) from None
         inputs = []
         for input_name, array in tensors.items():
             tensor = self.tc.InferInput(input_name, list(array.shape), datatypes.get(input_name, "BYTES"))
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        wanted = (list(RESULT_OUTPUTS) + (["FRAMES"] if frames else []) + (["IMAGE"] if image is None else [])
-                  + (["PROGRESS"] if model.streams else []))
-        outputs = [self.tc.InferRequestedOutput(name, **({"binary_data": True} if self.protocol == "http" else {}))
-                   for name in wanted]
+        wanted = (
+            list(RESULT_OUTPUTS)
+            + (["FRAMES"] if frames else [])
+            + (["IMAGE"] if image is None else [])
+            + (["PROGRESS"] if model.streams else [])
+        )
+        outputs = [
+            self.tc.InferRequestedOutput(name, **({"binary_data": True} if self.protocol == "http" else {}))
+            for name in wanted
+        ]
         return inputs, outputs
 
     def build_control(self, action: str):
@@ -271,9 +310,16 @@ class _Client:
 
     asynchronous = False
 
-    def __init__(self, url: str | None = None, protocol: str = "http", token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, model: str = MODEL_NAME, text_model: str = TEXT_TO_VIDEO_MODEL,
-                 admin_token: str | None = None):
+    def __init__(
+        self,
+        url: str | None = None,
+        protocol: str = "http",
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        model: str = MODEL_NAME,
+        text_model: str = TEXT_TO_VIDEO_MODEL,
+        admin_token: str | None = None,
+    ):
         self._core = _Core(url, protocol, token, timeout, model, text_model, self.asynchronous, admin_token)
         self._client = self._core.tc.InferenceServerClient(self._core.url, **self._core.client_kwargs())
 
@@ -295,8 +341,13 @@ class SVDClient(_Client):
         """Server liveness/readiness, whether the model is loaded and ready (warm), and whether it streams."""
         live, ready = self._run(self._core.server_state())
         model_ready = self.ready()
-        return {"server_live": live, "server_ready": ready, "model": self._core.svd.name, "model_ready": model_ready,
-                "streams": self.streams if model_ready else None}
+        return {
+            "server_live": live,
+            "server_ready": ready,
+            "model": self._core.svd.name,
+            "model_ready": model_ready,
+            "streams": self.streams if model_ready else None,
+        }
 
     def deployment(self) -> Deployment:
         """The model's request defaults and limits (default_width, max_pixels, max_segments, ...), read from
@@ -322,8 +373,15 @@ class SVDClient(_Client):
         """Whether the deployment sends progress (a decoupled model, called over a gRPC stream)."""
         return self._run(self._core.streams())
 
-    def generate(self, image: Any = None, *, prompt: str | None = None, frames: bool = False,
-                 on_progress: Callable[[ProgressUpdate], Any] | None = None, **params: Any) -> VideoResult:
+    def generate(
+        self,
+        image: Any = None,
+        *,
+        prompt: str | None = None,
+        frames: bool = False,
+        on_progress: Callable[[ProgressUpdate], Any] | None = None,
+        **params: Any,
+    ) -> VideoResult:
         """Generate a video from `image` (path, bytes, PIL image or H×W×3 uint8 array), or from `prompt`
         alone through the server's text_to_video chain (the result then carries `image`, its first frame).
 
@@ -357,8 +415,13 @@ class SVDClient(_Client):
     def _cancellable(self, op: _Infer):
         """A unary gRPC call that the server cancels when we are interrupted or time out."""
         replies: queue.Queue = queue.Queue()
-        call = self._client.async_infer(op.model.name, op.inputs, outputs=op.outputs, **self._core.call_kwargs(),
-                                        callback=lambda result, error: replies.put((result, error)))
+        call = self._client.async_infer(
+            op.model.name,
+            op.inputs,
+            outputs=op.outputs,
+            **self._core.call_kwargs(),
+            callback=lambda result, error: replies.put((result, error)),
+        )
         try:
             result, error = replies.get()
         except BaseException:
@@ -390,7 +453,7 @@ class SVDClient(_Client):
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "SVDClient":
+    def __enter__(self) -> SVDClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -423,8 +486,15 @@ class AsyncSVDClient(_Client):
         """Like SVDClient.control."""
         return await self._run(self._core.control(action))
 
-    async def generate(self, image: Any = None, *, prompt: str | None = None, frames: bool = False,
-                       on_progress: Callable[[ProgressUpdate], Any] | None = None, **params: Any) -> VideoResult:
+    async def generate(
+        self,
+        image: Any = None,
+        *,
+        prompt: str | None = None,
+        frames: bool = False,
+        on_progress: Callable[[ProgressUpdate], Any] | None = None,
+        **params: Any,
+    ) -> VideoResult:
         """Like SVDClient.generate."""
         return await self._run(self._core.generate(image, prompt, frames, on_progress, params))
 
@@ -464,7 +534,7 @@ class AsyncSVDClient(_Client):
     async def close(self) -> None:
         await self._client.close()
 
-    async def __aenter__(self) -> "AsyncSVDClient":
+    async def __aenter__(self) -> AsyncSVDClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -3,6 +3,7 @@ weights and the Triton and Python versions, checked before a minutes-long load f
 
 The facts are gathered once (`gather`) and judged by `diagnose`, which reads nothing from the system,
 so the judgement is tested with the facts of machines this one is not."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,6 +46,7 @@ class Gpu:
 @dataclasses.dataclass(frozen=True)
 class Facts:
     """What `diagnose` judges; `gather` reads it from this machine, tests write it by hand."""
+
     python: str
     triton: str | None
     """The tritonserver that `serve` runs and its release, None when there is none."""
@@ -72,9 +74,16 @@ class Check:
 
 def diagnose(facts: Facts) -> list[Check]:
     checks = [Check("python", "ok", facts.python)]
-    checks.append(Check("triton", "ok", facts.triton) if facts.triton else
-                  Check("triton", "fail", "no tritonserver on PATH and nvidia-pytriton is not installed: "
-                                          "pip install 'svd-triton[server]' or run the Triton image"))
+    checks.append(
+        Check("triton", "ok", facts.triton)
+        if facts.triton
+        else Check(
+            "triton",
+            "fail",
+            "no tritonserver on PATH and nvidia-pytriton is not installed: "
+            "pip install 'svd-triton[server]' or run the Triton image",
+        )
+    )
     if facts.torch is None:
         checks.append(Check("torch", "fail", "torch is not installed: the engine needs it (make setup)"))
     else:
@@ -88,28 +97,60 @@ def diagnose(facts: Facts) -> list[Check]:
 
 def gpu_checks(facts: Facts) -> list[Check]:
     if not facts.gpu_seen:
-        return [Check("gpu", "warn", f"no GPU visible: `serve` uses the {CPU_CONFIG_NAME} config (built-in "
-                                     "random-weight models); SVD-XT itself needs an NVIDIA GPU")]
-    checks = [Check("driver", "ok" if facts.driver else "warn",
-                    f"NVIDIA driver {facts.driver}" if facts.driver else "nvidia-smi did not report a driver version")]
+        return [
+            Check(
+                "gpu",
+                "warn",
+                f"no GPU visible: `serve` uses the {CPU_CONFIG_NAME} config (built-in "
+                "random-weight models); SVD-XT itself needs an NVIDIA GPU",
+            )
+        ]
+    checks = [
+        Check(
+            "driver",
+            "ok" if facts.driver else "warn",
+            f"NVIDIA driver {facts.driver}" if facts.driver else "nvidia-smi did not report a driver version",
+        )
+    ]
     if not facts.gpus:
-        reason = (f"torch {facts.torch} is a CPU build: install a CUDA build" if facts.torch_cuda is None else
-                  f"torch's CUDA {facts.torch_cuda} does not run on driver {facts.driver}: a newer driver or an older build")
+        reason = (
+            f"torch {facts.torch} is a CPU build: install a CUDA build"
+            if facts.torch_cuda is None
+            else f"torch's CUDA {facts.torch_cuda} does not run on driver {facts.driver}: "
+            "a newer driver or an older build"
+        )
         return checks + [Check("cuda", "fail", f"nvidia-smi lists a GPU but torch cannot use it: {reason}")]
     gpu = max(facts.gpus, key=lambda each: each.free_bytes)
     memory = f"{gpu.name}: {gpu.free_bytes / GIB:.1f} of {gpu.total_bytes / GIB:.1f} GiB free"
     if gpu.free_bytes < SVD_XT_GPU_BYTES:
-        checks.append(Check("gpu memory", "fail", f"{memory}; a full XT request needs about "
-                                                  f"{SVD_XT_GPU_BYTES // GIB} GiB, weights included"))
+        checks.append(
+            Check(
+                "gpu memory",
+                "fail",
+                f"{memory}; a full XT request needs about {SVD_XT_GPU_BYTES // GIB} GiB, weights included",
+            )
+        )
     elif gpu.free_bytes < WITH_TEXT_TO_IMAGE_GPU_BYTES:
-        checks.append(Check("gpu memory", "warn", f"{memory}: enough for svd_xt, not for text_to_image beside it "
-                                                  f"({WITH_TEXT_TO_IMAGE_GPU_BYTES // GIB} GiB): serve --svd-only"))
+        checks.append(
+            Check(
+                "gpu memory",
+                "warn",
+                f"{memory}: enough for svd_xt, not for text_to_image beside it "
+                f"({WITH_TEXT_TO_IMAGE_GPU_BYTES // GIB} GiB): serve --svd-only",
+            )
+        )
     else:
         checks.append(Check("gpu memory", "ok", memory))
     major, minor = gpu.capability
     if gpu.capability < BF16_CAPABILITY:
-        checks.append(Check("precision", "warn", f"compute capability {major}.{minor}: float16 only "
-                                                 f"(bfloat16 needs {BF16_CAPABILITY[0]}.{BF16_CAPABILITY[1]})"))
+        checks.append(
+            Check(
+                "precision",
+                "warn",
+                f"compute capability {major}.{minor}: float16 only "
+                f"(bfloat16 needs {BF16_CAPABILITY[0]}.{BF16_CAPABILITY[1]})",
+            )
+        )
     else:
         fp8 = "FP8 too" if gpu.capability >= FP8_CAPABILITY else "no FP8 (needs 8.9)"
         checks.append(Check("precision", "ok", f"compute capability {major}.{minor}: float16, bfloat16, {fp8}"))
@@ -121,7 +162,9 @@ def shm_check(shm_bytes: int | None) -> Check:
         return Check("shm", "fail", "no /dev/shm: the Python backend passes tensors through it")
     size = f"/dev/shm holds {shm_bytes / GIB:.2f} GiB"
     if shm_bytes < SHM_MINIMUM_BYTES:
-        return Check("shm", "fail", f"{size}: too little for a video; docker run --shm-size=4g (or the chart's emptyDir)")
+        return Check(
+            "shm", "fail", f"{size}: too little for a video; docker run --shm-size=4g (or the chart's emptyDir)"
+        )
     if shm_bytes < SHM_ADVISED_BYTES:
         return Check("shm", "warn", f"{size}: concurrent requests may run out; 4 GiB is what the deployments give")
     return Check("shm", "ok", size)
@@ -133,11 +176,21 @@ def weights_check(facts: Facts) -> Check:
         return Check("weights", "ok", f"{source!r} ({facts.config_variant} config): built in process, random weights")
     if facts.weights_problem is None:
         return Check("weights", "ok", f"{source} ({facts.config_variant} config): complete")
-    if "/" in source and not source.startswith(("s3://", "/", ".")) and "local Hugging Face cache" in facts.weights_problem:
+    if (
+        "/" in source
+        and not source.startswith(("s3://", "/", "."))
+        and "local Hugging Face cache" in facts.weights_problem
+    ):
         if facts.hub_token:
-            return Check("weights", "warn", f"{source} is not cached: the first start downloads it (a hub token is set)")
-        return Check("weights", "fail", f"{source} is not cached and no hub token is set: SVD-XT is gated on the hub; "
-                                        "accept its terms and export HF_TOKEN, or give a folder or s3:// source")
+            return Check(
+                "weights", "warn", f"{source} is not cached: the first start downloads it (a hub token is set)"
+            )
+        return Check(
+            "weights",
+            "fail",
+            f"{source} is not cached and no hub token is set: SVD-XT is gated on the hub; "
+            "accept its terms and export HF_TOKEN, or give a folder or s3:// source",
+        )
     return Check("weights", "fail", f"{source}: {facts.weights_problem}")
 
 
@@ -165,11 +218,20 @@ def gather(model_repository: Path, config: str) -> Facts:
     torch_cuda, gpus = probe_torch(seen) if torch_version else (None, ())
     variant = {"auto": "default" if seen else CPU_CONFIG_NAME}.get(config, config)
     source = os.environ.get("SVD_MODEL_SOURCE") or configured_source(model_repository, variant)
-    return Facts(python=f"Python {platform.python_version()}", triton=triton_release(), torch=torch_version,
-                 torch_cuda=torch_cuda, driver=driver_version() if seen else None,
-                 gpu_seen=seen, gpus=gpus, shm_bytes=shutil.disk_usage("/dev/shm").total if Path("/dev/shm").is_dir() else None,
-                 config_variant=variant, model_source=source, hub_token=hub_token(),
-                 weights_problem=None if source in BUILT_IN_SOURCES else weights_problem(source))
+    return Facts(
+        python=f"Python {platform.python_version()}",
+        triton=triton_release(),
+        torch=torch_version,
+        torch_cuda=torch_cuda,
+        driver=driver_version() if seen else None,
+        gpu_seen=seen,
+        gpus=gpus,
+        shm_bytes=shutil.disk_usage("/dev/shm").total if Path("/dev/shm").is_dir() else None,
+        config_variant=variant,
+        model_source=source,
+        hub_token=hub_token(),
+        weights_problem=None if source in BUILT_IN_SOURCES else weights_problem(source),
+    )
 
 
 def configured_source(model_repository: Path, variant: str) -> str:
@@ -224,17 +286,21 @@ libraries fail to load is reported instead of taking the doctor down with it."""
 
 def probe_torch(gpu_seen: bool) -> tuple[str | None, tuple[Gpu, ...]]:
     """torch's CUDA build and the GPUs it can use (asked only where nvidia-smi lists one)."""
-    probe = subprocess.run([sys.executable, "-c", TORCH_PROBE, "gpu" if gpu_seen else "cpu"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", TORCH_PROBE, "gpu" if gpu_seen else "cpu"], capture_output=True, text=True
+    )
     if probe.returncode != 0:
         return None, ()
     found = json.loads(probe.stdout.splitlines()[-1])
-    return found["cuda"], tuple(Gpu(name, tuple(capability), free, total) for name, capability, free, total in found["gpus"])
+    return found["cuda"], tuple(
+        Gpu(name, tuple(capability), free, total) for name, capability, free, total in found["gpus"]
+    )
 
 
 def driver_version() -> str | None:
-    listing = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True)
+    listing = subprocess.run(
+        ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
+    )
     return listing.stdout.splitlines()[0].strip() if listing.returncode == 0 and listing.stdout.strip() else None
 
 

@@ -6,10 +6,12 @@ CANCELLED, DEADLINE_EXCEEDED, UNAUTHENTICATED, PERMISSION_DENIED, INTERNAL, ...;
 where the server named none), and `field`, the request field its message names (`num_frames`,
 read back from the input NUM_FRAMES) or None. Both are read once, here, so no caller parses messages.
 """
+
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from svd_contract import split_field
 from svd_contract.tensors import parameter_name
@@ -54,8 +56,15 @@ class DeadlineExceededError(UnavailableError, code="DEADLINE_EXCEEDED"):
     """No answer within the client's timeout (the request is cancelled on the server over gRPC)."""
 
 
-HTTP_CODES = {"400": "INVALID_ARG", "401": "UNAUTHENTICATED", "403": "PERMISSION_DENIED", "404": "NOT_FOUND",
-              "500": "INTERNAL", "503": "UNAVAILABLE", "504": "DEADLINE_EXCEEDED"}
+HTTP_CODES = {
+    "400": "INVALID_ARG",
+    "401": "UNAUTHENTICATED",
+    "403": "PERMISSION_DENIED",
+    "404": "NOT_FOUND",
+    "500": "INTERNAL",
+    "503": "UNAVAILABLE",
+    "504": "DEADLINE_EXCEEDED",
+}
 """Triton's HTTP statuses → the Triton error code name they stand for."""
 GRPC_CODES = {"INVALID_ARGUMENT": "INVALID_ARG"}
 """gRPC status names that Triton spells otherwise; every other name is the same in both."""

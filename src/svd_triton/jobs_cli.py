@@ -3,6 +3,7 @@
 Any Replicate client works against the gateway too; this is the shell's way in, with the model's own
 parameter names as flags (from the contract) and the video saved where you say.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from svd_contract import EXTENSION_FORMATS, PARAMETERS
+
 from .errors import SVDClientError
 
 GATEWAY_ENV = "SVD_GATEWAY_URL"
@@ -22,8 +24,11 @@ def add_parser(commands, token_env: str) -> None:
     actions = jobs.add_subparsers(dest="action", required=True)
 
     def connection(parser):
-        parser.add_argument("--gateway", default=os.environ.get(GATEWAY_ENV, "http://localhost:8080"),
-                            help=f"the gateway's base URL (default ${GATEWAY_ENV} or http://localhost:8080)")
+        parser.add_argument(
+            "--gateway",
+            default=os.environ.get(GATEWAY_ENV, "http://localhost:8080"),
+            help=f"the gateway's base URL (default ${GATEWAY_ENV} or http://localhost:8080)",
+        )
         parser.add_argument("--token", default=os.environ.get(token_env), help=f"bearer token (default ${token_env})")
 
     submit = actions.add_parser("submit", help="upload an image and queue a job; prints its id")
@@ -32,10 +37,14 @@ def add_parser(commands, token_env: str) -> None:
     submit.add_argument("--wait", action="store_true", help="wait for the result (with -o, save the video)")
     submit.add_argument("-o", "--output", type=Path, help="where to save the video (its extension picks the format)")
     for name, parameter in PARAMETERS.items():
-        submit.add_argument("--" + name.replace("_", "-"), dest=name, type=parameter.kind,
-                            metavar=parameter.kind.__name__.upper())
-    for name, summary in (("status", "show a job"), ("wait", "wait for a job to finish (with -o, save the video)"),
-                          ("cancel", "cancel a job (a running one stops within a denoising step)")):
+        submit.add_argument(
+            "--" + name.replace("_", "-"), dest=name, type=parameter.kind, metavar=parameter.kind.__name__.upper()
+        )
+    for name, summary in (
+        ("status", "show a job"),
+        ("wait", "wait for a job to finish (with -o, save the video)"),
+        ("cancel", "cancel a job (a running one stops within a denoising step)"),
+    ):
         action = actions.add_parser(name, help=summary)
         action.add_argument("id")
         if name == "wait":
@@ -116,8 +125,12 @@ def _finish(http, job: dict, output: Path | None) -> int:
 
 def _show(job: dict) -> None:
     time_taken = job["metrics"].get("predict_time")
-    print(f"{job['id']}: {job['status']}" + (f" in {time_taken:.1f} s" if time_taken else "")
-          + (f"; output {job['output']}" if job["output"] else "") + (f"; error: {job['error']}" if job["error"] else ""))
+    print(
+        f"{job['id']}: {job['status']}"
+        + (f" in {time_taken:.1f} s" if time_taken else "")
+        + (f"; output {job['output']}" if job["output"] else "")
+        + (f"; error: {job['error']}" if job["error"] else "")
+    )
 
 
 def _ok(reply, raw: bool = False):

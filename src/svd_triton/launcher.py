@@ -8,6 +8,7 @@ the libpython of this interpreter (not, say, the distribution's older one of the
 whose symbols this interpreter's compiled stdlib modules may not find), so this interpreter's LIBDIR
 goes first on LD_LIBRARY_PATH.
 """
+
 from __future__ import annotations
 
 import functools
@@ -82,8 +83,10 @@ def find_tritonserver() -> tuple[Path, Path | None]:
     try:
         import pytriton
     except ImportError:
-        raise ServerStartError("no tritonserver on PATH and nvidia-pytriton is not installed: "
-                               "run inside an NGC tritonserver container or `pip install 'svd-triton[server]'`") from None
+        raise ServerStartError(
+            "no tritonserver on PATH and nvidia-pytriton is not installed: "
+            "run inside an NGC tritonserver container or `pip install 'svd-triton[server]'`"
+        ) from None
     bundle = Path(pytriton.__file__).parent / "tritonserver"
     return bundle / "bin" / "tritonserver", embedded_backend_folder(bundle)
 
@@ -97,8 +100,11 @@ def embedded_backend_folder(bundle: Path) -> Path:
     root = Path(sys.prefix) / "svd-triton" / "backends"
     python_backend = root / "python"
     python_backend.mkdir(parents=True, exist_ok=True)
-    for source in (bundle / "backends" / "python" / "libtriton_python.so",
-                   bundle / "backends" / "python" / "triton_python_backend_utils.py", stub):
+    for source in (
+        bundle / "backends" / "python" / "libtriton_python.so",
+        bundle / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
         link = python_backend / source.name
         if not (link.is_symlink() and link.resolve() == source.resolve()):
             link.unlink(missing_ok=True)
@@ -167,8 +173,10 @@ class TritonServer:
         self.shm_prefix = f"{SHM_PREFIX}_{os.getpid()}_{options.grpc_port}_"
         self.admin_token = options.admin_token or secrets.token_urlsafe(24)
         if options.token and self.admin_token == options.token:
-            raise ServerStartError("the admin token must differ from the client token (--admin-token, "
-                                   "$SVD_TRITON_ADMIN_TOKEN): a client key must never administer Triton")
+            raise ServerStartError(
+                "the admin token must differ from the client token (--admin-token, "
+                "$SVD_TRITON_ADMIN_TOKEN): a client key must never administer Triton"
+            )
         self.process: subprocess.Popen | None = None
         self._stop_requested = False
         self.watchdog: StubWatchdog | None = None
@@ -189,10 +197,17 @@ class TritonServer:
         """The command line and environment that start the server (also what `serve --dry-run` prints)."""
         binary, backends = find_tritonserver()
         o = self.options
-        repository = str(o.model_repository) if is_s3_url(str(o.model_repository)) else Path(o.model_repository).resolve()
-        args = [str(binary), f"--model-repository={repository}",
-                f"--http-port={o.http_port}", f"--grpc-port={o.grpc_port}", f"--metrics-port={o.metrics_port}",
-                f"--log-verbose={o.log_verbose}"]
+        repository = (
+            str(o.model_repository) if is_s3_url(str(o.model_repository)) else Path(o.model_repository).resolve()
+        )
+        args = [
+            str(binary),
+            f"--model-repository={repository}",
+            f"--http-port={o.http_port}",
+            f"--grpc-port={o.grpc_port}",
+            f"--metrics-port={o.metrics_port}",
+            f"--log-verbose={o.log_verbose}",
+        ]
         if backends is not None:
             args.append(f"--backend-directory={backends}")
         args.append(f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}")
@@ -218,11 +233,13 @@ class TritonServer:
             return STREAM_CONFIG_NAMES[self.cpu_only]
         return CPU_CONFIG_NAME if self.cpu_only else None
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         repository = self.options.model_repository
         if not is_s3_url(str(repository)) and not Path(repository).is_dir():
-            raise ServerStartError(f"no model repository at {repository}: pass --model-repository, "
-                                   f"set ${MODEL_REPOSITORY_ENV}, or run from a checkout")
+            raise ServerStartError(
+                f"no model repository at {repository}: pass --model-repository, "
+                f"set ${MODEL_REPOSITORY_ENV}, or run from a checkout"
+            )
         args, env = self.command()
         remove_shm_leftovers(self.shm_prefix)
         with open(self.log_path, "wb") as log:
@@ -246,8 +263,12 @@ class TritonServer:
                 if self.process.poll() is not None:
                     if self.stopping:  # stopped on request while loading (a pod terminated mid-compile): no failure
                         return
-                    raise ServerStartError(f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}")
-                if is_ready(client) and all(map(accepts_connections, (self.options.http_port, self.options.metrics_port))):
+                    raise ServerStartError(
+                        f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}"
+                    )
+                if is_ready(client) and all(
+                    map(accepts_connections, (self.options.http_port, self.options.metrics_port))
+                ):
                     return
                 time.sleep(0.25)
         self.stop(grace=5)
@@ -258,7 +279,8 @@ class TritonServer:
             return is_ready(client)
 
     def log_tail(self, lines: int = 100) -> str:
-        """The end of the server log: long enough to hold the model tables of the three models and the error above them."""
+        """The end of the server log: long enough to hold the model tables of the three models and the error above
+        them."""
         text = self.log_path.read_text(errors="replace").splitlines()
         return "--- tritonserver log (last lines) ---\n" + "\n".join(text[-lines:])
 
@@ -314,7 +336,7 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 continue
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -362,7 +384,7 @@ def remove_shm_leftovers(own_prefix: str) -> list[Path]:
     """Remove this server's shared-memory regions, and those of launchers that no longer run."""
     removed = []
     for region in SHM_FOLDER.glob(f"{SHM_PREFIX}_*"):
-        launcher_pid = region.name[len(SHM_PREFIX) + 1:].split("_", 1)[0]
+        launcher_pid = region.name[len(SHM_PREFIX) + 1 :].split("_", 1)[0]
         if region.name.startswith(own_prefix) or (launcher_pid.isdigit() and not psutil.pid_exists(int(launcher_pid))):
             region.unlink(missing_ok=True)
             removed.append(region)

@@ -1,4 +1,5 @@
 """Frame count and size of a saved video, for the CLI's summary line."""
+
 from __future__ import annotations
 
 from pathlib import Path

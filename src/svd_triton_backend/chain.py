@@ -5,6 +5,7 @@ final reply is sent (decoupled) or returned from the execute thread once all cha
 (svd_triton_backend.compat). A stage call watches the request's own cancellation while it waits and
 stops the stage through its chain-cancel marker.
 """
+
 import concurrent.futures
 import queue
 import secrets
@@ -22,8 +23,11 @@ from .replies import Replies
 from .skeleton import open_model
 
 CANCEL_POLL_SECONDS = 0.1
-STAGE_INPUTS = {"IMAGE", "IMAGE_BYTES", *(name for model in (tensors.SVD_MODEL, tensors.TEXT_TO_IMAGE_MODEL)
-                                        for name in tensors.inputs(model))}
+STAGE_INPUTS = {
+    "IMAGE",
+    "IMAGE_BYTES",
+    *(name for model in (tensors.SVD_MODEL, tensors.TEXT_TO_IMAGE_MODEL) for name in tensors.inputs(model)),
+}
 """Every input name of the stages: an error message that starts with one is INVALID_ARG."""
 
 
@@ -46,8 +50,9 @@ class ChainModel:
 
     def initialize(self, args):
         model_config = open_model(self, args)
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2 * model_config.get("max_batch_size", 1),
-                                                          thread_name_prefix=self.model_name)
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2 * model_config.get("max_batch_size", 1), thread_name_prefix=self.model_name
+        )
 
     def execute(self, requests):
         replies = Replies(requests, self.decoupled)
@@ -85,11 +90,15 @@ class ChainModel:
             raise GenerationCancelled(f"the client cancelled the request before {model}")
         token = secrets.token_hex(16)
         request = pb_utils.InferenceRequest(
-            model_name=model, inputs=[pb_utils.Tensor(name, value) for name, value in inputs.items()],
-            requested_output_names=outputs, parameters={CHAIN_CANCEL_PARAMETER: token})
+            model_name=model,
+            inputs=[pb_utils.Tensor(name, value) for name, value in inputs.items()],
+            requested_output_names=outputs,
+            parameters={CHAIN_CANCEL_PARAMETER: token},
+        )
         arrived = queue.Queue()
-        threading.Thread(target=read_responses, args=(request, arrived), daemon=True,
-                         name=f"{self.model_name}-{model}").start()
+        threading.Thread(
+            target=read_responses, args=(request, arrived), daemon=True, name=f"{self.model_name}-{model}"
+        ).start()
         while True:
             try:
                 response = arrived.get(timeout=CANCEL_POLL_SECONDS)

@@ -19,6 +19,7 @@ it; what a newer release fixes is said beside it, so it can go once the tests mo
   code (used first, below); an error raised while the BLS request is submitted (a full queue) still
   arrives as text only, so `QUEUE_REJECTIONS` stays on 26.08 too.
 """
+
 import json
 import re
 import tempfile
@@ -61,8 +62,10 @@ def stage_error_code(error, input_names) -> str:
     """The TritonError code name of a stage's error reply: its own where the release keeps it, else read
     back from the message svd_triton_backend.errors wrote (INVALID_ARG messages start with an input's
     name, the others with their code's prefix); Triton's queue rejections are UNAVAILABLE."""
-    codes = {getattr(pb_utils.TritonError, name): name for name in ("INVALID_ARG", "CANCELLED", "UNAVAILABLE",
-                                                                    "NOT_FOUND", "UNSUPPORTED", "UNKNOWN")}
+    codes = {
+        getattr(pb_utils.TritonError, name): name
+        for name in ("INVALID_ARG", "CANCELLED", "UNAVAILABLE", "NOT_FOUND", "UNSUPPORTED", "UNKNOWN")
+    }
     if error.code() in codes:
         return codes[error.code()]
     message = error.message()

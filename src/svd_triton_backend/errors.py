@@ -1,4 +1,5 @@
 """The one map from a request's failure to its Triton reply."""
+
 import traceback
 
 import triton_python_backend_utils as pb_utils
@@ -26,8 +27,10 @@ def answer_error(model_name, replies, position, error, count=lambda outcome: Non
     code, message = error_reply(error)
     try:
         if code.name == "INTERNAL":
-            pb_utils.Logger.log_error(f"{model_name}: request {replies.request_id(position)} failed\n"
-                                      + "".join(traceback.format_exception(error)))
+            pb_utils.Logger.log_error(
+                f"{model_name}: request {replies.request_id(position)} failed\n"
+                + "".join(traceback.format_exception(error))
+            )
         elif code.name != "INVALID_ARG":
             pb_utils.Logger.log_info(f"{model_name}: request {replies.request_id(position)} {message}")
         count(code.outcome)

@@ -1,4 +1,5 @@
 """Custom Prometheus metrics, served by Triton on its metrics port beside its own nv_* ones."""
+
 import triton_python_backend_utils as pb_utils
 
 from svd_engine.keep_warm import STATES
@@ -34,25 +35,55 @@ class Metrics:
         state_families = [
             family("svd_model_state", "1 for the keep-warm state the model is in (warm, cold, starting)", family.GAUGE),
             family("svd_model_state_since_seconds", "Unix time the model entered its keep-warm state", family.GAUGE),
-            family("svd_keep_warm_remaining_seconds", "Idle seconds left before the weights leave the device; "
-                   "-1 when they never do (keep_warm_seconds -1, or pinned); 0 when cold", family.GAUGE),
-            family("svd_last_cold_start_seconds", "Seconds the last cold start took to bring the weights back", family.GAUGE),
+            family(
+                "svd_keep_warm_remaining_seconds",
+                "Idle seconds left before the weights leave the device; "
+                "-1 when they never do (keep_warm_seconds -1, or pinned); 0 when cold",
+                family.GAUGE,
+            ),
+            family(
+                "svd_last_cold_start_seconds",
+                "Seconds the last cold start took to bring the weights back",
+                family.GAUGE,
+            ),
             family("svd_cold_starts_total", "Requests and prewarms that brought released weights back", family.COUNTER),
             family("svd_model_pinned", "1 while pinned warm (prewarm with pin, until released)", family.GAUGE),
             family("svd_weight_bytes_on_device", "Bytes of weights held on the serving device", family.GAUGE),
-            family("svd_cold_start_seconds", "Seconds each cold start took to bring the weights back", family.HISTOGRAM),
-            family("svd_request_seconds", "Seconds from a request's image decode to its encoded video", family.HISTOGRAM),
+            family(
+                "svd_cold_start_seconds", "Seconds each cold start took to bring the weights back", family.HISTOGRAM
+            ),
+            family(
+                "svd_request_seconds", "Seconds from a request's image decode to its encoded video", family.HISTOGRAM
+            ),
             family("svd_device_info", "The serving device (label name: the GPU model, or cpu)", family.GAUGE),
         ]
         self.families += state_families
-        (state, since, remaining, cold_start, cold_starts, pinned, weight_bytes, cold_start_seconds, request_seconds,
-         self.device_family) = state_families
+        (
+            state,
+            since,
+            remaining,
+            cold_start,
+            cold_starts,
+            pinned,
+            weight_bytes,
+            cold_start_seconds,
+            request_seconds,
+            self.device_family,
+        ) = state_families
         self.cold_start_seconds = cold_start_seconds.Metric(labels, buckets=self.BUCKETS)
         self.request_seconds = request_seconds.Metric(labels, buckets=self.BUCKETS)
         self.labels, self.device_info = labels, None
         self.state = {s: state.Metric({**labels, "state": s}) for s in STATES}
-        self.since, self.remaining, self.cold_start = since.Metric(labels), remaining.Metric(labels), cold_start.Metric(labels)
-        self.cold_starts, self.pinned, self.weight_bytes = cold_starts.Metric(labels), pinned.Metric(labels), weight_bytes.Metric(labels)
+        self.since, self.remaining, self.cold_start = (
+            since.Metric(labels),
+            remaining.Metric(labels),
+            cold_start.Metric(labels),
+        )
+        self.cold_starts, self.pinned, self.weight_bytes = (
+            cold_starts.Metric(labels),
+            pinned.Metric(labels),
+            weight_bytes.Metric(labels),
+        )
         self.cold_starts_counted = 0
 
     def keep_warm(self, state):
@@ -68,8 +99,9 @@ class Metrics:
             self.cold_start_seconds.observe(state["last_cold_start_seconds"])
             self.cold_starts_counted = state["cold_starts"]
         if self.device_info is None:
-            self.device_info = self.device_family.Metric({**self.labels, "device": state["device"],
-                                                          "name": state["device_name"]})
+            self.device_info = self.device_family.Metric(
+                {**self.labels, "device": state["device"], "name": state["device_name"]}
+            )
             self.device_info.set(1)
         self.pinned.set(1 if state["pinned"] else 0)
         self.weight_bytes.set(state["weight_bytes_on_device"])

@@ -1,4 +1,5 @@
 """config.pbtxt as the models read it: the contract's inputs declared, the engine's parameters, keep-warm."""
+
 from svd_contract import tensors
 from svd_contract.deployment import config_parameters
 
@@ -16,9 +17,11 @@ def add_parameter_inputs(auto_complete_model_config, model):
     for name, parameter in tensors.parameter_inputs(model).items():
         data_type = tensors.triton_type(parameter)
         if declared.get(name, data_type) != data_type:
-            raise ValueError(f"model '{config.get('name')}': config.pbtxt declares {name} as {declared[name]}, the "
-                             f"contract makes it {data_type}; leave it out: auto_complete_config declares every "
-                             "parameter input from svd_contract")
+            raise ValueError(
+                f"model '{config.get('name')}': config.pbtxt declares {name} as {declared[name]}, the "
+                f"contract makes it {data_type}; leave it out: auto_complete_config declares every "
+                "parameter input from svd_contract"
+            )
         auto_complete_model_config.add_input({"name": name, "data_type": data_type, "dims": [1], "optional": True})
     return auto_complete_model_config
 
@@ -35,7 +38,9 @@ def check_declared(model_config, model_name, expected_inputs, outputs):
         elif declared_inputs[name] != allowed:
             problems.append(f"input {name} is {declared_inputs[name]}, expected {allowed}")
     problems += [f"input {name} is unknown to the engine" for name in declared_inputs if name not in expected_inputs]
-    problems += [f"output {name} must be {kind}" for name, kind in outputs.items() if declared_outputs.get(name) != kind]
+    problems += [
+        f"output {name} must be {kind}" for name, kind in outputs.items() if declared_outputs.get(name) != kind
+    ]
     if model_config.get("max_batch_size", 0) < 1:
         problems.append("max_batch_size must be at least 1 (outputs carry a batch dimension)")
     if problems:
@@ -45,8 +50,11 @@ def check_declared(model_config, model_name, expected_inputs, outputs):
 def deployment_config(config_class, model_config, instance_kind, device_id, model_source=None):
     """`config_class` (EngineConfig, TextImageConfig) from config.pbtxt parameters and the instance's device;
     `model_source` (the model's environment variable, read by its model.py) overrides the parameter when set."""
-    parameters = {key: value for key, value in config_parameters(model_config).items()
-                  if key not in BACKEND_PARAMETERS and key != KEEP_WARM_PARAMETER}
+    parameters = {
+        key: value
+        for key, value in config_parameters(model_config).items()
+        if key not in BACKEND_PARAMETERS and key != KEEP_WARM_PARAMETER
+    }
     if model_source:
         parameters["model_source"] = model_source
     parameters["device"] = f"cuda:{device_id}" if instance_kind == "GPU" else "cpu"
@@ -58,18 +66,23 @@ def deployment_config(config_class, model_config, instance_kind, device_id, mode
 
 def warmup_requests(model_config):
     """How many requests Triton's model_warmup sends before the model is ready."""
-    return sum(max(1, int(w.get("batch_size", 1))) * max(1, int(w.get("count", 1)))
-               for w in model_config.get("model_warmup", []))
+    return sum(
+        max(1, int(w.get("batch_size", 1))) * max(1, int(w.get("count", 1)))
+        for w in model_config.get("model_warmup", [])
+    )
 
 
 def keep_warm_seconds(model_config, override=None):
-    """Idle seconds before release: `override` (the model's environment variable, read by its model.py), else config.pbtxt's keep_warm_seconds, else 900."""
+    """Idle seconds before release: `override` (the model's environment variable, read by its model.py), else
+    config.pbtxt's keep_warm_seconds, else 900."""
     raw = override or config_parameters(model_config).get(KEEP_WARM_PARAMETER, str(DEFAULT_KEEP_WARM_SECONDS))
     try:
         seconds = float(raw)
     except ValueError:
         seconds = None
     if seconds is None or (seconds < 0 and seconds != -1):
-        raise ValueError(f"model '{model_config.get('name')}': {KEEP_WARM_PARAMETER}={raw!r} must be -1 (never "
-                         "release), 0 (release after each request) or a number of seconds")
+        raise ValueError(
+            f"model '{model_config.get('name')}': {KEEP_WARM_PARAMETER}={raw!r} must be -1 (never "
+            "release), 0 (release after each request) or a number of seconds"
+        )
     return int(seconds) if seconds.is_integer() else seconds

@@ -1,4 +1,5 @@
 """Responses for one execute(): exactly one final reply per request, progress before it when decoupled."""
+
 import concurrent.futures
 import threading
 
@@ -32,8 +33,9 @@ class Replies:
 
     def is_cancelled(self, position):
         marker = self.cancel_markers[position]
-        return ((self.senders[position] if self.decoupled else self.requests[position]).is_cancelled()
-                or (marker is not None and marker.exists()))
+        return (self.senders[position] if self.decoupled else self.requests[position]).is_cancelled() or (
+            marker is not None and marker.exists()
+        )
 
     def progress(self, positions, update):
         """A PROGRESS response with `update` (an svd_contract Progress) to each listed request that asked for it."""

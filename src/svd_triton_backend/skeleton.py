@@ -6,6 +6,7 @@ request's tensors parsed into a validated engine request (or answered with its e
 accepted ones run as one engine batch, and every final reply sent from this thread once the batch is
 done (svd_triton_backend.compat says why). A model's model.py subclasses one of these and sets its names.
 """
+
 import concurrent.futures
 import importlib
 import json
@@ -19,8 +20,7 @@ from svd_engine.keep_warm import KeepWarm
 from . import stub_process
 from .errors import answer_error
 from .metrics import Metrics
-from .model_config import (add_parameter_inputs, check_declared, deployment_config, keep_warm_seconds,
-                           warmup_requests)
+from .model_config import add_parameter_inputs, check_declared, deployment_config, keep_warm_seconds, warmup_requests
 from .replies import Replies, done
 
 
@@ -67,18 +67,27 @@ class GenerationModel:
         module, _, name = self.ENGINE.partition(":")
         engine_class = getattr(importlib.import_module(module), name)
         model_source, keep_warm = (os.environ.get(variable) for variable in self.ENVIRONMENT)
-        config = deployment_config(engine_class.config_class, model_config, args["model_instance_kind"],
-                                   args["model_instance_device_id"], model_source)
+        config = deployment_config(
+            engine_class.config_class,
+            model_config,
+            args["model_instance_kind"],
+            args["model_instance_device_id"],
+            model_source,
+        )
         self.logger = pb_utils.Logger
-        self.logger.log_info(f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})"
-                             + (", streaming progress" if self.decoupled else ""))
+        self.logger.log_info(
+            f"{self.model_name}: loading {config.model_source} on {config.device} ({config.dtype})"
+            + (", streaming progress" if self.decoupled else "")
+        )
         self.engine = engine_class.load(config)
         if description := self.engine.describe():
             self.logger.log_info(f"{self.model_name}: {description}")
         self.metrics = Metrics(self.model_name, warmup_requests(model_config))
         seconds = keep_warm_seconds(model_config, keep_warm)
         self.keep_warm = KeepWarm(self.engine, seconds, on_change=self.metrics.keep_warm)
-        self.logger.log_info(f"{self.model_name}: keep-warm {seconds} s, then release by {self.engine.release_mechanism}")
+        self.logger.log_info(
+            f"{self.model_name}: keep-warm {seconds} s, then release by {self.engine.release_mechanism}"
+        )
 
     def execute(self, requests):
         replies = Replies(requests, self.decoupled)
@@ -100,8 +109,11 @@ class GenerationModel:
             futures = [done(error) for _ in accepted]
         concurrent.futures.wait(futures)
         self.metrics.running.set(0)
-        done = [result for (position, spec), future in zip(accepted, futures)
-                if (result := self.deliver(replies, position, spec, future)) is not None]
+        done = [
+            result
+            for (position, spec), future in zip(accepted, futures)
+            if (result := self.deliver(replies, position, spec, future)) is not None
+        ]
         self.executed(len(requests), done)
         return replies.finish()
 

@@ -1,4 +1,5 @@
 """Set-up of the stub process every model of this repository runs in: text files in UTF-8, engine logs to Triton's."""
+
 import locale
 import logging
 
@@ -24,13 +25,19 @@ def utf8_text_files() -> None:
 
 class TritonLogHandler(logging.Handler):
     def emit(self, record):
-        write = (pb_utils.Logger.log_error if record.levelno >= logging.ERROR else
-                 pb_utils.Logger.log_warn if record.levelno >= logging.WARNING else pb_utils.Logger.log_info)
+        write = (
+            pb_utils.Logger.log_error
+            if record.levelno >= logging.ERROR
+            else pb_utils.Logger.log_warn
+            if record.levelno >= logging.WARNING
+            else pb_utils.Logger.log_info
+        )
         write(f"{record.name}: {record.getMessage()}")
 
 
 def forward_engine_logs() -> None:
-    """Send svd_engine's log records (weight download progress, compile times) to Triton's log (once per stub process)."""
+    """Send svd_engine's log records (weight download progress, compile times) to Triton's log (once per stub
+    process)."""
     engine_log = logging.getLogger("svd_engine")
     engine_log.addHandler(TritonLogHandler())
     engine_log.setLevel(logging.INFO)

@@ -46,8 +46,8 @@ QUICK = {**SMALL, "num_inference_steps": 2}
 LONG = {**SMALL, "num_inference_steps": 100}
 """Long enough to be caught running (each step streams a progress line), short enough to finish."""
 LONGER = {"num_frames": 8, "height": 64, "num_inference_steps": 100, "segments": 4}
-"""With a width: within the tiny deployment's work budget and segment limit, and a minute or more on this kind
-of CPU (it is canceled once handed over)."""
+"""With a width: within the tiny deployment's work budget and segment limit; about 15 s alone on an idle 2-core
+CPU, longer under load (it is canceled once handed over)."""
 LEASES = ("--lease-seconds", "2", "--heartbeat-seconds", "0.5", "--poll-seconds", "0.5")
 WAIT = 180
 """Seconds any one condition may take before the run is called hung (a bound, not a measurement)."""
@@ -224,11 +224,11 @@ def test_a_sigkilled_replica_s_jobs_are_taken_over_and_run_once(triton_stream, p
 
 @pytest.mark.slow
 def test_sigterm_drains_hands_over_what_it_cannot_finish_and_exits_0(triton_stream, postgres_url, tmp_path, image):
-    # `fits` (5 light steps) is computing at SIGTERM and ends within the drain time; two long ones (400 steps,
-    # of different widths so that Triton runs them one after the other) cannot both. Leases of 10 minutes: a job
+    # `fits` (5 light steps) is computing at SIGTERM and ends within the drain time (20 s); two long ones (400 steps,
+    # of different widths so that Triton runs them one after the other: 30 s together at the least) cannot both. Leases of 10 minutes: a job
     # the other replica runs before that was released, not taken over after its lease expired.
     with cluster(triton_stream, postgres_url, tmp_path, "--lease-seconds", "600") as running:
-        leaving = running.add("leaving", "--concurrency", "3", "--drain-seconds", "40").launch()
+        leaving = running.add("leaving", "--concurrency", "3", "--drain-seconds", "20").launch()
         staying = running.add("staying", "--concurrency", "1").launch()
         leaving.wait_ready(), staying.wait_ready()
         staying.pause()  # so that `leaving` claims every job

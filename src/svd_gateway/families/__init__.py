@@ -2,10 +2,12 @@
 request into one `spec.JobSpec`, its router (HTTP only) and its error shape. A family imports no other family;
 what they share is below them (schemas: the contract's pydantic fields; service.DataPlane: images, jobs, the
 one parameter check; jobs and store). Adding a family is a folder and one line in app.FAMILIES."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import APIRouter
 

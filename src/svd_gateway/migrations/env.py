@@ -1,5 +1,6 @@
 """Alembic's environment: migrations run on the connection `svd_gateway.migrate` hands over, inside its
 transaction (and, on PostgreSQL, under its advisory lock)."""
+
 from alembic import context
 
 connection = context.config.attributes["connection"]

@@ -1,4 +1,5 @@
 """Liveness of the gateway, readiness of the Triton model behind it, and the gateway's own metrics."""
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST

@@ -5,6 +5,7 @@ The page and its two assets are public (the token is typed into the page and kep
 session storage); every API call it makes carries the token. A strict Content-Security-Policy allows
 only same-origin scripts, styles and connections: no inline script, nothing from elsewhere.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -18,20 +19,23 @@ from svd_contract import PARAMETERS, VIDEO_FORMATS
 from svd_contract.deployment import config_parameters
 from svd_contract.tensors import tensor_name
 from svd_triton.errors import SVDClientError
+
 from ..deps import SVDDep
 from ..errors import GatewayError
 
 router = APIRouter()
 PAGE_DIR = Path(__file__).resolve().parents[1] / "playground"
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample.png"
-ASSETS = {"playground.js": (PAGE_DIR / "playground.js", "text/javascript"),
-          "playground.css": (PAGE_DIR / "playground.css", "text/css"),
-          "sample.png": (SAMPLE, "image/png")}
+ASSETS = {
+    "playground.js": (PAGE_DIR / "playground.js", "text/javascript"),
+    "playground.css": (PAGE_DIR / "playground.css", "text/css"),
+    "sample.png": (SAMPLE, "image/png"),
+}
 """What the page loads from /playground/: its script, its style, and the sample image it offers."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-                               "media-src 'self' blob:; connect-src 'self'; form-action 'none'; base-uri 'none'; "
-                               "frame-ancestors 'none'",
+    "media-src 'self' blob:; connect-src 'self'; form-action 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
@@ -55,12 +59,18 @@ def deployment_parameters(config: dict) -> list[dict[str, Any]]:
     """The contract's parameters with what this deployment's configuration adds: its defaults (`default_<name>`)
     and bounds (`max_<name>`) where the contract leaves them to the deployment, and each input's Triton datatype."""
     settings = config_parameters(config)
-    datatypes = {i["name"]: i["data_type"].removeprefix("TYPE_").replace("STRING", "BYTES") for i in config.get("input", [])}
+    datatypes = {
+        i["name"]: i["data_type"].removeprefix("TYPE_").replace("STRING", "BYTES") for i in config.get("input", [])
+    }
     described = []
     for parameter in PARAMETERS.values():
         kind = parameter.kind
-        entry = {**asdict(parameter), "kind": kind.__name__, "choices": list(parameter.choices),
-                 "datatype": datatypes.get(tensor_name(parameter.name))}
+        entry = {
+            **asdict(parameter),
+            "kind": kind.__name__,
+            "choices": list(parameter.choices),
+            "datatype": datatypes.get(tensor_name(parameter.name)),
+        }
         if entry["default"] is None and f"default_{parameter.name}" in settings:
             entry["default"] = kind(settings[f"default_{parameter.name}"]) or None  # 0 frames: the model's own
         if entry["high"] is None and f"max_{parameter.name}" in settings:
@@ -80,7 +90,15 @@ async def parameters(svd: SVDDep):
         config, reachable = await svd.model_config(), True
     except SVDClientError:
         config, reachable = {}, False
-    return {"parameters": deployment_parameters(config), "deployment": reachable,
-            "video_formats": {name: {"extension": f.extension, "mime_type": f.mime_type,
-                                     "quality_range": list(f.quality_range) if f.quality_range else None}
-                              for name, f in VIDEO_FORMATS.items()}}
+    return {
+        "parameters": deployment_parameters(config),
+        "deployment": reachable,
+        "video_formats": {
+            name: {
+                "extension": f.extension,
+                "mime_type": f.mime_type,
+                "quality_range": list(f.quality_range) if f.quality_range else None,
+            }
+            for name, f in VIDEO_FORMATS.items()
+        },
+    }

@@ -1,6 +1,7 @@
 """fal's error bodies: a refused input as FastAPI's `{"detail": [{"loc", "msg", "type"}]}` (fal's apps are FastAPI
 apps), any other error `{"detail": "<text>", "error_type"}`. fal_client raises FalClientHTTPError with `detail` as
 its message and `error_type` as its error_type."""
+
 from __future__ import annotations
 
 from typing import Any

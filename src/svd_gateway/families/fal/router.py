@@ -15,6 +15,7 @@ speaks it: `submit`, `subscribe`, `status`, `result` and `cancel`, sync and asyn
 
 Each request is a job of origin `fal` in the shared store and queue; its `model` is the app id (fal-ai/fast-svd),
 so a request is found under its own app only."""
+
 from typing import Annotated
 
 from fastapi import Path, Query, Request
@@ -22,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES, VIDEO_FORMATS
+
 from ...deps import BaseURL, Caller, DataPlaneDep, StoreDep
 from ...errors import CODE_STATUS, GUARDED, GatewayError, error_responses, family_router
 from ...jobs import isoformat, output_url
@@ -33,10 +35,12 @@ from .schemas import APPS, RENAMED, CancelStatus, FalInput, FalVideo, QueueStatu
 
 OWNER = "fal-ai"
 REQUEST = f"/{OWNER}/{{app}}/requests/{{request_id}}"
-router = family_router(render_error=fal_error, invalid_status=422, tags=["fal"],
-                       responses=error_responses(FalError, *GUARDED, 404, 422))
-App = Annotated[str, Path(description=f"The app under {OWNER}/ (another is not found).",
-                          json_schema_extra={"enum": list(APPS)})]
+router = family_router(
+    render_error=fal_error, invalid_status=422, tags=["fal"], responses=error_responses(FalError, *GUARDED, 404, 422)
+)
+App = Annotated[
+    str, Path(description=f"The app under {OWNER}/ (another is not found).", json_schema_extra={"enum": list(APPS)})
+]
 QUEUE_STATUS = {"starting": "IN_QUEUE", "processing": "IN_PROGRESS"}
 """fal's status of an unfinished job; a finished one is COMPLETED."""
 
@@ -49,8 +53,11 @@ def links(job: Job) -> dict[str, str]:
 def log_entries(job: Job) -> list[dict[str, str]]:
     """The job's log lines as fal's entries, stamped with the job's start (its lines carry no time of their own)."""
     stamp = isoformat(job.started_at or job.created_at)
-    return [{"message": line, "level": "INFO", "source": "user", "timestamp": stamp}
-            for line in (job.logs or "").splitlines() if line]
+    return [
+        {"message": line, "level": "INFO", "source": "user", "timestamp": stamp}
+        for line in (job.logs or "").splitlines()
+        if line
+    ]
 
 
 def failure(job: Job) -> dict[str, str]:
@@ -78,8 +85,11 @@ def unsuccessful(job: Job) -> JSONResponse:
         status = 404
     elif job.error_code == "invalid_request":
         status, field = 422, fal_name(job, job.error_field or "body")
-    return JSONResponse(fal_error(status, reason["error_type"], reason["error"], field), status_code=status,
-                        headers={"x-fal-request-id": job.id})
+    return JSONResponse(
+        fal_error(status, reason["error_type"], reason["error"], field),
+        status_code=status,
+        headers={"x-fal-request-id": job.id},
+    )
 
 
 async def find(store: Store, app: str, request_id: str) -> Job:
@@ -93,13 +103,22 @@ async def find(store: Store, app: str, request_id: str) -> Job:
 def serve(app: str, body_model: type[FalInput]) -> None:
     """POST /fal-ai/{app}, with that app's inputs."""
 
-    @router.post(f"/{OWNER}/{app}", summary=f"Submit to {OWNER}/{app}",
-                 responses={200: {"model": Submitted}, **error_responses(FalError, 400)})
-    async def submit(body: body_model, request: Request, plane: DataPlaneDep, store: StoreDep, base: BaseURL,
-                     owner: Caller):
+    @router.post(
+        f"/{OWNER}/{app}",
+        summary=f"Submit to {OWNER}/{app}",
+        responses={200: {"model": Submitted}, **error_responses(FalError, 400)},
+    )
+    async def submit(
+        body: body_model, request: Request, plane: DataPlaneDep, store: StoreDep, base: BaseURL, owner: Caller
+    ):
         if "fal_webhook" in request.query_params:
-            raise GatewayError(400, "bad_request", "fal_webhook: this gateway sends no fal webhooks; leave "
-                               "webhook_url out and poll the status (as subscribe does)", "query.fal_webhook")
+            raise GatewayError(
+                400,
+                "bad_request",
+                "fal_webhook: this gateway sends no fal webhooks; leave "
+                "webhook_url out and poll the status (as subscribe does)",
+                "query.fal_webhook",
+            )
         given = await plane.image(body.image_url, "image_url", 422)
         image = await run_in_threadpool(check_image, given, "image_url", 422)  # refused now, naming fal's field
         echo = body.model_dump(exclude_unset=True)
@@ -107,8 +126,11 @@ def serve(app: str, body_model: type[FalInput]) -> None:
             echo["image_url"] = f"sha256:{sha256(image)}"
         spec = JobSpec("fal", image, body.parameters(), echo, status=422, model=f"{OWNER}/{app}", owner=owner)
         job = await plane.queue(spec, base)
-        return {**links(job), "status": "IN_QUEUE",
-                "queue_position": await run_in_threadpool(store.queue_position, job)}
+        return {
+            **links(job),
+            "status": "IN_QUEUE",
+            "queue_position": await run_in_threadpool(store.queue_position, job),
+        }
 
 
 for served, inputs in APPS.items():
@@ -116,8 +138,11 @@ for served, inputs in APPS.items():
 
 
 async def status_answer(job: Job, store: Store, logs: bool) -> dict:
-    answer = {**links(job), "status": QUEUE_STATUS.get(job.status, "COMPLETED"),
-              "logs": log_entries(job) if logs else None}
+    answer = {
+        **links(job),
+        "status": QUEUE_STATUS.get(job.status, "COMPLETED"),
+        "logs": log_entries(job) if logs else None,
+    }
     if job.status == "starting":
         answer["queue_position"] = await run_in_threadpool(store.queue_position, job)
     if job.status in TERMINAL:
@@ -126,18 +151,33 @@ async def status_answer(job: Job, store: Store, logs: bool) -> dict:
     return answer
 
 
-@router.get(f"{REQUEST}/status", summary="A request's status",
-            responses={200: {"model": QueueStatus, "description": "COMPLETED (done, failed or cancelled)"},
-                       202: {"model": QueueStatus, "description": "IN_QUEUE or IN_PROGRESS"}})
-async def status(app: App, request_id: str, store: StoreDep,
-                 logs: bool = Query(False, description="1 or true: the request's log lines as `logs`.")):
+@router.get(
+    f"{REQUEST}/status",
+    summary="A request's status",
+    responses={
+        200: {"model": QueueStatus, "description": "COMPLETED (done, failed or cancelled)"},
+        202: {"model": QueueStatus, "description": "IN_QUEUE or IN_PROGRESS"},
+    },
+)
+async def status(
+    app: App,
+    request_id: str,
+    store: StoreDep,
+    logs: bool = Query(False, description="1 or true: the request's log lines as `logs`."),
+):
     job = await find(store, app, request_id)
     return JSONResponse(await status_answer(job, store, logs), status_code=200 if job.status in TERMINAL else 202)
 
 
-@router.get(REQUEST, summary="A request's result",
-            responses={200: {"model": FalVideo}, 202: {"model": QueueStatus, "description": "Not finished yet"},
-                       **error_responses(FalError, 502, 503, 504)})
+@router.get(
+    REQUEST,
+    summary="A request's result",
+    responses={
+        200: {"model": FalVideo},
+        202: {"model": QueueStatus, "description": "Not finished yet"},
+        **error_responses(FalError, 502, 503, 504),
+    },
+)
 async def result(app: App, request_id: str, store: StoreDep):
     """The video once COMPLETED; while queued or running, 202 with the status (fal-client asks only once the
     status is COMPLETED); a request that did not succeed answers why (`unsuccessful`)."""
@@ -149,15 +189,26 @@ async def result(app: App, request_id: str, store: StoreDep):
     url = output_url(job)
     if url is None:
         raise GatewayError(404, "not_found", f"request {job.id}: its video has expired")
-    return {"video": {"url": url, "content_type": MIME_TYPES[job.output_format],
-                      "file_name": f"{job.id}{VIDEO_FORMATS[job.output_format].extension}",
-                      "file_size": job.output_bytes},
-            "seed": job.seed}
+    return {
+        "video": {
+            "url": url,
+            "content_type": MIME_TYPES[job.output_format],
+            "file_name": f"{job.id}{VIDEO_FORMATS[job.output_format].extension}",
+            "file_size": job.output_bytes,
+        },
+        "seed": job.seed,
+    }
 
 
-@router.put(f"{REQUEST}/cancel", status_code=202, summary="Cancel a request",
-            responses={202: {"model": CancelStatus, "description": "CANCELLATION_REQUESTED"},
-                       200: {"model": CancelStatus, "description": "ALREADY_COMPLETED"}})
+@router.put(
+    f"{REQUEST}/cancel",
+    status_code=202,
+    summary="Cancel a request",
+    responses={
+        202: {"model": CancelStatus, "description": "CANCELLATION_REQUESTED"},
+        200: {"model": CancelStatus, "description": "ALREADY_COMPLETED"},
+    },
+)
 async def cancel(app: App, request_id: str, plane: DataPlaneDep, store: StoreDep):
     """A queued request never runs; a running one stops within a denoising step; a finished one stays as it is."""
     job = await find(store, app, request_id)

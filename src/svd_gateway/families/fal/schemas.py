@@ -1,6 +1,7 @@
 """fal's documented inputs of its hosted SVD apps (fal-rs' endpoint types, fal-js' generated types, the apps'
 llms.txt pages), with fal's per-app defaults, beside the model's own parameters under their own names; and the
 answers of fal's queue as fal-client 1.0.3 reads them."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
@@ -8,6 +9,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from svd_contract import PARAMETERS
+
 from ...schemas import CACHE_CONFLICTS, ImageOrURL, SVDParameters, _contract_field, _given
 
 RENAMED = {"steps": "num_inference_steps", "cond_aug": "noise_aug_strength"}
@@ -31,11 +33,15 @@ class FalInput(SVDParameters):
     num_frames, ...: fal has none of them, its apps make 25 frames)."""
 
     model_config = one_name_each("cond_aug")
-    image_url: ImageOrURL = Field(description="The first frame: a data URI (fal_client.encode_file), base64, a "
-                                  "/v1/files URL of this gateway, or a URL on a host the gateway's allow-list permits.")
+    image_url: ImageOrURL = Field(
+        description="The first frame: a data URI (fal_client.encode_file), base64, a "
+        "/v1/files URL of this gateway, or a URL on a host the gateway's allow-list permits."
+    )
     motion_bucket_id: fal_field("motion_bucket_id", "Higher values move more.") = 127
-    cond_aug: fal_field("noise_aug_strength", "noise_aug_strength: noise added to the conditioning frame "
-                        "(fal allows up to 10, the model 0–1).") = 0.02
+    cond_aug: fal_field(
+        "noise_aug_strength",
+        "noise_aug_strength: noise added to the conditioning frame (fal allows up to 10, the model 0–1).",
+    ) = 0.02
 
     @model_validator(mode="after")
     def _one_name_each(self):
@@ -76,8 +82,11 @@ class StableVideoInput(FalInput):
     fps: fal_field("fps", "Frames per second of the video.") = 25
 
 
-APPS: dict[str, type[FalInput]] = {"fast-svd": FastSVDInput, "fast-svd-lcm": FastSVDLCMInput,
-                                   "stable-video": StableVideoInput}
+APPS: dict[str, type[FalInput]] = {
+    "fast-svd": FastSVDInput,
+    "fast-svd-lcm": FastSVDLCMInput,
+    "stable-video": StableVideoInput,
+}
 """The apps served, under fal's owner `fal-ai`."""
 
 

@@ -1,5 +1,6 @@
 """File uploads (Replicate's /v1/files: how the replicate client sends local file inputs) and the
 generated videos (/v1/outputs: public, the unguessable link is the credential)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES
+
 from ...deps import BaseURL, SettingsDep, StoreDep
 from ...errors import GUARDED, GatewayError, HouseError, error_responses, family_router
 from ...jobs import isoformat
@@ -25,25 +27,46 @@ CHUNK = 1024 * 1024
 
 
 def as_file(upload: Upload, base: str, metadata: Any = None) -> dict:
-    return {"id": upload.id, "name": upload.name, "content_type": upload.content_type, "size": upload.size,
-            "etag": upload.sha256[:32], "checksums": {"sha256": upload.sha256},
-            "metadata": {} if metadata is None else metadata,
-            "created_at": isoformat(upload.created_at), "expires_at": isoformat(upload.expires_at),
-            "urls": {"get": f"{base}/v1/files/{upload.id}"}}
+    return {
+        "id": upload.id,
+        "name": upload.name,
+        "content_type": upload.content_type,
+        "size": upload.size,
+        "etag": upload.sha256[:32],
+        "checksums": {"sha256": upload.sha256},
+        "metadata": {} if metadata is None else metadata,
+        "created_at": isoformat(upload.created_at),
+        "expires_at": isoformat(upload.expires_at),
+        "urls": {"get": f"{base}/v1/files/{upload.id}"},
+    }
 
 
-UPLOAD_BODY = {"requestBody": {"content": {"multipart/form-data": {"encoding": {"content": {
-    "contentType": f"{IMAGE_MEDIA_TYPES}, application/octet-stream"}}}}}}
+UPLOAD_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "encoding": {"content": {"contentType": f"{IMAGE_MEDIA_TYPES}, application/octet-stream"}}
+            }
+        }
+    }
+}
 """Any file may be uploaded (application/octet-stream); the images are named first, as what the generation
 routes take by reference (a fuzzer's image generators then fill the part)."""
 
 
 @files.post("/v1/files", status_code=201, openapi_extra=UPLOAD_BODY)
-async def upload_file(request: Request, store: StoreDep, settings: SettingsDep, base: BaseURL,
-                      content: UploadFile = File(),
-                      metadata: str = Form("{}", json_schema_extra={"contentMediaType": "application/json"},
-                                           description="JSON, returned parsed as the file's metadata (other text "
-                                                       "is returned as the string it is)")):
+async def upload_file(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    base: BaseURL,
+    content: UploadFile = File(),
+    metadata: str = Form(
+        "{}",
+        json_schema_extra={"contentMediaType": "application/json"},
+        description="JSON, returned parsed as the file's metadata (other text is returned as the string it is)",
+    ),
+):
     form = await request.form()  # other fields are ignored; these two are read once, so may be given once
     repeated = next((name for name in ("content", "metadata") if len(form.getlist(name)) > 1), None)
     if repeated is not None:  # FastAPI would read whichever came last
@@ -60,9 +83,15 @@ async def upload_file(request: Request, store: StoreDep, settings: SettingsDep, 
                 digest.update(chunk)
                 size += len(chunk)
                 await run_in_threadpool(target.write, chunk)
-        upload = await run_in_threadpool(store.add_upload, content.filename or "file", content.content_type or
-                                         "application/octet-stream", target.name, digest.hexdigest(), size,
-                                         settings.upload_seconds)
+        upload = await run_in_threadpool(
+            store.add_upload,
+            content.filename or "file",
+            content.content_type or "application/octet-stream",
+            target.name,
+            digest.hexdigest(),
+            size,
+            settings.upload_seconds,
+        )
     finally:  # moved into the store, or not wanted: the partial file goes either way
         Path(target.name).unlink(missing_ok=True)
     return as_file(upload, base, extra)
@@ -70,7 +99,11 @@ async def upload_file(request: Request, store: StoreDep, settings: SettingsDep, 
 
 @files.get("/v1/files")
 async def list_files(store: StoreDep, base: BaseURL):
-    return {"next": None, "previous": None, "results": [as_file(u, base) for u in await run_in_threadpool(store.list_uploads)]}
+    return {
+        "next": None,
+        "previous": None,
+        "results": [as_file(u, base) for u in await run_in_threadpool(store.list_uploads)],
+    }
 
 
 @files.get("/v1/files/{file_id}")
@@ -95,7 +128,11 @@ async def output_video(name: str, store: StoreDep, request: Request):
     try:
         if job is None:
             raise FileNotFoundError(name)
-        return await run_in_threadpool(store.blobs.response, f"outputs/{job.output_key}",
-                                       MIME_TYPES.get(job.output_format), request.headers.get("range"))
+        return await run_in_threadpool(
+            store.blobs.response,
+            f"outputs/{job.output_key}",
+            MIME_TYPES.get(job.output_format),
+            request.headers.get("range"),
+        )
     except FileNotFoundError:
         raise GatewayError(404, "not_found", "no such video, or it has expired") from None

@@ -9,8 +9,10 @@ Prometheus metrics (svd_* families: request and cold-start histograms, outcome c
 keep-warm state gauges), read with the lifespan's HTTP client; keep-warm actions are CONTROL requests
 through the data plane (service.DataPlane.control: one call per action at a time). With no traffic
 yet the routes say so instead of inventing numbers. A client pinning another GPU, region or version is
-answered with a warning, not refused, so moving a Forge client here needs only a new base URL and token. The guard middleware checks the token.
+answered with a warning, not refused, so moving a Forge client here needs only a new base URL and token.
+The guard middleware checks the token.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +25,9 @@ from fastapi import Depends, Path, Query
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from svd_triton.client import MODEL_NAME
 from svd_contract import MIME_TYPES
+from svd_triton.client import MODEL_NAME
+
 from ...catalogue import CatalogueBody, catalogue_spec
 from ...deps import BaseURL, DataPlaneDep, HTTPDep, SettingsDep
 from ...errors import GENERATION, GUARDED, GatewayError, HouseError, error_responses, family_router
@@ -135,13 +138,18 @@ def read_metrics(text: str, model: str) -> Measured:
     cold_p50, cold_samples = histogram("svd_cold_start_seconds")
     last_cold = single("svd_last_cold_start_seconds")
     return Measured(
-        state=state, since=single("svd_model_state_since_seconds"),
+        state=state,
+        since=single("svd_model_state_since_seconds"),
         keep_warm_left_seconds=left if state == "warm" and left is not None and left >= 0 else None,
-        pinned=single("svd_model_pinned") == 1, last_cold_start_seconds=last_cold or None,
+        pinned=single("svd_model_pinned") == 1,
+        last_cold_start_seconds=last_cold or None,
         gpu_type=gpu_type_of(device[0].labels["name"]) if device else None,
         outcomes={s.labels["outcome"]: int(s.value) for s in samples.get("svd_requests_total", [])},
-        request_p50=request_p50, request_samples=request_samples,
-        cold_start_p50=cold_p50, cold_start_samples=cold_samples)
+        request_p50=request_p50,
+        request_samples=request_samples,
+        cold_start_p50=cold_p50,
+        cold_start_samples=cold_samples,
+    )
 
 
 def ms(seconds: float | None) -> float | None:
@@ -169,9 +177,11 @@ async def measured(http: httpx.AsyncClient, settings: Settings) -> Measured:
 def target(settings: Settings, own_gpu: str | None, version, gpu_type, region) -> tuple[dict[str, Any], list[str]]:
     """This deployment as a Forge target, and warnings for pins it does not match."""
     own = {"model_version": MODEL_VERSION, "gpu_type": own_gpu, "region": settings.region}
-    warnings = [f"{name} {asked!r} was asked; this deployment is {own[name]!r}"
-                for name, asked in (("model_version", version), ("gpu_type", gpu_type), ("region", region))
-                if asked is not None and asked != own[name]]
+    warnings = [
+        f"{name} {asked!r} was asked; this deployment is {own[name]!r}"
+        for name, asked in (("model_version", version), ("gpu_type", gpu_type), ("region", region))
+        if asked is not None and asked != own[name]
+    ]
     return own, warnings
 
 
@@ -197,8 +207,14 @@ class Pinned:
     filters: dict[str, str]
 
 
-async def pinned_target(slug: Slug, http: HTTPDep, settings: SettingsDep, model_version: str | None = Version,
-                        gpu_type: str | None = Gpu, region: str | None = Region) -> Pinned:
+async def pinned_target(
+    slug: Slug,
+    http: HTTPDep,
+    settings: SettingsDep,
+    model_version: str | None = Version,
+    gpu_type: str | None = Gpu,
+    region: str | None = Region,
+) -> Pinned:
     check_slug(slug)
     found = await measured(http, settings)
     own, warnings = target(settings, found.gpu_type, model_version, gpu_type, region)
@@ -210,8 +226,9 @@ PinnedTarget = Annotated[Pinned, Depends(pinned_target)]
 
 
 @router.post("/v1/inference/{slug}", summary="Inference")
-async def inference(slug: Slug, body: ForgeRequest, plane: DataPlaneDep, base: BaseURL, http: HTTPDep,
-                    settings: SettingsDep):
+async def inference(
+    slug: Slug, body: ForgeRequest, plane: DataPlaneDep, base: BaseURL, http: HTTPDep, settings: SettingsDep
+):
     """A video from a data-URI image (prompt fields are then reported as ignored), or from a prompt alone
     (text-to-video); target pins that do not match this deployment are reported as warnings."""
     check_slug(slug)
@@ -225,16 +242,27 @@ async def inference(slug: Slug, body: ForgeRequest, plane: DataPlaneDep, base: B
         except GatewayError:
             pass  # the video is made; an unknown own GPU only words the warning
     warnings += target(settings, own_gpu, pins["model_version"], pins["gpu_type"], pins["region"])[1]
-    return {"model": slug, "video": base64.b64encode(video).decode(), "format": job.output_format,
-            "mime_type": MIME_TYPES.get(job.output_format), "seed": job.seed,
-            "seconds": round((job.completed_at - job.created_at).total_seconds(), 3), "warnings": warnings}
+    return {
+        "model": slug,
+        "video": base64.b64encode(video).decode(),
+        "format": job.output_format,
+        "mime_type": MIME_TYPES.get(job.output_format),
+        "seed": job.seed,
+        "seconds": round((job.completed_at - job.created_at).total_seconds(), 3),
+        "warnings": warnings,
+    }
 
 
 @router.get("/v1/models/{slug}/inference-routes")
 async def inference_routes(pinned: PinnedTarget):
     """The route this deployment serves for the model (Forge's "Verify target")."""
-    route = {"route": f"/v1/inference/{SLUG}", "method": "POST", "model": SLUG, **pinned.own,
-             "status": pinned.found.state}
+    route = {
+        "route": f"/v1/inference/{SLUG}",
+        "method": "POST",
+        "model": SLUG,
+        **pinned.own,
+        "status": pinned.found.state,
+    }
     return {"slug": SLUG, "routes": [route], "warnings": pinned.warnings}
 
 
@@ -249,12 +277,20 @@ async def run_estimate(pinned: PinnedTarget, settings: SettingsDep):
         warnings.append("no request measured yet: estimates appear after the first generated video")
     elif cold_start is None:
         warnings.append("no cold start measured yet: the first-cold estimate appears after one")
-    return {"slug": SLUG, **own, "status": found.state,
-            "warm_request_ms_p50": ms(warm), "cold_start_ms_p50": ms(cold_start), "cold_request_ms": ms(cold),
-            "request_samples": found.request_samples, "cold_start_samples": found.cold_start_samples,
-            "cost_per_gpu_hour_usd": settings.gpu_hour_price,
-            "estimated_warm_request_cost_usd": costs(settings, warm),
-            "estimated_cold_request_cost_usd": costs(settings, cold), "warnings": warnings}
+    return {
+        "slug": SLUG,
+        **own,
+        "status": found.state,
+        "warm_request_ms_p50": ms(warm),
+        "cold_start_ms_p50": ms(cold_start),
+        "cold_request_ms": ms(cold),
+        "request_samples": found.request_samples,
+        "cold_start_samples": found.cold_start_samples,
+        "cost_per_gpu_hour_usd": settings.gpu_hour_price,
+        "estimated_warm_request_cost_usd": costs(settings, warm),
+        "estimated_cold_request_cost_usd": costs(settings, cold),
+        "warnings": warnings,
+    }
 
 
 @router.get("/v1/models/{slug}/reliability")
@@ -263,22 +299,37 @@ async def reliability(pinned: PinnedTarget, settings: SettingsDep):
     found, own, warnings, filters = pinned.found, pinned.own, pinned.warnings, pinned.filters
     successes = found.outcomes.get("success", 0)
     rate = successes / found.served if found.served else None
-    status = ("no_traffic" if rate is None else "works" if rate == 1 else "degraded" if successes else "failing")
-    row = {**own, "status": status, "request_ms_p50": ms(found.request_p50), "request_samples": found.request_samples,
-           "cold_start_ms_p50": ms(found.cold_start_p50), "observed_success_rate": rate,
-           "cost_per_gpu_hour_usd": settings.gpu_hour_price,
-           "estimated_warm_request_cost_usd": costs(settings, found.request_p50)}
+    status = "no_traffic" if rate is None else "works" if rate == 1 else "degraded" if successes else "failing"
+    row = {
+        **own,
+        "status": status,
+        "request_ms_p50": ms(found.request_p50),
+        "request_samples": found.request_samples,
+        "cold_start_ms_p50": ms(found.cold_start_p50),
+        "observed_success_rate": rate,
+        "cost_per_gpu_hour_usd": settings.gpu_hour_price,
+        "estimated_warm_request_cost_usd": costs(settings, found.request_p50),
+    }
     supported = status in ("works", "degraded")
     if not supported:
-        warnings.append("no request served yet: nothing observed to report" if status == "no_traffic"
-                        else "every observed request failed")
-    return {"slug": SLUG, "reliability_status": status, "supported_rows": int(supported), "total_rows": 1,
-            "filters": filters, "rows": [row],
-            "fastest_supported_target": row if supported else None,
-            "lowest_cost_supported_target": row if supported else None,
-            "status_counts": {status: 1},
-            "failure_reason_counts": {o: n for o, n in found.outcomes.items() if o != "success" and n},
-            "warnings": warnings}
+        warnings.append(
+            "no request served yet: nothing observed to report"
+            if status == "no_traffic"
+            else "every observed request failed"
+        )
+    return {
+        "slug": SLUG,
+        "reliability_status": status,
+        "supported_rows": int(supported),
+        "total_rows": 1,
+        "filters": filters,
+        "rows": [row],
+        "fastest_supported_target": row if supported else None,
+        "lowest_cost_supported_target": row if supported else None,
+        "status_counts": {status: 1},
+        "failure_reason_counts": {o: n for o, n in found.outcomes.items() if o != "success" and n},
+        "warnings": warnings,
+    }
 
 
 @router.get("/v1/model-families/{slug}/status")
@@ -287,10 +338,18 @@ async def family_status(slug: Slug, http: HTTPDep, settings: SettingsDep, versio
     check_slug(slug)
     found = await measured(http, settings)
     own, warnings = target(settings, found.gpu_type, version, None, None)
-    return {"slug": SLUG, "version": MODEL_VERSION, "status": found.state,
-            "since": found.since, "keep_warm": found.pinned, "keep_warm_left_seconds": found.keep_warm_left_seconds,
-            "last_cold_start_ms": ms(found.last_cold_start_seconds), "gpu_type": own["gpu_type"],
-            "region": own["region"], "warnings": warnings}
+    return {
+        "slug": SLUG,
+        "version": MODEL_VERSION,
+        "status": found.state,
+        "since": found.since,
+        "keep_warm": found.pinned,
+        "keep_warm_left_seconds": found.keep_warm_left_seconds,
+        "last_cold_start_ms": ms(found.last_cold_start_seconds),
+        "gpu_type": own["gpu_type"],
+        "region": own["region"],
+        "warnings": warnings,
+    }
 
 
 @router.post("/v1/model-families/{slug}/start")
@@ -300,10 +359,18 @@ async def start(slug: Slug, plane: DataPlaneDep, settings: SettingsDep, body: St
     body = body or StartRequest()
     state = await plane.control("pin" if body.run_until_stopped else "prewarm")
     own, warnings = target(settings, gpu_type_of(state["device_name"]), body.version, body.gpu_type, body.region)
-    return {"slug": SLUG, "version": MODEL_VERSION, "gpu_type": own["gpu_type"],
-            "region": own["region"], "startup_ms": ms(state["startup_seconds"]) if state["was_cold_start"] else 0,
-            "was_cold_start": state["was_cold_start"], "keep_warm": state["pinned"], "status": state["state"],
-            "keep_warm_left_seconds": state["keep_warm_left_seconds"], "warnings": warnings}
+    return {
+        "slug": SLUG,
+        "version": MODEL_VERSION,
+        "gpu_type": own["gpu_type"],
+        "region": own["region"],
+        "startup_ms": ms(state["startup_seconds"]) if state["was_cold_start"] else 0,
+        "was_cold_start": state["was_cold_start"],
+        "keep_warm": state["pinned"],
+        "status": state["state"],
+        "keep_warm_left_seconds": state["keep_warm_left_seconds"],
+        "warnings": warnings,
+    }
 
 
 @router.post("/v1/model-families/{slug}/stop")

@@ -1,4 +1,5 @@
 """OpenAI-style video generations (VoltageGPU's sample): POST /v1/video/generations."""
+
 from .. import Family
 from .router import router
 

@@ -1,6 +1,7 @@
 """The OpenAI-style video generations route (VoltageGPU's sample): an image or a prompt in, a URL into the
 gateway's store and/or the video in base64 out. Each request is a job in the same durable store as the others;
 the client waits on the line for its result."""
+
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,5 @@
 """OpenAI's Videos API (/v1/videos), as the official `openai` SDK calls it."""
+
 from .. import Family
 from .errors import openai_error
 from .router import router

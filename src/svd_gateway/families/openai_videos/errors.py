@@ -1,5 +1,6 @@
 """OpenAI's error body, `{"error": {"message", "type", "param", "code"}}`: the `openai` SDK raises its typed errors
 (BadRequestError, NotFoundError, AuthenticationError, ...) from it."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,8 +12,14 @@ def openai_error(status: int, code: str, message: str, field: str | None) -> dic
     kind = "server_error" if status >= 500 else "invalid_request_error"
     if field and field.startswith(("query.", "path.", "header.")):  # OpenAI names parameters alone
         field = field.split(".", 1)[1]
-    return {"error": {"message": message, "type": kind, "param": field,
-                      "code": "invalid_api_key" if status == 401 else code}}
+    return {
+        "error": {
+            "message": message,
+            "type": kind,
+            "param": field,
+            "code": "invalid_api_key" if status == 401 else code,
+        }
+    }
 
 
 class OpenAIErrorDetail(BaseModel):

@@ -8,10 +8,11 @@ failed; cancelled by DELETE). `seconds` are chained clips, 4 seconds each (`segm
 video's WIDTHxHEIGHT; the model's own parameters ride along as extra body fields. Errors are OpenAI's shape
 (errors.py), so the SDK raises BadRequestError, NotFoundError or AuthenticationError naming the param.
 """
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import Query, Request
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES, PARAMETERS, Deployment
+
 from ...deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, read_body
 from ...errors import GUARDED, GatewayError, error_responses, family_router
 from ...jobs import progress_percent
@@ -28,16 +30,29 @@ from ...settings import Settings
 from ...spec import JobSpec
 from ...store import Job, Store
 from .errors import OpenAIError, openai_error
-from .schemas import (MAX_SECONDS, SECONDS_PER_CLIP, SECONDS_TEXT, SIZE_TEXT, VideoCreateRequest, VideoExtendRequest,
-                      VideoRemixRequest)
+from .schemas import (
+    MAX_SECONDS,
+    SECONDS_PER_CLIP,
+    SECONDS_TEXT,
+    SIZE_TEXT,
+    VideoCreateRequest,
+    VideoExtendRequest,
+    VideoRemixRequest,
+)
 
-router = family_router(render_error=openai_error, tags=["OpenAI Videos"],
-                       responses=error_responses(OpenAIError, 400, *GUARDED, 404, 409))
+router = family_router(
+    render_error=openai_error, tags=["OpenAI Videos"], responses=error_responses(OpenAIError, 400, *GUARDED, 404, 409)
+)
 NATIVE_SIZES = ((1024, 576), (576, 1024))
 SECONDS = re.compile(SECONDS_TEXT)
 SIZE = re.compile(SIZE_TEXT)
-STATUS = {"starting": "queued", "processing": "in_progress", "succeeded": "completed", "failed": "failed",
-          "canceled": "failed"}
+STATUS = {
+    "starting": "queued",
+    "processing": "in_progress",
+    "succeeded": "completed",
+    "failed": "failed",
+    "canceled": "failed",
+}
 POLL_AFTER_MS = "500"
 """`openai-poll-after-ms`: how often the SDK's create_and_poll asks while a video is not finished."""
 MODEL = "stable-video-diffusion-img2vid-xt"
@@ -49,29 +64,54 @@ OWN_FIELDS = {"prompt", "negative_prompt", "input_reference", "model", "seconds"
 
 def create_body_schema(model, file: str, description: str, media_types: str) -> dict:
     """The request body as JSON or as the SDK's multipart form (where `file` is a file part of `media_types`)."""
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": inline_schema(model)},
-        "multipart/form-data": {"schema": form_schema(model, {file: description}),
-                                "encoding": {file: {"contentType": media_types}}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": inline_schema(model)},
+                "multipart/form-data": {
+                    "schema": form_schema(model, {file: description}),
+                    "encoding": {file: {"contentType": media_types}},
+                },
+            },
+        }
+    }
 
 
 def as_video(job: Job, settings: Settings) -> dict[str, Any]:
     """A job as OpenAI's Video object (times in Unix seconds)."""
     given = job.input
     failed = job.status in ("failed", "canceled")
-    error = {"code": job.error_code or "canceled", "message": job.error or "the video was canceled",
-             "param": job.error_field} if failed else None
+    error = (
+        {
+            "code": job.error_code or "canceled",
+            "message": job.error or "the video was canceled",
+            "param": job.error_field,
+        }
+        if failed
+        else None
+    )
     expires = _unix(job.completed_at) + settings.output_seconds if job.output_key and job.completed_at else None
-    return {"id": job.id, "object": "video", "model": given.get("model") or MODEL, "status": STATUS[job.status],
-            "progress": progress_percent(job), "created_at": _unix(job.created_at),
-            "completed_at": _unix(job.completed_at), "expires_at": int(expires) if expires else None,
-            "error": error, "prompt": given.get("prompt"), "seconds": given.get("seconds"), "size": given.get("size"),
-            "remixed_from_video_id": given.get("remixed_from_video_id")}
+    return {
+        "id": job.id,
+        "object": "video",
+        "model": given.get("model") or MODEL,
+        "status": STATUS[job.status],
+        "progress": progress_percent(job),
+        "created_at": _unix(job.created_at),
+        "completed_at": _unix(job.completed_at),
+        "expires_at": int(expires) if expires else None,
+        "error": error,
+        "prompt": given.get("prompt"),
+        "seconds": given.get("seconds"),
+        "size": given.get("size"),
+        "remixed_from_video_id": given.get("remixed_from_video_id"),
+    }
 
 
 def _unix(moment: datetime | None) -> int | None:
     """Unix seconds of the store's naive UTC times."""
-    return int(moment.replace(tzinfo=timezone.utc).timestamp()) if moment else None
+    return int(moment.replace(tzinfo=UTC).timestamp()) if moment else None
 
 
 def clips(seconds: str | int | None, field: str, most: int | None) -> int | None:
@@ -79,13 +119,23 @@ def clips(seconds: str | int | None, field: str, most: int | None) -> int | None
     if seconds is None:
         return None
     text = str(seconds)
-    spelled = SECONDS.match(text) if isinstance(seconds, str) else \
-        not isinstance(seconds, bool) and SECONDS_PER_CLIP <= seconds <= MAX_SECONDS and seconds % SECONDS_PER_CLIP == 0
+    spelled = (
+        SECONDS.match(text)
+        if isinstance(seconds, str)
+        else not isinstance(seconds, bool)
+        and SECONDS_PER_CLIP <= seconds <= MAX_SECONDS
+        and seconds % SECONDS_PER_CLIP == 0
+    )
     count = int(text) // SECONDS_PER_CLIP if spelled else 0
     if count < 1 or (most is not None and count > most):
         allowed = ", ".join(str(SECONDS_PER_CLIP * k) for k in range(1, (most or 3) + 1)) + ("" if most else ", ...")
-        raise GatewayError(400, "invalid_value", f"{field}={text[:20]!r} is not supported; accepted: {allowed} (each "
-                           f"{SECONDS_PER_CLIP} seconds is one chained clip, up to this deployment's max_segments)", field)
+        raise GatewayError(
+            400,
+            "invalid_value",
+            f"{field}={text[:20]!r} is not supported; accepted: {allowed} (each "
+            f"{SECONDS_PER_CLIP} seconds is one chained clip, up to this deployment's max_segments)",
+            field,
+        )
     return count
 
 
@@ -97,16 +147,22 @@ def dimensions(size: str, deployment: Deployment | None) -> tuple[int, int]:
     width, height = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
     def fits(w: int, h: int) -> bool:
-        return all(side.low <= v <= side.high and v % side.multiple_of == 0 for v in (w, h)) and \
-            (max_pixels is None or w * h <= max_pixels)
+        return all(side.low <= v <= side.high and v % side.multiple_of == 0 for v in (w, h)) and (
+            max_pixels is None or w * h <= max_pixels
+        )
 
     if not fits(width, height):
         native = [f"{w}x{h}" for w, h in NATIVE_SIZES if fits(w, h)]
         budget = f" and width×height ≤ {max_pixels} (this deployment's max_pixels)" if max_pixels else ""
-        raise GatewayError(400, "invalid_value", f"size={size[:20]!r} is not supported; accepted: "
-                           + (", ".join(native) + " (SVD's own), or " if native else "")
-                           + f"WIDTHxHEIGHT with each side a multiple of {side.multiple_of} in "
-                           f"{side.low:g}–{side.high:g}{budget}", "size")
+        raise GatewayError(
+            400,
+            "invalid_value",
+            f"size={size[:20]!r} is not supported; accepted: "
+            + (", ".join(native) + " (SVD's own), or " if native else "")
+            + f"WIDTHxHEIGHT with each side a multiple of {side.multiple_of} in "
+            f"{side.low:g}–{side.high:g}{budget}",
+            "size",
+        )
     return width, height
 
 
@@ -121,8 +177,12 @@ async def completed(store: Store, video_id: str, field: str) -> Job:
     """A completed video to build on (extend, remix)."""
     job = await find(store, video_id, field)
     if job.status != "succeeded":
-        raise GatewayError(400, "invalid_value", f"{field}: video {video_id} is {STATUS[job.status]}; only a completed "
-                           "video can be built on", field)
+        raise GatewayError(
+            400,
+            "invalid_value",
+            f"{field}: video {video_id} is {STATUS[job.status]}; only a completed video can be built on",
+            field,
+        )
     return job
 
 
@@ -148,8 +208,13 @@ async def extended_id(body: VideoExtendRequest, uploaded: bytes | None, store: S
     if uploaded is not None:
         job = await run_in_threadpool(store.job_with_output, "videos", uploaded)
         if job is None:
-            raise GatewayError(404, "not_found", "video: not a video this gateway made; send the file as "
-                               "downloaded from /v1/videos/{id}/content, or {\"id\": ...}", "video")
+            raise GatewayError(
+                404,
+                "not_found",
+                "video: not a video this gateway made; send the file as "
+                'downloaded from /v1/videos/{id}/content, or {"id": ...}',
+                "video",
+            )
         return job.id
     if body.video is None:
         raise GatewayError(400, "invalid_value", "video: Field required (a completed video's id, or its file)", "video")
@@ -168,9 +233,12 @@ def video_spec(image: bytes, params: dict[str, Any], given: dict[str, Any]) -> J
     return JobSpec("videos", image, params, given, keep_image=True)
 
 
-@router.post("/v1/videos", openapi_extra=create_body_schema(VideoCreateRequest, "input_reference",
-                                                            "The first frame: a PNG, JPEG or WebP file",
-                                                            IMAGE_MEDIA_TYPES))
+@router.post(
+    "/v1/videos",
+    openapi_extra=create_body_schema(
+        VideoCreateRequest, "input_reference", "The first frame: a PNG, JPEG or WebP file", IMAGE_MEDIA_TYPES
+    ),
+)
 async def create_video(request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL):
     """A video from an image (input_reference) or, without one, from the prompt (text-to-video)."""
     body, files = await read_body(request, VideoCreateRequest, files=("input_reference",))
@@ -189,16 +257,24 @@ async def create_video(request: Request, plane: DataPlaneDep, store: StoreDep, s
         params.update(prompt=body.prompt, **({"negative_prompt": body.negative_prompt} if body.negative_prompt else {}))
     width = params.get("width", deployment.default_width if deployment else None)
     height = params.get("height", deployment.default_height if deployment else None)
-    given = {"prompt": body.prompt, "model": body.model,
-             "seconds": str(SECONDS_PER_CLIP * params.get("segments", 1)),
-             "size": f"{width}x{height}" if width and height else "default"}
+    given = {
+        "prompt": body.prompt,
+        "model": body.model,
+        "seconds": str(SECONDS_PER_CLIP * params.get("segments", 1)),
+        "size": f"{width}x{height}" if width and height else "default",
+    }
     job = await plane.queue(video_spec(image or b"", params, given), base)
     return as_video(job, settings)
 
 
 @router.get("/v1/videos")
-async def list_videos(store: StoreDep, settings: SettingsDep, after: str | None = Query(None, max_length=40),
-                      limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc"):
+async def list_videos(
+    store: StoreDep,
+    settings: SettingsDep,
+    after: str | None = Query(None, max_length=40),
+    limit: int = Query(20, ge=1, le=100),
+    order: Literal["asc", "desc"] = "desc",
+):
     """OpenAI's cursor page: `after` is the last id of the page before."""
     cursor = None
     if after:
@@ -208,8 +284,13 @@ async def list_videos(store: StoreDep, settings: SettingsDep, after: str | None 
         cursor = (previous.created_at, previous.id)
     jobs = await run_in_threadpool(store.page, "videos", cursor, limit + 1, order == "desc")
     data = [as_video(job, settings) for job in jobs[:limit]]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": len(jobs) > limit}
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(jobs) > limit,
+    }
 
 
 @router.get("/v1/videos/{video_id}")
@@ -235,26 +316,43 @@ async def delete_video(video_id: str, plane: DataPlaneDep, store: StoreDep):
 
 
 @router.get("/v1/videos/{video_id}/content", responses=error_responses(OpenAIError, 502))
-async def download_content(video_id: str, request: Request, plane: DataPlaneDep, store: StoreDep,
-                           variant: Literal["video", "thumbnail", "spritesheet"] = "video"):
+async def download_content(
+    video_id: str,
+    request: Request,
+    plane: DataPlaneDep,
+    store: StoreDep,
+    variant: Literal["video", "thumbnail", "spritesheet"] = "video",
+):
     """The MP4 (byte ranges supported), its first frame as a JPEG, or a JPEG sprite sheet of its frames."""
     job = await find(store, video_id)
     if job.status != "succeeded" or not job.output_key or job.output_removed:
-        raise GatewayError(404 if job.output_removed else 400, "invalid_value",
-                           f"video {job.id} is {STATUS[job.status]}; its content is there once it has completed"
-                           if not job.output_removed else f"video {job.id}: its content has expired", "video_id")
+        raise GatewayError(
+            404 if job.output_removed else 400,
+            "invalid_value",
+            f"video {job.id} is {STATUS[job.status]}; its content is there once it has completed"
+            if not job.output_removed
+            else f"video {job.id}: its content has expired",
+            "video_id",
+        )
     try:
         if variant == "video":
-            return await run_in_threadpool(store.blobs.response, f"outputs/{job.output_key}",
-                                           MIME_TYPES[job.output_format], request.headers.get("range"))
+            return await run_in_threadpool(
+                store.blobs.response,
+                f"outputs/{job.output_key}",
+                MIME_TYPES[job.output_format],
+                request.headers.get("range"),
+            )
         return Response(await plane.still(job, variant), media_type="image/jpeg")
     except FileNotFoundError:
         raise GatewayError(404, "not_found", f"video {job.id}: its content has expired", "video_id") from None
 
 
-@router.post("/v1/videos/extensions", openapi_extra=create_body_schema(VideoExtendRequest, "video",
-                                                                       "A video of this gateway, as downloaded",
-                                                                       MIME_TYPES["mp4"]))
+@router.post(
+    "/v1/videos/extensions",
+    openapi_extra=create_body_schema(
+        VideoExtendRequest, "video", "A video of this gateway, as downloaded", MIME_TYPES["mp4"]
+    ),
+)
 async def extend_video(request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL):
     """The original request with `seconds` more clips chained after it: the same image, settings and seed, so
     its first clips are the original's and the new ones continue from the original's last frame."""
@@ -264,19 +362,29 @@ async def extend_video(request: Request, plane: DataPlaneDep, store: StoreDep, s
     had = original.params.get("segments", 1)
     most = deployment.max_segments - had if deployment else None
     if most is not None and most < 1:
-        raise GatewayError(400, "invalid_value", f"video: {original.id} already has this deployment's max_segments "
-                           f"({had} clips); it cannot be extended", "video")
+        raise GatewayError(
+            400,
+            "invalid_value",
+            f"video: {original.id} already has this deployment's max_segments ({had} clips); it cannot be extended",
+            "video",
+        )
     count = clips(body.seconds, "seconds", most)
     params = {**original.params, "segments": had + count, "seed": original.seed}
-    given = {**original.input, "prompt": body.prompt, "seconds": str(SECONDS_PER_CLIP * (had + count)),
-             "extended_from_video_id": original.id, "remixed_from_video_id": None}
+    given = {
+        **original.input,
+        "prompt": body.prompt,
+        "seconds": str(SECONDS_PER_CLIP * (had + count)),
+        "extended_from_video_id": original.id,
+        "remixed_from_video_id": None,
+    }
     job = await plane.queue(video_spec(await kept_image(original, plane), params, given), base)
     return as_video(job, settings)
 
 
 @router.post("/v1/videos/{video_id}/remix")
-async def remix_video(video_id: str, body: VideoRemixRequest, plane: DataPlaneDep, store: StoreDep,
-                      settings: SettingsDep, base: BaseURL):
+async def remix_video(
+    video_id: str, body: VideoRemixRequest, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL
+):
     """A new video from the original's input and settings with the new prompt: with an image, another take of it
     (a new seed unless one is given); text-to-video, a new first frame from the new prompt."""
     original = await completed(store, video_id, "video_id")
@@ -284,7 +392,11 @@ async def remix_video(video_id: str, body: VideoRemixRequest, plane: DataPlaneDe
     params.update(body.model_dump(exclude_none=True, exclude={"prompt"}))
     if "prompt" in params:  # text-to-video: the new prompt makes the first frame
         params["prompt"] = body.prompt
-    given = {**original.input, "prompt": body.prompt, "remixed_from_video_id": original.id,
-             "extended_from_video_id": None}
+    given = {
+        **original.input,
+        "prompt": body.prompt,
+        "remixed_from_video_id": original.id,
+        "extended_from_video_id": None,
+    }
     job = await plane.queue(video_spec(await kept_image(original, plane), params, given), base)
     return as_video(job, settings)

@@ -1,5 +1,6 @@
 """Replicate's predictions API, as the official `replicate` client uses it (client.run, predictions.*,
 models.predictions.create, webhooks.default.secret)."""
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,12 @@ from ...store import sha256
 from .render import as_prediction
 from .schemas import PredictionInput, PredictionRequest, prediction_parameters
 
-router = family_router(render_error=house_error, invalid_status=422, tags=["predictions"],
-                       responses=error_responses(HouseError, 400, *GUARDED, 404, 422))
+router = family_router(
+    render_error=house_error,
+    invalid_status=422,
+    tags=["predictions"],
+    responses=error_responses(HouseError, 400, *GUARDED, 404, 422),
+)
 PREDICTION_NOT_FOUND = "no such prediction"
 
 
@@ -37,14 +42,19 @@ def wait_seconds(prefer: str | None, longest: float) -> float:
             except ValueError:
                 seconds = math.nan
             if not 0 <= seconds <= longest:  # nan compares false: refused with inf and negatives
-                raise GatewayError(400, "invalid_request", f"Prefer: wait=N needs a number of seconds from 0 to "
-                                   f"{longest:g}, not {token[5:40]!r}", "Prefer")
+                raise GatewayError(
+                    400,
+                    "invalid_request",
+                    f"Prefer: wait=N needs a number of seconds from 0 to {longest:g}, not {token[5:40]!r}",
+                    "Prefer",
+                )
             return seconds
     return 0.0
 
 
-async def prediction_spec(request: PredictionRequest, plane: DataPlane, model: str | None,
-                          owner: str | None) -> JobSpec:
+async def prediction_spec(
+    request: PredictionRequest, plane: DataPlane, model: str | None, owner: str | None
+) -> JobSpec:
     """A prediction as a job: cog-svd's names translated, an inline image echoed as its digest."""
     image_ref, params, notes = prediction_parameters(request.input)
     # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
@@ -54,37 +64,78 @@ async def prediction_spec(request: PredictionRequest, plane: DataPlane, model: s
         if name in echo and not echo[name].startswith(("http://", "https://")):
             echo[name] = f"sha256:{sha256(image)}"
     webhook = request.webhook or request.webhook_completed
-    events = request.webhook_events_filter or (["completed"] if request.webhook_completed and not request.webhook else [])
-    return JobSpec("predictions", image, params, echo, status=422, notes=notes, model=model,
-                   version=request.version or VERSION, webhook=webhook, events=list(events), owner=owner)
+    events = request.webhook_events_filter or (
+        ["completed"] if request.webhook_completed and not request.webhook else []
+    )
+    return JobSpec(
+        "predictions",
+        image,
+        params,
+        echo,
+        status=422,
+        notes=notes,
+        model=model,
+        version=request.version or VERSION,
+        webhook=webhook,
+        events=list(events),
+        owner=owner,
+    )
 
 
-async def _create(request: PredictionRequest, model: str | None, prefer: str | None, plane: DataPlane,
-                  settings: Settings, base: str, owner: str | None) -> JSONResponse:
+async def _create(
+    request: PredictionRequest,
+    model: str | None,
+    prefer: str | None,
+    plane: DataPlane,
+    settings: Settings,
+    base: str,
+    owner: str | None,
+) -> JSONResponse:
     seconds = wait_seconds(prefer, settings.max_wait)  # before the job exists: a refused request leaves none
     job = await plane.queue(await prediction_spec(request, plane, model, owner), base)
     if seconds:
         job = await plane.wait(job.id, seconds)
-    return JSONResponse(as_prediction(job, owner), status_code=201,
-                        headers={"Preference-Applied": f"wait={seconds:g}"} if seconds else None)
+    return JSONResponse(
+        as_prediction(job, owner),
+        status_code=201,
+        headers={"Preference-Applied": f"wait={seconds:g}"} if seconds else None,
+    )
 
 
 @router.post("/v1/predictions", status_code=201)
-async def create_prediction(request: PredictionRequest, plane: DataPlaneDep, settings: SettingsDep, base: BaseURL,
-                            owner: Caller, prefer: str | None = Header(None)):
+async def create_prediction(
+    request: PredictionRequest,
+    plane: DataPlaneDep,
+    settings: SettingsDep,
+    base: BaseURL,
+    owner: Caller,
+    prefer: str | None = Header(None),
+):
     return await _create(request, None, prefer, plane, settings, base, owner)
 
 
 @router.post("/v1/models/{owner}/{name}/predictions", status_code=201)
-async def create_model_prediction(request: PredictionRequest, plane: DataPlaneDep, settings: SettingsDep,
-                                  base: BaseURL, caller: Caller, owner: str = Path(), name: str = Path(),
-                                  prefer: str | None = Header(None)):
+async def create_model_prediction(
+    request: PredictionRequest,
+    plane: DataPlaneDep,
+    settings: SettingsDep,
+    base: BaseURL,
+    caller: Caller,
+    owner: str = Path(),
+    name: str = Path(),
+    prefer: str | None = Header(None),
+):
     return await _create(request, f"{owner}/{name}", prefer, plane, settings, base, caller)
 
 
 @router.get("/v1/predictions")
-async def list_predictions(request: Request, store: StoreDep, caller: Caller, cursor: str | None = None,
-                           page_size: int = Query(100, ge=1, le=1000)):
+async def list_predictions(
+    request: Request,
+    store: StoreDep,
+    caller: Caller,
+    cursor: str | None = None,
+    page_size: int = Query(100, ge=1, le=1000),
+):
     position = _decode_cursor(cursor) if cursor else None
     jobs = await run_in_threadpool(store.page, "predictions", position, page_size + 1)
     following = None
@@ -114,11 +165,22 @@ async def cancel_prediction(prediction_id: str, plane: DataPlaneDep, store: Stor
 @router.get("/v1/models/{owner}/{name}/versions/{version_id}")
 async def get_version(owner: str, name: str, version_id: str):
     """The one version this gateway serves, with a Cog-style schema of its input (client.run reads it)."""
-    return {"id": version_id, "created_at": "2024-01-01T00:00:00Z", "cog_version": "0.9.0",
-            "openapi_schema": {"openapi": "3.0.2", "info": {"title": "svd-triton", "version": VERSION},
-                               "paths": {}, "components": {"schemas": {
-                                   "Input": PredictionInput.model_json_schema(),
-                                   "Output": {"type": "string", "format": "uri", "title": "Output"}}}}}
+    return {
+        "id": version_id,
+        "created_at": "2024-01-01T00:00:00Z",
+        "cog_version": "0.9.0",
+        "openapi_schema": {
+            "openapi": "3.0.2",
+            "info": {"title": "svd-triton", "version": VERSION},
+            "paths": {},
+            "components": {
+                "schemas": {
+                    "Input": PredictionInput.model_json_schema(),
+                    "Output": {"type": "string", "format": "uri", "title": "Output"},
+                }
+            },
+        },
+    }
 
 
 @router.get("/v1/webhooks/default/secret")
@@ -136,4 +198,6 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         return datetime.fromisoformat(created_at), job_id
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise GatewayError(404, "not_found", "cursor: no such page (not a cursor this API returned)", "cursor") from None
+        raise GatewayError(
+            404, "not_found", "cursor: no such page (not a cursor this API returned)", "cursor"
+        ) from None

@@ -1,5 +1,6 @@
 """Replicate's request bodies: cog-svd's input names (replicate.com/stability-ai/stable-video-diffusion) or the
 model's own, and their translation into the model's parameters."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -7,16 +8,32 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from svd_contract import PARAMETERS
+
 from ...errors import GatewayError
-from ...schemas import (CACHE_CONFLICTS, IGNORED_FIELDS, PROMPT_FIELDS, ImageOrURL, SVDParameters, WebhookURL,
-                        _contract_field, _given, integer)
+from ...schemas import (
+    CACHE_CONFLICTS,
+    IGNORED_FIELDS,
+    PROMPT_FIELDS,
+    ImageOrURL,
+    SVDParameters,
+    WebhookURL,
+    _contract_field,
+    _given,
+    integer,
+)
 from ...webhooks import EVENTS
 
 # cog-svd (replicate.com/stability-ai/stable-video-diffusion) input names → ours.
 VIDEO_LENGTHS = {"14_frames_with_svd": 14, "25_frames_with_svd_xt": 25}
 SIZING_STRATEGIES = {"maintain_aspect_ratio": "crop", "crop_to_16_9": "crop", "use_image_dimensions": "keep"}
-COG_NAMES = {"input_image": "image", "video_length": "num_frames", "sizing_strategy": "resize_mode",
-             "frames_per_second": "fps", "cond_aug": "noise_aug_strength", "decoding_t": "decode_chunk_size"}
+COG_NAMES = {
+    "input_image": "image",
+    "video_length": "num_frames",
+    "sizing_strategy": "resize_mode",
+    "frames_per_second": "fps",
+    "cond_aug": "noise_aug_strength",
+    "decoding_t": "decode_chunk_size",
+}
 # What cog-svd does when a field is left out and our own name is not given either.
 COG_DEFAULTS = {"num_frames": 14, "fps": 6}
 
@@ -25,15 +42,27 @@ class PredictionInput(SVDParameters):
     """A prediction's input: cog-svd's names (input_image, video_length, ...) or the model's own. Without an
     image, a prompt runs text-to-video; with one, a prompt is ignored (and said so in the logs)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={  # an image or a prompt; no setting under both names
-        "anyOf": [_given("input_image"), _given("image"), _given("prompt")],
-        "not": {"anyOf": [_given("input_image", "image")]
-                + [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS] + CACHE_CONFLICTS}})
-    input_image: ImageOrURL | None = Field(None, description="The image: an uploaded file's URL, a data URI, base64, "
-                                           "or a URL on a host the gateway's allow-list permits.")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={  # an image or a prompt; no setting under both names
+            "anyOf": [_given("input_image"), _given("image"), _given("prompt")],
+            "not": {
+                "anyOf": [_given("input_image", "image")]
+                + [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS]
+                + CACHE_CONFLICTS
+            },
+        },
+    )
+    input_image: ImageOrURL | None = Field(
+        None,
+        description="The image: an uploaded file's URL, a data URI, base64, "
+        "or a URL on a host the gateway's allow-list permits.",
+    )
     image: ImageOrURL | None = Field(None, description="Same as input_image.")
-    prompt: str | None = Field(None, description="Without an image: the text the first frame is made from "
-                               "(text-to-video). With an image: ignored.")
+    prompt: str | None = Field(
+        None,
+        description="Without an image: the text the first frame is made from (text-to-video). With an image: ignored.",
+    )
     negative_prompt: str | None = Field(None, description="Text-to-video: what the first frame should not show.")
     video_length: Literal[tuple(VIDEO_LENGTHS)] | None = None
     sizing_strategy: Literal[tuple(SIZING_STRATEGIES)] | None = None
@@ -50,16 +79,29 @@ def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str,
     for name, value in values.items():
         target = COG_NAMES.get(name, name)
         if target in params:
-            raise GatewayError(422, "invalid_input", f"input.{name} and input.{target} name the same setting; give one",
-                               f"input.{name}")
-        params[target] = {"video_length": VIDEO_LENGTHS, "sizing_strategy": SIZING_STRATEGIES}.get(name, {}).get(value, value)
+            raise GatewayError(
+                422,
+                "invalid_input",
+                f"input.{name} and input.{target} name the same setting; give one",
+                f"input.{name}",
+            )
+        params[target] = {"video_length": VIDEO_LENGTHS, "sizing_strategy": SIZING_STRATEGIES}.get(name, {}).get(
+            value, value
+        )
     image = params.pop("image", None)
     notes = []
     if image is None and "prompt" not in params:
-        raise GatewayError(422, "invalid_input", "input.input_image: required (an image URL from /v1/files, a data URI "
-                           "or base64), or a prompt alone for text-to-video", "input.input_image")
+        raise GatewayError(
+            422,
+            "invalid_input",
+            "input.input_image: required (an image URL from /v1/files, a data URI "
+            "or base64), or a prompt alone for text-to-video",
+            "input.input_image",
+        )
     if image is not None:
-        notes = [f"input.{name}: {IGNORED_FIELDS[name]}" for name in PROMPT_FIELDS if params.pop(name, None) is not None]
+        notes = [
+            f"input.{name}: {IGNORED_FIELDS[name]}" for name in PROMPT_FIELDS if params.pop(name, None) is not None
+        ]
     if "input_image" in values:  # a cog-svd request: cog-svd's defaults where it gave nothing
         params = {**COG_DEFAULTS, **params}
     return image, params, notes

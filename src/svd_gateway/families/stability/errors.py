@@ -1,4 +1,5 @@
 """Stability AI's error body, `{"id", "name", "errors": [...]}`."""
+
 from __future__ import annotations
 
 import uuid
@@ -6,9 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-
-STABILITY_NAMES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                   408: "timeout", 413: "payload_too_large", 422: "invalid_request", 503: "unavailable"}
+STABILITY_NAMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    413: "payload_too_large",
+    422: "invalid_request",
+    503: "unavailable",
+}
 
 
 def stability_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ answers 202 while the job runs, then the MP4 (`Accept: video/*`, the default) wi
 headers, or JSON with the video in base64 (`Accept: application/json`). Jobs live in the same durable store
 and runner as predictions. The video keeps the image's own size, scaled into the deployment's pixel budget
 (resize_mode `keep`), unless `width`/`height` are given. Errors are Stability's shape (errors.py)."""
+
 from __future__ import annotations
 
 import base64
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES
+
 from ...deps import BaseURL, DataPlaneDep, StoreDep, read_body
 from ...errors import CODE_STATUS, GUARDED, GatewayError, error_responses, family_router
 from ...schemas import IMAGE_MEDIA_TYPES, form_schema
@@ -22,23 +24,35 @@ from ...store import sha256
 from .errors import StabilityError, stability_error
 from .schemas import StabilityRequest
 
-router = family_router(render_error=stability_error, tags=["Stability AI"],
-                       responses=error_responses(StabilityError, 400, *GUARDED, 404, 409, 500))
+router = family_router(
+    render_error=stability_error,
+    tags=["Stability AI"],
+    responses=error_responses(StabilityError, 400, *GUARDED, 404, 409, 500),
+)
 STABILITY_FIELDS = {"seed", "cfg_scale"}
 """Stability's names that are not the model's own (motion_bucket_id is)."""
 
 
-REQUEST_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {
-    "schema": {**form_schema(StabilityRequest, {"image": "PNG, JPEG or WebP"}), "required": ["image"]},
-    "encoding": {"image": {"contentType": IMAGE_MEDIA_TYPES}}}}}}
+REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {**form_schema(StabilityRequest, {"image": "PNG, JPEG or WebP"}), "required": ["image"]},
+                "encoding": {"image": {"contentType": IMAGE_MEDIA_TYPES}},
+            }
+        },
+    }
+}
 
 
 @router.post("/v2beta/image-to-video", openapi_extra=REQUEST_BODY)
 async def image_to_video(request: Request, plane: DataPlaneDep, base: BaseURL):
     """Start a generation; poll the result route with the id returned."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise GatewayError(400, "invalid_request", "send the request as multipart/form-data with an `image` file",
-                           "image")
+        raise GatewayError(
+            400, "invalid_request", "send the request as multipart/form-data with an `image` file", "image"
+        )
     body, files = await read_body(request, StabilityRequest, files=("image",))
     if "image" not in files:
         raise GatewayError(400, "invalid_request", "image: required (a PNG or JPEG file)", "image")
@@ -64,13 +78,18 @@ async def result(generation_id: str, store: StoreDep, accept: str = Header("vide
         return JSONResponse({"id": job.id, "status": "in-progress"}, status_code=202)
     if job.status != "succeeded":
         status = CODE_STATUS.get(job.error_code, 500)
-        raise GatewayError(status if status < 500 else 500, job.error_code or "server_error",
-                           job.error or f"the generation was {job.status}", job.error_field)
+        raise GatewayError(
+            status if status < 500 else 500,
+            job.error_code or "server_error",
+            job.error or f"the generation was {job.status}",
+            job.error_field,
+        )
     try:
         video = await run_in_threadpool(store.read_output, job.output_key)
     except FileNotFoundError:
         raise GatewayError(404, "not_found", f"generation {job.id}: its video has expired", "id") from None
     if "application/json" in accept.lower():
         return {"video": base64.b64encode(video).decode(), "finish_reason": "SUCCESS", "seed": job.seed}
-    return Response(video, media_type=MIME_TYPES[job.output_format],
-                    headers={"finish-reason": "SUCCESS", "seed": str(job.seed)})
+    return Response(
+        video, media_type=MIME_TYPES[job.output_format], headers={"finish-reason": "SUCCESS", "seed": str(job.seed)}
+    )

@@ -1,4 +1,5 @@
 """Stability AI's image-to-video form fields."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -13,6 +14,13 @@ class StabilityRequest(SVDParameters):
     parameters under their own names."""
 
     seed: integer(ge=0, le=4294967294) = Field(0, description="0: a random seed.")
-    cfg_scale: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False,
-                                      description="How strongly the video sticks to the image: max_guidance_scale.")] = 1.8
+    cfg_scale: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=10,
+            allow_inf_nan=False,
+            description="How strongly the video sticks to the image: max_guidance_scale.",
+        ),
+    ] = 1.8
     motion_bucket_id: integer(ge=1, le=255) = Field(127, description="Higher values move more.")

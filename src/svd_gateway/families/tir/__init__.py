@@ -1,4 +1,5 @@
 """E2E TIR's pre-built endpoint: POST /v1/models/{model}:predict or /predict, base64 in and out."""
+
 from .. import Family
 from .router import router
 

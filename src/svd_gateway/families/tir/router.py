@@ -1,5 +1,6 @@
 """E2E TIR's synchronous predict routes: a base64 image in, the video (AVI unless asked otherwise) in base64 out.
 Each request is a job in the same durable store as the others; the client waits on the line for its result."""
+
 from __future__ import annotations
 
 import base64
@@ -26,10 +27,17 @@ async def predictions(body: PredictRequest, plane: DataPlane, base: str) -> dict
     return {"predictions": base64.b64encode(video).decode()}
 
 
-@router.post("/v1/models/{model}:predict", summary="Predict (a named model)",
-             responses=error_responses(HouseError, 400, *GUARDED, 422, *GENERATION))
-async def predict_model(body: PredictRequest, plane: DataPlaneDep, base: BaseURL,
-                        model: str = Path(description="The endpoint's model name; this gateway serves one model.")):
+@router.post(
+    "/v1/models/{model}:predict",
+    summary="Predict (a named model)",
+    responses=error_responses(HouseError, 400, *GUARDED, 422, *GENERATION),
+)
+async def predict_model(
+    body: PredictRequest,
+    plane: DataPlaneDep,
+    base: BaseURL,
+    model: str = Path(description="The endpoint's model name; this gateway serves one model."),
+):
     return await predictions(body, plane, base)
 
 

@@ -3,6 +3,7 @@ made by that code is stamped at this revision and upgraded from here.
 
 Revision ID: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 

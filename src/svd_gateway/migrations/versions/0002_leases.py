@@ -4,6 +4,7 @@ Every write of the holder is conditional on (id, attempts, lease_holder): the fe
 
 Revision ID: 0002
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -12,6 +12,7 @@ each API family renders its own way (a percentage, fal's logs) instead of readin
 
 Revision ID: 0003
 """
+
 import sqlalchemy as sa
 from alembic import op
 
