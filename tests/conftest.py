@@ -1,7 +1,6 @@
 """Fixtures every tier shares; plain helpers are in tests/support (a package: `from tests.support import TOKEN`)."""
 import os
 import sys
-from pathlib import Path
 
 # One compute thread per process, this one and every server it starts (they inherit the environment). The
 # suite's models are tiny, so intra-op threads buy nothing; on 2 cores shared by the test process, a

@@ -14,7 +14,6 @@ import pytest
 import requests
 
 from tests.support import SUPPORT, TOKEN
-from tests.support.gateways import Gateway, settings_for
 from tests.support.keep_warm_server import gauge, keep_warm_server, model_state
 from svd_gateway.families.forge.router import histogram_quantile
 from tests.support.videos import decode_video
@@ -35,9 +34,13 @@ def triton():
 
 
 @pytest.fixture(scope="module")
-def gateway(triton, tmp_path_factory):
-    with Gateway(settings_for(triton, tmp_path_factory.mktemp("forge"), gpu_hour_price=1.82)) as running:
-        yield running
+def gateway_triton():
+    return "triton"
+
+
+@pytest.fixture(scope="module")
+def gateway_options():
+    return {"gpu_hour_price": 1.82}
 
 
 def get(gateway, path, **params):

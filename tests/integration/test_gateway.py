@@ -16,11 +16,13 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json
 
 
 @pytest.fixture(scope="module")
-def gateway(triton, tmp_path_factory):
-    settings = Settings(triton_url=triton.grpc_url, token=TOKEN, metrics_url=f"http://localhost:{triton.options.metrics_port}/metrics",
-                        max_outputs=2, max_body_bytes=2 * 1024 * 1024, data_dir=tmp_path_factory.mktemp("gateway"))
-    with Gateway(settings) as running:
-        yield running
+def gateway_triton():
+    return "triton"
+
+
+@pytest.fixture(scope="module")
+def gateway_options():
+    return {"max_outputs": 2, "max_body_bytes": 2 * 1024 * 1024}
 
 
 def test_tir_style_predict_returns_base64_avi(gateway, sample_png):

@@ -9,9 +9,7 @@ import sqlite3
 import httpx
 import pytest
 
-from svd_gateway import Settings
 from tests.support import TOKEN
-from tests.support.gateways import Gateway
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMIT = 1024 * 1024
@@ -19,11 +17,8 @@ NOT_AN_IMAGE = "data:image/png;base64," + base64.b64encode(b"hello, not a pictur
 
 
 @pytest.fixture(scope="module")
-def gateway(triton_stream, tmp_path_factory):
-    settings = Settings(triton_url=triton_stream.grpc_url, token=TOKEN, data_dir=tmp_path_factory.mktemp("hostile"),
-                        max_body_bytes=LIMIT)
-    with Gateway(settings) as running:
-        yield running
+def gateway_options():
+    return {"max_body_bytes": LIMIT}
 
 
 def stored(gateway) -> tuple:

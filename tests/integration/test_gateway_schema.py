@@ -28,11 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from svd_gateway import Settings
-from svd_triton.launcher import free_port
 from tests.support import ROOT, TOKEN, QuietHandler, http_server
 from tests.support.fuzz_hooks import IMAGE_PATH, IMAGES, WEBHOOK_PATH
-from tests.support.gateways import Gateway
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
@@ -61,10 +58,13 @@ def fuzz_server():
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    with Gateway(Settings(triton_url=f"127.0.0.1:{free_port()}", token=TOKEN, webhook_allow=("127.0.0.1",),
-                          webhook_attempts=1, data_dir=tmp_path_factory.mktemp("schema"))) as running:
-        yield running
+def gateway_triton():
+    return None
+
+
+@pytest.fixture(scope="module")
+def gateway_options():
+    return {"webhook_allow": ("127.0.0.1",), "webhook_attempts": 1}
 
 
 SEED = 20261206

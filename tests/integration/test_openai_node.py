@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from svd_gateway import Settings
 from tests.support import TOKEN
-from tests.support.gateways import Gateway
 from tests.support.videos import decode_video, max_abs_diff
 
 OPENAI_NODE = "7.60.0"
@@ -40,13 +38,6 @@ def node_modules(request) -> Path:
             pytest.fail(f"npm could not install openai@{OPENAI_NODE} from its registry "
                         f"(exit {done.returncode}):\n{done.stderr[-2000:]}")
     return folder / "node_modules"
-
-
-@pytest.fixture(scope="module")
-def gateway(triton_stream, tmp_path_factory):
-    settings = Settings(triton_url=triton_stream.grpc_url, token=TOKEN, data_dir=tmp_path_factory.mktemp("node"))
-    with Gateway(settings) as running:
-        yield running
 
 
 def test_node_sdk_creates_downloads_and_extends_a_video(node_modules, gateway, tmp_path, sample_png):

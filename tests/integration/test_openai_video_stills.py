@@ -14,22 +14,13 @@ import openai
 import pytest
 from PIL import Image
 
-from svd_gateway import Settings
 from svd_gateway.blobs import FolderBlobs
 from svd_gateway.jobs import SWEEP_GRACE
 from svd_gateway.store import Store
 from tests.support import TOKEN
-from tests.support.gateways import Gateway
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK marks client.videos deprecated
 SMALL = {"num_inference_steps": 2, "num_frames": 4}
-
-
-@pytest.fixture(scope="module")
-def gateway(triton_stream, tmp_path_factory):
-    settings = Settings(triton_url=triton_stream.grpc_url, token=TOKEN, data_dir=tmp_path_factory.mktemp("stills"))
-    with Gateway(settings) as running:
-        yield running
 
 
 @pytest.fixture

@@ -15,18 +15,11 @@ import pytest
 
 from tests.support.browsers import fill_parameters, launch_chromium, open_playground
 from tests.support import TOKEN
-from tests.support.gateways import Gateway, settings_for
 from svd_contract import PARAMETERS
 from tests.support.videos import decode_video
 
 SMALL = {"width": 64, "height": 64, "num_frames": 4}
 MARKUP = "<img src=x onerror=\"document.title='pwned'\">"
-
-
-@pytest.fixture(scope="module")
-def gateway(triton_stream, tmp_path_factory):
-    with Gateway(settings_for(triton_stream, tmp_path_factory.mktemp("playground"))) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +80,9 @@ def test_the_page_and_parameters_are_public_the_api_is_not(gateway):
 def test_generate_from_a_photo_shows_progress_and_plays_the_video(page, gateway, photo):
     page.set_input_files("#image", str(photo))
     page.wait_for_selector("#preview:not([hidden])")
-    # enough steps that the 0.5 s progress flushes land mid-denoising on the tiny model
-    fill_parameters(page, **SMALL, num_inference_steps=12, fps=8, seed=7)
+    # enough steps that the 0.5 s progress flushes land mid-denoising on the tiny model, even on an idle CPU
+    # (about 20 ms a step there)
+    fill_parameters(page, **SMALL, num_inference_steps=80, fps=8, seed=7)
     assert page.get_attribute("#param-num_inference_steps", "max") == "100"  # ranges come from the server
     page.click("#generate")
     seen, deadline = [], time.monotonic() + 90

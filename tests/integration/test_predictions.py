@@ -12,20 +12,12 @@ import pytest
 from replicate.exceptions import ModelError, ReplicateError
 
 from tests.support import TOKEN
-from tests.support.gateways import Gateway, replicate_client
-from svd_gateway import Settings
+from tests.support.gateways import replicate_client
 from tests.support.waiting import until
 from tests.support.videos import decode_video
 
 REF = "stability-ai/stable-video-diffusion:3f0457e4619daac51203dedb472816fd4af51f3149fa7a9e0b5ffcf1b8172438"
 SMALL = {"width": 64, "height": 64, "num_inference_steps": 2}
-
-
-@pytest.fixture(scope="module")
-def gateway(triton_stream, tmp_path_factory):
-    settings = Settings(triton_url=triton_stream.grpc_url, token=TOKEN, data_dir=tmp_path_factory.mktemp("predictions"))
-    with Gateway(settings) as running:
-        yield running
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
-from svd_gateway import Settings
 from tests.support import TOKEN, encode_image
-from tests.support.gateways import Gateway
 from tests.support.videos import decode_video
 
 SMALL = {"num_frames": 4, "num_inference_steps": 2}
@@ -20,11 +18,8 @@ SMALL = {"num_frames": 4, "num_inference_steps": 2}
 
 
 @pytest.fixture(scope="module")
-def gateway(triton_stream, tmp_path_factory):
-    settings = Settings(triton_url=triton_stream.grpc_url, token=TOKEN, data_dir=tmp_path_factory.mktemp("stability"),
-                        max_body_bytes=2 * 1024 * 1024)
-    with Gateway(settings) as running:
-        yield running
+def gateway_options():
+    return {"max_body_bytes": 2 * 1024 * 1024}
 
 
 def png(width: int, height: int) -> bytes:

@@ -10,10 +10,8 @@ import pytest
 from replicate.exceptions import ReplicateError
 from replicate.webhook import WebhookSigningSecret, Webhooks
 
-from tests.support import TOKEN
-from tests.support.gateways import Gateway, replicate_client
+from tests.support.gateways import replicate_client
 from tests.support.webhooks import Receiver
-from svd_gateway import Settings
 
 SMALL = {"num_frames": 4, "width": 64, "height": 64, "num_inference_steps": 3}
 
@@ -26,11 +24,8 @@ def receiver():
 
 
 @pytest.fixture(scope="module")
-def gateway(triton_stream, tmp_path_factory):
-    settings = Settings(triton_url=triton_stream.grpc_url, token=TOKEN, data_dir=tmp_path_factory.mktemp("webhooks"),
-                        webhook_allow=("127.0.0.1/32",), webhook_attempts=3, webhook_backoff=0.2)
-    with Gateway(settings) as running:
-        yield running
+def gateway_options():
+    return {"webhook_allow": ("127.0.0.1/32",), "webhook_attempts": 3, "webhook_backoff": 0.2}
 
 
 @pytest.fixture
