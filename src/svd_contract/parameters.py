@@ -33,8 +33,8 @@ class Parameter:
     name: str
     kind: type
     """int, float or str (a choice among `choices`)."""
-    low: float | None = None
-    high: float | None = None
+    low: int | float | None = None
+    high: int | float | None = None
     choices: tuple[str, ...] = ()
     multiple_of: int = 1
     default: str | int | float | None = None

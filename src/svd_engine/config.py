@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Self
 
 from svd_contract import Deployment
 from svd_contract.deployment import read_parameters
@@ -40,7 +41,7 @@ class PipelineConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str]):
+    def from_parameters(cls, parameters: Mapping[str, str]) -> Self:
         """Build from string parameters (config.pbtxt); unknown names and bad values raise ValueError naming them."""
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(parameters) - known)

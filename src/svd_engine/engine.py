@@ -241,7 +241,8 @@ class SVDEngine(ResidentEngine):
                 if not positions:
                     break
                 images = [
-                    batch.requests[p].image if segment == 1 else Image.fromarray(videos[p][-1]) for p in positions
+                    batch.requests[p].image if segment == 1 else Image.fromarray(_so_far(videos[p])[-1])
+                    for p in positions
                 ]
                 try:
                     clips = self._pipeline_call(batch, positions, images, segment)
@@ -255,16 +256,16 @@ class SVDEngine(ResidentEngine):
                     else:
                         if self.config.match_segment_colors:
                             clip = postprocess.match_colors(
-                                clip, videos[position][: batch.requests[position].num_frames]
+                                clip, _so_far(videos[position])[: batch.requests[position].num_frames]
                             )
-                        videos[position] = postprocess.join_segment(videos[position], clip)
+                        videos[position] = postprocess.join_segment(_so_far(videos[position]), clip)
                 timer.enter(None)
         finally:
             self.pipeline.phase_timer = None
         return [
             _failed(stopped[position])
             if position in stopped
-            else self._encoder.submit(batch.finish, position, video, timer.seconds)
+            else self._encoder.submit(batch.finish, position, _so_far(video), timer.seconds)
             for position, video in enumerate(videos)
         ]
 
@@ -324,11 +325,17 @@ def segment_seed(seed: int, segment: int) -> int:
     return int(np.random.SeedSequence([seed, segment]).generate_state(1, np.uint64)[0]) >> 1
 
 
-def _failed(error: BaseException) -> Future:
+def _failed(error: BaseException) -> Future[Any]:
     """A Future already holding `error`: the outcome of a request that ended before encoding."""
-    future = Future()
+    future: Future[Any] = Future()
     future.set_exception(error)
     return future
+
+
+def _so_far(video: np.ndarray | None) -> np.ndarray:
+    """A request's frames so far, which its first segment made: every request it did not stop has them."""
+    assert video is not None, "segment 1 made a video for every request it did not stop"
+    return video
 
 
 class _Batch:

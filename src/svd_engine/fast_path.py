@@ -15,6 +15,7 @@ failure this avoids).
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
@@ -101,7 +102,8 @@ class FastPath:
             for model in models:
                 for module in model.modules():
                     if isinstance(module, torch.nn.Conv2d):
-                        module.to(memory_format=torch.channels_last)
+                        # Module.to takes memory_format (its documented fourth form), which torch's overloads omit
+                        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.compiles:
             pipeline.unet = self._compile(pipeline.unet, c.compile)
             if c.compile_vae:
@@ -118,7 +120,7 @@ class FastPath:
         return self._compile(module, self.config.compile) if self.compiles else module
 
     def _compile(self, module, mode: str):
-        options = {"mode": mode} if self.config.compile_backend == "inductor" else {}
+        options: dict[str, Any] = {"mode": mode} if self.config.compile_backend == "inductor" else {}
         return torch.compile(module, backend=self.config.compile_backend, dynamic=False, fullgraph=True, **options)
 
     def _check_fp8(self) -> None:

@@ -123,6 +123,7 @@ class CachedUNet:
             sample = cache.mid(**with_attention(unet.mid_block, hidden_states=sample))
             first_up = 0
         else:  # the deep feature from the last whole step; the skips the shallow up blocks take
+            assert self._feature is not None, "a plan's first step is whole"
             sample = self._feature
             skips = skips[: sum(len(module.resnets) for module in unet.up_blocks[first_up:])]
 

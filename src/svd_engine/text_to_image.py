@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -56,6 +56,14 @@ class TextImageResult:
     seed: int
     timings: dict[str, float]
     """Seconds of its pipeline call: preparing (text encoding), denoising, decoding (VAE)."""
+
+
+@overload
+def parse_prompt(name: str, value: Any, *, max_chars: int, required: Literal[True]) -> str: ...
+
+
+@overload
+def parse_prompt(name: str, value: Any, *, max_chars: int, required: bool) -> str | None: ...
 
 
 def parse_prompt(name: str, value: Any, *, max_chars: int, required: bool) -> str | None:
@@ -132,17 +140,19 @@ class TextImageEngine(ResidentEngine):
         Requests with the same size, steps and guidance share one pipeline call; a call stops at the
         next step once every request in it is cancelled.
         """
-        results: list[TextImageResult | Exception | None] = [None] * len(requests)
+        results: dict[int, TextImageResult | Exception] = {}
         groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
             groups.setdefault(request.batch_key(), []).append(index)
         with self._device_lock:
             self.restore()
             for indices in groups.values():
+
+                def group_cancelled(group: list[int] = indices) -> bool:
+                    return all(cancelled(i) for i in group)
+
                 try:
-                    images, timings = self._run(
-                        [requests[i] for i in indices], lambda group=indices: all(cancelled(i) for i in group)
-                    )
+                    images, timings = self._run([requests[i] for i in indices], group_cancelled)
                 except (GenerationCancelled, OutOfMemory) as error:
                     images, timings = [error] * len(indices), {}
                 for index, image in zip(indices, images):
@@ -152,7 +162,7 @@ class TextImageEngine(ResidentEngine):
                         results[index] = GenerationCancelled("the client cancelled the request")
                     else:
                         results[index] = TextImageResult(image=image, seed=requests[index].seed, timings=timings)
-        return results
+        return [results[index] for index in range(len(requests))]  # every request is in one group
 
     def _run(self, batch: list[TextImageRequest], all_cancelled: Callable[[], bool]):
         """(one H×W×3 uint8 image per request, the call's phase seconds)."""

@@ -42,7 +42,7 @@ class Blobs(Protocol):
 
     def write(self, name: str, data: bytes) -> None: ...
 
-    def move_in(self, name: str, source: Path) -> None:
+    def move_in(self, name: str, source: str | Path) -> None:
         """Store the complete file `source` under `name`; `source` is gone afterwards."""
 
     def read(self, name: str) -> bytes:
@@ -73,7 +73,7 @@ class FolderBlobs:
         partial.write_bytes(data)
         os.replace(partial, self.path(name))
 
-    def move_in(self, name: str, source: Path) -> None:
+    def move_in(self, name: str, source: str | Path) -> None:
         os.replace(source, self.path(name))
 
     def read(self, name: str) -> bytes:
@@ -126,7 +126,7 @@ class BucketBlobs:
     def write(self, name: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data)
 
-    def move_in(self, name: str, source: Path) -> None:
+    def move_in(self, name: str, source: str | Path) -> None:
         self.client.upload_file(str(source), self.bucket, self.key(name))
         Path(source).unlink()
 

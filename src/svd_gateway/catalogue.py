@@ -4,14 +4,13 @@ extends `ImageBody` or `CatalogueBody`, and `catalogue_spec` translates it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import ConfigDict, Field
 
-from svd_contract import PARAMETERS
-
 from .errors import GatewayError
-from .schemas import CACHE_CONFLICTS, IGNORED_FIELDS, Base64Image, SVDParameters, _contract_field, _given
+from .schemas import CACHE_CONFLICTS, IGNORED_FIELDS, Base64Image, SVDParameters, _given, contract_range
 from .spec import JobSpec
 
 if TYPE_CHECKING:
@@ -32,13 +31,13 @@ class CatalogueBody(ImageBody):
         json_schema_extra={"anyOf": [_given("image"), _given("prompt")], "not": {"anyOf": CACHE_CONFLICTS}}
     )
 
-    image: Base64Image | None = Field(
+    # Optional here, required in ImageBody: a subclass that widens a field is what pydantic allows and mypy refuses.
+    image: Base64Image | None = Field(  # type: ignore[assignment]
         None,
-        description="The image, base64 or a data:image/...;base64, "  # type: ignore[assignment]
-        "URI; leave out and send a prompt for text-to-video.",
+        description="The image, base64 or a data:image/...;base64, URI; leave out and send a prompt for text-to-video.",
     )
     model: str | None = None
-    guidance_scale: _contract_field(PARAMETERS["max_guidance_scale"])[0] = None  # type: ignore[valid-type]
+    guidance_scale: Annotated[float, *contract_range("max_guidance_scale", float)] | None = None
     prompt: str | None = None
 
 
@@ -48,7 +47,7 @@ async def catalogue_spec(
     plane: DataPlane,
     *,
     defaults: dict[str, Any] | None = None,
-    own: set[str] = frozenset(),
+    own: AbstractSet[str] = frozenset(),
 ) -> tuple[JobSpec, list[str]]:
     """The job of a catalogue body (its family's own fields, `own`, left out of the parameters), and warnings for
     the fields the model ignored."""

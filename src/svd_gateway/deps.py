@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import httpx
 from fastapi import Depends, Request
@@ -86,6 +86,7 @@ def caller(request: Request) -> str | None:
 
 
 Caller = Annotated[str | None, Depends(caller)]
+M = TypeVar("M", bound=BaseModel)
 
 
 def base_url(request: Request, settings: SettingsDep) -> str:
@@ -96,7 +97,7 @@ def base_url(request: Request, settings: SettingsDep) -> str:
 BaseURL = Annotated[str, Depends(base_url)]
 
 
-async def read_body(request: Request, model: type[BaseModel], files: tuple[str, ...] = ()) -> tuple[BaseModel, dict]:
+async def read_body(request: Request, model: type[M], files: tuple[str, ...] = ()) -> tuple[M, dict[str, bytes]]:
     """A body sent as JSON or as multipart/form-data (form fields named `a[b]` become nested `{"a": {"b"}}`),
     validated by `model`; the multipart file fields among `files` come back as bytes, by name."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -50,7 +50,7 @@ CLIENT_ERRORS = [
     (RequestCancelledError, "canceled"),
     (SVDClientError, "server_error"),
 ]
-CODE_STATUS = {
+CODE_STATUS: dict[str | None, int] = {  # looked up by a job's error_code, which is None until it fails
     "deadline_exceeded": 504,
     "invalid_request": 400,
     "unauthorized": 502,

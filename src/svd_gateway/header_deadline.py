@@ -7,6 +7,7 @@ bounds the body (`body_seconds`); `HeaderDeadline` bounds what comes before it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import h11
@@ -24,7 +25,7 @@ class HeaderDeadline(H11Protocol):
     def __init__(self, *args, header_seconds: float, **kwargs):
         super().__init__(*args, **kwargs)
         self.header_seconds = header_seconds
-        self.header_clock = None
+        self.header_clock: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)

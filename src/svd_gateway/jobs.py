@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, overload
 
 from starlette.concurrency import run_in_threadpool
 
@@ -64,13 +64,22 @@ def progress_percent(job: Job) -> int:
     return min(99, int(100 * (now.segment - 1 + done) / max(now.segments, 1)))
 
 
-def isoformat(moment) -> str | None:
+@overload
+def isoformat(moment: datetime) -> str: ...
+
+
+@overload
+def isoformat(moment: datetime | None) -> str | None: ...
+
+
+def isoformat(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="microseconds") + "Z" if moment else None
 
 
 def output_url(job: Job) -> str | None:
     if not job.output_key or job.output_removed:
         return None
+    assert job.output_format is not None, "stored with its output_key"
     return f"{job.base_url}/v1/outputs/{job.output_key}{VIDEO_FORMATS[job.output_format].extension}"
 
 
@@ -224,10 +233,15 @@ class JobRunner:
         await run_in_threadpool(self.store.create, job, image)
         self.reserved[job.id] = job
         self._spawn(self._run_reserved(job))
-        job = await self.wait(job.id, self.settings.timeout + 60)
+        waited = await self.wait(job.id, self.settings.timeout + 60)
+        assert waited is not None, f"job {job.id} was deleted while its client waited"  # as before: no answer
+        job = waited
         if job.status == "failed":
             raise GatewayError(
-                CODE_STATUS.get(job.error_code, 502), job.error_code or "server_error", job.error, job.error_field
+                CODE_STATUS.get(job.error_code, 502),
+                job.error_code or "server_error",
+                job.error or "the job failed",
+                job.error_field,
             )
         if job.status != "succeeded":
             raise GatewayError(504, "deadline_exceeded", f"the job is still {job.status}")

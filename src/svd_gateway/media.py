@@ -105,12 +105,14 @@ def frames(path: Path, width: int, height: int, most: int) -> Iterator[Image.Ima
     size, count = width * height * 3, 0
     # ffmpeg's complaints go to a file: a pipe read only at the end could fill up and stall it
     with tempfile.TemporaryFile() as log, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log) as process:
+        stdout = process.stdout
+        assert stdout is not None, "stdout=PIPE"
         try:
-            while count < most and len(raw := process.stdout.read(size)) == size:
+            while count < most and len(raw := stdout.read(size)) == size:
                 count += 1
                 yield Image.frombytes("RGB", (width, height), raw)
         finally:
-            process.stdout.close()  # ffmpeg stops at its next frame (broken pipe) if the video goes on
+            stdout.close()  # ffmpeg stops at its next frame (broken pipe) if the video goes on
         if not count:
             process.wait()
             log.seek(0)

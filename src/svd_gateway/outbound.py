@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from typing import cast
 
 import httpcore
 import httpx
@@ -81,7 +82,9 @@ def is_network(entry: str) -> bool:
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
-    return [info[4][0] for info in await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    answers = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    # The address's host: typeshed also allows the (int, bytes) an AF_INET6 answer is in a Python built without IPv6
+    return [cast(str, info[4][0]) for info in answers]
 
 
 class Refused(httpx.ConnectError):
@@ -174,6 +177,7 @@ class CheckedNetwork(httpcore.AsyncNetworkBackend):
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
                 failure = error
+        assert failure is not None, "addresses() answers at least one address or refuses"
         raise failure
 
 

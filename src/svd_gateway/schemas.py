@@ -3,13 +3,15 @@ document is the model's own; and cog-svd's input names mapped onto the model's p
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic.config import JsonDict, JsonValue
+from pydantic.fields import FieldInfo
 
 from svd_contract import PARAMETERS, VIDEO_FORMATS, Parameter
 
-from .spec import DEEP_CACHE_PRESETS, DEEPCACHE_INTERVAL
+from .spec import DEEPCACHE_INTERVAL, DeepCachePreset
 
 INT32_MAX = 2**31 - 1
 """The model's integer inputs are INT32 on the wire (SEED is INT64 and has its own bound)."""
@@ -40,13 +42,14 @@ WEBHOOK_FORMAT = "webhook-url"
 deployment's, which no document can say; a fuzzer supplies a host it runs (tests/support/fuzz_hooks.py)."""
 
 
-def _formatted(pattern: str, format: str):
-    return Annotated[str, Field(pattern=pattern, json_schema_extra={"format": format})]
+def _formatted(pattern: str, format: str) -> FieldInfo:
+    """The metadata of a string field spelled as `pattern`, with `format` in its JSON schema."""
+    return Field(pattern=pattern, json_schema_extra={"format": format})
 
 
-Base64Image = _formatted(BASE64_IMAGE, IMAGE_FORMAT)
-ImageOrURL = _formatted(IMAGE_REFERENCE, IMAGE_FORMAT)
-WebhookURL = _formatted(HTTP_URL, WEBHOOK_FORMAT)
+Base64Image = Annotated[str, _formatted(BASE64_IMAGE, IMAGE_FORMAT)]
+ImageOrURL = Annotated[str, _formatted(IMAGE_REFERENCE, IMAGE_FORMAT)]
+WebhookURL = Annotated[str, _formatted(HTTP_URL, WEBHOOK_FORMAT)]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 """What a model version, GPU type or region may look like; anything else is a 400, not a lookup."""
 
@@ -57,14 +60,14 @@ def _whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def integer(**bounds):
-    """An integer field of a body validated strictly (no "64", no true), as JSON Schema's `integer` reads it (the
-    bounds first: after the validator pydantic would write them into the document under its own names)."""
-    return Annotated[int, Field(**bounds), BeforeValidator(_whole)]
+def whole(**bounds: Any) -> tuple[FieldInfo, BeforeValidator]:
+    """The metadata of an integer field of a body validated strictly (no "64", no true), as JSON Schema's `integer`
+    reads it: `Annotated[int, *whole(ge=1)]` (the bounds first: after the validator pydantic would write them into
+    the document under its own names)."""
+    return Field(**bounds), BeforeValidator(_whole)
 
 
-def _contract_field(parameter: Parameter):
-    kind = Literal[parameter.choices] if parameter.choices else parameter.kind
+def _contract_bounds(parameter: Parameter) -> dict[str, Any]:
     low, high = QUALITY_RANGE if parameter.name == "video_quality" else (parameter.low, parameter.high)
     if parameter.kind is int and high is None:
         high = INT32_MAX
@@ -74,11 +77,29 @@ def _contract_field(parameter: Parameter):
         "multiple_of": parameter.multiple_of if parameter.multiple_of > 1 else None,
         "allow_inf_nan": False if parameter.kind is float else None,
     }
-    bounds = {k: v for k, v in bounds.items() if v is not None}
-    return (integer(**bounds) if parameter.kind is int else Annotated[kind, Field(**bounds)]) | None, None
+    return {k: v for k, v in bounds.items() if v is not None}
 
 
-def _given(*names: str, **schemas: dict) -> dict:
+def contract_range(name: str, kind: type) -> tuple[Any, ...]:
+    """The metadata of a field with the range of the model's parameter `name`, whose `kind` the field states (so
+    the type checker sees it): `Annotated[float, *contract_range("noise_aug_strength", float)]`. A `kind` that is
+    not the contract's is a TypeError at import."""
+    parameter = PARAMETERS[name]
+    if parameter.kind is not kind or parameter.choices:
+        raise TypeError(f"{name} is a {parameter.kind.__name__} parameter of the contract, not a {kind.__name__}")
+    bounds = _contract_bounds(parameter)
+    return whole(**bounds) if kind is int else (Field(**bounds),)
+
+
+def _contract_field(parameter: Parameter) -> tuple[Any, None]:
+    """A create_model field definition of the model's parameter: optional, its type and range the contract's."""
+    kind = Literal[parameter.choices] if parameter.choices else parameter.kind
+    bounds = _contract_bounds(parameter)
+    field = Annotated[int, *whole(**bounds)] if parameter.kind is int else Annotated[kind, Field(**bounds)]
+    return field | None, None
+
+
+def _given(*names: str, **schemas: JsonDict) -> JsonDict:
     """JSON schema: every one of `names` present and not null (and matching `schemas` where one is named)."""
     return {
         "required": list(names),
@@ -86,7 +107,7 @@ def _given(*names: str, **schemas: dict) -> dict:
     }
 
 
-CACHE_CONFLICTS = [
+CACHE_CONFLICTS: list[JsonValue] = [
     *(_given("deep_cache", other) for other in ("cache_interval", "cache_branch_id", "enable_deepcache")),
     _given(
         "enable_deepcache",
@@ -102,7 +123,7 @@ class CacheSwitches(BaseModel):
     """Other hosted APIs' feature-caching switches, mapped onto cache_interval and cache_branch_id."""
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"not": {"anyOf": CACHE_CONFLICTS}})
-    deep_cache: Literal[tuple(DEEP_CACHE_PRESETS)] | None = Field(
+    deep_cache: DeepCachePreset | None = Field(
         None, description="fal's preset: none, minimum, medium or high → cache_interval 1, 2, 3 or 5 (branch 0)."
     )
     enable_deepcache: bool | None = Field(
@@ -112,7 +133,7 @@ class CacheSwitches(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _one_way_to_ask(self):
+    def _one_way_to_ask(self) -> Self:
         explicit = [name for name in ("cache_interval", "cache_branch_id") if getattr(self, name, None) is not None]
         if self.deep_cache is not None and (explicit or self.enable_deepcache is not None):
             raise ValueError(
@@ -124,12 +145,19 @@ class CacheSwitches(BaseModel):
         return self
 
 
-SVDParameters = create_model(
-    "SVDParameters", __base__=CacheSwitches, **{name: _contract_field(p) for name, p in PARAMETERS.items()}
-)
-SVDParameters.__doc__ = (
-    "The model's optional parameters (bounds of None depend on the deployment) and other APIs' caching switches."
-)
+if TYPE_CHECKING:
+
+    class SVDParameters(CacheSwitches):
+        """What the type checker sees of the model built below from the contract (which it cannot follow): a body
+        of CacheSwitches whose parameter fields are read through model_dump."""
+
+else:
+    SVDParameters = create_model(
+        "SVDParameters", __base__=CacheSwitches, **{name: _contract_field(p) for name, p in PARAMETERS.items()}
+    )
+    SVDParameters.__doc__ = (
+        "The model's optional parameters (bounds of None depend on the deployment) and other APIs' caching switches."
+    )
 
 
 PROMPT_FIELDS = ("prompt", "negative_prompt")

@@ -14,14 +14,17 @@ import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dataclasses import _MISSING_TYPE
 
 
 def setting(
     default: Any = MISSING,
     help: str = "",
     *,
-    default_factory: Callable[[], Any] = MISSING,
+    default_factory: Callable[[], Any] | _MISSING_TYPE = MISSING,
     env: Callable[[], str | None] | None = None,
     metavar: str | None = None,
     choices: tuple[str, ...] | None = None,
@@ -29,11 +32,10 @@ def setting(
     """A Settings field and what its flag needs. `env` reads the flag's default from the environment when the
     CLI runs (Settings built in code never read it); written as `lambda: os.environ.get("NAME")` so that the
     variable's name is stated where it is read (and is there for the deploy-drift test's reading of the code)."""
-    return field(
-        default=default,
-        default_factory=default_factory,
-        metadata={"help": help, "env": env, "metavar": metavar, "choices": choices},
-    )
+    metadata = {"help": help, "env": env, "metavar": metavar, "choices": choices}
+    if default_factory is MISSING:  # field()'s own default: its overloads take a factory or nothing
+        return field(default=default, metadata=metadata)
+    return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 @dataclass
@@ -240,4 +242,7 @@ def from_arguments(args: argparse.Namespace) -> Settings:
     """Settings from what add_arguments parsed (other attributes of `args` are not Settings' business)."""
     hints = typing.get_type_hints(Settings)
     given = {spec.name: getattr(args, spec.name) for spec in fields(Settings) if hasattr(args, spec.name)}
-    return Settings(**{name: tuple(value) if _flag_kind(hints[name])[1] else value for name, value in given.items()})
+    values: dict[str, Any] = {
+        name: tuple(value) if _flag_kind(hints[name])[1] else value for name, value in given.items()
+    }
+    return Settings(**values)

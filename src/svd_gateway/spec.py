@@ -11,13 +11,14 @@ does not know.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from svd_contract import PARAMETERS, PROMPTS, TEXT_TO_VIDEO_IMAGE_PARAMETERS, InvalidRequest
 
 from .errors import GatewayError
 
-DEEP_CACHE_PRESETS = {"none": 1, "minimum": 2, "medium": 3, "high": 5}
+DeepCachePreset = Literal["none", "minimum", "medium", "high"]
+DEEP_CACHE_PRESETS: dict[DeepCachePreset, int] = {"none": 1, "minimum": 2, "medium": 3, "high": 5}
 """fal's `deep_cache` presets → cache_interval, each at cache_branch_id 0 (the branch that saves the most)."""
 DEEPCACHE_INTERVAL = 3
 """cache_interval of Replicate's `enable_deepcache: true` without one: the interval DeepCache's own example uses."""

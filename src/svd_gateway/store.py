@@ -20,16 +20,21 @@ import hashlib
 import secrets
 import threading
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    ColumnElement,
+    CursorResult,
     DateTime,
     Engine,
+    Executable,
     Float,
     Integer,
     String,
@@ -44,7 +49,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from .blobs import FOLDERS, Blobs
 
@@ -91,7 +96,7 @@ def open_engine(database_url: str) -> Engine:
     return engine
 
 
-def migrate(engine: Engine) -> str:
+def migrate(engine: Engine) -> str | None:
     """Upgrade the schema to the newest migration and return its revision. On PostgreSQL under an advisory
     lock held for the transaction: replicas starting together wait for the first, then find nothing to do.
     A database made before migrations existed (tables, no alembic_version) is stamped at the baseline."""
@@ -255,9 +260,11 @@ class Store:
         asked at every poll, so one count over the indexed status and created_at."""
         ahead = or_(Job.created_at < job.created_at, (Job.created_at == job.created_at) & (Job.id < job.id))
         with self.session() as session:
-            return session.scalar(
+            ahead_count = session.scalar(
                 select(func.count()).select_from(Job).where(Job.status == "starting", Job.lease_holder.is_(None), ahead)
             )
+        assert ahead_count is not None, "COUNT answers one row"
+        return ahead_count
 
     def claim(self, job_id: str, holder: str, worker: str, lease: float) -> Job | None:
         """The job `holder` reserved (a synchronous route's), now `processing`; None if it was canceled."""
@@ -265,10 +272,11 @@ class Store:
             return self._take(session, job_id, holder, holder, worker, lease)
 
     def _take(
-        self, session, job_id: str, reserved_by: str | None, holder: str, worker: str, lease: float
+        self, session: Session, job_id: str, reserved_by: str | None, holder: str, worker: str, lease: float
     ) -> Job | None:
         now = utcnow()
-        claimed = session.execute(
+        claimed = _rows(
+            session,
             update(Job)
             .where(Job.id == job_id, Job.status == "starting", _held_by(reserved_by))
             .values(
@@ -278,8 +286,8 @@ class Store:
                 attempts=Job.attempts + 1,
                 lease_holder=holder,
                 lease_expires_at=now + timedelta(seconds=lease),
-            )
-        ).rowcount
+            ),
+        )
         return session.get(Job, job_id, populate_existing=True) if claimed else None
 
     def renew(self, holder: str, lease: float) -> dict[str, bool]:
@@ -313,19 +321,26 @@ class Store:
             )
             for job in expired:
                 values, note = _after_expiry(job, max_attempts)
-                done = session.execute(
+                done = _rows(
+                    session,
                     update(Job)
                     .where(Job.id == job.id, Job.attempts == job.attempts, Job.lease_holder == job.lease_holder)
-                    .values(lease_holder=None, lease_expires_at=None, logs=func.coalesce(Job.logs, "") + note, **values)
-                ).rowcount
+                    .values(
+                        lease_holder=None, lease_expires_at=None, logs=func.coalesce(Job.logs, "") + note, **values
+                    ),
+                )
                 taken += done
                 if done and values["status"] in TERMINAL:
                     ended.append(job.id)
             if taken:
                 self._notify(session)
-        ended_jobs = [self.get(job_id) for job_id in ended]
-        for job in ended_jobs:
-            self.blobs.delete(f"inputs/{job.id}")
+        ended_jobs: list[Job] = []
+        for job_id in ended:
+            ended_job = self.get(job_id)
+            assert ended_job is not None, "a job this call ended was deleted before it was read back"
+            ended_jobs.append(ended_job)
+        for ended_job in ended_jobs:
+            self.blobs.delete(f"inputs/{ended_job.id}")
         return taken, ended_jobs
 
     def append_logs(self, job: Job, lines: str, progress: dict | None = None) -> Job:
@@ -333,18 +348,21 @@ class Store:
         returned tells whether a cancel was asked for (possibly through another replica)."""
         values = {"logs": func.coalesce(Job.logs, "") + lines, **({"progress": progress} if progress else {})}
         with self.session.begin() as session:
-            if not session.execute(update(Job).where(*_fence(job)).values(**values)).rowcount:
+            if not _rows(session, update(Job).where(*_fence(job)).values(**values)):
                 raise LeaseLost(job.id)
-            return session.get(Job, job.id, populate_existing=True)
+            updated = session.get(Job, job.id, populate_existing=True)
+            assert updated is not None, "the row this transaction just updated"
+            return updated
 
     def finish(self, job: Job, status: str, **values) -> Job | None:
         """Set a terminal status as the job's holder; None when it is not (canceled meanwhile, or taken over)."""
         with self.session.begin() as session:
-            done = session.execute(
+            done = _rows(
+                session,
                 update(Job)
                 .where(*_fence(job))
-                .values(status=status, completed_at=utcnow(), lease_holder=None, lease_expires_at=None, **values)
-            ).rowcount
+                .values(status=status, completed_at=utcnow(), lease_holder=None, lease_expires_at=None, **values),
+            )
             finished = session.get(Job, job.id, populate_existing=True)
         if not done:
             return None
@@ -355,7 +373,8 @@ class Store:
         """Give a job this process holds back to the queue, attempt not counted (a replica shutting down);
         idle replicas are woken for it."""
         with self.session.begin() as session:
-            released = session.execute(
+            released = _rows(
+                session,
                 update(Job)
                 .where(*_fence(job))
                 .values(
@@ -364,8 +383,8 @@ class Store:
                     lease_expires_at=None,
                     attempts=Job.attempts - 1,
                     logs=func.coalesce(Job.logs, "") + note + "\n",
-                )
-            ).rowcount
+                ),
+            )
             if released:
                 self._notify(session)
         return bool(released)
@@ -407,7 +426,7 @@ class Store:
         """Whether `listen` works here: PostgreSQL through psycopg (3)."""
         return self.postgresql and self.engine.driver == "psycopg"
 
-    def listen(self, on_notify, stopped: threading.Event) -> None:
+    def listen(self, on_notify: Callable[[], object], stopped: threading.Event) -> None:
         """Blocking (a thread's target): call `on_notify` for every NOTIFY of a queued job until `stopped` is set;
         reconnects after a lost connection, and calls it once per (re)connection for what it may have missed."""
         import psycopg
@@ -424,7 +443,7 @@ class Store:
             except psycopg.Error:
                 stopped.wait(1.0)
 
-    def _notify(self, session) -> None:
+    def _notify(self, session: Session) -> None:
         """Wake idle replicas (PostgreSQL LISTEN/NOTIFY, delivered at commit); the others poll."""
         if self.postgresql:
             session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
@@ -439,7 +458,10 @@ class Store:
         self.blobs.write(f"outputs/{key}", video)
         return key
 
-    def read_output(self, key: str) -> bytes:
+    def read_output(self, key: str | None) -> bytes:
+        """The video stored under `key`; FileNotFoundError when there is none (None: a job without a video)."""
+        if key is None:
+            raise FileNotFoundError("outputs/None")
         return self.blobs.read(f"outputs/{key}")
 
     def delete_output(self, key: str) -> None:
@@ -456,7 +478,10 @@ class Store:
                     )
                 )
             )
-        return next((job for job in candidates if self.read_output(job.output_key) == video), None)
+        return next(
+            (job for job in candidates if job.output_key is not None and self.read_output(job.output_key) == video),
+            None,
+        )
 
     def job_for_output(self, key: str) -> Job | None:
         with self.session() as session:
@@ -465,7 +490,7 @@ class Store:
     # Uploads
 
     def add_upload(
-        self, name: str, content_type: str, source: Path | bytes, sha256: str, size: int, seconds: float
+        self, name: str, content_type: str, source: str | Path | bytes, sha256: str, size: int, seconds: float
     ) -> Upload:
         """A file kept `seconds`: `source` is a complete file (moved in) or the bytes themselves."""
         upload = Upload(
@@ -513,7 +538,7 @@ class Store:
         """Drop outputs past their age, beyond the newest `max_outputs`, or beyond `max_output_bytes`
         in total; delete finished jobs and uploads past their age. Returns how many outputs were dropped."""
         cutoff = utcnow() - timedelta(seconds=output_seconds)
-        dropped = []
+        dropped: list[str] = []
         with self.session.begin() as session:
             kept, total = 0, 0
             for job in session.scalars(
@@ -522,6 +547,7 @@ class Store:
                 .order_by(Job.completed_at.desc())
             ):
                 kept, total = kept + 1, total + (job.output_bytes or 0)
+                assert job.output_key is not None and job.completed_at is not None, "a finished job with an output"
                 if job.completed_at < cutoff or kept > max_outputs or total > max_output_bytes:
                     job.output_removed = True
                     dropped.append(job.output_key)
@@ -562,11 +588,17 @@ class Store:
         return removed
 
 
-def _held_by(holder: str | None):
+def _rows(session: Session, statement: Executable) -> int:
+    """The rows an UPDATE matched. Session.execute is annotated as returning a Result, which has no rowcount; for
+    a DML statement it is a CursorResult, which does."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
+
+
+def _held_by(holder: str | None) -> ColumnElement[bool]:
     return Job.lease_holder.is_(None) if holder is None else Job.lease_holder == holder
 
 
-def _fence(job: Job) -> tuple:
+def _fence(job: Job) -> tuple[ColumnElement[bool], ...]:
     """The condition of every write by a job's holder: still this attempt, still this holder, not finished."""
     return (
         Job.id == job.id,
@@ -576,7 +608,7 @@ def _fence(job: Job) -> tuple:
     )
 
 
-def _after_expiry(job: Job, max_attempts: int) -> tuple[dict, str]:
+def _after_expiry(job: Job, max_attempts: int) -> tuple[dict[str, Any], str]:
     """What becomes of a job whose lease expired: (column values, a log line)."""
     lost = f"the replica holding this job ({job.worker or 'unnamed'}) stopped renewing its lease"
     if job.cancel_requested:

@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
+from typing import Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -27,7 +28,8 @@ from prometheus_client import Counter
 from .errors import GatewayError
 from .outbound import AllowList, Refused
 
-EVENTS = ("start", "output", "logs", "completed")
+Event = Literal["start", "output", "logs", "completed"]
+EVENTS: tuple[Event, ...] = get_args(Event)
 REPLY_CAP = 64 * 1024
 """Bytes of a receiver's reply read at most: only its status matters; reading a short reply to its end lets the
 connection be used again."""

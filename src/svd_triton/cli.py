@@ -318,6 +318,7 @@ def _generate(args) -> int:
             result = _with_elapsed_indicator(call)
     _save_and_summarise(result, args.output)
     if args.first_frame:
+        assert result.image is not None, "text_to_video answers with its first frame (IMAGE)"
         Image.fromarray(result.image).save(args.first_frame, format="PNG")
         print(f"{args.first_frame}: the generated first frame, {result.image.shape[1]}×{result.image.shape[0]}")
     return 0

@@ -123,9 +123,10 @@ class _Model:
     """One model's contract as its server declares it: input datatypes (None until read) and whether it streams."""
 
     def __init__(self, name: str):
-        self.name, self.datatypes, self.streams = name, None, False
+        self.name, self.streams = name, False
+        self.datatypes: dict[str, str] | None = None
 
-    def learn(self, metadata: dict, config: dict, protocol: str) -> None:
+    def learn(self, metadata: dict[str, Any], config: dict[str, Any], protocol: str) -> None:
         config = config.get("config", config)
         streams = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
         if streams and protocol != "grpc":
@@ -141,8 +142,8 @@ class _Infer(NamedTuple):
     """An inference a flow needs: unary, or over a gRPC stream (with progress) when the model streams."""
 
     model: _Model
-    inputs: list
-    outputs: list
+    inputs: list[Any]
+    outputs: list[Any]
     on_progress: Callable[[ProgressUpdate], Any] | None = None
 
 
@@ -233,13 +234,14 @@ class _Core:
             config = yield lambda client: client.get_model_config(model.name, **self.contract_kwargs())
             model.learn(metadata, config, self.protocol)
 
-    def build(self, model: _Model, image: Any, params: dict[str, Any], frames: bool):
+    def build(self, model: _Model, image: Any, params: dict[str, Any], frames: bool) -> tuple[list[Any], list[Any]]:
         """Inputs and requested outputs; without an image (text_to_video) IMAGE is an output: the first frame."""
         from tritonclient.utils import triton_to_np_dtype
 
         if image is None and frames:
             raise SVDClientError("frames=True is not available with a prompt (text_to_video returns VIDEO and IMAGE)")
         datatypes = model.datatypes
+        assert datatypes is not None, "read by learn() before the request is built"
         tensors = {} if image is None else dict([_image_tensor(image)])
         for name, value in params.items():
             if value is None:
@@ -274,8 +276,9 @@ class _Core:
         ]
         return inputs, outputs
 
-    def build_control(self, action: str):
+    def build_control(self, action: str) -> tuple[list[Any], list[Any]]:
         """A keep-warm CONTROL request (prewarm, pin, release, state): no image, answered with STATE."""
+        assert self.svd.datatypes is not None, "read by learn() before the request is built"
         if CONTROL_INPUT not in self.svd.datatypes:
             raise SVDClientError(f"model {self.svd.name!r} has no CONTROL input (a server older than keep-warm)")
         tensor = self.tc.InferInput(CONTROL_INPUT, [1, 1], "BYTES")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol, cast
 
 from svd_contract import split_field
 from svd_contract.tensors import parameter_name
@@ -27,7 +27,7 @@ class SVDClientError(Exception):
         self.code = code or type(self).code
         self.field = field
 
-    def __init_subclass__(cls, code: str | None = None, **kwargs):
+    def __init_subclass__(cls, code: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.code = code or cls.code
 
@@ -68,7 +68,7 @@ HTTP_CODES = {
 """Triton's HTTP statuses → the Triton error code name they stand for."""
 GRPC_CODES = {"INVALID_ARGUMENT": "INVALID_ARG"}
 """gRPC status names that Triton spells otherwise; every other name is the same in both."""
-DECISIONS = (
+DECISIONS: tuple[tuple[type[SVDClientError], set[str], tuple[str, ...]], ...] = (
     (UnauthorizedError, {"UNAUTHENTICATED", "PERMISSION_DENIED"}, ("restricted",)),
     (InvalidRequestError, {"INVALID_ARG"}, ()),
     (UnavailableError, set(), ("unknown model", "no available versions")),  # unloaded (cold) or absent
@@ -78,6 +78,14 @@ DECISIONS = (
 )
 """A server error's class: the first row whose codes hold the error's code, or one of whose phrases its
 message contains; ServerError when none does."""
+
+
+class _RpcError(Protocol):
+    """What map_error reads of a grpc.RpcError (grpc is an optional dependency: the HTTP client has none)."""
+
+    def code(self) -> Any: ...
+
+    def details(self) -> str | None: ...
 
 
 def code_name(status: Any) -> str | None:
@@ -90,8 +98,10 @@ def code_name(status: Any) -> str | None:
 def _classify(code: str | None, message: str) -> tuple[type[SVDClientError], str]:
     """DECISIONS applied: the class, and its code (the class's own where the message decided)."""
     for kind, codes, phrases in DECISIONS:
-        if code in codes or any(phrase in message for phrase in phrases):
-            return kind, code if code in codes else kind.code
+        if code is not None and code in codes:
+            return kind, code
+        if any(phrase in message for phrase in phrases):
+            return kind, kind.code
     return ServerError, code or ServerError.code
 
 
@@ -110,14 +120,15 @@ def map_error(error: Exception, inputs: Iterable[str] = ()) -> SVDClientError:
     if isinstance(error, OSError) and not isinstance(error, InferenceServerException):
         return UnavailableError(f"server not reachable: {error or type(error).__name__}")
     if callable(getattr(error, "code", None)) and callable(getattr(error, "details", None)):  # grpc's own RpcError
-        status, detail = error.code().name, error.details()
+        rpc = cast(_RpcError, error)  # what the check above found, which mypy cannot follow
+        status, detail = rpc.code().name, rpc.details()
         if status == "UNAVAILABLE":  # the transport's details name internal addresses: not for end users
             return UnavailableError("server not reachable (gRPC UNAVAILABLE)")
         kind, code = _classify(GRPC_CODES.get(status, status), "")  # by its code alone
         message = f"{status}: {detail}"
     else:
-        server = isinstance(error, InferenceServerException)
-        detail = message = (error.message() if server else None) or str(error)
-        kind, code = _classify(code_name(error.status() if server else None), message)
+        server = error if isinstance(error, InferenceServerException) else None
+        detail = message = (server.message() if server is not None else None) or str(error)
+        kind, code = _classify(code_name(server.status() if server is not None else None), message)
     field, _ = split_field(detail or "", set(inputs))
     return kind(message, code=code, field=parameter_name(field) if field else None)

@@ -177,7 +177,7 @@ class TritonServer:
                 "the admin token must differ from the client token (--admin-token, "
                 "$SVD_TRITON_ADMIN_TOKEN): a client key must never administer Triton"
             )
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._stop_requested = False
         self.watchdog: StubWatchdog | None = None
 
@@ -260,11 +260,11 @@ class TritonServer:
         deadline = time.monotonic() + self.ready_timeout
         with self.client() as client:
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
+                if self.spawned.poll() is not None:
                     if self.stopping:  # stopped on request while loading (a pod terminated mid-compile): no failure
                         return
                     raise ServerStartError(
-                        f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}"
+                        f"tritonserver exited with code {self.spawned.returncode}\n{self.log_tail()}"
                     )
                 if is_ready(client) and all(
                     map(accepts_connections, (self.options.http_port, self.options.metrics_port))
@@ -285,6 +285,12 @@ class TritonServer:
         return "--- tritonserver log (last lines) ---\n" + "\n".join(text[-lines:])
 
     @property
+    def spawned(self) -> subprocess.Popen[bytes]:
+        """The tritonserver process, which start() spawns before anything waits on it."""
+        assert self.process is not None, "tritonserver has not been started"
+        return self.process
+
+    @property
     def stopping(self) -> bool:
         """A stop was requested (request_stop, e.g. from a SIGTERM handler)."""
         return self._stop_requested
@@ -292,7 +298,7 @@ class TritonServer:
     def stopped_on_request(self) -> bool:
         """The server has exited because of request_stop: cleanly, or killed by the SIGTERM while still loading
         (tritonserver handles signals only once its models are loaded)."""
-        return self.stopping and self.process.poll() in (0, -signal.SIGTERM)
+        return self.stopping and self.spawned.poll() in (0, -signal.SIGTERM)
 
     def request_stop(self) -> None:
         """SIGTERM (Triton unloads models, finalize runs); a second request SIGKILLs the whole group.
@@ -332,7 +338,7 @@ class TritonServer:
         blocking waitpid would never wake, leaving a forwarded SIGTERM unforwarded."""
         while True:
             try:
-                return self.process.wait(timeout=SIGNAL_POLL_SECONDS)
+                return self.spawned.wait(timeout=SIGNAL_POLL_SECONDS)
             except subprocess.TimeoutExpired:
                 continue
 
@@ -405,13 +411,13 @@ class StubWatchdog(threading.Thread):
         self.reloads = 0
 
     def run(self) -> None:
-        expected = len(backend_stub_pids(self.server.process.pid))
+        expected = len(backend_stub_pids(self.server.spawned.pid))
         with self.server.client() as client:
-            while not self.halt.wait(self.interval) and self.server.process.poll() is None:
-                alive = len(backend_stub_pids(self.server.process.pid))
+            while not self.halt.wait(self.interval) and self.server.spawned.poll() is None:
+                alive = len(backend_stub_pids(self.server.spawned.pid))
                 if alive < expected and not self.halt.is_set():
                     self.reload_ready_models(client)
-                    alive = len(backend_stub_pids(self.server.process.pid))
+                    alive = len(backend_stub_pids(self.server.spawned.pid))
                 expected = alive
 
     def reload_ready_models(self, client: grpcclient.InferenceServerClient) -> None:

@@ -6,10 +6,14 @@ final reply is sent (decoupled) or returned from the execute thread once all cha
 stops the stage through its chain-cancel marker.
 """
 
+from __future__ import annotations
+
 import concurrent.futures
 import queue
 import secrets
 import threading
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import triton_python_backend_utils as pb_utils
 
@@ -34,7 +38,8 @@ STAGE_INPUTS = {
 class StageFailed(Exception):
     """A stage answered with an error: its Triton code and its message, renamed to this model's inputs."""
 
-    def __init__(self, message, code):
+    def __init__(self, message: str, code: Any) -> None:
+        """`code`: a pb_utils.TritonError code."""
         super().__init__(message)
         self.code = code
 
@@ -42,19 +47,22 @@ class StageFailed(Exception):
 class ChainModel:
     """Subclasses set MODEL and implement `chain(replies, position)` → the request's output tensors."""
 
-    MODEL = None
+    MODEL: ClassVar[str | None] = None
+    model_name: str
+    decoupled: bool
 
     @classmethod
-    def auto_complete_config(cls, auto_complete_model_config):
+    def auto_complete_config(cls, auto_complete_model_config: pb_utils.ModelConfig) -> pb_utils.ModelConfig:
+        assert cls.MODEL is not None, f"{cls.__name__} names its MODEL"
         return add_parameter_inputs(auto_complete_model_config, cls.MODEL)
 
-    def initialize(self, args):
+    def initialize(self, args: Mapping[str, str]) -> None:
         model_config = open_model(self, args)
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=2 * model_config.get("max_batch_size", 1), thread_name_prefix=self.model_name
         )
 
-    def execute(self, requests):
+    def execute(self, requests: list[pb_utils.InferenceRequest]) -> list[pb_utils.InferenceResponse | None] | None:
         replies = Replies(requests, self.decoupled)
         chains = [self.pool.submit(self.chain, replies, position) for position in range(len(requests))]
         concurrent.futures.wait(chains)
@@ -62,10 +70,10 @@ class ChainModel:
             self.answer(replies, position, chain)
         return replies.finish()
 
-    def chain(self, replies, position):
+    def chain(self, replies: Replies, position: int) -> list[pb_utils.Tensor]:
         raise NotImplementedError
 
-    def answer(self, replies, position, chain):
+    def answer(self, replies: Replies, position: int, chain: concurrent.futures.Future[list[pb_utils.Tensor]]) -> None:
         """Send one request's final reply: its outputs, or the error its chain ended with; never raises."""
         try:
             replies.send(position, chain.result())
@@ -77,7 +85,16 @@ class ChainModel:
         except Exception as error:
             answer_error(self.model_name, replies, position, error)
 
-    def call(self, replies, position, model, inputs, outputs, on_response, renamed=None):
+    def call(
+        self,
+        replies: Replies,
+        position: int,
+        model: str,
+        inputs: Mapping[str, Any],
+        outputs: list[str],
+        on_response: Callable[[pb_utils.InferenceResponse], object],
+        renamed: Mapping[str, str] | None = None,
+    ) -> None:
         """Send `inputs` to `model` and give each response that carries outputs to `on_response` as it
         arrives; an error response raises StageFailed with this model's input names (`renamed`: ours → theirs).
 
@@ -95,7 +112,7 @@ class ChainModel:
             requested_output_names=outputs,
             parameters={CHAIN_CANCEL_PARAMETER: token},
         )
-        arrived = queue.Queue()
+        arrived: queue.Queue[pb_utils.InferenceResponse | Exception | None] = queue.Queue()
         threading.Thread(
             target=read_responses, args=(request, arrived), daemon=True, name=f"{self.model_name}-{model}"
         ).start()
@@ -116,11 +133,13 @@ class ChainModel:
             if response.output_tensors():
                 on_response(response)
 
-    def finalize(self):
+    def finalize(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def read_responses(request, arrived):
+def read_responses(
+    request: pb_utils.InferenceRequest, arrived: queue.Queue[pb_utils.InferenceResponse | Exception | None]
+) -> None:
     """Put each response of `request` (a BLS call) on `arrived`, then None; an exception instead when it fails."""
     try:
         for response in request.exec(decoupled=True):
@@ -130,7 +149,7 @@ def read_responses(request, arrived):
         arrived.put(error)
 
 
-def stage_error(error, renamed):
+def stage_error(error: pb_utils.TritonError, renamed: Mapping[str, str]) -> StageFailed:
     """A stage's error as this model's: its code (compat.stage_error_code), its input names mapped back to ours."""
     message = error.message()
     field, _, detail = message.partition(":")

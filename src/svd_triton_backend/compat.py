@@ -20,10 +20,13 @@ it; what a newer release fixes is said beside it, so it can go once the tests mo
   arrives as text only, so `QUEUE_REJECTIONS` stays on 26.08 too.
 """
 
+from __future__ import annotations
+
 import json
 import re
 import tempfile
 import threading
+from collections.abc import Container
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
@@ -40,7 +43,7 @@ QUEUE_REJECTIONS = ("maximum queue size", "timeout expired")
 """Triton's own UNAVAILABLE messages (a full queue, a queue deadline)."""
 
 
-def chain_cancel_marker(request):
+def chain_cancel_marker(request: pb_utils.InferenceRequest) -> Path | None:
     """The file whose existence cancels `request` when a chaining model sent it with a token; else None."""
     try:
         token = json.loads(request.parameters() or "{}").get(CHAIN_CANCEL_PARAMETER)
@@ -58,7 +61,7 @@ def cancel_stage(marker: Path) -> None:
     cleanup.start()
 
 
-def stage_error_code(error, input_names) -> str:
+def stage_error_code(error: pb_utils.TritonError, input_names: Container[str]) -> str:
     """The TritonError code name of a stage's error reply: its own where the release keeps it, else read
     back from the message svd_triton_backend.errors wrote (INVALID_ARG messages start with an input's
     name, the others with their code's prefix); Triton's queue rejections are UNAVAILABLE."""

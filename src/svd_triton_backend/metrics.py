@@ -1,8 +1,17 @@
 """Custom Prometheus metrics, served by Triton on its metrics port beside its own nv_* ones."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import triton_python_backend_utils as pb_utils
 
 from svd_engine.keep_warm import STATES
+
+if TYPE_CHECKING:  # annotations only: the engine's modules import torch
+    from svd_engine.engine import GenerationResult
+    from svd_engine.request import GenerationRequest
 
 
 class Metrics:
@@ -12,7 +21,7 @@ class Metrics:
     OUTCOMES = ("success", "invalid", "cancelled", "failed")
     BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160]
 
-    def __init__(self, model_name, warmup=0):
+    def __init__(self, model_name: str, warmup: int = 0) -> None:
         """The first `warmup` requests are Triton's model_warmup, run before the model is ready: not
         user traffic, so not counted (Forge's reliability route must say "no traffic" until there is)."""
         self.warmup = warmup
@@ -72,7 +81,8 @@ class Metrics:
         ) = state_families
         self.cold_start_seconds = cold_start_seconds.Metric(labels, buckets=self.BUCKETS)
         self.request_seconds = request_seconds.Metric(labels, buckets=self.BUCKETS)
-        self.labels, self.device_info = labels, None
+        self.labels = labels
+        self.device_info: pb_utils.Metric | None = None
         self.state = {s: state.Metric({**labels, "state": s}) for s in STATES}
         self.since, self.remaining, self.cold_start = (
             since.Metric(labels),
@@ -86,7 +96,7 @@ class Metrics:
         )
         self.cold_starts_counted = 0
 
-    def keep_warm(self, state):
+    def keep_warm(self, state: Mapping[str, Any]) -> None:
         """Mirror KeepWarm.state() into the gauges (called at each transition and timer tick)."""
         for name, metric in self.state.items():
             metric.set(1 if state["state"] == name else 0)
@@ -106,17 +116,17 @@ class Metrics:
         self.pinned.set(1 if state["pinned"] else 0)
         self.weight_bytes.set(state["weight_bytes_on_device"])
 
-    def is_warmup(self):
+    def is_warmup(self) -> bool:
         if self.warmup > 0:
             self.warmup -= 1
             return True
         return False
 
-    def count(self, outcome):
+    def count(self, outcome: str) -> None:
         if not self.is_warmup():
             self.outcomes[outcome].increment(1)
 
-    def succeeded(self, timings):
+    def succeeded(self, timings: Mapping[str, float]) -> bool:
         """Count one successful request and its phase seconds; False (nothing counted) for a warm-up request."""
         if self.is_warmup():
             return False
@@ -126,7 +136,7 @@ class Metrics:
         self.request_seconds.observe(sum(timings.values()))
         return True
 
-    def observe(self, spec, result):
+    def observe(self, spec: GenerationRequest, result: GenerationResult) -> None:
         """A generated video: its phases, frames and denoising rate."""
         if not self.succeeded(result.timings):
             return

@@ -1,15 +1,26 @@
 """config.pbtxt as the models read it: the contract's inputs declared, the engine's parameters, keep-warm."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
 from svd_contract import tensors
 from svd_contract.deployment import config_parameters
+
+if TYPE_CHECKING:  # annotations only: this module runs without Triton's stub too (the unit tests read it)
+    import triton_python_backend_utils as pb_utils
+
+    from svd_engine.config import PipelineConfig
 
 BACKEND_PARAMETERS = {"EXECUTION_ENV_PATH"}  # read by the python backend itself, not the engine
 KEEP_WARM_PARAMETER = "keep_warm_seconds"  # read by KeepWarm, not by the engine
 DEFAULT_KEEP_WARM_SECONDS = 900
 INTEGER_TYPES = ("TYPE_INT32", "TYPE_INT64")
+C = TypeVar("C", bound="PipelineConfig")
 
 
-def add_parameter_inputs(auto_complete_model_config, model):
+def add_parameter_inputs(auto_complete_model_config: pb_utils.ModelConfig, model: str) -> pb_utils.ModelConfig:
     """Declare the contract's parameter inputs of `model` (optional scalars): auto_complete_config's body,
     so config.pbtxt lists only the image, control and prompt inputs and the outputs."""
     config = auto_complete_model_config.as_dict()
@@ -26,7 +37,9 @@ def add_parameter_inputs(auto_complete_model_config, model):
     return auto_complete_model_config
 
 
-def check_declared(model_config, model_name, expected_inputs, outputs):
+def check_declared(
+    model_config: Mapping[str, Any], model_name: str, expected_inputs: Mapping[str, str], outputs: Mapping[str, str]
+) -> None:
     """Fail the load, naming the model, when config.pbtxt declares other inputs or outputs than the code reads.
     `expected_inputs` maps each input to its allowed data type(s), `outputs` each output to its type."""
     declared_inputs = {i["name"]: i["data_type"] for i in model_config.get("input", [])}
@@ -47,7 +60,13 @@ def check_declared(model_config, model_name, expected_inputs, outputs):
         raise ValueError(f"model '{model_name}': config.pbtxt does not match model.py: " + "; ".join(problems))
 
 
-def deployment_config(config_class, model_config, instance_kind, device_id, model_source=None):
+def deployment_config(
+    config_class: type[C],
+    model_config: Mapping[str, Any],
+    instance_kind: str,
+    device_id: str | int,
+    model_source: str | None = None,
+) -> C:
     """`config_class` (EngineConfig, TextImageConfig) from config.pbtxt parameters and the instance's device;
     `model_source` (the model's environment variable, read by its model.py) overrides the parameter when set."""
     parameters = {
@@ -64,7 +83,7 @@ def deployment_config(config_class, model_config, instance_kind, device_id, mode
         raise ValueError(f"model '{model_config.get('name')}': {error}") from None
 
 
-def warmup_requests(model_config):
+def warmup_requests(model_config: Mapping[str, Any]) -> int:
     """How many requests Triton's model_warmup sends before the model is ready."""
     return sum(
         max(1, int(w.get("batch_size", 1))) * max(1, int(w.get("count", 1)))
@@ -72,7 +91,7 @@ def warmup_requests(model_config):
     )
 
 
-def keep_warm_seconds(model_config, override=None):
+def keep_warm_seconds(model_config: Mapping[str, Any], override: str | None = None) -> int | float:
     """Idle seconds before release: `override` (the model's environment variable, read by its model.py), else
     config.pbtxt's keep_warm_seconds, else 900."""
     raw = override or config_parameters(model_config).get(KEEP_WARM_PARAMETER, str(DEFAULT_KEEP_WARM_SECONDS))

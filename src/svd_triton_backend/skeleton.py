@@ -7,10 +7,14 @@ accepted ones run as one engine batch, and every final reply sent from this thre
 done (svd_triton_backend.compat says why). A model's model.py subclasses one of these and sets its names.
 """
 
+from __future__ import annotations
+
 import concurrent.futures
 import importlib
 import json
 import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import triton_python_backend_utils as pb_utils
 
@@ -23,19 +27,31 @@ from .metrics import Metrics
 from .model_config import add_parameter_inputs, check_declared, deployment_config, keep_warm_seconds, warmup_requests
 from .replies import Replies, done
 
+if TYPE_CHECKING:  # an annotation only: the config auto-completion process imports this module and needs no torch
+    from svd_engine.base import ResidentEngine
 
-def open_model(model, args) -> dict:
+
+class TritonModel(Protocol):
+    """What open_model reads and sets of a model: GenerationModel's, chain.ChainModel's."""
+
+    MODEL: ClassVar[str | None]
+    model_name: str
+    decoupled: bool
+
+
+def open_model(model: TritonModel, args: Mapping[str, str]) -> dict[str, Any]:
     """initialize()'s common start: names the model, prepares the stub process, checks config.pbtxt against
     the contract (failing the load with the model's name) and notes whether it is decoupled; the config."""
     model.model_name = args["model_name"]
     stub_process.prepare()
     model_config = json.loads(args["model_config"])
+    assert model.MODEL is not None, f"{type(model).__name__} names its MODEL"
     check_declared(model_config, model.model_name, tensors.inputs(model.MODEL), tensors.OUTPUTS[model.MODEL])
     model.decoupled = pb_utils.using_decoupled_model_transaction_policy(model_config)
     return model_config
 
 
-def scalar_inputs(request, names) -> dict:
+def scalar_inputs(request: pb_utils.InferenceRequest, names: Iterable[str]) -> dict[str, Any]:
     """{input name: its one value} for each of `names` the request carries (InvalidRequest for several)."""
     values = {}
     for name in names:
@@ -51,19 +67,30 @@ def scalar_inputs(request, names) -> dict:
 class GenerationModel:
     """A Triton model around one engine. Subclasses set the names and implement `parse`, `run`, `outputs`."""
 
-    MODEL = None
+    MODEL: ClassVar[str | None] = None
     """The contract's model name (svd_contract.tensors): its inputs and outputs."""
-    ENGINE = None
+    ENGINE: ClassVar[str | None] = None
     """`module:Class` of the engine, imported in initialize (the config auto-completion process needs no torch)."""
-    ENVIRONMENT = (None, None)
+    ENVIRONMENT: ClassVar[tuple[str, str] | tuple[None, None]] = (None, None)
     """The variables that override config.pbtxt's model_source and keep_warm_seconds."""
+    model_name: str
+    decoupled: bool
+    logger: Any
+    """pb_utils.Logger."""
+    engine: ResidentEngine
+    metrics: Metrics
+    keep_warm: KeepWarm
 
     @classmethod
-    def auto_complete_config(cls, auto_complete_model_config):
+    def auto_complete_config(cls, auto_complete_model_config: pb_utils.ModelConfig) -> pb_utils.ModelConfig:
+        assert cls.MODEL is not None, f"{cls.__name__} names its MODEL"
         return add_parameter_inputs(auto_complete_model_config, cls.MODEL)
 
-    def initialize(self, args):
+    def initialize(self, args: Mapping[str, str]) -> None:
         model_config = open_model(self, args)
+        assert self.ENGINE is not None and self.ENVIRONMENT[0] is not None, (
+            f"{type(self).__name__} sets ENGINE, ENVIRONMENT"
+        )
         module, _, name = self.ENGINE.partition(":")
         engine_class = getattr(importlib.import_module(module), name)
         model_source, keep_warm = (os.environ.get(variable) for variable in self.ENVIRONMENT)
@@ -89,9 +116,9 @@ class GenerationModel:
             f"{self.model_name}: keep-warm {seconds} s, then release by {self.engine.release_mechanism}"
         )
 
-    def execute(self, requests):
+    def execute(self, requests: list[pb_utils.InferenceRequest]) -> list[pb_utils.InferenceResponse | None] | None:
         replies = Replies(requests, self.decoupled)
-        accepted = []  # (position, validated request)
+        accepted: list[tuple[int, Any]] = []  # (position, validated request)
         for position, request in enumerate(requests):
             try:
                 spec = self.accept(replies, position, request)
@@ -117,35 +144,36 @@ class GenerationModel:
         self.executed(len(requests), done)
         return replies.finish()
 
-    def accept(self, replies, position, request):
+    def accept(self, replies: Replies, position: int, request: pb_utils.InferenceRequest) -> Any:
         """The validated engine request; None when this request was answered already (svd_xt's CONTROL)."""
         try:
             return self.parse(request)
         except InvalidRequest as error:
             raise InvalidRequest(self.input_name(request, error.field), error.detail) from None
 
-    def input_name(self, request, field):
+    def input_name(self, request: pb_utils.InferenceRequest, field: str) -> str:
         """The input a refused engine field came in as."""
         return tensors.tensor_name(field)
 
-    def parse(self, request):
+    def parse(self, request: pb_utils.InferenceRequest) -> Any:
+        """The engine's validated request (GenerationRequest, TextImageRequest) of one Triton request."""
         raise NotImplementedError
 
-    def run(self, replies, accepted):
+    def run(self, replies: Replies, accepted: list[tuple[int, Any]]) -> list[concurrent.futures.Future[Any]]:
         """One Future per accepted (position, spec), in order, resolving to the engine's result."""
         raise NotImplementedError
 
-    def outputs(self, result, wanted):
+    def outputs(self, result: Any, wanted: set[str]) -> list[pb_utils.Tensor]:
         """The output tensors of one result that the client asked for."""
         raise NotImplementedError
 
-    def observe(self, spec, result):
+    def observe(self, spec: Any, result: Any) -> None:
         self.metrics.succeeded(result.timings)
 
-    def executed(self, count, results):
+    def executed(self, count: int, results: list[Any]) -> None:
         """Called once per execute with the results delivered."""
 
-    def deliver(self, replies, position, spec, future):
+    def deliver(self, replies: Replies, position: int, spec: Any, future: concurrent.futures.Future[Any]) -> Any:
         """Send one request's final reply: its outputs, or the error it ended with. Never raises: a
         failure while sending one reply must not cost the other requests of the batch theirs.
 
@@ -159,9 +187,9 @@ class GenerationModel:
             return None
         return result
 
-    def fail(self, replies, position, error):
+    def fail(self, replies: Replies, position: int, error: BaseException) -> None:
         answer_error(self.model_name, replies, position, error, self.metrics.count)
 
-    def finalize(self):
+    def finalize(self) -> None:
         self.keep_warm.close()
         self.engine.close()

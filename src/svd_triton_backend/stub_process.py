@@ -1,5 +1,7 @@
 """Set-up of the stub process every model of this repository runs in: text files in UTF-8, engine logs to Triton's."""
 
+from __future__ import annotations
+
 import locale
 import logging
 
@@ -24,7 +26,7 @@ def utf8_text_files() -> None:
 
 
 class TritonLogHandler(logging.Handler):
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         write = (
             pb_utils.Logger.log_error
             if record.levelno >= logging.ERROR

@@ -16,7 +16,7 @@ speaks it: `submit`, `subscribe`, `status`, `result` and `cancel`, sync and asyn
 Each request is a job of origin `fal` in the shared store and queue; its `model` is the app id (fal-ai/fast-svd),
 so a request is found under its own app only."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -109,8 +109,15 @@ def serve(app: str, body_model: type[FalInput]) -> None:
         responses={200: {"model": Submitted}, **error_responses(FalError, 400)},
     )
     async def submit(
-        body: body_model, request: Request, plane: DataPlaneDep, store: StoreDep, base: BaseURL, owner: Caller
+        # FastAPI reads this annotation at run time (each app's own model); mypy cannot take a variable as a type
+        body: body_model,  # type: ignore[valid-type]
+        request: Request,
+        plane: DataPlaneDep,
+        store: StoreDep,
+        base: BaseURL,
+        owner: Caller,
     ):
+        fal_input: FalInput = body
         if "fal_webhook" in request.query_params:
             raise GatewayError(
                 400,
@@ -119,12 +126,12 @@ def serve(app: str, body_model: type[FalInput]) -> None:
                 "webhook_url out and poll the status (as subscribe does)",
                 "query.fal_webhook",
             )
-        given = await plane.image(body.image_url, "image_url", 422)
+        given = await plane.image(fal_input.image_url, "image_url", 422)
         image = await run_in_threadpool(check_image, given, "image_url", 422)  # refused now, naming fal's field
-        echo = body.model_dump(exclude_unset=True)
-        if not body.image_url.startswith(("http://", "https://")):  # an inline image is kept as its digest
+        echo = fal_input.model_dump(exclude_unset=True)
+        if not fal_input.image_url.startswith(("http://", "https://")):  # an inline image is kept as its digest
             echo["image_url"] = f"sha256:{sha256(image)}"
-        spec = JobSpec("fal", image, body.parameters(), echo, status=422, model=f"{OWNER}/{app}", owner=owner)
+        spec = JobSpec("fal", image, fal_input.parameters(), echo, status=422, model=f"{OWNER}/{app}", owner=owner)
         job = await plane.queue(spec, base)
         return {
             **links(job),
@@ -137,8 +144,8 @@ for served, inputs in APPS.items():
     serve(served, inputs)
 
 
-async def status_answer(job: Job, store: Store, logs: bool) -> dict:
-    answer = {
+async def status_answer(job: Job, store: Store, logs: bool) -> dict[str, Any]:
+    answer: dict[str, Any] = {
         **links(job),
         "status": QUEUE_STATUS.get(job.status, "COMPLETED"),
         "logs": log_entries(job) if logs else None,
@@ -189,6 +196,7 @@ async def result(app: App, request_id: str, store: StoreDep):
     url = output_url(job)
     if url is None:
         raise GatewayError(404, "not_found", f"request {job.id}: its video has expired")
+    assert job.output_format is not None, "stored with its output_key"
     return {
         "video": {
             "url": url,

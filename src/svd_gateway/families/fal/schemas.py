@@ -4,28 +4,26 @@ answers of fal's queue as fal-client 1.0.3 reads them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from svd_contract import PARAMETERS
-
-from ...schemas import CACHE_CONFLICTS, ImageOrURL, SVDParameters, _contract_field, _given
+from ...schemas import CACHE_CONFLICTS, ImageOrURL, SVDParameters, _given, contract_range
 
 RENAMED = {"steps": "num_inference_steps", "cond_aug": "noise_aug_strength"}
 """fal's names of two of the model's parameters (motion_bucket_id, seed and fps are the model's own)."""
 
 
-def fal_field(name: str, description: str):
-    """A field of fal's with the range of the model's parameter `name`; not nullable: fal's default stands in."""
-    kind = get_args(_contract_field(PARAMETERS[name])[0])[0]  # the field without its `| None`
-    return Annotated[kind, Field(description=description)]
+def fal_field(name: str, kind: type, description: str) -> tuple[Any, ...]:
+    """The metadata of a field of fal's with the range of the model's parameter `name`, of `kind`
+    (`Annotated[kind, *fal_field(name, kind, description)]`); not nullable: fal's default stands in."""
+    return (*contract_range(name, kind), Field(description=description))
 
 
 def one_name_each(*fal_names: str) -> ConfigDict:
     """The JSON schema of FalInput._one_name_each and CacheSwitches' rule: no setting under two names."""
     conflicts = [_given(fal, RENAMED[fal]) for fal in fal_names]
-    return ConfigDict(extra="forbid", json_schema_extra={"not": {"anyOf": conflicts + CACHE_CONFLICTS}})
+    return ConfigDict(extra="forbid", json_schema_extra={"not": {"anyOf": [*conflicts, *CACHE_CONFLICTS]}})
 
 
 class FalInput(SVDParameters):
@@ -37,14 +35,18 @@ class FalInput(SVDParameters):
         description="The first frame: a data URI (fal_client.encode_file), base64, a "
         "/v1/files URL of this gateway, or a URL on a host the gateway's allow-list permits."
     )
-    motion_bucket_id: fal_field("motion_bucket_id", "Higher values move more.") = 127
-    cond_aug: fal_field(
-        "noise_aug_strength",
-        "noise_aug_strength: noise added to the conditioning frame (fal allows up to 10, the model 0–1).",
-    ) = 0.02
+    motion_bucket_id: Annotated[int, *fal_field("motion_bucket_id", int, "Higher values move more.")] = 127
+    cond_aug: Annotated[
+        float,
+        *fal_field(
+            "noise_aug_strength",
+            float,
+            "noise_aug_strength: noise added to the conditioning frame (fal allows up to 10, the model 0–1).",
+        ),
+    ] = 0.02
 
     @model_validator(mode="after")
-    def _one_name_each(self):
+    def _one_name_each(self) -> Self:
         for fal, ours in RENAMED.items():
             if fal in self.model_fields_set and getattr(self, ours) is not None:
                 raise ValueError(f"{fal} is fal's name of {ours}; give one")
@@ -63,8 +65,8 @@ class FastSVDInput(FalInput):
     """fal-ai/fast-svd: SVD with DeepCache presets."""
 
     model_config = one_name_each("cond_aug", "steps")
-    steps: fal_field("num_inference_steps", "Denoising steps: num_inference_steps.") = 20
-    fps: fal_field("fps", "Frames per second of the video.") = 10
+    steps: Annotated[int, *fal_field("num_inference_steps", int, "Denoising steps: num_inference_steps.")] = 20
+    fps: Annotated[int, *fal_field("fps", int, "Frames per second of the video.")] = 10
 
 
 class FastSVDLCMInput(FalInput):
@@ -72,14 +74,16 @@ class FastSVDLCMInput(FalInput):
     deployment's model runs them."""
 
     model_config = one_name_each("cond_aug", "steps")
-    steps: fal_field("num_inference_steps", "Denoising steps: num_inference_steps (fal: 1–20).") = 4
-    fps: fal_field("fps", "Frames per second of the video.") = 10
+    steps: Annotated[
+        int, *fal_field("num_inference_steps", int, "Denoising steps: num_inference_steps (fal: 1–20).")
+    ] = 4
+    fps: Annotated[int, *fal_field("fps", int, "Frames per second of the video.")] = 10
 
 
 class StableVideoInput(FalInput):
     """fal-ai/stable-video: SVD at the deployment's steps (fal's schema has no `steps`)."""
 
-    fps: fal_field("fps", "Frames per second of the video.") = 25
+    fps: Annotated[int, *fal_field("fps", int, "Frames per second of the video.")] = 25
 
 
 APPS: dict[str, type[FalInput]] = {

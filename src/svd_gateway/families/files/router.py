@@ -131,7 +131,7 @@ async def output_video(name: str, store: StoreDep, request: Request):
         return await run_in_threadpool(
             store.blobs.response,
             f"outputs/{job.output_key}",
-            MIME_TYPES.get(job.output_format),
+            MIME_TYPES.get(job.output_format) if job.output_format is not None else None,
             request.headers.get("range"),
         )
     except FileNotFoundError:

@@ -60,9 +60,9 @@ class StartRequest(BaseModel):
     """The body Forge's runtime warmup script posts."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    version: str | None = Field(None, pattern=NAME_PATTERN)
-    gpu_type: str | None = Field(None, pattern=NAME_PATTERN)
-    region: str | None = Field(None, pattern=NAME_PATTERN)
+    version: str | None = Field(default=None, pattern=NAME_PATTERN)  # default= by name: StartRequest() type-checks
+    gpu_type: str | None = Field(default=None, pattern=NAME_PATTERN)
+    region: str | None = Field(default=None, pattern=NAME_PATTERN)
     run_until_stopped: StrictBool = False
 
 
@@ -242,11 +242,12 @@ async def inference(
         except GatewayError:
             pass  # the video is made; an unknown own GPU only words the warning
     warnings += target(settings, own_gpu, pins["model_version"], pins["gpu_type"], pins["region"])[1]
+    assert job.completed_at is not None, "run() answers a finished job"
     return {
         "model": slug,
         "video": base64.b64encode(video).decode(),
         "format": job.output_format,
-        "mime_type": MIME_TYPES.get(job.output_format),
+        "mime_type": MIME_TYPES.get(job.output_format) if job.output_format is not None else None,
         "seed": job.seed,
         "seconds": round((job.completed_at - job.created_at).total_seconds(), 3),
         "warnings": warnings,

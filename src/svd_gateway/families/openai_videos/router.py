@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -109,6 +109,14 @@ def as_video(job: Job, settings: Settings) -> dict[str, Any]:
     }
 
 
+@overload
+def _unix(moment: datetime) -> int: ...
+
+
+@overload
+def _unix(moment: datetime | None) -> int | None: ...
+
+
 def _unix(moment: datetime | None) -> int | None:
     """Unix seconds of the store's naive UTC times."""
     return int(moment.replace(tzinfo=UTC).timestamp()) if moment else None
@@ -142,12 +150,14 @@ def clips(seconds: str | int | None, field: str, most: int | None) -> int | None
 def dimensions(size: str, deployment: Deployment | None) -> tuple[int, int]:
     """WIDTHxHEIGHT within the contract's sides and the deployment's pixel budget, else a 400 listing them."""
     side = PARAMETERS["width"]
+    low, high = side.low, side.high
+    assert low is not None and high is not None, "the contract's width has a static range"
     max_pixels = deployment.max_pixels if deployment else None
     found = SIZE.match(size)
     width, height = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
     def fits(w: int, h: int) -> bool:
-        return all(side.low <= v <= side.high and v % side.multiple_of == 0 for v in (w, h)) and (
+        return all(low <= v <= high and v % side.multiple_of == 0 for v in (w, h)) and (
             max_pixels is None or w * h <= max_pixels
         )
 
@@ -334,6 +344,7 @@ async def download_content(
             else f"video {job.id}: its content has expired",
             "video_id",
         )
+    assert job.output_format is not None, "stored with its output_key"
     try:
         if variant == "video":
             return await run_in_threadpool(

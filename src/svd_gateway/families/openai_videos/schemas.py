@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from svd_contract import PARAMETERS
 
-from ...schemas import CACHE_CONFLICTS, ImageOrURL, SVDParameters, _given, integer
+from ...schemas import CACHE_CONFLICTS, ImageOrURL, SVDParameters, _given, whole
 
 
 class ImageReference(BaseModel):
@@ -36,7 +36,7 @@ SECONDS_TEXT = r"^([48]|[2468][048]|[13579][26]|[1-9][0-9]{0,6}([02468][048]|[13
 """`seconds` as the SDK sends it: a multiple of 4 in decimal, no sign, no leading zero, at most 9 digits."""
 MAX_SECONDS = 999_999_996
 Seconds = Annotated[
-    str | integer() | None,
+    str | Annotated[int, *whole()] | None,
     WithJsonSchema(
         {
             "anyOf": [
@@ -58,6 +58,7 @@ Seconds = Annotated[
 ]
 """Checked by routers/openai_videos.clips, which names the values allowed; the document states the same."""
 _SIDE = PARAMETERS["width"]
+assert _SIDE.low is not None and _SIDE.high is not None, "the contract's width has a static range"
 SIDE_TEXT = "(" + "|".join(str(v) for v in range(int(_SIDE.low), int(_SIDE.high) + 1, _SIDE.multiple_of)) + ")"
 SIZE_TEXT = f"^{SIDE_TEXT}x{SIDE_TEXT}$"
 """`size`: WIDTHxHEIGHT, each side one the contract allows (the deployment's max_pixels may refuse more)."""

@@ -94,7 +94,9 @@ async def _create(
     seconds = wait_seconds(prefer, settings.max_wait)  # before the job exists: a refused request leaves none
     job = await plane.queue(await prediction_spec(request, plane, model, owner), base)
     if seconds:
-        job = await plane.wait(job.id, seconds)
+        waited = await plane.wait(job.id, seconds)
+        assert waited is not None, f"job {job.id} was deleted while its client waited"  # as before: no answer
+        job = waited
     return JSONResponse(
         as_prediction(job, owner),
         status_code=201,
@@ -159,7 +161,9 @@ async def cancel_prediction(prediction_id: str, plane: DataPlaneDep, store: Stor
     job = await run_in_threadpool(store.get, prediction_id)
     if job is None or job.origin != "predictions":
         raise GatewayError(404, "not_found", PREDICTION_NOT_FOUND)
-    return as_prediction(await plane.cancel(prediction_id), caller)
+    canceled = await plane.cancel(prediction_id)
+    assert canceled is not None, f"job {prediction_id} was deleted while it was canceled"  # as before: no answer
+    return as_prediction(canceled, caller)
 
 
 @router.get("/v1/models/{owner}/{name}/versions/{version_id}")

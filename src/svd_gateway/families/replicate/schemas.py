@@ -3,7 +3,8 @@ model's own, and their translation into the model's parameters."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,15 +18,21 @@ from ...schemas import (
     ImageOrURL,
     SVDParameters,
     WebhookURL,
-    _contract_field,
     _given,
-    integer,
+    contract_range,
+    whole,
 )
-from ...webhooks import EVENTS
+from ...webhooks import Event
 
 # cog-svd (replicate.com/stability-ai/stable-video-diffusion) input names → ours.
-VIDEO_LENGTHS = {"14_frames_with_svd": 14, "25_frames_with_svd_xt": 25}
-SIZING_STRATEGIES = {"maintain_aspect_ratio": "crop", "crop_to_16_9": "crop", "use_image_dimensions": "keep"}
+VideoLength = Literal["14_frames_with_svd", "25_frames_with_svd_xt"]
+VIDEO_LENGTHS: dict[VideoLength, int] = {"14_frames_with_svd": 14, "25_frames_with_svd_xt": 25}
+SizingStrategy = Literal["maintain_aspect_ratio", "crop_to_16_9", "use_image_dimensions"]
+SIZING_STRATEGIES: dict[SizingStrategy, str] = {
+    "maintain_aspect_ratio": "crop",
+    "crop_to_16_9": "crop",
+    "use_image_dimensions": "keep",
+}
 COG_NAMES = {
     "input_image": "image",
     "video_length": "num_frames",
@@ -47,9 +54,11 @@ class PredictionInput(SVDParameters):
         json_schema_extra={  # an image or a prompt; no setting under both names
             "anyOf": [_given("input_image"), _given("image"), _given("prompt")],
             "not": {
-                "anyOf": [_given("input_image", "image")]
-                + [_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS]
-                + CACHE_CONFLICTS
+                "anyOf": [
+                    _given("input_image", "image"),
+                    *(_given(cog, ours) for cog, ours in COG_NAMES.items() if ours in PARAMETERS),
+                    *CACHE_CONFLICTS,
+                ]
             },
         },
     )
@@ -64,11 +73,11 @@ class PredictionInput(SVDParameters):
         description="Without an image: the text the first frame is made from (text-to-video). With an image: ignored.",
     )
     negative_prompt: str | None = Field(None, description="Text-to-video: what the first frame should not show.")
-    video_length: Literal[tuple(VIDEO_LENGTHS)] | None = None
-    sizing_strategy: Literal[tuple(SIZING_STRATEGIES)] | None = None
-    frames_per_second: integer(ge=5, le=30) | None = None
-    cond_aug: _contract_field(PARAMETERS["noise_aug_strength"])[0] = None
-    decoding_t: _contract_field(PARAMETERS["decode_chunk_size"])[0] = None
+    video_length: VideoLength | None = None
+    sizing_strategy: SizingStrategy | None = None
+    frames_per_second: Annotated[int, *whole(ge=5, le=30)] | None = None
+    cond_aug: Annotated[float, *contract_range("noise_aug_strength", float)] | None = None
+    decoding_t: Annotated[int, *contract_range("decode_chunk_size", int)] | None = None
 
 
 def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str, Any], list[str]]:
@@ -76,6 +85,7 @@ def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str,
     prediction input; both names of one field → error."""
     values = given.model_dump(exclude_none=True)
     params: dict[str, Any] = {}
+    translations: dict[str, Mapping[Any, Any]] = {"video_length": VIDEO_LENGTHS, "sizing_strategy": SIZING_STRATEGIES}
     for name, value in values.items():
         target = COG_NAMES.get(name, name)
         if target in params:
@@ -85,9 +95,7 @@ def prediction_parameters(given: PredictionInput) -> tuple[str | None, dict[str,
                 f"input.{name} and input.{target} name the same setting; give one",
                 f"input.{name}",
             )
-        params[target] = {"video_length": VIDEO_LENGTHS, "sizing_strategy": SIZING_STRATEGIES}.get(name, {}).get(
-            value, value
-        )
+        params[target] = translations.get(name, {}).get(value, value)
     image = params.pop("image", None)
     notes = []
     if image is None and "prompt" not in params:
@@ -115,6 +123,6 @@ class PredictionRequest(BaseModel):
     webhook: WebhookURL | None = Field(None, description="An http(s) URL, on the gateway's allow-list")
     webhook_completed: WebhookURL | None = None
     """Older clients' name for a webhook called only on completion."""
-    webhook_events_filter: list[Literal[EVENTS]] | None = None
+    webhook_events_filter: list[Event] | None = None
     stream: bool | None = None
     """Accepted for compatibility; progress is in `logs`, no SSE stream is offered."""

@@ -90,6 +90,7 @@ async def result(generation_id: str, store: StoreDep, accept: str = Header("vide
         raise GatewayError(404, "not_found", f"generation {job.id}: its video has expired", "id") from None
     if "application/json" in accept.lower():
         return {"video": base64.b64encode(video).decode(), "finish_reason": "SUCCESS", "seed": job.seed}
+    assert job.output_format is not None, "stored with its video"
     return Response(
         video, media_type=MIME_TYPES[job.output_format], headers={"finish-reason": "SUCCESS", "seed": str(job.seed)}
     )
