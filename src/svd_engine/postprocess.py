@@ -12,6 +12,7 @@ import subprocess
 import numpy as np
 
 from .errors import VideoEncodingError
+from .video import ffmpeg_reading_frames
 
 MIN_CROSSFADE_FRAMES = 4
 """Crossfade blends a quarter of the clip: at least one frame, leaving at least three."""
@@ -69,27 +70,13 @@ def interpolate(frames: np.ndarray, factor: int, fps: int) -> np.ndarray:
     copies of them would be a rounding off)."""
     if factor == 1:
         return frames
-    import imageio_ffmpeg
 
     count, height, width, _ = frames.shape
     wanted = interpolated_frame_count(count, factor)
     # minterpolate stops short of the last input frame; one extra copy of it carries the output to the end.
     padded = np.concatenate([frames, frames[-1:]])
     command = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-s",
-        f"{width}x{height}",
-        "-r",
-        str(fps),
-        "-i",
-        "pipe:0",
+        *ffmpeg_reading_frames(width, height, fps),
         "-vf",
         f"format=yuv444p,minterpolate=fps={fps * factor}:mi_mode=mci",
         "-f",

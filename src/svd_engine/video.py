@@ -15,6 +15,28 @@ from svd_contract import VIDEO_FORMATS
 from .errors import VideoEncodingError
 
 
+def ffmpeg_reading_frames(width: int, height: int, fps: int) -> list[str]:
+    """The start of an ffmpeg command that reads raw RGB frames of this size and rate from its standard input."""
+    import imageio_ffmpeg
+
+    return [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        str(fps),
+        "-i",
+        "pipe:0",
+    ]
+
+
 @dataclass(frozen=True)
 class Encoder:
     """How one video format (svd_contract.VIDEO_FORMATS) is written: ffmpeg arguments and its quality knob."""
@@ -71,7 +93,6 @@ def encode_video(frames: np.ndarray, video_format: str, fps: int, quality: int |
         buffer = io.BytesIO()
         np.save(buffer, frames, allow_pickle=False)
         return buffer.getvalue()
-    import imageio_ffmpeg
 
     num_frames, height, width, _ = frames.shape
     filters = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"] if encoder.even_dimensions and (width % 2 or height % 2) else []
@@ -79,20 +100,7 @@ def encode_video(frames: np.ndarray, video_format: str, fps: int, quality: int |
         # A temporary file, not a pipe: AVI written to a pipe gets a broken header, and +faststart needs seeking.
         target = Path(folder) / f"video{spec.extension}"
         command = [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-s",
-            f"{width}x{height}",
-            "-r",
-            str(fps),
-            "-i",
-            "pipe:0",
+            *ffmpeg_reading_frames(width, height, fps),
             *filters,
             *encoder.codec_args,
             *encoder.quality_args(quality),

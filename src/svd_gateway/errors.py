@@ -164,10 +164,15 @@ def route_renderer(request: Request) -> tuple[Renderer, int]:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves on this request's path."""
-    methods = set()
-    for route in request.app.router.routes:
-        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+    """Every method some route serves on this request's path (the families' routers are included without a
+    prefix; FastAPI keeps each as one entry whose `original_router` holds its routes)."""
+    methods: set[str] = set()
+    pending = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        if hasattr(route, "original_router"):
+            pending.extend(route.original_router.routes)
+        elif getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
             methods |= route.methods
     return sorted(methods)
 

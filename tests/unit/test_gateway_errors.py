@@ -163,8 +163,6 @@ def test_an_unrouted_path_is_404_in_the_shape_of_the_family_whose_prefix_it_has(
      "house": lambda: house(reply, 404, "not_found")}[shape]()
 
 
-@pytest.mark.xfail(strict=True, reason="errors.allowed_methods walks app.router.routes, where FastAPI 0.165 keeps "
-                                       "each included router as one _IncludedRouter without `methods`: Allow is empty")
 def test_a_method_a_path_does_not_serve_is_405_listing_the_ones_it_does(client):
     reply = client.put("/v1/predictions")
     house(reply, 405, "method_not_allowed")
