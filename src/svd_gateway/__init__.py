@@ -3,8 +3,11 @@
 - Replicate predictions (`replicate` client): asynchronous jobs with logs, webhooks and cancellation;
 - pre-built endpoint (E2E TIR): POST /v1/models/{model}:predict or /predict, base64 in and out;
 - model catalogue (Nebius Forge): POST /v1/inference/{slug}, plus the catalogue's runtime routes
-  (inference-routes, run-estimate, reliability, model-family status/start/stop: routers/forge.py);
-- OpenAI-style: POST /v1/video/generations, answering a URL into the gateway's store and/or base64.
+  (inference-routes, run-estimate, reliability, model-family status/start/stop);
+- OpenAI-style: POST /v1/video/generations, answering a URL into the gateway's store and/or base64;
+- OpenAI's Videos API (`openai` SDK), Stability AI's image-to-video, and fal's queue API (`fal-client`).
+
+Each API is a folder of families/ (its models, its translation into one job spec, its router, its error shape).
 
 Every generation is a job in one durable store (SQLite or any SQLAlchemy database; uploads and videos on
 disk or in an S3-compatible bucket).

@@ -4,6 +4,7 @@ lifespan's state: request.state.gateway), and request helpers (the base URL, a J
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -78,11 +79,14 @@ HTTPDep = Annotated[httpx.AsyncClient, Depends(get_http)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_plane)]
 
 
-def caller(request: Request) -> str | None:
+def caller(request: Request, state: State) -> str | None:
     """The fingerprint of the key this request was let in with (the Guard compared it), None without one: what
-    a job records as its owner. A digest, so the store never holds a key."""
+    a job records as its owner. An HMAC keyed with the deployment's webhook secret, so neither the key nor a
+    digest of it that a database dump could test guesses against is stored."""
     key = presented_key(request.headers.get("authorization", ""))
-    return None if key is None else "key_" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    if key is None:
+        return None
+    return "key_" + hmac.new(state.webhooks.secret.encode(), key.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 Caller = Annotated[str | None, Depends(caller)]

@@ -49,6 +49,11 @@ def failure(log: str) -> Undecodable:
     return Undecodable(next((line for line in reversed(log.splitlines()) if line.strip()), "no output").strip())
 
 
+LOCAL_ONLY = ("-protocol_whitelist", "file")
+"""ffmpeg reads the stored video's file and nothing it names: a playlist-like file (HLS, concat) cannot make it
+open other paths or URLs."""
+
+
 def probe(path: Path) -> tuple[int, int, int]:
     """Frames, width and height of the first video stream, from a stream copy to nowhere: its packets are
     counted (one per frame), none is decoded, so this costs milliseconds where counting decoded frames
@@ -58,6 +63,7 @@ def probe(path: Path) -> tuple[int, int, int]:
             imageio_ffmpeg.get_ffmpeg_exe(),
             "-hide_banner",
             "-nostdin",
+            *LOCAL_ONLY,
             "-i",
             str(path),
             "-map",
@@ -88,6 +94,7 @@ def frames(path: Path, width: int, height: int, most: int) -> Iterator[Image.Ima
         "-nostdin",
         "-loglevel",
         "error",
+        *LOCAL_ONLY,
         "-i",
         str(path),
         "-map",

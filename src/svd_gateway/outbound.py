@@ -209,14 +209,18 @@ class ImageFetcher:
     async def _fetch(self, url: str, refused) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
             target(url)  # an http(s) URL; its host is checked as the connection opens
-            async with self.http.stream("GET", url) as reply:
+            # identity only, read raw: a few compressed bytes must not expand past max_bytes before they are counted
+            async with self.http.stream("GET", url, headers={"accept-encoding": "identity"}) as reply:
                 if reply.is_redirect and "location" in reply.headers:
                     url = str(reply.url.join(reply.headers["location"]))
                     continue
                 if not reply.is_success:
                     raise refused(f"it answered HTTP {reply.status_code}")
+                encoding = reply.headers.get("content-encoding", "identity").strip().lower()
+                if encoding != "identity":
+                    raise refused(f"it answered Content-Encoding {encoding[:40]!r}; send the image uncompressed")
                 data = bytearray()
-                async for chunk in reply.aiter_bytes():
+                async for chunk in reply.aiter_raw():
                     data += chunk
                     if len(data) > self.max_bytes:
                         raise refused(f"it is over {self.max_bytes} bytes")

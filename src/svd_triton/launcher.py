@@ -172,6 +172,8 @@ class TritonServer:
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"tritonserver-{os.getpid()}-{options.grpc_port}.log"
         self.shm_prefix = f"{SHM_PREFIX}_{os.getpid()}_{options.grpc_port}_"
         self.admin_token = options.admin_token or secrets.token_urlsafe(24)
+        if any(key and not key.isprintable() or key and " " in key for key in (options.token, options.admin_token)):
+            raise ServerStartError("a key must be printable and hold no space (--token, --admin-token)")
         if options.token and self.admin_token == options.token:
             raise ServerStartError(
                 "the admin token must differ from the client token (--admin-token, "

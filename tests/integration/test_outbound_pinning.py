@@ -262,3 +262,29 @@ def test_logs_never_show_a_webhook_urls_query(caplog):
     assert any("given up after 2 attempts" in message for message in messages)
     assert any("not sent" in message for message in messages)
     assert messages and not any("SECRET" in message for message in messages)
+
+
+def test_an_image_url_answering_compressed_bytes_is_refused_before_they_expand():
+    """2 MiB of zeros gzipped to about 2 KiB, over a 1 MiB limit: asked for `identity` and read raw, the reply is
+    refused for its encoding, never decompressed (httpx would decode it, and a few bytes of brotli expand to
+    gigabytes before a size check sees them)."""
+    import gzip
+
+    bomb = gzip.compress(bytes(2 << 20))
+    asked = []
+
+    class Compressing(QuietHandler):
+        def do_GET(self):
+            asked.append(self.headers.get("accept-encoding"))
+            self.send_response(200)
+            self.send_header("content-type", "image/png")
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+    with http_server(Compressing) as url:
+        refused = fetch(AllowList(("127.0.0.1",)), f"{url}/image.png")
+    assert isinstance(refused, GatewayError) and refused.status_code == 400, refused
+    assert "Content-Encoding 'gzip'" in refused.detail and refused.field == "input.image"
+    assert asked == ["identity"]

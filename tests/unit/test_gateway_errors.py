@@ -86,12 +86,15 @@ def test_replicate_bad_prefer_wait_is_400_naming_the_header(client, image_uri):
 @pytest.mark.parametrize("path,body,field", [
     ("/predict", {"image": "%%%" * 10}, "image"),
     ("/predict", {"num_frames": 4}, "image"),
-    ("/v1/models/svd-xt:predict", {"image": "aGVsbG8=", "fps": 0}, "fps"),
     (f"/v1/inference/{SLUG}", {"prompt": "x", "num_frames": "four"}, "num_frames"),
     ("/v1/video/generations", {"prompt": "x", "response_format": "xml"}, "response_format"),
 ])
 def test_house_families_refuse_an_invalid_body_with_400_naming_the_field(client, path, body, field):
     house(client.post(path, json=body), 400, "invalid_request", field)
+
+
+def test_tir_s_named_route_refuses_an_invalid_body_with_422_naming_the_field(client):
+    house(client.post("/v1/models/svd-xt:predict", json={"image": "aGVsbG8=", "fps": 0}), 422, "invalid_input", "fps")
 
 
 def test_openai_videos_invalid_body_is_400_in_openai_s_shape(client, image_uri):

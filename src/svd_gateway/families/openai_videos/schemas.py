@@ -56,7 +56,7 @@ Seconds = Annotated[
         "up to the deployment's max_segments."
     ),
 ]
-"""Checked by routers/openai_videos.clips, which names the values allowed; the document states the same."""
+"""Checked by router.clips, which names the values allowed; the document states the same."""
 _SIDE = PARAMETERS["width"]
 assert _SIDE.low is not None and _SIDE.high is not None, "the contract's width has a static range"
 SIDE_TEXT = "(" + "|".join(str(v) for v in range(int(_SIDE.low), int(_SIDE.high) + 1, _SIDE.multiple_of)) + ")"
@@ -71,7 +71,7 @@ Size = Annotated[
         "max_pixels."
     ),
 ]
-"""Checked by routers/openai_videos.dimensions, which names the sizes allowed; the document states the same."""
+"""Checked by router.dimensions, which names the sizes allowed; the document states the same."""
 
 
 class VideoCreateRequest(SVDParameters):
