@@ -89,11 +89,11 @@ class Bench:
             replicas = dict(zip(names, self.replicas(stack, database, [(name, ["--wake", wake, "--concurrency", "1"])
                                                                        for name in names])))
             job_id = self.submit(replicas["r0"], LONG)
-            running = until(lambda: (found := job(database, job_id)).status == "processing" and found, "the job")
+            running = until(lambda: (found := job(database, job_id)).status == "running" and found, "the job")
             last_lease = job(database, job_id).lease_expires_at
             killed = time.time()
             replicas[running.worker].kill()
-            again = until(lambda: (found := job(database, job_id)).attempts == 2 and found.status == "processing"
+            again = until(lambda: (found := job(database, job_id)).attempts == 2 and found.status == "running"
                           and found, "the takeover", interval=0.02)
             survivor = next(name for name in names if name != running.worker)
             self.client(replicas[survivor]).predictions.cancel(job_id)

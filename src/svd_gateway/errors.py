@@ -166,15 +166,17 @@ def route_renderer(request: Request) -> tuple[Renderer, int]:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves on this request's path (the families' routers are included without a
     prefix; FastAPI keeps each as one entry whose `original_router` holds its routes)."""
-    methods: set[str] = set()
+    exact: set[str] = set()
+    templated: set[str] = set()
     pending = list(request.app.router.routes)
     while pending:
         route = pending.pop()
         if hasattr(route, "original_router"):
             pending.extend(route.original_router.routes)
         elif getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
-            methods |= route.methods
-    return sorted(methods)
+            (templated if route.param_convertors else exact).update(route.methods)
+    # A path spelled out by a route (/v1/videos/extensions) is that route's, not also a template's (/v1/videos/{id}).
+    return sorted(exact or templated)
 
 
 def install_handlers(app: FastAPI) -> None:

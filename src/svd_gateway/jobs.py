@@ -194,10 +194,11 @@ class JobRunner:
             origin=origin,
             model=MODEL,
             version=VERSION,
-            status="starting",
+            status="queued",
             input=given,
             owner=owner,
             polled=True,
+            mode="text" if "prompt" in params else "image",
             params=params,
             image_sha256=sha256(image),
             base_url=base_url,
@@ -386,7 +387,7 @@ class JobRunner:
         started = time.perf_counter()
         try:
             # A job with a prompt in its params has no image: text-to-video (AsyncSVDClient.generate(prompt=...)).
-            image = None if "prompt" in job.params else await run_in_threadpool(self.store.read_input, job.id)
+            image = None if job.mode == "text" else await run_in_threadpool(self.store.read_input, job.id)
             generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
             self.generations[job.id] = generation
             if job.id in self.releasing:  # released while its input was being read
@@ -415,7 +416,7 @@ class JobRunner:
                 error_field=error.field,
                 predict_time=time.perf_counter() - started,
             )
-        except Exception:  # a bug or a lost input file must not leave the job `processing`
+        except Exception:  # a bug or a lost input file must not leave the job `running`
             log.exception("job %s failed in the gateway", job.id)
             return await self._finish(
                 job,

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .store import TERMINAL, Store
 
-STATUSES = ("starting", "processing", *TERMINAL)
+STATUSES = ("queued", "running", *TERMINAL)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 """Seconds: from a tiny test model to SVD-XT's long multi-clip jobs."""
 
@@ -37,7 +37,7 @@ class StoreCollector:
         yield GaugeMetricFamily(
             "svd_gateway_queue_depth",
             "Jobs waiting to be run (status starting), all replicas",
-            value=by_status.get("starting", 0),
+            value=by_status.get("queued", 0),
         )
         yield GaugeMetricFamily(
             "svd_gateway_oldest_queued_seconds", "Age of the oldest waiting job (0: none waits)", value=oldest or 0.0

@@ -2,7 +2,7 @@
 SQLAlchemy URL such as PostgreSQL for several replicas), their bytes in `Blobs` (a local folder, or an
 S3-compatible bucket that replicas share).
 
-The jobs table is also the replicas' shared work queue: a queued job (`starting`, no lease holder) is
+The jobs table is also the replicas' shared work queue: a queued job (`queued`, no lease holder) is
 claimed by one gateway process (oldest first; `FOR UPDATE SKIP LOCKED` on PostgreSQL), which holds a
 lease on it and renews it; a job whose lease expired is queued again by any replica. Every write the
 holder makes is conditional on (id, attempts, lease_holder), so a replica that lost its lease (it was
@@ -132,6 +132,9 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(200))
     version: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)
+    """queued, running, then succeeded, failed or canceled; each API family says these in its own words."""
+    mode: Mapped[str] = mapped_column(String(8), default="image")
+    """image (image-to-video from the stored input) or text (text-to-video from the prompt in params)."""
     input: Mapped[dict] = mapped_column(JSON)
     """The input as given, with the image replaced by its digest."""
     params: Mapped[dict] = mapped_column(JSON)
@@ -237,14 +240,14 @@ class Store:
             return list(session.scalars(query.where(Job.origin == origin).limit(limit)))
 
     def claim_next(self, holder: str, worker: str, lease: float) -> Job | None:
-        """The oldest queued job, now `processing` under a lease for `holder`; None when the queue is empty.
+        """The oldest queued job, now `running` under a lease for `holder`; None when the queue is empty.
         SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL; the conditional update makes a
         lost race (SQLite, several processes) a retry, never a double claim."""
         while True:
             with self.session.begin() as session:
                 job_id = session.scalar(
                     select(Job.id)
-                    .where(Job.status == "starting", Job.lease_holder.is_(None))
+                    .where(Job.status == "queued", Job.lease_holder.is_(None))
                     .order_by(Job.created_at, Job.id)
                     .limit(1)
                     .with_for_update(skip_locked=True)
@@ -261,13 +264,13 @@ class Store:
         ahead = or_(Job.created_at < job.created_at, (Job.created_at == job.created_at) & (Job.id < job.id))
         with self.session() as session:
             ahead_count = session.scalar(
-                select(func.count()).select_from(Job).where(Job.status == "starting", Job.lease_holder.is_(None), ahead)
+                select(func.count()).select_from(Job).where(Job.status == "queued", Job.lease_holder.is_(None), ahead)
             )
         assert ahead_count is not None, "COUNT answers one row"
         return ahead_count
 
     def claim(self, job_id: str, holder: str, worker: str, lease: float) -> Job | None:
-        """The job `holder` reserved (a synchronous route's), now `processing`; None if it was canceled."""
+        """The job `holder` reserved (a synchronous route's), now `running`; None if it was canceled."""
         with self.session.begin() as session:
             return self._take(session, job_id, holder, holder, worker, lease)
 
@@ -278,9 +281,9 @@ class Store:
         claimed = _rows(
             session,
             update(Job)
-            .where(Job.id == job_id, Job.status == "starting", _held_by(reserved_by))
+            .where(Job.id == job_id, Job.status == "queued", _held_by(reserved_by))
             .values(
-                status="processing",
+                status="running",
                 worker=worker,
                 started_at=now,
                 attempts=Job.attempts + 1,
@@ -378,7 +381,7 @@ class Store:
                 update(Job)
                 .where(*_fence(job))
                 .values(
-                    status="starting",
+                    status="queued",
                     lease_holder=None,
                     lease_expires_at=None,
                     attempts=Job.attempts - 1,
@@ -407,7 +410,7 @@ class Store:
             job = session.get(Job, job_id, with_for_update=True)
             if job is None or job.status in TERMINAL:
                 return job
-            if job.status == "starting":
+            if job.status == "queued":
                 job.status, job.completed_at, job.lease_holder, job.lease_expires_at = "canceled", utcnow(), None, None
             job.cancel_requested = True
         if job.status == "canceled":
@@ -418,7 +421,7 @@ class Store:
         """(jobs by status, age in seconds of the oldest queued job or None): what /metrics reports."""
         with self.session() as session:
             by_status = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-            oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == "starting"))
+            oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == "queued"))
         return by_status, (utcnow() - oldest).total_seconds() if oldest else None
 
     @property
@@ -623,10 +626,10 @@ def _after_expiry(job: Job, max_attempts: int) -> tuple[dict[str, Any], str]:
             },
             f"{lost}\n",
         )
-    if job.status == "processing" and job.attempts >= max_attempts:
+    if job.status == "running" and job.attempts >= max_attempts:
         reason = f"the replica running this job was lost {job.attempts} times; giving up"
         return {"status": "failed", "completed_at": utcnow(), "error_code": "interrupted", "error": reason}, f"{lost}\n"
-    return {"status": "starting"}, f"{lost}; the job is queued again (attempt {job.attempts + 1})\n"
+    return {"status": "queued"}, f"{lost}; the job is queued again (attempt {job.attempts + 1})\n"
 
 
 def _sqlite_pragmas(connection, _record) -> None:

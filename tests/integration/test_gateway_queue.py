@@ -94,7 +94,7 @@ class Cluster:
     def running_on(self, job_id: str) -> str | None:
         """The replica running the job, once it has streamed progress."""
         job = self.job(job_id)
-        return job.worker if job.status == "processing" and "denoising" in (job.logs or "") else None
+        return job.worker if job.status == "running" and "denoising" in (job.logs or "") else None
 
     def outputs(self) -> set[str]:
         folder = self.data / "outputs"
@@ -171,13 +171,13 @@ def test_a_cancel_reaches_a_job_running_on_another_replica(three, image):
 
 def test_metrics_agree_with_the_store(three):
     jobs = jobs_in(three.database)
-    by_status = {status: sum(job.status == status for job in jobs) for status in ("starting", "succeeded", "canceled")}
+    by_status = {status: sum(job.status == status for job in jobs) for status in ("queued", "succeeded", "canceled")}
     ran: dict[str, int] = {}
     for name, replica in three.replicas.items():
         metrics = scrape(replica)
         assert metrics[("svd_gateway_jobs", (("status", "succeeded"),))] == by_status["succeeded"]
         assert metrics[("svd_gateway_jobs", (("status", "canceled"),))] == by_status["canceled"]
-        assert metrics[("svd_gateway_queue_depth", ())] == by_status["starting"] == 0
+        assert metrics[("svd_gateway_queue_depth", ())] == by_status["queued"] == 0
         assert metrics[("svd_gateway_oldest_queued_seconds", ())] == 0
         assert metrics[("svd_gateway_running_jobs", (("replica", name),))] == 0
         assert metrics[("svd_gateway_lease_takeovers_total", ())] == 0
@@ -257,7 +257,7 @@ def test_sigterm_drains_hands_over_what_it_cannot_finish_and_exits_0(triton_stre
         for prediction in long:
             job = running.job(prediction.id)
             if prediction is long[1] or job.status != "succeeded":  # the second cannot have fit
-                assert job.status in ("starting", "processing") and job.attempts <= 1  # released: no attempt burned
+                assert job.status in ("queued", "running") and job.attempts <= 1  # released: no attempt burned
                 assert "shut down before the job could finish; the job is queued again" in job.logs
                 assert "stopped renewing" not in job.logs  # not a takeover after the lease
         for prediction in long:

@@ -11,7 +11,9 @@ from svd_triton.launcher import ServerStartError
 from tests.support import ADMIN_TOKEN, ROOT, TOKEN, cpu_config_copy, start_server
 from tests.support.kserve import (auth_headers, client, image_bytes, infer, is_invalid_argument, refused, scalar, small, text,
                     video_bytes)
+from tests.support.prometheus import metrics
 from tests.support.videos import decode_video, max_abs_diff
+from tests.support.waiting import until
 
 PROTOCOLS = ["http", "grpc"]
 
@@ -91,6 +93,11 @@ def test_bad_input_is_invalid_arg_naming_the_field_and_the_server_carries_on(tri
 
 
 def _statistics(triton):
+    """Inference and execution counts, once svd_xt is idle: a request another test left running (a client that
+    gave up, whose request Triton still finishes) would otherwise land in the counts being compared."""
+    until(lambda: not any(metrics(triton).get((name, frozenset()), 0)
+                          for name in ("svd_requests_running", "nv_inference_pending_request_count")),
+          "svd_xt idle", seconds=120)
     stats = client(triton, "http").get_inference_statistics("svd_xt", headers=auth_headers("http"))
     model = stats["model_stats"][0]
     return model["inference_count"], model["execution_count"]

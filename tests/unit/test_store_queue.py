@@ -20,7 +20,7 @@ LEASE = 30.0
 
 
 def queued(store: Store, origin: str = "predictions", holder: str | None = None, age: float = 0.0) -> Job:
-    job = Job(id=new_id(), origin=origin, model="m", version="v", status="starting", input={}, params={},
+    job = Job(id=new_id(), origin=origin, model="m", version="v", status="queued", input={}, params={},
               image_sha256="0" * 64, base_url="http://x", logs="", webhook_events=[], attempts=0,
               cancel_requested=False, output_removed=False, created_at=utcnow() - timedelta(seconds=age),
               lease_holder=holder, lease_expires_at=utcnow() + timedelta(seconds=LEASE) if holder else None,
@@ -48,7 +48,7 @@ def test_claims_take_the_oldest_queued_job_once_and_skip_reserved_ones(store):
     second = store.claim_next("b", "replica-b", LEASE)
     assert (first.id, second.id) == (older.id, newer.id)
     assert store.claim_next("c", "replica-c", LEASE) is None
-    assert first.status == "processing" and first.attempts == 1 and first.lease_holder == "a"
+    assert first.status == "running" and first.attempts == 1 and first.lease_holder == "a"
     assert store.renew("a", LEASE) == {older.id: False}
 
 
@@ -57,7 +57,7 @@ def test_an_expired_lease_is_taken_over_and_the_former_holder_is_fenced_out(stor
     stale = store.claim_next("a", "replica-a", LEASE)
     expire_leases(store)
     assert store.reclaim_expired(max_attempts=3) == (1, [])
-    assert store.get(job.id).status == "starting" and "queued again (attempt 2)" in store.get(job.id).logs
+    assert store.get(job.id).status == "queued" and "queued again (attempt 2)" in store.get(job.id).logs
     current = store.claim_next("b", "replica-b", LEASE)
     assert current.attempts == 2
     with pytest.raises(LeaseLost):

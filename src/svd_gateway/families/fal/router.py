@@ -41,7 +41,7 @@ router = family_router(
 App = Annotated[
     str, Path(description=f"The app under {OWNER}/ (another is not found).", json_schema_extra={"enum": list(APPS)})
 ]
-QUEUE_STATUS = {"starting": "IN_QUEUE", "processing": "IN_PROGRESS"}
+QUEUE_STATUS = {"queued": "IN_QUEUE", "running": "IN_PROGRESS"}
 """fal's status of an unfinished job; a finished one is COMPLETED."""
 
 
@@ -150,7 +150,7 @@ async def status_answer(job: Job, store: Store, logs: bool) -> dict[str, Any]:
         "status": QUEUE_STATUS.get(job.status, "COMPLETED"),
         "logs": log_entries(job) if logs else None,
     }
-    if job.status == "starting":
+    if job.status == "queued":
         answer["queue_position"] = await run_in_threadpool(store.queue_position, job)
     if job.status in TERMINAL:
         metrics = {"inference_time": job.predict_time} if job.predict_time is not None else {}

@@ -47,8 +47,8 @@ NATIVE_SIZES = ((1024, 576), (576, 1024))
 SECONDS = re.compile(SECONDS_TEXT)
 SIZE = re.compile(SIZE_TEXT)
 STATUS = {
-    "starting": "queued",
-    "processing": "in_progress",
+    "queued": "queued",
+    "running": "in_progress",
     "succeeded": "completed",
     "failed": "failed",
     "canceled": "failed",

@@ -10,6 +10,9 @@ from ...jobs import isoformat, output_url
 from ...store import Job
 from ...webhooks import without_secrets
 
+STATUSES = {"queued": "starting", "running": "processing"}
+"""Replicate's words for a job not yet finished (the finished ones are the same: succeeded, failed, canceled)."""
+
 
 def webhook_seen_by(job: Job, viewer: str | None) -> str | None:
     """The job's webhook URL as `viewer` (a key's fingerprint) may see it: whole for the key that created the job,
@@ -32,7 +35,7 @@ def as_prediction(job: Job, viewer: str | None) -> dict[str, Any]:
         "id": job.id,
         "model": job.model,
         "version": job.version,
-        "status": job.status,
+        "status": STATUSES.get(job.status, job.status),
         "input": job.input,
         "output": output_url(job),
         "logs": job.logs or "",

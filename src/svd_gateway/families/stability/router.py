@@ -74,7 +74,7 @@ async def result(generation_id: str, store: StoreDep, accept: str = Header("vide
     job = await run_in_threadpool(store.get, generation_id)
     if job is None or job.origin != "stability":
         raise GatewayError(404, "not_found", f"no generation found for id {generation_id[:64]}", "id")
-    if job.status in ("starting", "processing"):
+    if job.status in ("queued", "running"):
         return JSONResponse({"id": job.id, "status": "in-progress"}, status_code=202)
     if job.status != "succeeded":
         status = CODE_STATUS.get(job.error_code, 500)

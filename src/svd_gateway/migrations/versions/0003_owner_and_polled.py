@@ -1,4 +1,4 @@
-"""Owners, whether a job is polled, and its progress as data.
+"""Owners, whether a job is polled, its progress as data, its mode, and statuses in the gateway's own words.
 
 Each job records the fingerprint of the key that created it, so what only its creator may see (a webhook URL's
 query string, which often carries the receiver's token) is shown to that key alone; jobs from before have no
@@ -6,6 +6,10 @@ owner, and their webhook URLs are shown without query strings to everyone.
 
 Each job records whether its client polls (or is called back) or waits on the line, which the store decided from
 the origin's name before: a polled job lost with its replica is queued again, a waited-for one fails.
+
+Each job records its mode: image (image-to-video) or text (text-to-video, the prompt in its params), which was
+read from its params before. Statuses become the gateway's own: queued and running (Replicate's starting and
+processing, which the Replicate family still answers); the finished ones keep their names.
 
 Each running job records its latest progress (phase, step, total, segment, segments, elapsed) as data, which
 each API family renders its own way (a percentage, fal's logs) instead of reading it back from log text.
@@ -27,5 +31,24 @@ def upgrade() -> None:
     op.create_index("ix_predictions_owner", "predictions", ["owner"])
     op.add_column("predictions", sa.Column("polled", sa.Boolean, nullable=False, server_default=sa.true()))
     op.add_column("predictions", sa.Column("progress", sa.JSON))
-    predictions = sa.table("predictions", sa.column("origin", sa.String), sa.column("polled", sa.Boolean))
+    op.add_column("predictions", sa.Column("mode", sa.String(8), nullable=False, server_default="image"))
+    predictions = sa.table(
+        "predictions",
+        sa.column("id", sa.String),
+        sa.column("origin", sa.String),
+        sa.column("polled", sa.Boolean),
+        sa.column("status", sa.String),
+        sa.column("mode", sa.String),
+        sa.column("params", sa.JSON),
+    )
     op.execute(predictions.update().where(predictions.c.origin.in_(WAITED_FOR)).values(polled=False))
+    for old, new in (("starting", "queued"), ("processing", "running")):
+        op.execute(predictions.update().where(predictions.c.status == old).values(status=new))
+    connection = op.get_bind()
+    texts = [
+        row.id
+        for row in connection.execute(sa.select(predictions.c.id, predictions.c.params))
+        if "prompt" in (row.params or {})
+    ]
+    for start in range(0, len(texts), 500):
+        op.execute(predictions.update().where(predictions.c.id.in_(texts[start : start + 500])).values(mode="text"))
