@@ -188,6 +188,7 @@ class JobRunner:
         webhook: str | None = None,
         events: list[str] | None = None,
         owner: str | None = None,
+        keep_input: bool = False,
     ) -> Job:
         return Job(
             id=new_id(),
@@ -199,6 +200,7 @@ class JobRunner:
             owner=owner,
             polled=True,
             mode="text" if "prompt" in params else "image",
+            keep_input=keep_input,
             params=params,
             image_sha256=sha256(image),
             base_url=base_url,

@@ -26,7 +26,7 @@ from .model_client import ModelClient
 from .outbound import ImageFetcher
 from .settings import Settings
 from .spec import JobSpec, check_parameters
-from .store import Job, Store, sha256
+from .store import Job, Store
 from .webhooks import Webhooks
 
 DATA_URI = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.I)
@@ -91,11 +91,16 @@ class DataPlane:
     async def new_job(self, spec: JobSpec, base: str) -> Job:
         """The job of `spec`, its parameters through the one check (spec.check_parameters)."""
         params = check_parameters(spec.params, spec.status)
-        echo = dict(spec.echo)
-        if spec.keep_image and spec.image:
-            echo["image_file"] = await self.keep_image(spec.image, "input_reference")
         job = self.runner.new_job(
-            spec.origin, spec.image, params, echo, base, webhook=spec.webhook, events=spec.events, owner=spec.owner
+            spec.origin,
+            spec.image,
+            params,
+            dict(spec.echo),
+            base,
+            webhook=spec.webhook,
+            events=spec.events,
+            owner=spec.owner,
+            keep_input=spec.keep_image and bool(spec.image),
         )
         job.logs = "".join(f"{note}\n" for note in spec.notes)
         job.model, job.version = spec.model or job.model, spec.version or job.version
@@ -137,19 +142,19 @@ class DataPlane:
         self._deployment = (time.monotonic(), deployment)
         return deployment
 
-    async def keep_image(self, image: bytes, name: str) -> str:
-        """Keep a job's image as long as its video (a file like /v1/files' uploads), so that later jobs (an
-        extension, a remix) can start from it; returns the file's id."""
-        upload = await run_in_threadpool(
-            self.store.add_upload,
-            name,
-            "application/octet-stream",
-            image,
-            sha256(image),
-            len(image),
-            self.settings.output_seconds,
-        )
-        return upload.id
+    async def kept_input(self, job: Job, field: str) -> bytes:
+        """The image a finished job started from, kept as long as its video (Job.keep_input): b"" for text-to-video;
+        a 400 naming `field` once it is gone. Videos from before keep_input kept it as an uploaded file."""
+        if job.mode == "text":
+            return b""
+        if not job.keep_input and job.input.get("image_file"):
+            return await self.upload(job.input["image_file"], field)
+        try:
+            return await run_in_threadpool(self.store.read_input, job.id)
+        except FileNotFoundError:
+            raise GatewayError(
+                400, "invalid_value", f"{field}: the input image of {job.id} has expired", field
+            ) from None
 
     async def still(self, job: Job, variant: str) -> bytes:
         """A JPEG made from the job's video: its first frame (thumbnail) or a sprite sheet of its frames. A video

@@ -133,6 +133,9 @@ class Job(Base):
     version: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)
     """queued, running, then succeeded, failed or canceled; each API family says these in its own words."""
+    keep_input: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Its input image is kept as long as its video, for later jobs that start from it (OpenAI's remix and extend
+    read it as `inputs/{id}`): the image is stored once."""
     mode: Mapped[str] = mapped_column(String(8), default="image")
     """image (image-to-video from the stored input) or text (text-to-video from the prompt in params)."""
     input: Mapped[dict] = mapped_column(JSON)
@@ -369,7 +372,8 @@ class Store:
             finished = session.get(Job, job.id, populate_existing=True)
         if not done:
             return None
-        self.blobs.delete(f"inputs/{job.id}")
+        if not (job.keep_input and status == "succeeded"):  # else kept as long as the video
+            self.blobs.delete(f"inputs/{job.id}")
         return finished
 
     def release(self, job: Job, note: str) -> bool:
@@ -401,6 +405,7 @@ class Store:
             session.delete(job)
         if job.output_key and not job.output_removed:
             self.delete_output(job.output_key)
+        self.blobs.delete(f"inputs/{job.id}")
         return True
 
     def request_cancel(self, job_id: str) -> Job | None:
@@ -542,6 +547,7 @@ class Store:
         in total; delete finished jobs and uploads past their age. Returns how many outputs were dropped."""
         cutoff = utcnow() - timedelta(seconds=output_seconds)
         dropped: list[str] = []
+        dropped_inputs: list[str] = []
         with self.session.begin() as session:
             kept, total = 0, 0
             for job in session.scalars(
@@ -554,15 +560,19 @@ class Store:
                 if job.completed_at < cutoff or kept > max_outputs or total > max_output_bytes:
                     job.output_removed = True
                     dropped.append(job.output_key)
+                    dropped_inputs += [job.id] if job.keep_input else []
             for job in session.scalars(select(Job).where(Job.status.in_(TERMINAL), Job.completed_at < cutoff)):
                 if job.output_key and not job.output_removed:
                     dropped.append(job.output_key)
+                dropped_inputs += [job.id] if job.keep_input else []
                 session.delete(job)
             expired_uploads = list(session.scalars(select(Upload.id).where(Upload.expires_at <= utcnow())))
             for upload_id in expired_uploads:
                 session.delete(session.get(Upload, upload_id))
         for key in dropped:
             self.delete_output(key)
+        for job_id in dropped_inputs:
+            self.blobs.delete(f"inputs/{job_id}")
         for upload_id in expired_uploads:
             self.blobs.delete(f"files/{upload_id}")
         return len(dropped)
@@ -582,7 +592,15 @@ class Store:
                 )
             }
             keep |= {
-                f"inputs/{job_id}" for job_id in session.scalars(select(Job.id).where(Job.status.not_in(TERMINAL)))
+                f"inputs/{job_id}"
+                for job_id in session.scalars(
+                    select(Job.id).where(
+                        or_(
+                            Job.status.not_in(TERMINAL),
+                            Job.keep_input.is_(True) & (Job.status == "succeeded") & Job.output_removed.is_(False),
+                        )
+                    )
+                )
             }
             keep |= {f"files/{upload_id}" for upload_id in session.scalars(select(Upload.id))}
         removed = [name for name in names if name not in keep]

@@ -7,7 +7,7 @@ from sqlalchemy import Engine, MetaData, Table
 
 from svd_gateway.store import Base
 
-ADDED_SINCE_BASELINE = {"predictions": {"lease_holder", "lease_expires_at", "owner", "polled", "progress", "mode"}}
+ADDED_SINCE_BASELINE = {"predictions": {"lease_holder", "lease_expires_at", "owner", "polled", "progress", "mode", "keep_input"}}
 """Columns (with their indexes) each migration after 0001 added: keep in step with migrations/versions/."""
 
 

@@ -169,3 +169,20 @@ def test_a_shutdown_gives_a_running_job_back_to_the_queue_and_the_next_gateway_r
                           "the next gateway running the prediction")
     assert [c.params for c in successor.calls] == [{"seed": 7}]
     assert "the job is queued again" in done["logs"] and done["logs"].endswith("Using seed: 7\n")
+
+
+def test_an_openai_video_s_image_is_stored_once_and_remixed_from_there(client, fake, image_uri, sample_png, tmp_path):
+    """The image is kept with the job as long as its video (no second copy as an uploaded file), a remix starts
+    from it, and deleting the video deletes it."""
+    created = client.post("/v1/videos", json={"prompt": "drift", "input_reference": {"image_url": image_uri}}).json()
+    eventually(lambda: client.get(f"/v1/videos/{created['id']}").json(), lambda v: v["status"] == "completed",
+               "the video completing")
+    assert client.get("/v1/files").json()["results"] == []  # not stored a second time
+    kept = tmp_path / "inputs" / created["id"]
+    assert kept.read_bytes() == sample_png
+    remix = client.post(f"/v1/videos/{created['id']}/remix", json={"prompt": "drift at dusk"}).json()
+    eventually(lambda: client.get(f"/v1/videos/{remix['id']}").json(), lambda v: v["status"] == "completed",
+               "the remix completing")
+    assert fake.calls[-1].image == sample_png  # the remix started from the kept image
+    assert client.delete(f"/v1/videos/{created['id']}").json()["deleted"]
+    assert not kept.exists()

@@ -231,13 +231,6 @@ async def extended_id(body: VideoExtendRequest, uploaded: bytes | None, store: S
     return body.video.id
 
 
-async def kept_image(job: Job, plane: DataPlane) -> bytes:
-    """The image a finished video started from (b"" for text-to-video)."""
-    if not job.input.get("image_file"):
-        return b""
-    return await plane.upload(job.input["image_file"], "video")
-
-
 def video_spec(image: bytes, params: dict[str, Any], given: dict[str, Any]) -> JobSpec:
     """A video job; its image is kept beside it for later extensions and remixes."""
     return JobSpec("videos", image, params, given, keep_image=True)
@@ -320,7 +313,7 @@ async def delete_video(video_id: str, plane: DataPlaneDep, store: StoreDep):
         await plane.wait(job.id, 30)  # a job running on another replica stops at its next progress flush
     if not await run_in_threadpool(store.delete, job.id):
         raise GatewayError(409, "conflict", f"video {job.id} is still stopping; delete it again shortly", "video_id")
-    if job.input.get("image_file"):
+    if job.input.get("image_file"):  # a video from before its image was kept with the job
         await run_in_threadpool(store.delete_upload, job.input["image_file"])
     return {"id": job.id, "object": "video.deleted", "deleted": True}
 
@@ -388,7 +381,7 @@ async def extend_video(request: Request, plane: DataPlaneDep, store: StoreDep, s
         "extended_from_video_id": original.id,
         "remixed_from_video_id": None,
     }
-    job = await plane.queue(video_spec(await kept_image(original, plane), params, given), base)
+    job = await plane.queue(video_spec(await plane.kept_input(original, "video"), params, given), base)
     return as_video(job, settings)
 
 
@@ -409,5 +402,5 @@ async def remix_video(
         "remixed_from_video_id": original.id,
         "extended_from_video_id": None,
     }
-    job = await plane.queue(video_spec(await kept_image(original, plane), params, given), base)
+    job = await plane.queue(video_spec(await plane.kept_input(original, "video"), params, given), base)
     return as_video(job, settings)

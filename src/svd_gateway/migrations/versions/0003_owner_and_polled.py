@@ -11,6 +11,9 @@ Each job records its mode: image (image-to-video) or text (text-to-video, the pr
 read from its params before. Statuses become the gateway's own: queued and running (Replicate's starting and
 processing, which the Replicate family still answers); the finished ones keep their names.
 
+A job whose image later jobs start from (an OpenAI video, for remix and extend) keeps its input as long as its
+video (`keep_input`), instead of a second copy as an uploaded file; videos from before keep their copy.
+
 Each running job records its latest progress (phase, step, total, segment, segments, elapsed) as data, which
 each API family renders its own way (a percentage, fal's logs) instead of reading it back from log text.
 
@@ -32,6 +35,7 @@ def upgrade() -> None:
     op.add_column("predictions", sa.Column("polled", sa.Boolean, nullable=False, server_default=sa.true()))
     op.add_column("predictions", sa.Column("progress", sa.JSON))
     op.add_column("predictions", sa.Column("mode", sa.String(8), nullable=False, server_default="image"))
+    op.add_column("predictions", sa.Column("keep_input", sa.Boolean, nullable=False, server_default=sa.false()))
     predictions = sa.table(
         "predictions",
         sa.column("id", sa.String),
