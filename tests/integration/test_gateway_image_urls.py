@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from svd_gateway import Settings
+from svd_gateway.blobs import FolderBlobs
+from svd_gateway.store import Store
 from svd_triton.launcher import free_port
 from tests.support import TOKEN, QuietHandler, encode_image, http_server
 from tests.support.gateways import Gateway
@@ -81,17 +83,22 @@ def create_prediction(gateway, url: str) -> httpx.Response:
     return httpx.post(f"{gateway.url}/v1/predictions", headers=AUTH, timeout=30, json={"input": {"input_image": url}})
 
 
-def kept_image(gateway) -> bytes:
-    """The one image the gateway kept for its videos (listed in /v1/files)."""
-    [upload] = httpx.get(f"{gateway.url}/v1/files", headers=AUTH, timeout=30).json()["results"]
-    return httpx.get(upload["urls"]["get"], headers=AUTH, timeout=30).json()["checksums"]["sha256"]
+def job_image(gateway, job_id: str) -> str:
+    """The SHA-256 of the image the stored job was made from (its input, kept with it)."""
+    store = Store(gateway.settings.database, FolderBlobs(gateway.settings.data_dir))
+    try:
+        job = store.get(job_id)
+    finally:
+        store.close()
+    assert job is not None, job_id
+    return job.image_sha256
 
 
 def test_an_allowed_url_is_fetched_for_a_video_and_a_prediction(allowed, server):
     Images.requests.clear()
     video = create_video(allowed, f"{server}/redirect?to={server}/image.png")  # a redirect within the allow-list
     assert video.status_code == 200 and video.json()["status"] == "queued", video.text
-    assert kept_image(allowed) == hashlib.sha256(PNG).hexdigest()
+    assert job_image(allowed, video.json()["id"]) == hashlib.sha256(PNG).hexdigest()
     prediction = create_prediction(allowed, f"{server}/image.png")
     assert prediction.status_code == 201 and prediction.json()["input"]["input_image"] == f"{server}/image.png"
     assert Images.requests == ["/redirect?to=" + f"{server}/image.png", "/image.png", "/image.png"]
