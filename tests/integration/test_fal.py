@@ -20,11 +20,10 @@ import time
 
 import httpx
 import pytest
-import trustme
 from PIL import Image
 
 from svd_gateway import Settings
-from tests.support import TOKEN, QuietHandler, encode_image, http_server
+from tests.support import TOKEN, QuietHandler, encode_image, http_server, tls_files
 from tests.support.gateways import Gateway
 from tests.support.videos import decode_video
 
@@ -40,15 +39,7 @@ PNG = encode_image(Image.new("RGB", (64, 64), (10, 120, 200)))
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
     """A CA of this test's own, and a certificate it issued for localhost: cert.pem (chain), key.pem, ca.pem."""
-    folder = tmp_path_factory.mktemp("fal-tls")
-    authority = trustme.CA()
-    served = authority.issue_cert("localhost", "127.0.0.1")
-    served.cert_chain_pems[0].write_to_path(folder / "cert.pem")
-    for pem in served.cert_chain_pems[1:]:
-        pem.write_to_path(folder / "cert.pem", append=True)
-    served.private_key_pem.write_to_path(folder / "key.pem")
-    authority.cert_pem.write_to_path(folder / "ca.pem")
-    return folder
+    return tls_files(tmp_path_factory.mktemp("fal-tls"))
 
 
 class Images(QuietHandler):

@@ -11,9 +11,8 @@ import sys
 
 import pytest
 import requests
-import trustme
 
-from tests.support import TOKEN, encode_image
+from tests.support import TOKEN, encode_image, tls_files
 from tests.support.gateways import Gateway, GatewayProcess
 from svd_gateway import Settings
 from svd_triton.launcher import free_port
@@ -112,18 +111,8 @@ def test_a_keyless_gateway_says_so_loudly(tmp_path, monkeypatch, args):
     assert "NO KEY: every route is open" in log.read_text()
 
 
-@pytest.fixture(scope="module")
-def certificate_authority():
-    return trustme.CA()
-
-
-def test_the_gateway_serves_https_from_a_certificate_and_key(tmp_path, certificate_authority):
-    served = certificate_authority.issue_cert("127.0.0.1", "localhost")
-    served.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-    for pem in served.cert_chain_pems[1:]:
-        pem.write_to_path(tmp_path / "cert.pem", append=True)
-    served.private_key_pem.write_to_path(tmp_path / "key.pem")
-    certificate_authority.cert_pem.write_to_path(tmp_path / "ca.pem")
+def test_the_gateway_serves_https_from_a_certificate_and_key(tmp_path):
+    tls_files(tmp_path)
     with Gateway(settings(tmp_path, tls_certfile=tmp_path / "cert.pem", tls_keyfile=tmp_path / "key.pem")) as gateway:
         secure = f"https://localhost:{gateway.port}"
         assert requests.get(f"{secure}/v1/parameters", verify=tmp_path / "ca.pem", timeout=30).status_code == 200

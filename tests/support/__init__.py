@@ -34,6 +34,21 @@ def on_free_ports(**options):
     return ServerOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options)
 
 
+def tls_files(folder: Path) -> Path:
+    """A CA of the test's own and a certificate it issued for localhost and 127.0.0.1, written into `folder`:
+    cert.pem (the chain), key.pem and ca.pem (what a client trusts). Returns `folder`."""
+    import trustme
+
+    authority = trustme.CA()
+    served = authority.issue_cert("localhost", "127.0.0.1")
+    served.cert_chain_pems[0].write_to_path(folder / "cert.pem")
+    for pem in served.cert_chain_pems[1:]:
+        pem.write_to_path(folder / "cert.pem", append=True)
+    served.private_key_pem.write_to_path(folder / "key.pem")
+    authority.cert_pem.write_to_path(folder / "ca.pem")
+    return folder
+
+
 def cpu_config_copy(tmp_path: Path) -> Path:
     """A plain copy of the model repository under tmp_path; returns the copy's svd_xt/configs/cpu.pbtxt to edit."""
     shutil.copytree(REPOSITORY, tmp_path / "repo", ignore=shutil.ignore_patterns("__pycache__"))

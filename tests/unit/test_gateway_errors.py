@@ -11,20 +11,8 @@ import pytest
 from svd_triton import (DeadlineExceededError, InvalidRequestError, ServerError, UnauthorizedError,
                         UnavailableError)
 from tests.support import TOKEN
-from tests.support.fake_model import FakeModel, gateway_on
 
 SLUG = "stabilityai-stable-video-diffusion"
-
-
-@pytest.fixture(scope="module")
-def fake():
-    return FakeModel()
-
-
-@pytest.fixture(scope="module")
-def client(fake, tmp_path_factory):
-    with gateway_on(fake, tmp_path_factory.mktemp("errors")) as client:
-        yield client
 
 
 @pytest.fixture

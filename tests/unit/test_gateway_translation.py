@@ -7,24 +7,13 @@ import base64
 
 import pytest
 
-from tests.support.fake_model import DEFAULTS, FAKE_SEED, FakeModel, gateway_on, solid_video
+from tests.support.fake_model import DEFAULTS, FAKE_SEED, solid_video
 from tests.support.videos import decode_video
 from tests.support.waiting import until
 
 SLUG = "stabilityai-stable-video-diffusion"
 DEFAULT_VIDEO = solid_video(**DEFAULTS)
 """The fake's video when a request names no format, size, frames or fps."""
-
-
-@pytest.fixture(scope="module")
-def fake():
-    return FakeModel()
-
-
-@pytest.fixture(scope="module")
-def client(fake, tmp_path_factory):
-    with gateway_on(fake, tmp_path_factory.mktemp("translation")) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
