@@ -16,6 +16,7 @@ from typing import Any, Literal
 from svd_contract import PARAMETERS, PROMPTS, TEXT_TO_VIDEO_IMAGE_PARAMETERS, InvalidRequest
 
 from .errors import GatewayError
+from .store import sha256
 
 DeepCachePreset = Literal["none", "minimum", "medium", "high"]
 DEEP_CACHE_PRESETS: dict[DeepCachePreset, int] = {"none": 1, "minimum": 2, "medium": 3, "high": 5}
@@ -88,3 +89,13 @@ def check_parameters(params: dict[str, Any], status: int = 400) -> dict[str, Any
         except InvalidRequest as error:
             raise GatewayError(status, "invalid_request", error.detail, name) from None
     return checked
+
+
+def image_digest(image: bytes) -> str:
+    """How a job echoes an image it was sent inline (base64, a data URI, a file part): its digest, not the bytes."""
+    return f"sha256:{sha256(image)}"
+
+
+def echoed_image(reference: str, image: bytes) -> str:
+    """An image reference as a job echoes it back: a URL as given, inline bytes as their digest."""
+    return reference if reference.startswith(("http://", "https://")) else image_digest(image)

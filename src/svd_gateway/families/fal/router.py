@@ -28,8 +28,8 @@ from ...deps import BaseURL, Caller, DataPlaneDep, StoreDep
 from ...errors import CODE_STATUS, GUARDED, GatewayError, error_responses, family_router
 from ...jobs import isoformat, output_url
 from ...service import check_image
-from ...spec import JobSpec
-from ...store import TERMINAL, Job, Store, sha256
+from ...spec import JobSpec, echoed_image
+from ...store import TERMINAL, Job, Store
 from .errors import FalError, fal_error
 from .schemas import APPS, RENAMED, CancelStatus, FalInput, FalVideo, QueueStatus, Submitted
 
@@ -129,8 +129,7 @@ def serve(app: str, body_model: type[FalInput]) -> None:
         given = await plane.image(fal_input.image_url, "image_url", 422)
         image = await run_in_threadpool(check_image, given, "image_url", 422)  # refused now, naming fal's field
         echo = fal_input.model_dump(exclude_unset=True)
-        if not fal_input.image_url.startswith(("http://", "https://")):  # an inline image is kept as its digest
-            echo["image_url"] = f"sha256:{sha256(image)}"
+        echo["image_url"] = echoed_image(fal_input.image_url, image)
         spec = JobSpec("fal", image, fal_input.parameters(), echo, status=422, model=f"{OWNER}/{app}", owner=owner)
         job = await plane.queue(spec, base)
         return {

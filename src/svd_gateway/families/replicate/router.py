@@ -17,8 +17,7 @@ from ...errors import GUARDED, GatewayError, HouseError, error_responses, family
 from ...jobs import VERSION
 from ...service import DataPlane
 from ...settings import Settings
-from ...spec import JobSpec
-from ...store import sha256
+from ...spec import JobSpec, echoed_image
 from .render import as_prediction
 from .schemas import PredictionInput, PredictionRequest, prediction_parameters
 
@@ -60,9 +59,9 @@ async def prediction_spec(
     # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
     image = b"" if image_ref is None else await plane.image(image_ref, "input.input_image", 422)
     echo = request.input.model_dump(exclude_none=True)
-    for name in ("input_image", "image"):  # inline images are not echoed back: their digest is
-        if name in echo and not echo[name].startswith(("http://", "https://")):
-            echo[name] = f"sha256:{sha256(image)}"
+    for name in ("input_image", "image"):
+        if name in echo:
+            echo[name] = echoed_image(echo[name], image)
     webhook = request.webhook or request.webhook_completed
     events = request.webhook_events_filter or (
         ["completed"] if request.webhook_completed and not request.webhook else []

@@ -19,8 +19,7 @@ from ...deps import BaseURL, DataPlaneDep, StoreDep, read_body
 from ...errors import CODE_STATUS, GUARDED, GatewayError, error_responses, family_router
 from ...schemas import IMAGE_MEDIA_TYPES, form_schema
 from ...service import check_image
-from ...spec import JobSpec
-from ...store import sha256
+from ...spec import JobSpec, image_digest
 from .errors import StabilityError, stability_error
 from .schemas import StabilityRequest
 
@@ -63,7 +62,7 @@ async def image_to_video(request: Request, plane: DataPlaneDep, base: BaseURL):
         params["seed"] = body.seed
     if "width" not in params and "height" not in params:
         params.setdefault("resize_mode", "keep")
-    given = {**body.model_dump(exclude_none=True), "image": f"sha256:{sha256(image)}"}
+    given = {**body.model_dump(exclude_none=True), "image": image_digest(image)}
     job = await plane.queue(JobSpec("stability", image, params, given), base)
     return {"id": job.id}
 
