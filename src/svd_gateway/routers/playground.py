@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from svd_contract import PARAMETERS, VIDEO_FORMATS
-from svd_contract.deployment import config_parameters
+from svd_contract.deployment import Deployment, config_parameters, read_parameters
 from svd_contract.tensors import tensor_name
 from svd_triton.errors import SVDClientError
 
@@ -58,7 +58,7 @@ async def asset(name: str):
 def deployment_parameters(config: dict) -> list[dict[str, Any]]:
     """The contract's parameters with what this deployment's configuration adds: its defaults (`default_<name>`)
     and bounds (`max_<name>`) where the contract leaves them to the deployment, and each input's Triton datatype."""
-    settings = config_parameters(config)
+    configured = read_parameters(Deployment, config_parameters(config))  # the engine's reader, what it was given
     datatypes = {
         i["name"]: i["data_type"].removeprefix("TYPE_").replace("STRING", "BYTES") for i in config.get("input", [])
     }
@@ -71,10 +71,10 @@ def deployment_parameters(config: dict) -> list[dict[str, Any]]:
             "choices": list(parameter.choices),
             "datatype": datatypes.get(tensor_name(parameter.name)),
         }
-        if entry["default"] is None and f"default_{parameter.name}" in settings:
-            entry["default"] = kind(settings[f"default_{parameter.name}"]) or None  # 0 frames: the model's own
-        if entry["high"] is None and f"max_{parameter.name}" in settings:
-            entry["high"] = kind(settings[f"max_{parameter.name}"])
+        if entry["default"] is None and f"default_{parameter.name}" in configured:
+            entry["default"] = configured[f"default_{parameter.name}"] or None  # 0 frames: the model's own
+        if entry["high"] is None and f"max_{parameter.name}" in configured:
+            entry["high"] = configured[f"max_{parameter.name}"]
         for bound in ("low", "high"):  # JavaScript numbers lose digits beyond 2^53 (the seed's range): sent as text
             if isinstance(entry[bound], int) and abs(entry[bound]) > 2**53:
                 entry[bound] = str(entry[bound])
