@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from svd_contract import PARAMETERS
 from svd_triton.client import AsyncSVDClient
 
+from .accounts import Keyring
 from .blobs import open_blobs
 from .compat import openapi_with_exact_integers
 from .deps import GatewayState
@@ -33,7 +34,7 @@ from .routers import health, playground
 from .service import DataPlane
 from .settings import Settings
 from .store import Store
-from .webhooks import Webhooks, load_secret
+from .webhooks import Webhooks
 
 FAMILIES: tuple[Family, ...] = (
     replicate.FAMILY,
@@ -60,7 +61,9 @@ def create_app(settings: Settings, model: Callable[[Settings], ModelClient] | No
         svd = (model or triton_client)(settings)
         allow = AllowList(settings.webhook_allow)
         webhooks = Webhooks(
-            load_secret(settings.webhook_secret, settings.data_dir),
+            store,
+            configured=settings.webhook_secret,
+            data_dir=settings.data_dir,
             allow=allow,
             attempts=settings.webhook_attempts,
             backoff=settings.webhook_backoff,
@@ -89,6 +92,7 @@ def create_app(settings: Settings, model: Callable[[Settings], ModelClient] | No
             runner=runner,
             plane=DataPlane(store, runner, svd, webhooks, fetcher, settings),
             metrics=metrics,
+            keyring=Keyring(store, settings.token),
         )
         await runner.start()
         _drain_on_sigterm(runner)
@@ -122,7 +126,6 @@ def create_app(settings: Settings, model: Callable[[Settings], ModelClient] | No
     )
     app.add_middleware(
         Guard,
-        token=settings.token,
         max_body_bytes=settings.max_body_bytes,
         body_seconds=settings.body_seconds,
         shapes=app.state.error_shapes,

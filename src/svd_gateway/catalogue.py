@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import ConfigDict, Field
 
+from .accounts import Principal
 from .errors import GatewayError
 from .schemas import CACHE_CONFLICTS, IGNORED_FIELDS, Base64Image, SVDParameters, _given, contract_range
 from .spec import JobSpec
@@ -45,6 +46,7 @@ async def catalogue_spec(
     origin: str,
     body: ImageBody,
     plane: DataPlane,
+    caller: Principal,
     *,
     defaults: dict[str, Any] | None = None,
     own: AbstractSet[str] = frozenset(),
@@ -56,7 +58,7 @@ async def catalogue_spec(
         raise GatewayError(
             400, "invalid_request", "image: Field required (or send a prompt alone for text-to-video)", "image"
         )
-    image = b"" if body.image is None else await plane.image(body.image, "image")
+    image = b"" if body.image is None else await plane.image(body.image, "image", caller)
     params, warnings = dict(defaults or {}), []
     for name, value in body.model_dump(exclude_none=True, exclude={"image", "model", *own}).items():
         if name in IGNORED_FIELDS and image:

@@ -3,8 +3,6 @@ lifespan's state: request.state.gateway), and request helpers (the base URL, a J
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -13,8 +11,8 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from .accounts import Keyring, Principal, Scope
 from .errors import GatewayError
-from .guard import presented_key
 from .jobs import JobRunner
 from .metrics import GatewayMetrics
 from .model_client import ModelClient
@@ -38,6 +36,7 @@ class GatewayState:
     runner: JobRunner
     plane: DataPlane
     metrics: GatewayMetrics
+    keyring: Keyring
 
 
 def get_state(request: Request) -> GatewayState:
@@ -79,17 +78,22 @@ HTTPDep = Annotated[httpx.AsyncClient, Depends(get_http)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_plane)]
 
 
-def caller(request: Request, state: State) -> str | None:
-    """The fingerprint of the key this request was let in with (the Guard compared it), None without one: what
-    a job records as its owner. An HMAC keyed with the deployment's webhook secret, so neither the key nor a
-    digest of it that a database dump could test guesses against is stored."""
-    key = presented_key(request.headers.get("authorization", ""))
-    if key is None:
-        return None
-    return "key_" + hmac.new(state.webhooks.secret.encode(), key.encode(), hashlib.sha256).hexdigest()[:32]
+def scoped(scope: Scope):
+    """A dependency: the principal the Guard let this request in as, if its key has `scope` (else 403)."""
+
+    def principal(request: Request) -> Principal:
+        found: Principal = request.state.principal
+        if scope not in found.scopes:
+            raise GatewayError(403, "forbidden", f"this API key ({found.key}) lacks the {scope} scope")
+        return found
+
+    return principal
 
 
-Caller = Annotated[str | None, Depends(caller)]
+Caller = Annotated[Principal, Depends(scoped("generate"))]
+"""A client: its jobs and files are its owner's, and only its owner's are found."""
+Operator = Annotated[Principal, Depends(scoped("admin"))]
+"""An operator: the routes that act on the deployment (Forge start/stop, /metrics)."""
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -30,9 +30,12 @@ from svd_triton.errors import (
     UnavailableError,
 )
 
+from .accounts import QuotaExceeded
+
 STATUS_CODES = {
     400: "invalid_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     408: "timeout",
@@ -64,8 +67,10 @@ CODE_STATUS: dict[str | None, int] = {  # looked up by a job's error_code, which
 class GatewayError(HTTPException):
     """An error the client caused or should know about; `field` names the offending request field."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
-        super().__init__(status, message)
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    ):
+        super().__init__(status, message, headers)
         self.code, self.field = code, field
 
 
@@ -95,11 +100,13 @@ class HouseError(BaseModel):
 
 ERROR_DESCRIPTIONS = {
     400: "A field malformed or out of range, named in the error",
-    401: "A missing or wrong bearer token",
+    401: "A missing, wrong, revoked or expired API key",
+    403: "The API key lacks the scope this route needs",
     404: "No such resource",
     408: "The request body did not arrive in time",
     409: "A conflict with the job's state",
     413: "The request body is over the gateway's limit",
+    429: "The API key's rate or active-job limit; `Retry-After` says when to try again",
     422: "Invalid input, the field named in the error",
     500: "The generation failed on the server",
     502: "The model server failed the request",
@@ -189,6 +196,13 @@ def install_handlers(app: FastAPI) -> None:
         render, _ = route_renderer(request)
         return error_response(
             error.status_code, code, str(error.detail), getattr(error, "field", None), headers, render
+        )
+
+    @app.exception_handler(QuotaExceeded)
+    async def quota_exceeded(request: Request, error: QuotaExceeded):
+        render, _ = route_renderer(request)
+        return error_response(
+            429, "rate_limited", str(error), headers={"Retry-After": str(error.retry_after)}, render=render
         )
 
     @app.exception_handler(RequestValidationError)

@@ -1,5 +1,8 @@
 """Authentication before any body byte is read, then the body limit and deadline enforced while reading.
 
+The key a request presents is resolved into its principal (accounts.Keyring, the lifespan's), which routes read
+as `request.state.principal` (deps.Caller); a key that resolves to none is answered 401 before the route runs.
+
 A pure ASGI middleware: a declared Content-Length over the limit is answered 413 at once; a chunked or
 undeclared body is counted as it arrives and the read fails with 413 the moment it passes the limit,
 so nothing larger is ever buffered. A body that trickles in longer than `body_seconds` gets 408.
@@ -8,20 +11,23 @@ so nothing larger is ever buffered. A body that trickles in longer than `body_se
 from __future__ import annotations
 
 import asyncio
-import secrets
+import logging
 import time
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ErrorShapes, GatewayError, error_response
 
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/metrics", "/docs", "/redoc", "/openapi.json", "/v1/parameters"})
-"""Paths anyone may read, matched exactly: health, Prometheus metrics (counts only), API docs, the parameters'
-ranges and the playground page (its token is typed into it)."""
+log = logging.getLogger("svd_gateway.guard")
+
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/docs", "/redoc", "/openapi.json", "/v1/parameters"})
+"""Paths anyone may read, matched exactly: health, API docs, the parameters' ranges and the playground page (its
+key is typed into it)."""
 PUBLIC_FOLDERS = ("/playground/", "/v1/outputs/")
 """Folders whose direct entries anyone may read (one path segment below, no further `/`): the playground's
-assets, and outputs (their unguessable link is the credential)."""
+assets, and outputs (their signed, expiring link is the credential: jobs.output_url)."""
 
 
 def is_public(path: str) -> bool:
@@ -43,11 +49,8 @@ def presented_key(authorization: str) -> str | None:
 
 
 class Guard:
-    def __init__(
-        self, app: ASGIApp, *, token: str | None, max_body_bytes: int, body_seconds: float, shapes: ErrorShapes
-    ):
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_seconds: float, shapes: ErrorShapes):
         self.app, self.shapes = app, shapes
-        self.expected = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.body_seconds = body_seconds
 
@@ -55,16 +58,24 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
-        if self.expected and not is_public(scope["path"]):
-            given = (presented_key(headers.get("authorization", "")) or "").encode()
-            if not secrets.compare_digest(given, self.expected):
+        if not is_public(scope["path"]):
+            keyring = scope["state"]["gateway"].keyring
+            try:
+                principal = await keyring.principal(presented_key(headers.get("authorization", "")))
+            except SQLAlchemyError:
+                log.exception("looking up a key failed")
+                return await self._answer(
+                    scope, receive, send, 503, "unavailable", "the gateway cannot check keys now; try again", {}
+                )
+            scope["state"]["principal"] = principal
+            if principal is None:
                 return await self._answer(
                     scope,
                     receive,
                     send,
                     401,
                     "unauthorized",
-                    "missing or wrong bearer token",
+                    "missing, wrong, revoked or expired API key",
                     {"WWW-Authenticate": "Bearer", "Connection": "close"},
                 )
         declared = headers.get("content-length")

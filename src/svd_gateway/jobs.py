@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import math
 import secrets
 import threading
 import time
@@ -76,11 +79,40 @@ def isoformat(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="microseconds") + "Z" if moment else None
 
 
-def output_url(job: Job) -> str | None:
+LINK_GRAIN = 60
+"""Seconds an output link's expiry is rounded up to, so a client polling a job sees one link, not a new one each
+time."""
+
+
+def output_url(job: Job, seconds: float) -> str | None:
+    """A link to the job's video that anyone holding it may fetch for `seconds` (at most LINK_GRAIN more), as a
+    presigned bucket URL: signed with the job's own secret output key, so it names no secret, cannot be extended
+    or turned into another job's link, and a fresh one comes with every read of the job."""
     if not job.output_key or job.output_removed:
         return None
     assert job.output_format is not None, "stored with its output_key"
-    return f"{job.base_url}/v1/outputs/{job.output_key}{VIDEO_FORMATS[job.output_format].extension}"
+    expires = math.ceil((time.time() + seconds) / LINK_GRAIN) * LINK_GRAIN
+    extension = VIDEO_FORMATS[job.output_format].extension
+    return f"{job.base_url}/v1/outputs/{job.id}_{expires}_{output_signature(job, expires)}{extension}"
+
+
+def output_signature(job: Job, expires: int) -> str:
+    """128 bits of HMAC-SHA256 over (id, expiry), keyed with the job's output key, in hex."""
+    assert job.output_key is not None, "a job with a video"
+    return hmac.new(job.output_key.encode(), f"{job.id}.{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def read_link(name: str) -> tuple[str, int, str] | None:
+    """(job id, expiry, signature) of an output link's last segment `{id}_{expires}_{signature}.{ext}`."""
+    parts = name.split(".", 1)[0].split("_")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1]), parts[2]
+
+
+def link_holds(job: Job, expires: int, signature: str) -> bool:
+    """Whether `signature` is the job's for `expires` (expired or not: the caller tells those apart)."""
+    return bool(job.output_key) and hmac.compare_digest(output_signature(job, expires), signature)
 
 
 class JobRunner:
@@ -92,7 +124,7 @@ class JobRunner:
         settings: Settings,
         metrics: GatewayMetrics,
         *,
-        webhook_payloads: dict[str, Callable[[Job], dict[str, Any]]] | None = None,
+        webhook_payloads: dict[str, Callable[[Job, float], dict[str, Any]]] | None = None,
         progress_lines: dict[str, Callable[[ProgressUpdate], str]] | None = None,
     ):
         self.store, self.svd, self.webhooks, self.settings, self.metrics = store, svd, webhooks, settings, metrics
@@ -187,7 +219,8 @@ class JobRunner:
         *,
         webhook: str | None = None,
         events: list[str] | None = None,
-        owner: str | None = None,
+        owner: str,
+        api_key: str,
         keep_input: bool = False,
     ) -> Job:
         return Job(
@@ -198,6 +231,7 @@ class JobRunner:
             status="queued",
             input=given,
             owner=owner,
+            api_key=api_key,
             polled=True,
             mode="text" if "prompt" in params else "image",
             keep_input=keep_input,
@@ -487,7 +521,10 @@ class JobRunner:
     def _notify(self, job: Job, event: str) -> None:
         render = self.webhook_payloads.get(job.origin)
         if job.webhook and render is not None:
-            self.webhooks.send(job.id, job.webhook, job.webhook_events, event, render(job))
+            assert job.owner is not None, "every job made since accounts has an owner"
+            self.webhooks.send(
+                job.id, job.owner, job.webhook, job.webhook_events, event, render(job, self.settings.link_seconds)
+            )
 
     async def _expire(self) -> None:
         await run_in_threadpool(

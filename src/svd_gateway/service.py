@@ -20,6 +20,7 @@ from svd_contract import Deployment
 from svd_triton.errors import SVDClientError
 
 from . import media, schemas
+from .accounts import Principal
 from .errors import GatewayError
 from .jobs import JobRunner
 from .model_client import ModelClient
@@ -78,18 +79,19 @@ class DataPlane:
         self.controls: dict[str, asyncio.Task] = {}
         """The CONTROL call in flight for each keep-warm action."""
 
-    async def run(self, spec: JobSpec, base: str) -> tuple[Job, bytes]:
+    async def run(self, spec: JobSpec, base: str, caller: Principal) -> tuple[Job, bytes]:
         """A synchronous generation (the client waits on the line): the finished job and its video."""
-        return await self.runner.run_now(await self.new_job(spec, base), spec.image)
+        return await self.runner.run_now(await self.new_job(spec, base, caller), spec.image)
 
-    async def queue(self, spec: JobSpec, base: str) -> Job:
+    async def queue(self, spec: JobSpec, base: str, caller: Principal) -> Job:
         """A polled job (or one whose client is called back), queued for whichever replica has a free slot."""
         if spec.webhook:
             await self.webhooks.check_target(spec.webhook)
-        return await self.runner.submit(await self.new_job(spec, base), spec.image)
+        return await self.runner.submit(await self.new_job(spec, base, caller), spec.image)
 
-    async def new_job(self, spec: JobSpec, base: str) -> Job:
-        """The job of `spec`, its parameters through the one check (spec.check_parameters)."""
+    async def new_job(self, spec: JobSpec, base: str, caller: Principal) -> Job:
+        """`caller`'s job of `spec`, its parameters through the one check (spec.check_parameters); its key's
+        quotas are the store's to check as it is stored."""
         params = check_parameters(spec.params, spec.status)
         job = self.runner.new_job(
             spec.origin,
@@ -99,27 +101,28 @@ class DataPlane:
             base,
             webhook=spec.webhook,
             events=spec.events,
-            owner=spec.owner,
+            owner=caller.owner,
+            api_key=caller.key,
             keep_input=spec.keep_image and bool(spec.image),
         )
         job.logs = "".join(f"{note}\n" for note in spec.notes)
         job.model, job.version = spec.model or job.model, spec.version or job.version
         return job
 
-    async def image(self, value: str, field: str, status: int = 400) -> bytes:
-        """The bytes of an image reference: base64, a data URI, an upload of this gateway (its /v1/files URL), or a
-        URL fetched within the allow-list (outbound.py); else `status` naming `field`. Whether they decode is the
-        model's to say (INVALID_ARG naming the image), unless the family checks first (check_image)."""
+    async def image(self, value: str, field: str, caller: Principal, status: int = 400) -> bytes:
+        """The bytes of an image reference: base64, a data URI, a file `caller`'s owner uploaded (its /v1/files
+        URL), or a URL fetched within the allow-list (outbound.py); else `status` naming `field`. Whether they
+        decode is the model's to say (INVALID_ARG naming the image), unless the family checks first (check_image)."""
         if upload := UPLOAD_URL.match(value):
-            return await self.upload(upload.group(2), field, status)
+            return await self.upload(upload.group(2), field, caller.owner, status)
         if value.startswith(("http://", "https://")):
             return await self.fetcher.fetch(value, field, status)
         return await run_in_threadpool(decode_base64, value, field, status)
 
-    async def upload(self, file_id: str, field: str, status: int = 400) -> bytes:
-        """The bytes of a file uploaded to this gateway (or kept beside a video); `status` naming `field` when there
-        is none by that id any more."""
-        if await run_in_threadpool(self.store.get_upload, file_id) is None:
+    async def upload(self, file_id: str, field: str, owner: str, status: int = 400) -> bytes:
+        """The bytes of a file `owner` uploaded to this gateway (or kept beside a video); `status` naming `field`
+        when there is none of theirs by that id (any more)."""
+        if await run_in_threadpool(self.store.get_upload, file_id, owner) is None:
             raise GatewayError(
                 status,
                 "not_found" if status == 404 else "invalid_request",
@@ -148,7 +151,8 @@ class DataPlane:
         if job.mode == "text":
             return b""
         if not job.keep_input and job.input.get("image_file"):
-            return await self.upload(job.input["image_file"], field)
+            assert job.owner is not None, "every job has an owner since accounts"
+            return await self.upload(job.input["image_file"], field, job.owner)
         try:
             return await run_in_threadpool(self.store.read_input, job.id)
         except FileNotFoundError:

@@ -132,12 +132,17 @@ class Settings:
         "terminationGracePeriodSeconds)",
     )
     max_wait: float = setting(60.0, "longest `Prefer: wait` (Replicate's sync mode) in seconds")
-    max_outputs: int = setting(1000, "outputs kept at most (oldest dropped first)")
+    max_outputs: int = setting(1000, "outputs kept at most per owner (its oldest dropped first)")
     output_seconds: float = setting(
         24 * 3600.0, "how long outputs and finished jobs' records are kept (Replicate keeps outputs for an hour)"
     )
-    max_output_bytes: int = setting(10 * 1024**3, "bytes of outputs kept at most (oldest dropped first)")
+    max_output_bytes: int = setting(10 * 1024**3, "bytes of outputs kept at most per owner (its oldest dropped first)")
     upload_seconds: float = setting(24 * 3600.0, "how long uploaded files are kept")
+    link_seconds: float = setting(
+        3600.0,
+        "how long a video link handed out in a job's answer or webhook works (each read of the job gives a fresh "
+        "one; Replicate's last an hour)",
+    )
 
     region: str = setting("local", "region name the Forge routes report for this deployment")
     gpu_hour_price: float | None = setting(
@@ -207,11 +212,18 @@ def _flag_kind(hint: Any) -> tuple[type, bool]:
     return hint, False
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field. A flag not given is left out of the namespace, so Settings' own default
-    applies; one with an environment variable defaults to it when that is set (even to an empty value)."""
+STORE_FIELDS = ("database_url", "data_dir")
+"""What commands that only open the job store (migrate, keys) take."""
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """One flag per Settings field (or per field named in `only`). A flag not given is left out of the namespace,
+    so Settings' own default applies; one with an environment variable defaults to it when that is set (even to
+    an empty value)."""
     hints = typing.get_type_hints(Settings)
     for spec in fields(Settings):
+        if only is not None and spec.name not in only:
+            continue
         kind, repeats = _flag_kind(hints[spec.name])
         help, default = spec.metadata["help"], spec.default
         if default not in (MISSING, None, ()):

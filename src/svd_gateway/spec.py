@@ -51,7 +51,6 @@ class JobSpec:
     version: str | None = None
     webhook: str | None = None
     events: list[str] = field(default_factory=list)
-    owner: str | None = None
 
 
 def cache_parameters(params: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import secrets
 import threading
 import zlib
@@ -36,6 +37,7 @@ from sqlalchemy import (
     Engine,
     Executable,
     Float,
+    Index,
     Integer,
     String,
     Text,
@@ -49,11 +51,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from .accounts import QuotaExceeded
 from .blobs import FOLDERS, Blobs
 
 TERMINAL = ("succeeded", "failed", "canceled")
+ACTIVE = ("queued", "running")
 NOTIFY_CHANNEL = "svd_gateway_jobs"
 """PostgreSQL LISTEN/NOTIFY channel: a job was queued (or released), idle replicas claim it."""
 MIGRATION_LOCK = zlib.crc32(b"svd_gateway.migrations")
@@ -121,10 +126,51 @@ class Base(DeclarativeBase):
     pass
 
 
+class ApiKey(Base):
+    """A key a client or operator presents (accounts.py): its digest only, never the key."""
+
+    __tablename__ = "api_keys"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    """The key's first characters, to tell keys apart in listings."""
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    scopes: Mapped[list] = mapped_column(JSON)
+    max_active: Mapped[int | None] = mapped_column(Integer)
+    """Its jobs queued or running at once at most; None: no cap."""
+    rate_per_minute: Mapped[float | None] = mapped_column(Float)
+    """Jobs it may create per minute (a token bucket holding a minute's worth); None: no limit."""
+    bucket_tokens: Mapped[float | None] = mapped_column(Float)
+    bucket_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    """When it last created a job."""
+
+
+class Owner(Base):
+    """An owner of jobs and files, with the secret its webhooks are signed with (Replicate's is per account)."""
+
+    __tablename__ = "owners"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    webhook_secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+ACTIVE_RETRY_SECONDS = 5
+"""Retry-After for a key at its cap on active jobs: a slot frees when one of them ends, which no one can tell."""
+
+
 class Job(Base):
     """One generation: a Replicate prediction, or a request of the synchronous routes."""
 
     __tablename__ = "predictions"
+    __table_args__ = (
+        Index("ix_predictions_owner_page", "owner", "origin", "created_at", "id"),
+        Index("ix_predictions_api_key_status", "api_key", "status"),
+        Index("ix_predictions_status_owner", "status", "owner", "created_at"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     origin: Mapped[str] = mapped_column(String(16))
     """predictions, videos (OpenAI's Videos API), stability (a client polls or is called back), or
@@ -159,8 +205,10 @@ class Job(Base):
     """Its client polls (or is called back): it goes to the shared queue, and if its replica is lost it runs again
     elsewhere. Otherwise its client waits on the line to the replica that accepted it, which reserves and runs it
     itself; when that replica is lost, so is the client, and the job fails."""
-    owner: Mapped[str | None] = mapped_column(String(64), index=True)
-    """The fingerprint of the key that created the job (deps.caller); None: created without a key."""
+    owner: Mapped[str | None] = mapped_column(String(64))
+    """Whose job it is (accounts.py): only that owner's keys find it."""
+    api_key: Mapped[str | None] = mapped_column(String(64))
+    """The name of the key that created it: its cap on active jobs counts it; operators audit with it."""
     webhook: Mapped[str | None] = mapped_column(String(2000))
     webhook_events: Mapped[list] = mapped_column(JSON, default=list)
     worker: Mapped[str | None] = mapped_column(String(200))
@@ -182,7 +230,9 @@ class Upload(Base):
     """A file uploaded with POST /v1/files (the replicate client uploads local file inputs this way)."""
 
     __tablename__ = "files"
+    __table_args__ = (Index("ix_files_owner", "owner", "created_at"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
@@ -211,22 +261,71 @@ class Store:
     # Jobs
 
     def create(self, job: Job, image: bytes) -> Job:
-        """Store a job: queued for any replica, or (lease_holder set) reserved for its holder."""
+        """Store a job: queued for any replica, or (lease_holder set) reserved for its holder. Its key's quotas
+        are checked in the same transaction, under a lock on the key's row, so replicas creating jobs for one key
+        at once cannot pass its caps together (QuotaExceeded)."""
         self.blobs.write(f"inputs/{job.id}", image)
-        with self.session.begin() as session:
-            session.add(job)
-            if job.lease_holder is None:
-                self._notify(session)
+        try:
+            with self.session.begin() as session:
+                if job.api_key is not None:
+                    self._admit(session, job.api_key)
+                session.add(job)
+                if job.lease_holder is None:
+                    self._notify(session)
+        except QuotaExceeded:
+            self.blobs.delete(f"inputs/{job.id}")
+            raise
         return job
 
+    def _admit(self, session: Session, key_name: str) -> None:
+        """Take one of the key's creations, or raise QuotaExceeded. The first statement writes the key's row:
+        it is locked (PostgreSQL) or the database's write lock is held (SQLite) until the job is committed."""
+        now = utcnow()
+        if not _rows(session, update(ApiKey).where(ApiKey.name == key_name).values(last_used_at=now)):
+            return  # the bootstrap key: no row, no quotas
+        key = session.get(ApiKey, key_name, populate_existing=True)
+        assert key is not None, "the row this transaction just updated"
+        if key.max_active is not None:
+            active = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.api_key == key_name, Job.status.in_(("queued", "running")))
+            )
+            if (active or 0) >= key.max_active:
+                raise QuotaExceeded(
+                    f"key {key_name} has {active} jobs queued or running, its limit (max_active {key.max_active}); "
+                    "send more when one ends",
+                    ACTIVE_RETRY_SECONDS,
+                )
+        if key.rate_per_minute is not None:
+            per_second = key.rate_per_minute / 60
+            last = key.bucket_at or now
+            tokens = min(
+                key.rate_per_minute,
+                (key.rate_per_minute if key.bucket_tokens is None else key.bucket_tokens)
+                + (now - last).total_seconds() * per_second,
+            )
+            if tokens < 1:
+                raise QuotaExceeded(
+                    f"key {key_name} may create {key.rate_per_minute:g} jobs per minute; it has used them",
+                    max(1, math.ceil((1 - tokens) / per_second)),
+                )
+            key.bucket_tokens, key.bucket_at = tokens - 1, now
+
     def get(self, job_id: str) -> Job | None:
+        """Any owner's job: for the runner; routes ask `find` with the caller's owner."""
         with self.session() as session:
             return session.get(Job, job_id)
 
+    def find(self, job_id: str, owner: str) -> Job | None:
+        """`owner`'s job by id; another owner's is None, as one that does not exist."""
+        job = self.get(job_id)
+        return job if job is not None and job.owner == owner else None
+
     def page(
-        self, origin: str, cursor: tuple[datetime, str] | None, limit: int, newest_first: bool = True
+        self, origin: str, owner: str, cursor: tuple[datetime, str] | None, limit: int, newest_first: bool = True
     ) -> list[Job]:
-        """`limit` jobs of `origin` after `cursor` (created_at, id): newest first, or oldest first."""
+        """`limit` of `owner`'s jobs of `origin` after `cursor` (created_at, id): newest first, or oldest first."""
         if newest_first:
             query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
             if cursor:
@@ -240,37 +339,60 @@ class Store:
                     or_(Job.created_at > cursor[0], (Job.created_at == cursor[0]) & (Job.id > cursor[1]))
                 )
         with self.session() as session:
-            return list(session.scalars(query.where(Job.origin == origin).limit(limit)))
+            return list(session.scalars(query.where(Job.owner == owner, Job.origin == origin).limit(limit)))
 
     def claim_next(self, holder: str, worker: str, lease: float) -> Job | None:
-        """The oldest queued job, now `running` under a lease for `holder`; None when the queue is empty.
-        SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL; the conditional update makes a
-        lost race (SQLite, several processes) a retry, never a double claim."""
+        """A queued job, now `running` under a lease for `holder`; None when the queue is empty. Fair across
+        owners: the owner with the fewest jobs running (all replicas) goes first, ties to the oldest waiting job,
+        and within an owner oldest first; so one owner's burst puts another's job behind at most one of its
+        running jobs per replica. SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL; the
+        conditional update makes a lost race (SQLite, several processes) a retry, never a double claim."""
         while True:
             with self.session.begin() as session:
-                job_id = session.scalar(
-                    select(Job.id)
-                    .where(Job.status == "queued", Job.lease_holder.is_(None))
-                    .order_by(Job.created_at, Job.id)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                )
+                waiting = select(Job.id).where(Job.status == "queued", Job.lease_holder.is_(None))
+                job_id = None
+                for owner in self._owners_in_turn(session):
+                    job_id = session.scalar(
+                        waiting.where(Job.owner == owner)
+                        .order_by(Job.created_at, Job.id)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
+                    )
+                    if job_id is not None:
+                        break
                 if job_id is None:
                     return None
                 job = self._take(session, job_id, None, holder, worker, lease)
                 if job is not None:
                     return job
 
+    @staticmethod
+    def _owners_in_turn(session: Session) -> list[str | None]:
+        """Owners with waiting jobs, in claim order: fewest running first, then the oldest waiting job."""
+        running = dict(
+            session.execute(select(Job.owner, func.count()).where(Job.status == "running").group_by(Job.owner)).all()
+        )
+        waiting = session.execute(
+            select(Job.owner, func.min(Job.created_at))
+            .where(Job.status == "queued", Job.lease_holder.is_(None))
+            .group_by(Job.owner)
+        ).all()
+        return [owner for owner, _ in sorted(waiting, key=lambda row: (running.get(row[0], 0), row[1]))]
+
     def queue_position(self, job: Job) -> int:
-        """How many queued jobs (any origin) are ahead of `job`, in claim_next's order: fal's queue_position,
-        asked at every poll, so one count over the indexed status and created_at."""
+        """About how many queued jobs are ahead of `job` in claim_next's order (fal's queue_position, asked at
+        every poll): its owner's older ones, and from each other owner as many as take turns before it."""
         ahead = or_(Job.created_at < job.created_at, (Job.created_at == job.created_at) & (Job.id < job.id))
+        queued = (Job.status == "queued", Job.lease_holder.is_(None))
         with self.session() as session:
-            ahead_count = session.scalar(
-                select(func.count()).select_from(Job).where(Job.status == "queued", Job.lease_holder.is_(None), ahead)
-            )
-        assert ahead_count is not None, "COUNT answers one row"
-        return ahead_count
+            mine = session.scalar(select(func.count()).select_from(Job).where(*queued, Job.owner == job.owner, ahead))
+            others = session.execute(
+                select(func.count(), func.min(Job.created_at))
+                .where(*queued, Job.owner != job.owner)
+                .group_by(Job.owner)
+            ).all()
+        assert mine is not None, "COUNT answers one row"
+        return mine + sum(min(count, mine + (oldest < job.created_at)) for count, oldest in others)
 
     def claim(self, job_id: str, holder: str, worker: str, lease: float) -> Job | None:
         """The job `holder` reserved (a synchronous route's), now `running`; None if it was canceled."""
@@ -423,9 +545,14 @@ class Store:
         return job
 
     def counts(self) -> tuple[dict[str, int], float | None]:
-        """(jobs by status, age in seconds of the oldest queued job or None): what /metrics reports."""
+        """(queued and running jobs, age in seconds of the oldest queued job or None): what /metrics reports. Only
+        unfinished jobs are counted: over the status index, a scrape costs the same however many are kept."""
         with self.session() as session:
-            by_status = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            by_status = dict(
+                session.execute(
+                    select(Job.status, func.count()).where(Job.status.in_(ACTIVE)).group_by(Job.status)
+                ).all()
+            )
             oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == "queued"))
         return by_status, (utcnow() - oldest).total_seconds() if oldest else None
 
@@ -475,14 +602,17 @@ class Store:
     def delete_output(self, key: str) -> None:
         self.blobs.delete(f"outputs/{key}")
 
-    def job_with_output(self, origin: str, video: bytes) -> Job | None:
-        """The finished job of `origin` whose stored video is exactly these bytes (a client sending back a video
-        it downloaded), or None."""
+    def job_with_output(self, origin: str, owner: str, video: bytes) -> Job | None:
+        """`owner`'s finished job of `origin` whose stored video is exactly these bytes (a client sending back a
+        video it downloaded), or None."""
         with self.session() as session:
             candidates = list(
                 session.scalars(
                     select(Job).where(
-                        Job.origin == origin, Job.output_bytes == len(video), Job.output_removed.is_(False)
+                        Job.origin == origin,
+                        Job.owner == owner,
+                        Job.output_bytes == len(video),
+                        Job.output_removed.is_(False),
                     )
                 )
             )
@@ -491,18 +621,22 @@ class Store:
             None,
         )
 
-    def job_for_output(self, key: str) -> Job | None:
-        with self.session() as session:
-            return session.scalars(select(Job).where(Job.output_key == key, Job.output_removed.is_(False))).first()
-
     # Uploads
 
     def add_upload(
-        self, name: str, content_type: str, source: str | Path | bytes, sha256: str, size: int, seconds: float
+        self,
+        owner: str,
+        name: str,
+        content_type: str,
+        source: str | Path | bytes,
+        sha256: str,
+        size: int,
+        seconds: float,
     ) -> Upload:
-        """A file kept `seconds`: `source` is a complete file (moved in) or the bytes themselves."""
+        """`owner`'s file, kept `seconds`: `source` is a complete file (moved in) or the bytes themselves."""
         upload = Upload(
             id=new_id(),
+            owner=owner,
             name=name[:255],
             content_type=content_type[:255],
             size=size,
@@ -521,43 +655,130 @@ class Store:
     def read_upload(self, upload_id: str) -> bytes:
         return self.blobs.read(f"files/{upload_id}")
 
-    def get_upload(self, upload_id: str) -> Upload | None:
+    def get_upload(self, upload_id: str, owner: str) -> Upload | None:
+        """`owner`'s file, until it expires; another owner's is None, as one that does not exist."""
         with self.session() as session:
             upload = session.get(Upload, upload_id)
-        return upload if upload and upload.expires_at > utcnow() else None
+        return upload if upload and upload.owner == owner and upload.expires_at > utcnow() else None
 
-    def list_uploads(self) -> list[Upload]:
+    def list_uploads(self, owner: str) -> list[Upload]:
         with self.session() as session:
             return list(
-                session.scalars(select(Upload).where(Upload.expires_at > utcnow()).order_by(Upload.created_at.desc()))
+                session.scalars(
+                    select(Upload)
+                    .where(Upload.owner == owner, Upload.expires_at > utcnow())
+                    .order_by(Upload.created_at.desc())
+                )
             )
 
-    def delete_upload(self, upload_id: str) -> bool:
+    def delete_upload(self, upload_id: str, owner: str) -> bool:
         with self.session.begin() as session:
             upload = session.get(Upload, upload_id)
-            if upload:
-                session.delete(upload)
+            if upload is None or upload.owner != owner:
+                return False
+            session.delete(upload)
         self.blobs.delete(f"files/{upload_id}")
-        return upload is not None
+        return True
+
+    # Keys and owners
+
+    def add_key(self, key: ApiKey) -> None:
+        """Store a new key (its name unique: revoked keys keep theirs, for the audit trail); ValueError if taken."""
+        try:
+            with self.session.begin() as session:
+                session.add(key)
+        except IntegrityError:
+            raise ValueError(f"a key named {key.name!r} exists already (revoked keys keep their names)") from None
+
+    def find_key(self, digest: str) -> ApiKey | None:
+        """The live key with this digest: not revoked, not expired."""
+        now = utcnow()
+        with self.session() as session:
+            return session.scalars(
+                select(ApiKey).where(
+                    ApiKey.digest == digest,
+                    ApiKey.revoked_at.is_(None),
+                    or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+                )
+            ).first()
+
+    def has_keys(self) -> bool:
+        """Whether any key was ever made (then every request needs one)."""
+        with self.session() as session:
+            return session.scalar(select(ApiKey.name).limit(1)) is not None
+
+    def list_keys(self) -> list[tuple[ApiKey, int]]:
+        """Every key, revoked ones too, with how many of its jobs are queued or running."""
+        with self.session() as session:
+            active = dict(
+                session.execute(
+                    select(Job.api_key, func.count()).where(Job.status.in_(ACTIVE)).group_by(Job.api_key)
+                ).all()
+            )
+            return [(key, active.get(key.name, 0)) for key in session.scalars(select(ApiKey).order_by(ApiKey.name))]
+
+    def revoke_key(self, name: str) -> bool:
+        """Revoke a live key; False when there is none by that name (or it was revoked already)."""
+        with self.session.begin() as session:
+            return bool(
+                _rows(
+                    session,
+                    update(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow()),
+                )
+            )
+
+    def webhook_secret(self, owner: str, make: Callable[[], str]) -> str:
+        """The secret `owner`'s webhooks are signed with, made with `make` at its first need (once, whichever
+        replica asks first)."""
+        with self.session() as session:
+            found = session.get(Owner, owner)
+        if found is not None:
+            return found.webhook_secret
+        try:
+            with self.session.begin() as session:
+                session.add(Owner(name=owner, webhook_secret=make(), created_at=utcnow()))
+        except IntegrityError:  # another replica made it first
+            pass
+        with self.session() as session:
+            made = session.get(Owner, owner)
+        assert made is not None, "inserted above, by this process or another"
+        return made.webhook_secret
 
     # Retention
 
     def expire(self, *, max_outputs: int, output_seconds: float, max_output_bytes: int) -> int:
-        """Drop outputs past their age, beyond the newest `max_outputs`, or beyond `max_output_bytes`
-        in total; delete finished jobs and uploads past their age. Returns how many outputs were dropped."""
+        """Drop outputs past their age, and each owner's beyond its newest `max_outputs` or `max_output_bytes` in
+        total (so one owner's many jobs never evict another's videos); delete finished jobs and uploads past their
+        age. Returns how many outputs were dropped."""
         cutoff = utcnow() - timedelta(seconds=output_seconds)
         dropped: list[str] = []
         dropped_inputs: list[str] = []
+        newest = (Job.completed_at.desc(), Job.id.desc())
+        ranked = (
+            select(
+                Job.id,
+                Job.completed_at,
+                func.row_number().over(partition_by=Job.owner, order_by=newest).label("rank"),
+                func.sum(Job.output_bytes).over(partition_by=Job.owner, order_by=newest).label("total"),
+            )
+            .where(Job.output_key.is_not(None), Job.output_removed.is_(False))
+            .subquery()
+        )
         with self.session.begin() as session:
-            kept, total = 0, 0
-            for job in session.scalars(
-                select(Job)
-                .where(Job.output_key.is_not(None), Job.output_removed.is_(False))
-                .order_by(Job.completed_at.desc())
-            ):
-                kept, total = kept + 1, total + (job.output_bytes or 0)
-                assert job.output_key is not None and job.completed_at is not None, "a finished job with an output"
-                if job.completed_at < cutoff or kept > max_outputs or total > max_output_bytes:
+            doomed = list(
+                session.scalars(
+                    select(ranked.c.id).where(
+                        or_(
+                            ranked.c.completed_at < cutoff,
+                            ranked.c.rank > max_outputs,
+                            ranked.c.total > max_output_bytes,
+                        )
+                    )
+                )
+            )
+            for start in range(0, len(doomed), 500):
+                for job in session.scalars(select(Job).where(Job.id.in_(doomed[start : start + 500]))):
+                    assert job.output_key is not None, "ranked among the jobs with an output"
                     job.output_removed = True
                     dropped.append(job.output_key)
                     dropped_inputs += [job.id] if job.keep_input else []

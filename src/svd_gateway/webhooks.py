@@ -1,30 +1,31 @@
-"""Webhook deliveries: signed like Replicate's (Standard Webhooks), in order per job, retried with
-backoff a bounded number of times, and only to targets the allow-list permits (checked as each connection
-opens). One attempt reads at most REPLY_CAP bytes of the reply and ends within the webhook timeout, so a slow
-or endless reply cannot hold a sender. Logs show a webhook URL without its query, fragment or userinfo, which
-often carry the receiver's token.
+"""Webhook deliveries: signed like Replicate's (Standard Webhooks, with its own `standardwebhooks` package), each
+owner's with that owner's secret, in order per job, retried with backoff a bounded number of times, and only to
+targets the allow-list permits (checked as each connection opens). One attempt reads at most REPLY_CAP bytes of
+the reply and ends within the webhook timeout, so a slow or endless reply cannot hold a sender. Logs show a
+webhook URL without its query, fragment or userinfo, which often carry the receiver's token.
 
 Signature: `webhook-signature: v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`
-keyed with the bytes of the `whsec_<base64>` secret (replicate's `Webhooks.validate` checks it).
+keyed with the bytes of the owner's `whsec_<base64>` secret (replicate's `Webhooks.validate` checks it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import logging
 import secrets
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from prometheus_client import Counter
+from standardwebhooks import Webhook
+from starlette.concurrency import run_in_threadpool
 
+from .accounts import BOOTSTRAP_OWNER
 from .errors import GatewayError
 from .outbound import AllowList, Refused
 
@@ -42,30 +43,38 @@ def without_secrets(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
-def load_secret(configured: str | None, data_dir: Path) -> str:
-    """The configured secret, or one generated once and kept in data_dir (stable across restarts)."""
-    if configured:
-        if not configured.startswith("whsec_"):
-            raise ValueError("the webhook secret must look like whsec_<base64>")
-        return configured
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def bootstrap_secret(data_dir: Path) -> str:
+    """The bootstrap owner's first secret: the one a gateway from before accounts generated into data_dir (its
+    receivers know it), else a new one."""
     path = Path(data_dir) / "webhook_secret"
-    if not path.exists():
-        path.write_text("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
-    key = base64.b64decode(secret.split("_", 1)[1])
-    digest = hmac.new(key, f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return path.read_text().strip() if path.exists() else new_secret()
 
 
 class Webhooks:
     def __init__(
-        self, secret: str, *, allow: AllowList, attempts: int, backoff: float, timeout: float, outcomes: Counter
+        self,
+        store,
+        *,
+        configured: str | None,
+        data_dir: Path,
+        allow: AllowList,
+        attempts: int,
+        backoff: float,
+        timeout: float,
+        outcomes: Counter,
     ):
-        self.secret, self.allow = secret, allow
+        self.store, self.allow = store, allow
+        self.secrets: dict[str, str] = {}
+        """Owners' secrets as read from the store (they never change), and the configured one."""
+        if configured:
+            if not configured.startswith("whsec_"):
+                raise ValueError("the webhook secret must look like whsec_<base64>")
+            self.secrets[BOOTSTRAP_OWNER] = configured
+        self.data_dir = data_dir
         self.outcomes = outcomes
         """Counts events by result: delivered, or failed after every attempt."""
         self.attempts, self.backoff, self.timeout = attempts, backoff, timeout
@@ -81,45 +90,54 @@ class Webhooks:
         await asyncio.gather(*self.senders, return_exceptions=True)
         await self.http.aclose()
 
+    async def secret(self, owner: str) -> str:
+        """`owner`'s signing secret (replicate's `webhooks.default.secret()`), made at its first need; the bootstrap
+        owner's is --webhook-secret when one is configured."""
+        if owner not in self.secrets:
+            make = (lambda: bootstrap_secret(self.data_dir)) if owner == BOOTSTRAP_OWNER else new_secret
+            self.secrets[owner] = await run_in_threadpool(self.store.webhook_secret, owner, make)
+        return self.secrets[owner]
+
     async def check_target(self, url: str) -> None:
         """Refuse (422) a webhook URL that is not http(s) or resolves to an address not permitted."""
         reason = await self.allow.refusal(url)
         if reason:
             raise GatewayError(422, "invalid_input", f"webhook: {reason}", "webhook")
 
-    def send(self, job_id: str, url: str, events: list[str], event: str, payload: dict) -> None:
-        """Queue `payload` for `url` if `event` passes the job's filter; deliveries of one job go in order."""
+    def send(self, job_id: str, owner: str, url: str, events: list[str], event: str, payload: dict) -> None:
+        """Queue `payload` for `url` if `event` passes the job's filter, to be signed with `owner`'s secret;
+        deliveries of one job go in order."""
         wanted = event in (events or EVENTS)
         if not wanted and event != "completed":  # `completed` always passes through: it ends the job's queue
             return
         queue = self.queues.get(job_id)
         if queue is None:
             queue = self.queues[job_id] = asyncio.Queue()
-            task = asyncio.create_task(self._drain(job_id, queue))
+            task = asyncio.create_task(self._drain(job_id, owner, queue))
             self.senders.add(task)
             task.add_done_callback(self.senders.discard)
         queue.put_nowait((url, event, json.dumps(payload) if wanted else None))
 
-    async def _drain(self, job_id: str, queue: asyncio.Queue) -> None:
+    async def _drain(self, job_id: str, owner: str, queue: asyncio.Queue) -> None:
         while True:
             url, event, body = await queue.get()
             if body is not None:
-                delivered = await self._deliver(url, event, body)
+                delivered = await self._deliver(Webhook(await self.secret(owner)), url, event, body)
                 self.outcomes.labels("delivered" if delivered else "failed").inc()
             if event == "completed":
                 del self.queues[job_id]
                 return
 
-    async def _deliver(self, url: str, event: str, body: str) -> bool:
+    async def _deliver(self, signer: Webhook, url: str, event: str, body: str) -> bool:
         message_id = "msg_" + secrets.token_hex(12)
         shown = without_secrets(url)
         for attempt in range(1, self.attempts + 1):
-            timestamp = int(time.time())
+            timestamp = datetime.now(UTC).replace(microsecond=0)
             headers = {
                 "content-type": "application/json",
                 "webhook-id": message_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(self.secret, message_id, timestamp, body),
+                "webhook-timestamp": str(int(timestamp.timestamp())),
+                "webhook-signature": signer.sign(message_id, timestamp, body),
                 "user-agent": "svd-triton-gateway",
             }
             try:

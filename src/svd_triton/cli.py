@@ -17,7 +17,7 @@ from PIL import Image
 
 from svd_contract import EXTENSION_FORMATS, PARAMETERS, TEXT_TO_VIDEO_IMAGE_PARAMETERS
 
-from . import jobs_cli
+from . import gateway_cli, jobs_cli
 from .client import DEFAULT_TIMEOUT, ProgressUpdate, SVDClient
 from .errors import SVDClientError
 from .launcher import (
@@ -121,25 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     warm.set_defaults(run=_warm, action="prewarm")
 
-    gateway = commands.add_parser(
-        "gateway",
-        help="REST routes of hosted SVD APIs (Replicate predictions, TIR, Forge, "
-        "OpenAI-style) over Triton, with a durable job store",
-    )
-    gateway.add_argument(
-        "action",
-        nargs="?",
-        choices=("serve", "migrate"),
-        default="serve",
-        help="serve (default), or migrate: create or upgrade the job store's schema and exit (for a "
-        "Kubernetes Job before a rollout; replicas also migrate at start)",
-    )
-    gateway.add_argument("--host", default="127.0.0.1", help="address uvicorn listens on (default 127.0.0.1)")
-    gateway.add_argument("--port", type=int, default=8080, help="port uvicorn listens on (default 8080)")
-    from svd_gateway.settings import add_arguments as add_gateway_settings  # standard library only: no extra needed
-
-    add_gateway_settings(gateway)  # one flag per field of svd_gateway.Settings (--triton-url, --token, ...)
-    gateway.set_defaults(run=_gateway)
+    gateway_cli.add_parser(commands)
 
     jobs_cli.add_parser(commands, TOKEN_ENV)
 
@@ -370,44 +352,6 @@ def describe_keep_warm(state: dict) -> str:
     if state["keep_warm_left_seconds"] is None:
         return f"warm since {since}, never released (keep_warm_seconds -1)"
     return f"warm since {since}, released after {state['keep_warm_left_seconds']:.0f} s more idle"
-
-
-def _gateway(args) -> int:
-    import uvicorn
-
-    from svd_gateway import create_app, server_options
-    from svd_gateway.settings import from_arguments
-    from svd_gateway.store import MissingDriver, migrate, open_engine
-
-    settings = from_arguments(args)
-    if args.action == "serve" and (refusal := settings.refusal(args.host)):
-        print(f"svd-triton gateway: not started: {refusal}", file=sys.stderr)
-        return 2
-    try:
-        engine = open_engine(settings.database)  # a missing driver is one line naming the extra, not a traceback
-    except MissingDriver as error:
-        print(f"svd-triton gateway: {error}", file=sys.stderr)
-        return 2
-    if args.action == "migrate":
-        print(f"svd-triton gateway migrate: {engine.url.render_as_string()} is at schema revision {migrate(engine)}")
-        engine.dispose()
-        return 0
-    engine.dispose()
-    # SIGTERM is how Kubernetes stops a pod: the gateway drains (svd_gateway.app), uvicorn stops, and the signal,
-    # which uvicorn raises again once it has restored the handler it found, then finds this one: exit status 0.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")  # uvicorn's look
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines print whole URLs: webhook tokens included
-    if not settings.token:
-        logging.getLogger("svd_gateway").warning(
-            "NO KEY: every route is open to anyone who reaches %s:%d (%s)",
-            args.host,
-            args.port,
-            "--no-auth" if settings.no_auth else "loopback only",
-        )
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", **server_options(settings))
-    return 0
 
 
 def _weights(args) -> int:

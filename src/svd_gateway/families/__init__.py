@@ -25,7 +25,8 @@ class Family:
     """Its error body, for what is answered before a route is chosen (its routes carry it themselves)."""
     prefixes: tuple[str, ...] = ()
     """The paths that are its own, whose errors answered before routing (401, 408, 413, 404) take its shape."""
-    webhook_payloads: dict[str, Callable[[Job], dict[str, Any]]] = field(default_factory=dict)
-    """How a job of each of its origins is rendered in its webhook deliveries."""
+    webhook_payloads: dict[str, Callable[[Job, float], dict[str, Any]]] = field(default_factory=dict)
+    """How a job of each of its origins is rendered in its webhook deliveries (with output links good for the
+    seconds given)."""
     progress_lines: dict[str, Callable[[Progress], str]] = field(default_factory=dict)
     """How the progress of a job of each of its origins reads in the job's logs (default: jobs.progress_line)."""

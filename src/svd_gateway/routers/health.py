@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from ..deps import State, SVDDep
+from ..deps import Operator, State, SVDDep
 
 router = APIRouter(tags=["health"])
 
@@ -21,6 +21,7 @@ async def health(svd: SVDDep):
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(state: State) -> Response:
-    """The gateway's Prometheus metrics (svd_gateway/metrics.py); a plain def: the scrape queries the store."""
+def metrics(state: State, operator: Operator) -> Response:
+    """The gateway's Prometheus metrics (svd_gateway/metrics.py), for a key with the admin scope (Prometheus sends
+    it: `authorization.credentials_file`); a plain def: the scrape queries the store."""
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

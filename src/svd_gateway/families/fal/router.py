@@ -24,7 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES, VIDEO_FORMATS
 
-from ...deps import BaseURL, Caller, DataPlaneDep, StoreDep
+from ...accounts import Principal
+from ...deps import BaseURL, Caller, DataPlaneDep, SettingsDep, StoreDep
 from ...errors import CODE_STATUS, GUARDED, GatewayError, error_responses, family_router
 from ...jobs import isoformat, output_url
 from ...service import check_image
@@ -92,9 +93,9 @@ def unsuccessful(job: Job) -> JSONResponse:
     )
 
 
-async def find(store: Store, app: str, request_id: str) -> Job:
-    """A request of `app`: a job of another app or family is not found, as an unknown id."""
-    job = await run_in_threadpool(store.get, request_id)
+async def find(store: Store, app: str, request_id: str, caller: Principal) -> Job:
+    """The caller's request of `app`: a job of another app, family or owner is not found, as an unknown id."""
+    job = await run_in_threadpool(store.find, request_id, caller.owner)
     if job is None or job.origin != "fal" or job.model != f"{OWNER}/{app}":
         raise GatewayError(404, "not_found", f"no request {request_id[:64]} of {OWNER}/{app[:64]}")
     return job
@@ -115,7 +116,7 @@ def serve(app: str, body_model: type[FalInput]) -> None:
         plane: DataPlaneDep,
         store: StoreDep,
         base: BaseURL,
-        owner: Caller,
+        caller: Caller,
     ):
         fal_input: FalInput = body
         if "fal_webhook" in request.query_params:
@@ -126,12 +127,12 @@ def serve(app: str, body_model: type[FalInput]) -> None:
                 "webhook_url out and poll the status (as subscribe does)",
                 "query.fal_webhook",
             )
-        given = await plane.image(fal_input.image_url, "image_url", 422)
+        given = await plane.image(fal_input.image_url, "image_url", caller, 422)
         image = await run_in_threadpool(check_image, given, "image_url", 422)  # refused now, naming fal's field
         echo = fal_input.model_dump(exclude_unset=True)
         echo["image_url"] = echoed_image(fal_input.image_url, image)
-        spec = JobSpec("fal", image, fal_input.parameters(), echo, status=422, model=f"{OWNER}/{app}", owner=owner)
-        job = await plane.queue(spec, base)
+        spec = JobSpec("fal", image, fal_input.parameters(), echo, status=422, model=f"{OWNER}/{app}")
+        job = await plane.queue(spec, base, caller)
         return {
             **links(job),
             "status": "IN_QUEUE",
@@ -169,9 +170,10 @@ async def status(
     app: App,
     request_id: str,
     store: StoreDep,
+    caller: Caller,
     logs: bool = Query(False, description="1 or true: the request's log lines as `logs`."),
 ):
-    job = await find(store, app, request_id)
+    job = await find(store, app, request_id, caller)
     return JSONResponse(await status_answer(job, store, logs), status_code=200 if job.status in TERMINAL else 202)
 
 
@@ -184,15 +186,15 @@ async def status(
         **error_responses(FalError, 502, 503, 504),
     },
 )
-async def result(app: App, request_id: str, store: StoreDep):
+async def result(app: App, request_id: str, store: StoreDep, settings: SettingsDep, caller: Caller):
     """The video once COMPLETED; while queued or running, 202 with the status (fal-client asks only once the
     status is COMPLETED); a request that did not succeed answers why (`unsuccessful`)."""
-    job = await find(store, app, request_id)
+    job = await find(store, app, request_id, caller)
     if job.status not in TERMINAL:
         return JSONResponse(await status_answer(job, store, False), status_code=202)
     if job.status != "succeeded":
         return unsuccessful(job)
-    url = output_url(job)
+    url = output_url(job, settings.link_seconds)
     if url is None:
         raise GatewayError(404, "not_found", f"request {job.id}: its video has expired")
     assert job.output_format is not None, "stored with its output_key"
@@ -216,9 +218,9 @@ async def result(app: App, request_id: str, store: StoreDep):
         200: {"model": CancelStatus, "description": "ALREADY_COMPLETED"},
     },
 )
-async def cancel(app: App, request_id: str, plane: DataPlaneDep, store: StoreDep):
+async def cancel(app: App, request_id: str, plane: DataPlaneDep, store: StoreDep, caller: Caller):
     """A queued request never runs; a running one stops within a denoising step; a finished one stays as it is."""
-    job = await find(store, app, request_id)
+    job = await find(store, app, request_id, caller)
     finished = job.status in TERMINAL
     if not finished:
         stopped = await plane.cancel(job.id)

@@ -1,11 +1,13 @@
-"""File uploads (Replicate's /v1/files: how the replicate client sends local file inputs) and the
-generated videos (/v1/outputs: public, the unguessable link is the credential)."""
+"""File uploads (Replicate's /v1/files: how the replicate client sends local file inputs), each its uploader's
+owner's alone, and the generated videos (/v1/outputs: a signed link that expires is the credential, as a
+presigned bucket URL; jobs.output_url)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES
 
-from ...deps import BaseURL, SettingsDep, StoreDep
+from ...deps import BaseURL, Caller, SettingsDep, StoreDep
 from ...errors import GUARDED, GatewayError, HouseError, error_responses, family_router
-from ...jobs import isoformat
+from ...jobs import isoformat, link_holds, read_link
 from ...schemas import IMAGE_MEDIA_TYPES
 from ...store import Upload
 
@@ -60,6 +62,7 @@ async def upload_file(
     store: StoreDep,
     settings: SettingsDep,
     base: BaseURL,
+    caller: Caller,
     content: UploadFile = File(),
     metadata: str = Form(
         "{}",
@@ -85,6 +88,7 @@ async def upload_file(
                 await run_in_threadpool(target.write, chunk)
         upload = await run_in_threadpool(
             store.add_upload,
+            caller.owner,
             content.filename or "file",
             content.content_type or "application/octet-stream",
             target.name,
@@ -98,33 +102,40 @@ async def upload_file(
 
 
 @files.get("/v1/files")
-async def list_files(store: StoreDep, base: BaseURL):
+async def list_files(store: StoreDep, base: BaseURL, caller: Caller):
     return {
         "next": None,
         "previous": None,
-        "results": [as_file(u, base) for u in await run_in_threadpool(store.list_uploads)],
+        "results": [as_file(u, base) for u in await run_in_threadpool(store.list_uploads, caller.owner)],
     }
 
 
 @files.get("/v1/files/{file_id}")
-async def get_file(file_id: str, store: StoreDep, base: BaseURL):
-    upload = await run_in_threadpool(store.get_upload, file_id)
+async def get_file(file_id: str, store: StoreDep, base: BaseURL, caller: Caller):
+    upload = await run_in_threadpool(store.get_upload, file_id, caller.owner)
     if upload is None:
         raise GatewayError(404, "not_found", "no such file, or it has expired")
     return as_file(upload, base)
 
 
 @files.delete("/v1/files/{file_id}", status_code=204)
-async def delete_file(file_id: str, store: StoreDep):
-    if not await run_in_threadpool(store.delete_upload, file_id):
+async def delete_file(file_id: str, store: StoreDep, caller: Caller):
+    if not await run_in_threadpool(store.delete_upload, file_id, caller.owner):
         raise GatewayError(404, "not_found", "no such file")
     return Response(status_code=204)
 
 
 @outputs.get("/v1/outputs/{name}")
 async def output_video(name: str, store: StoreDep, request: Request):
-    """A generated video, until retention removes it."""
-    job = await run_in_threadpool(store.job_for_output, name.split(".", 1)[0])
+    """A generated video, through a link its job handed out (`{id}_{expires}_{signature}.{ext}`), until the link
+    expires and until retention removes the video. A name that is no such link answers 404, as a video that does
+    not exist; a link that expired 403."""
+    link = read_link(name)
+    job = None if link is None else await run_in_threadpool(store.get, link[0])
+    if link is None or job is None or job.output_removed or not link_holds(job, link[1], link[2]):
+        job = None
+    elif link[1] < time.time():
+        raise GatewayError(403, "expired", "this video link has expired; read the job again for a fresh one")
     try:
         if job is None:
             raise FileNotFoundError(name)

@@ -29,7 +29,7 @@ from svd_contract import MIME_TYPES
 from svd_triton.client import MODEL_NAME
 
 from ...catalogue import CatalogueBody, catalogue_spec
-from ...deps import BaseURL, DataPlaneDep, HTTPDep, SettingsDep
+from ...deps import BaseURL, Caller, DataPlaneDep, HTTPDep, Operator, SettingsDep
 from ...errors import GENERATION, GUARDED, GatewayError, HouseError, error_responses, family_router
 from ...schemas import NAME_PATTERN
 from ...settings import Settings
@@ -227,13 +227,19 @@ PinnedTarget = Annotated[Pinned, Depends(pinned_target)]
 
 @router.post("/v1/inference/{slug}", summary="Inference")
 async def inference(
-    slug: Slug, body: ForgeRequest, plane: DataPlaneDep, base: BaseURL, http: HTTPDep, settings: SettingsDep
+    slug: Slug,
+    body: ForgeRequest,
+    plane: DataPlaneDep,
+    base: BaseURL,
+    http: HTTPDep,
+    settings: SettingsDep,
+    caller: Caller,
 ):
     """A video from a data-URI image (prompt fields are then reported as ignored), or from a prompt alone
     (text-to-video); target pins that do not match this deployment are reported as warnings."""
     check_slug(slug)
-    spec, warnings = await catalogue_spec("forge", body, plane, own=set(FORGE_PINS))
-    job, video = await plane.run(spec, base)
+    spec, warnings = await catalogue_spec("forge", body, plane, caller, own=set(FORGE_PINS))
+    job, video = await plane.run(spec, base, caller)
     pins = body.model_dump(include=set(FORGE_PINS))
     own_gpu = None
     if pins["gpu_type"] is not None:
@@ -354,8 +360,11 @@ async def family_status(slug: Slug, http: HTTPDep, settings: SettingsDep, versio
 
 
 @router.post("/v1/model-families/{slug}/start")
-async def start(slug: Slug, plane: DataPlaneDep, settings: SettingsDep, body: StartRequest | None = None):
-    """Prewarm (weights onto the device, no video); run_until_stopped pins them until /stop."""
+async def start(
+    slug: Slug, plane: DataPlaneDep, settings: SettingsDep, operator: Operator, body: StartRequest | None = None
+):
+    """Prewarm (weights onto the device, no video); run_until_stopped pins them until /stop. Admin scope: it acts
+    on the deployment every owner shares."""
     check_slug(slug)
     body = body or StartRequest()
     state = await plane.control("pin" if body.run_until_stopped else "prewarm")
@@ -375,8 +384,8 @@ async def start(slug: Slug, plane: DataPlaneDep, settings: SettingsDep, body: St
 
 
 @router.post("/v1/model-families/{slug}/stop")
-async def stop(slug: Slug, plane: DataPlaneDep, body: StopRequest | None = None):
-    """Unpin and free the device now; the next request or start pays a cold start."""
+async def stop(slug: Slug, plane: DataPlaneDep, operator: Operator, body: StopRequest | None = None):
+    """Unpin and free the device now; the next request or start pays a cold start. Admin scope, as start."""
     check_slug(slug)
     state = await plane.control("release")
     return {"slug": SLUG, "version": MODEL_VERSION, "status": state["state"], "keep_warm": state["pinned"]}

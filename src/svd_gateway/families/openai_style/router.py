@@ -9,7 +9,7 @@ import time
 from typing import Any, Literal
 
 from ...catalogue import CatalogueBody, catalogue_spec
-from ...deps import BaseURL, DataPlaneDep
+from ...deps import BaseURL, Caller, DataPlaneDep, SettingsDep
 from ...errors import GENERATION, GUARDED, HouseError, error_responses, family_router
 from ...jobs import output_url
 
@@ -24,12 +24,14 @@ class VideoGenerationRequest(CatalogueBody):
 
 
 @router.post("/v1/video/generations")
-async def video_generations(body: VideoGenerationRequest, plane: DataPlaneDep, base: BaseURL):
-    spec, warnings = await catalogue_spec("openai", body, plane, own={"response_format"})
-    job, video = await plane.run(spec, base)
+async def video_generations(
+    body: VideoGenerationRequest, plane: DataPlaneDep, base: BaseURL, settings: SettingsDep, caller: Caller
+):
+    spec, warnings = await catalogue_spec("openai", body, plane, caller, own={"response_format"})
+    job, video = await plane.run(spec, base, caller)
     entry: dict[str, Any] = {"revised_prompt": None}
     if body.response_format in (None, "url"):
-        entry["url"] = output_url(job)
+        entry["url"] = output_url(job, settings.link_seconds)
     if body.response_format in (None, "b64_json"):
         entry["b64_json"] = base64.b64encode(video).decode()
     return {"created": int(time.time()), "data": [entry], "warnings": warnings}

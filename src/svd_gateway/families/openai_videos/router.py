@@ -21,7 +21,8 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES, PARAMETERS, Deployment
 
-from ...deps import BaseURL, DataPlaneDep, SettingsDep, StoreDep, read_body
+from ...accounts import Principal
+from ...deps import BaseURL, Caller, DataPlaneDep, SettingsDep, StoreDep, read_body
 from ...errors import GUARDED, GatewayError, error_responses, family_router
 from ...jobs import progress_percent
 from ...schemas import IMAGE_MEDIA_TYPES, form_schema, inline_schema
@@ -176,16 +177,17 @@ def dimensions(size: str, deployment: Deployment | None) -> tuple[int, int]:
     return width, height
 
 
-async def find(store: Store, video_id: str, field: str = "video_id") -> Job:
-    job = await run_in_threadpool(store.get, video_id)
+async def find(store: Store, video_id: str, caller: Principal, field: str = "video_id") -> Job:
+    """The caller's video; another owner's is not found, as an unknown id."""
+    job = await run_in_threadpool(store.find, video_id, caller.owner)
     if job is None or job.origin != "videos":
         raise GatewayError(404, "not_found", f"{NOT_FOUND}: {video_id[:40]}", field)
     return job
 
 
-async def completed(store: Store, video_id: str, field: str) -> Job:
-    """A completed video to build on (extend, remix)."""
-    job = await find(store, video_id, field)
+async def completed(store: Store, video_id: str, caller: Principal, field: str) -> Job:
+    """A completed video of the caller's to build on (extend, remix)."""
+    job = await find(store, video_id, caller, field)
     if job.status != "succeeded":
         raise GatewayError(
             400,
@@ -196,7 +198,9 @@ async def completed(store: Store, video_id: str, field: str) -> Job:
     return job
 
 
-async def reference_image(body: VideoCreateRequest, uploaded: bytes | None, plane: DataPlane) -> bytes | None:
+async def reference_image(
+    body: VideoCreateRequest, uploaded: bytes | None, plane: DataPlane, caller: Principal
+) -> bytes | None:
     """input_reference as bytes: the uploaded file, an image URL or data URI, or a /v1/files id; None: text-to-video."""
     reference = body.input_reference
     if uploaded is not None:
@@ -204,19 +208,19 @@ async def reference_image(body: VideoCreateRequest, uploaded: bytes | None, plan
     if reference is None:
         return None
     if reference.file_id:
-        image = await plane.upload(reference.file_id, "input_reference.file_id", 404)
+        image = await plane.upload(reference.file_id, "input_reference.file_id", caller.owner, 404)
     elif reference.image_url:
-        image = await plane.image(reference.image_url, "input_reference.image_url")
+        image = await plane.image(reference.image_url, "input_reference.image_url", caller)
     else:
         raise GatewayError(400, "invalid_value", "input_reference: give image_url or file_id", "input_reference")
     return await run_in_threadpool(check_image, image, "input_reference")
 
 
-async def extended_id(body: VideoExtendRequest, uploaded: bytes | None, store: Store) -> str:
+async def extended_id(body: VideoExtendRequest, uploaded: bytes | None, store: Store, caller: Principal) -> str:
     """The video to extend: by reference, or found by the bytes of its file (how the openai SDK sends `video`:
     its multipart encoding takes files only)."""
     if uploaded is not None:
-        job = await run_in_threadpool(store.job_with_output, "videos", uploaded)
+        job = await run_in_threadpool(store.job_with_output, "videos", caller.owner, uploaded)
         if job is None:
             raise GatewayError(
                 404,
@@ -242,10 +246,10 @@ def video_spec(image: bytes, params: dict[str, Any], given: dict[str, Any]) -> J
         VideoCreateRequest, "input_reference", "The first frame: a PNG, JPEG or WebP file", IMAGE_MEDIA_TYPES
     ),
 )
-async def create_video(request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL):
+async def create_video(request: Request, plane: DataPlaneDep, settings: SettingsDep, base: BaseURL, caller: Caller):
     """A video from an image (input_reference) or, without one, from the prompt (text-to-video)."""
     body, files = await read_body(request, VideoCreateRequest, files=("input_reference",))
-    image = await reference_image(body, files.get("input_reference"), plane)
+    image = await reference_image(body, files.get("input_reference"), plane, caller)
     params = body.model_dump(exclude_none=True, exclude=OWN_FIELDS)
     deployment = await plane.deployment()
     for ours, theirs in (("segments", "seconds"), ("width", "size"), ("height", "size")):
@@ -266,7 +270,7 @@ async def create_video(request: Request, plane: DataPlaneDep, store: StoreDep, s
         "seconds": str(SECONDS_PER_CLIP * params.get("segments", 1)),
         "size": f"{width}x{height}" if width and height else "default",
     }
-    job = await plane.queue(video_spec(image or b"", params, given), base)
+    job = await plane.queue(video_spec(image or b"", params, given), base, caller)
     return as_video(job, settings)
 
 
@@ -274,6 +278,7 @@ async def create_video(request: Request, plane: DataPlaneDep, store: StoreDep, s
 async def list_videos(
     store: StoreDep,
     settings: SettingsDep,
+    caller: Caller,
     after: str | None = Query(None, max_length=40),
     limit: int = Query(20, ge=1, le=100),
     order: Literal["asc", "desc"] = "desc",
@@ -281,11 +286,11 @@ async def list_videos(
     """OpenAI's cursor page: `after` is the last id of the page before."""
     cursor = None
     if after:
-        previous = await run_in_threadpool(store.get, after)
+        previous = await run_in_threadpool(store.find, after, caller.owner)
         if previous is None or previous.origin != "videos":  # a page after nothing: not found, as an unknown id
             raise GatewayError(404, "not_found", f"after: {NOT_FOUND}: {after}", "after")
         cursor = (previous.created_at, previous.id)
-    jobs = await run_in_threadpool(store.page, "videos", cursor, limit + 1, order == "desc")
+    jobs = await run_in_threadpool(store.page, "videos", caller.owner, cursor, limit + 1, order == "desc")
     data = [as_video(job, settings) for job in jobs[:limit]]
     return {
         "object": "list",
@@ -297,24 +302,24 @@ async def list_videos(
 
 
 @router.get("/v1/videos/{video_id}")
-async def retrieve_video(video_id: str, store: StoreDep, settings: SettingsDep):
-    job = await find(store, video_id)
+async def retrieve_video(video_id: str, store: StoreDep, settings: SettingsDep, caller: Caller):
+    job = await find(store, video_id, caller)
     video = as_video(job, settings)
     headers = {"openai-poll-after-ms": POLL_AFTER_MS} if video["status"] in ("queued", "in_progress") else None
     return JSONResponse(video, headers=headers)
 
 
 @router.delete("/v1/videos/{video_id}")
-async def delete_video(video_id: str, plane: DataPlaneDep, store: StoreDep):
+async def delete_video(video_id: str, plane: DataPlaneDep, store: StoreDep, caller: Caller):
     """Delete a video and its files; a queued or running one is canceled first (it stops within a step)."""
-    job = await find(store, video_id)
+    job = await find(store, video_id, caller)
     if job.status not in ("succeeded", "failed", "canceled"):
         await plane.cancel(job.id)
         await plane.wait(job.id, 30)  # a job running on another replica stops at its next progress flush
     if not await run_in_threadpool(store.delete, job.id):
         raise GatewayError(409, "conflict", f"video {job.id} is still stopping; delete it again shortly", "video_id")
     if job.input.get("image_file"):  # a video from before its image was kept with the job
-        await run_in_threadpool(store.delete_upload, job.input["image_file"])
+        await run_in_threadpool(store.delete_upload, job.input["image_file"], caller.owner)
     return {"id": job.id, "object": "video.deleted", "deleted": True}
 
 
@@ -324,10 +329,11 @@ async def download_content(
     request: Request,
     plane: DataPlaneDep,
     store: StoreDep,
+    caller: Caller,
     variant: Literal["video", "thumbnail", "spritesheet"] = "video",
 ):
     """The MP4 (byte ranges supported), its first frame as a JPEG, or a JPEG sprite sheet of its frames."""
-    job = await find(store, video_id)
+    job = await find(store, video_id, caller)
     if job.status != "succeeded" or not job.output_key or job.output_removed:
         raise GatewayError(
             404 if job.output_removed else 400,
@@ -357,11 +363,13 @@ async def download_content(
         VideoExtendRequest, "video", "A video of this gateway, as downloaded", MIME_TYPES["mp4"]
     ),
 )
-async def extend_video(request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL):
+async def extend_video(
+    request: Request, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL, caller: Caller
+):
     """The original request with `seconds` more clips chained after it: the same image, settings and seed, so
     its first clips are the original's and the new ones continue from the original's last frame."""
     body, files = await read_body(request, VideoExtendRequest, files=("video",))
-    original = await completed(store, await extended_id(body, files.get("video"), store), "video")
+    original = await completed(store, await extended_id(body, files.get("video"), store, caller), caller, "video")
     deployment = await plane.deployment()
     had = original.params.get("segments", 1)
     most = deployment.max_segments - had if deployment else None
@@ -381,17 +389,23 @@ async def extend_video(request: Request, plane: DataPlaneDep, store: StoreDep, s
         "extended_from_video_id": original.id,
         "remixed_from_video_id": None,
     }
-    job = await plane.queue(video_spec(await plane.kept_input(original, "video"), params, given), base)
+    job = await plane.queue(video_spec(await plane.kept_input(original, "video"), params, given), base, caller)
     return as_video(job, settings)
 
 
 @router.post("/v1/videos/{video_id}/remix")
 async def remix_video(
-    video_id: str, body: VideoRemixRequest, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, base: BaseURL
+    video_id: str,
+    body: VideoRemixRequest,
+    plane: DataPlaneDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    base: BaseURL,
+    caller: Caller,
 ):
     """A new video from the original's input and settings with the new prompt: with an image, another take of it
     (a new seed unless one is given); text-to-video, a new first frame from the new prompt."""
-    original = await completed(store, video_id, "video_id")
+    original = await completed(store, video_id, caller, "video_id")
     params = {key: value for key, value in original.params.items() if key != "seed"}
     params.update(body.model_dump(exclude_none=True, exclude={"prompt"}))
     if "prompt" in params:  # text-to-video: the new prompt makes the first frame
@@ -402,5 +416,5 @@ async def remix_video(
         "remixed_from_video_id": original.id,
         "extended_from_video_id": None,
     }
-    job = await plane.queue(video_spec(await plane.kept_input(original, "video"), params, given), base)
+    job = await plane.queue(video_spec(await plane.kept_input(original, "video"), params, given), base, caller)
     return as_video(job, settings)

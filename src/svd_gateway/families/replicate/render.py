@@ -8,22 +8,14 @@ from svd_triton import ProgressUpdate
 
 from ...jobs import isoformat, output_url
 from ...store import Job
-from ...webhooks import without_secrets
 
 STATUSES = {"queued": "starting", "running": "processing"}
 """Replicate's words for a job not yet finished (the finished ones are the same: succeeded, failed, canceled)."""
 
 
-def webhook_seen_by(job: Job, viewer: str | None) -> str | None:
-    """The job's webhook URL as `viewer` (a key's fingerprint) may see it: whole for the key that created the job,
-    else without userinfo, query string and fragment, which often carry the receiver's own token."""
-    if job.webhook is None or (viewer is not None and viewer == job.owner):
-        return job.webhook
-    return without_secrets(job.webhook)
-
-
-def as_prediction(job: Job, viewer: str | None) -> dict[str, Any]:
-    """A job as Replicate's prediction JSON, as the key whose fingerprint is `viewer` may see it."""
+def as_prediction(job: Job, link_seconds: float) -> dict[str, Any]:
+    """A job as Replicate's prediction JSON (only its owner's keys see it), its output a link good for
+    `link_seconds`."""
     urls = {
         "get": f"{job.base_url}/v1/predictions/{job.id}",
         "cancel": f"{job.base_url}/v1/predictions/{job.id}/cancel",
@@ -37,7 +29,7 @@ def as_prediction(job: Job, viewer: str | None) -> dict[str, Any]:
         "version": job.version,
         "status": STATUSES.get(job.status, job.status),
         "input": job.input,
-        "output": output_url(job),
+        "output": output_url(job, link_seconds),
         "logs": job.logs or "",
         "error": job.error,
         "metrics": metrics,
@@ -47,14 +39,9 @@ def as_prediction(job: Job, viewer: str | None) -> dict[str, Any]:
         "urls": urls,
         "source": "api",
         "data_removed": job.output_removed,
-        "webhook": webhook_seen_by(job, viewer),
+        "webhook": job.webhook,
         "webhook_events_filter": job.webhook_events or None,
     }
-
-
-def as_webhook_payload(job: Job) -> dict[str, Any]:
-    """A prediction as its own webhook delivers it: to the URL its creator gave, whole."""
-    return as_prediction(job, job.owner)
 
 
 def progress_line(update: ProgressUpdate) -> str:

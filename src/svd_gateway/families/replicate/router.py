@@ -12,12 +12,14 @@ from fastapi import Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ...accounts import Principal
 from ...deps import BaseURL, Caller, DataPlaneDep, SettingsDep, StoreDep, WebhooksDep
 from ...errors import GUARDED, GatewayError, HouseError, error_responses, family_router, house_error
 from ...jobs import VERSION
 from ...service import DataPlane
 from ...settings import Settings
 from ...spec import JobSpec, echoed_image
+from ...store import Job, Store
 from .render import as_prediction
 from .schemas import PredictionInput, PredictionRequest, prediction_parameters
 
@@ -52,12 +54,12 @@ def wait_seconds(prefer: str | None, longest: float) -> float:
 
 
 async def prediction_spec(
-    request: PredictionRequest, plane: DataPlane, model: str | None, owner: str | None
+    request: PredictionRequest, plane: DataPlane, model: str | None, caller: Principal
 ) -> JobSpec:
     """A prediction as a job: cog-svd's names translated, an inline image echoed as its digest."""
     image_ref, params, notes = prediction_parameters(request.input)
     # No image: text-to-video from the prompt (the runner sends a job whose params hold a prompt to text_to_video).
-    image = b"" if image_ref is None else await plane.image(image_ref, "input.input_image", 422)
+    image = b"" if image_ref is None else await plane.image(image_ref, "input.input_image", caller, 422)
     echo = request.input.model_dump(exclude_none=True)
     for name in ("input_image", "image"):
         if name in echo:
@@ -77,7 +79,6 @@ async def prediction_spec(
         version=request.version or VERSION,
         webhook=webhook,
         events=list(events),
-        owner=owner,
     )
 
 
@@ -88,16 +89,16 @@ async def _create(
     plane: DataPlane,
     settings: Settings,
     base: str,
-    owner: str | None,
+    caller: Principal,
 ) -> JSONResponse:
     seconds = wait_seconds(prefer, settings.max_wait)  # before the job exists: a refused request leaves none
-    job = await plane.queue(await prediction_spec(request, plane, model, owner), base)
+    job = await plane.queue(await prediction_spec(request, plane, model, caller), base, caller)
     if seconds:
         waited = await plane.wait(job.id, seconds)
         assert waited is not None, f"job {job.id} was deleted while its client waited"  # as before: no answer
         job = waited
     return JSONResponse(
-        as_prediction(job, owner),
+        as_prediction(job, settings.link_seconds),
         status_code=201,
         headers={"Preference-Applied": f"wait={seconds:g}"} if seconds else None,
     )
@@ -109,10 +110,10 @@ async def create_prediction(
     plane: DataPlaneDep,
     settings: SettingsDep,
     base: BaseURL,
-    owner: Caller,
+    caller: Caller,
     prefer: str | None = Header(None),
 ):
-    return await _create(request, None, prefer, plane, settings, base, owner)
+    return await _create(request, None, prefer, plane, settings, base, caller)
 
 
 @router.post("/v1/models/{owner}/{name}/predictions", status_code=201)
@@ -133,36 +134,46 @@ async def create_model_prediction(
 async def list_predictions(
     request: Request,
     store: StoreDep,
+    settings: SettingsDep,
     caller: Caller,
     cursor: str | None = None,
     page_size: int = Query(100, ge=1, le=1000),
 ):
     position = _decode_cursor(cursor) if cursor else None
-    jobs = await run_in_threadpool(store.page, "predictions", position, page_size + 1)
+    jobs = await run_in_threadpool(store.page, "predictions", caller.owner, position, page_size + 1)
     following = None
     if len(jobs) > page_size:
         jobs = jobs[:page_size]
         following = str(request.url.include_query_params(cursor=_encode_cursor(jobs[-1].created_at, jobs[-1].id)))
-    return {"previous": None, "next": following, "results": [as_prediction(job, caller) for job in jobs]}
+    return {
+        "previous": None,
+        "next": following,
+        "results": [as_prediction(job, settings.link_seconds) for job in jobs],
+    }
+
+
+async def find(store: Store, prediction_id: str, caller: Principal) -> Job:
+    """The caller's prediction; another owner's is not found, as an unknown id."""
+    job = await run_in_threadpool(store.find, prediction_id, caller.owner)
+    if job is None or job.origin != "predictions":
+        raise GatewayError(404, "not_found", PREDICTION_NOT_FOUND)
+    return job
 
 
 @router.get("/v1/predictions/{prediction_id}")
-async def get_prediction(prediction_id: str, store: StoreDep, caller: Caller):
-    job = await run_in_threadpool(store.get, prediction_id)
-    if job is None or job.origin != "predictions":
-        raise GatewayError(404, "not_found", PREDICTION_NOT_FOUND)
-    return as_prediction(job, caller)
+async def get_prediction(prediction_id: str, store: StoreDep, settings: SettingsDep, caller: Caller):
+    return as_prediction(await find(store, prediction_id, caller), settings.link_seconds)
 
 
 @router.post("/v1/predictions/{prediction_id}/cancel")
-async def cancel_prediction(prediction_id: str, plane: DataPlaneDep, store: StoreDep, caller: Caller):
+async def cancel_prediction(
+    prediction_id: str, plane: DataPlaneDep, store: StoreDep, settings: SettingsDep, caller: Caller
+):
     """A queued prediction is canceled at once; a running one stops within a denoising step."""
-    job = await run_in_threadpool(store.get, prediction_id)
-    if job is None or job.origin != "predictions":
-        raise GatewayError(404, "not_found", PREDICTION_NOT_FOUND)
-    canceled = await plane.cancel(prediction_id)
+    job = await find(store, prediction_id, caller)
+    canceled = await plane.cancel(job.id)
     assert canceled is not None, f"job {prediction_id} was deleted while it was canceled"  # as before: no answer
-    return as_prediction(canceled, caller)
+    return as_prediction(canceled, settings.link_seconds)
 
 
 @router.get("/v1/models/{owner}/{name}/versions/{version_id}")
@@ -187,9 +198,9 @@ async def get_version(owner: str, name: str, version_id: str):
 
 
 @router.get("/v1/webhooks/default/secret")
-async def webhook_secret(webhooks: WebhooksDep):
-    """The key webhook deliveries are signed with (replicate's `webhooks.default.secret()`)."""
-    return {"key": webhooks.secret}
+async def webhook_secret(webhooks: WebhooksDep, caller: Caller):
+    """The key the caller's owner's webhook deliveries are signed with (replicate's `webhooks.default.secret()`)."""
+    return {"key": await webhooks.secret(caller.owner)}
 
 
 def _encode_cursor(created_at: datetime, job_id: str) -> str:

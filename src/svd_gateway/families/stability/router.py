@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import MIME_TYPES
 
-from ...deps import BaseURL, DataPlaneDep, StoreDep, read_body
+from ...deps import BaseURL, Caller, DataPlaneDep, StoreDep, read_body
 from ...errors import CODE_STATUS, GUARDED, GatewayError, error_responses, family_router
 from ...schemas import IMAGE_MEDIA_TYPES, form_schema
 from ...service import check_image
@@ -46,7 +46,7 @@ REQUEST_BODY = {
 
 
 @router.post("/v2beta/image-to-video", openapi_extra=REQUEST_BODY)
-async def image_to_video(request: Request, plane: DataPlaneDep, base: BaseURL):
+async def image_to_video(request: Request, plane: DataPlaneDep, base: BaseURL, caller: Caller):
     """Start a generation; poll the result route with the id returned."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise GatewayError(
@@ -63,14 +63,14 @@ async def image_to_video(request: Request, plane: DataPlaneDep, base: BaseURL):
     if "width" not in params and "height" not in params:
         params.setdefault("resize_mode", "keep")
     given = {**body.model_dump(exclude_none=True), "image": image_digest(image)}
-    job = await plane.queue(JobSpec("stability", image, params, given), base)
+    job = await plane.queue(JobSpec("stability", image, params, given), base, caller)
     return {"id": job.id}
 
 
 @router.get("/v2beta/image-to-video/result/{generation_id}")
-async def result(generation_id: str, store: StoreDep, accept: str = Header("video/*")):
+async def result(generation_id: str, store: StoreDep, caller: Caller, accept: str = Header("video/*")):
     """202 while in progress; the video (or JSON with it in base64); a failed generation's error."""
-    job = await run_in_threadpool(store.get, generation_id)
+    job = await run_in_threadpool(store.find, generation_id, caller.owner)
     if job is None or job.origin != "stability":
         raise GatewayError(404, "not_found", f"no generation found for id {generation_id[:64]}", "id")
     if job.status in ("queued", "running"):

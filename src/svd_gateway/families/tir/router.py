@@ -7,8 +7,9 @@ import base64
 
 from fastapi import Path
 
+from ...accounts import Principal
 from ...catalogue import ImageBody, catalogue_spec
-from ...deps import BaseURL, DataPlaneDep
+from ...deps import BaseURL, Caller, DataPlaneDep
 from ...errors import GENERATION, GUARDED, HouseError, error_responses, family_router
 from ...service import DataPlane
 
@@ -23,9 +24,9 @@ class PredictRequest(ImageBody):
     """E2E TIR pre-built endpoint: a base64 image and optional SVD parameters."""
 
 
-async def predictions(body: PredictRequest, plane: DataPlane, base: str) -> dict:
-    spec, _ = await catalogue_spec("tir", body, plane, defaults=DEFAULTS)
-    _, video = await plane.run(spec, base)
+async def predictions(body: PredictRequest, plane: DataPlane, base: str, caller: Principal) -> dict:
+    spec, _ = await catalogue_spec("tir", body, plane, caller, defaults=DEFAULTS)
+    _, video = await plane.run(spec, base, caller)
     return {"predictions": base64.b64encode(video).decode()}
 
 
@@ -38,11 +39,12 @@ async def predict_model(
     body: PredictRequest,
     plane: DataPlaneDep,
     base: BaseURL,
+    caller: Caller,
     model: str = Path(description="The endpoint's model name; this gateway serves one model."),
 ):
-    return await predictions(body, plane, base)
+    return await predictions(body, plane, base, caller)
 
 
 @router.post("/predict", summary="Predict", responses=error_responses(HouseError, 400, *GUARDED, *GENERATION))
-async def predict(body: PredictRequest, plane: DataPlaneDep, base: BaseURL):
-    return await predictions(body, plane, base)
+async def predict(body: PredictRequest, plane: DataPlaneDep, base: BaseURL, caller: Caller):
+    return await predictions(body, plane, base, caller)
