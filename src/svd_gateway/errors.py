@@ -202,7 +202,7 @@ def install_handlers(app: FastAPI) -> None:
     async def quota_exceeded(request: Request, error: QuotaExceeded):
         render, _ = route_renderer(request)
         return error_response(
-            429, "rate_limited", str(error), headers={"Retry-After": str(error.retry_after)}, render=render
+            429, "rate_limit_exceeded", str(error), headers={"Retry-After": str(error.retry_after)}, render=render
         )
 
     @app.exception_handler(RequestValidationError)

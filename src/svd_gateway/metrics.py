@@ -1,7 +1,9 @@
-"""The gateway's own Prometheus metrics, served on /metrics (no token, like /healthz).
+"""The gateway's own Prometheus metrics, served on /metrics to a key with the admin scope.
 
-The store's numbers (jobs by status, queue depth, the oldest queued job's age) are read from the database
-at each scrape, so every replica reports the same cluster-wide values (aggregate them with max, not sum);
+The store's numbers (unfinished jobs by status, queue depth, the oldest queued job's age) are read from the
+database at each scrape, so every replica reports the same cluster-wide values (aggregate them with max, not sum);
+finished jobs are this process's counters (job durations by outcome), so a scrape costs the same however many
+jobs the store keeps;
 the others are this process's counters (running jobs, lease takeovers, job durations, webhook deliveries,
 HTTP requests), labelled with its replica id where one series per replica is the point. Each app has its
 own registry: several gateways in one process (the tests) do not collide.
@@ -13,9 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .store import TERMINAL, Store
+from .store import ACTIVE, Store
 
-STATUSES = ("queued", "running", *TERMINAL)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 """Seconds: from a tiny test model to SVD-XT's long multi-clip jobs."""
 
@@ -29,9 +30,9 @@ class StoreCollector:
     def collect(self):
         by_status, oldest = self.store.counts()
         jobs = GaugeMetricFamily(
-            "svd_gateway_jobs", "Jobs in the shared store by status (all replicas)", labels=["status"]
+            "svd_gateway_jobs", "Unfinished jobs in the shared store by status (all replicas)", labels=["status"]
         )
-        for status in STATUSES:
+        for status in ACTIVE:
             jobs.add_metric([status], by_status.get(status, 0))
         yield jobs
         yield GaugeMetricFamily(

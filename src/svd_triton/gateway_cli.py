@@ -93,6 +93,7 @@ def _gateway(args) -> int:
     from svd_gateway.store import MissingDriver, migrate, open_engine
 
     settings = from_arguments(args)
+    args.action = args.action or "serve"  # `gateway` alone serves
     if args.action == "serve" and (refusal := settings.refusal(args.host)):
         print(f"svd-triton gateway: not started: {refusal}", file=sys.stderr)
         return 2
@@ -124,8 +125,8 @@ def _serve(args, settings) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines print whole URLs: webhook tokens included
     if not settings.token:
         logging.getLogger("svd_gateway").warning(
-            "NO BOOTSTRAP KEY: until an API key is made (svd-triton gateway keys create), every route is open "
-            "to anyone who reaches %s:%d (%s)",
+            "NO KEY: every route is open to anyone who reaches %s:%d (%s) until an API key is made "
+            "(svd-triton gateway keys create)",
             args.host,
             args.port,
             "--no-auth" if settings.no_auth else "loopback only",

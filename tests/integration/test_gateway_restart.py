@@ -121,7 +121,7 @@ def test_files_no_job_refers_to_are_swept_unless_young(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     upload = tmp_path / "upload"
     upload.write_bytes(b"kept")
-    kept = store.add_upload("a.png", "image/png", upload, "0" * 64, 4, 60)
+    kept = store.add_upload("default", "a.png", "image/png", upload, "0" * 64, 4, 60)
     assert store.sweep_orphans(older_than=600) == []  # possibly another replica's, about to be committed
     assert sorted(store.sweep_orphans()) == sorted(strays)
     assert not any((tmp_path / name).exists() for name in strays)

@@ -15,11 +15,13 @@ import ssl
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpcore
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
+from svd_gateway.accounts import BOOTSTRAP_OWNER
 from svd_gateway.errors import GatewayError
 from svd_gateway.outbound import AllowList, ImageFetcher
 from svd_gateway.webhooks import REPLY_CAP, Webhooks
@@ -192,7 +194,9 @@ def webhooks_with(allow: AllowList, **options) -> tuple[Webhooks, CollectorRegis
     registry = CollectorRegistry()
     outcomes = Counter("deliveries", "webhook events by result", ["result"], registry=registry)
     settings = {"attempts": 1, "backoff": 0.05, "timeout": TIMEOUT, **options}
-    return Webhooks(SIGNING_KEY, allow=allow, outcomes=outcomes, **settings), registry
+    # The bootstrap owner's configured secret: no store is asked for one.
+    return Webhooks(None, configured=SIGNING_KEY, data_dir=Path("/nonexistent"), allow=allow, outcomes=outcomes,
+                    **settings), registry
 
 
 async def completed(webhooks: Webhooks, url: str) -> float:
@@ -200,7 +204,7 @@ async def completed(webhooks: Webhooks, url: str) -> float:
     attempt); the seconds it took."""
     started = time.monotonic()
     try:
-        webhooks.send("job", url, [], "completed", {"id": "job", "status": "succeeded"})
+        webhooks.send("job", BOOTSTRAP_OWNER, url, [], "completed", {"id": "job", "status": "succeeded"})
         await asyncio.wait_for(asyncio.gather(*webhooks.senders), (webhooks.timeout + 10) * webhooks.attempts)
     finally:
         await webhooks.close()

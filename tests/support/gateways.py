@@ -73,9 +73,9 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()[-3000:]
             try:
-                requests.get(f"{self.url}/openapi.json", timeout=2)
+                requests.get(f"{self.url}/openapi.json", timeout=10)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy building its schema
                 time.sleep(0.1)
         raise AssertionError("the gateway process did not start: " + self.log.read_text()[-3000:])
 

@@ -12,6 +12,7 @@ import sqlalchemy
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from svd_gateway.accounts import BOOTSTRAP_OWNER
 from svd_gateway.blobs import FolderBlobs
 from svd_gateway.store import Base, Job, LeaseLost, Store, migrate, new_id, utcnow
 from tests.support.old_store import create_old_schema
@@ -121,6 +122,7 @@ def test_a_database_made_before_migrations_is_upgraded_in_place_with_its_jobs(tm
             "'2026-01-01 00:00:00')"))
     store = Store(url, FolderBlobs(tmp_path))
     assert store.get("old1").logs == "queued before the upgrade\n"
+    assert store.find("old1", BOOTSTRAP_OWNER) is not None  # what existed before accounts is the bootstrap owner's
     assert store.claim_next("a", "replica-a", LEASE).id == "old1"
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []

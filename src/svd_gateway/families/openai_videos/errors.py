@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 
 def openai_error(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
-    kind = "server_error" if status >= 500 else "invalid_request_error"
+    kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
     if field and field.startswith(("query.", "path.", "header.")):  # OpenAI names parameters alone
         field = field.split(".", 1)[1]
     return {

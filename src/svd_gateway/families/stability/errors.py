@@ -10,11 +10,13 @@ from pydantic import BaseModel
 STABILITY_NAMES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     408: "timeout",
     413: "payload_too_large",
     422: "invalid_request",
+    429: "rate_limit_exceeded",
     503: "unavailable",
 }
 
