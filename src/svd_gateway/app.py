@@ -96,9 +96,12 @@ def create_app(settings: Settings, model: Callable[[Settings], ModelClient] | No
         )
         await runner.start()
         _drain_on_sigterm(runner)
+        scrape = metrics.serve(settings.metrics_listen) if settings.metrics_listen else None
         try:
             yield {"gateway": state}  # the lifespan's state: every request's request.state.gateway (deps.State)
         finally:
+            if scrape is not None:
+                scrape.shutdown()
             await runner.stop()
             await webhooks.close()
             await fetcher.close()

@@ -11,7 +11,9 @@ own registry: several gateways in one process (the tests) do not collide.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,6 +80,13 @@ class GatewayMetrics:
 
     def watch(self, store: Store) -> None:
         self.registry.register(StoreCollector(store))
+
+    def serve(self, address: str) -> WSGIServer:
+        """Serve these metrics at HOST:PORT without a key (prometheus_client's own server, in a thread), for a
+        Prometheus that reaches the pod directly; stop it with `.shutdown()`."""
+        host, _, port = address.rpartition(":")
+        server, _ = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)
+        return server
 
     def render(self) -> bytes:
         """The text exposition format (blocking: it queries the store)."""

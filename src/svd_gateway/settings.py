@@ -55,6 +55,12 @@ class Settings:
         None, "serve HTTPS with this PEM certificate chain (with --tls-keyfile)", metavar="PEM"
     )
     tls_keyfile: Path | None = setting(None, "the certificate's PEM private key (with --tls-certfile)", metavar="PEM")
+    metrics_listen: str | None = setting(
+        None,
+        "also serve the gateway's own /metrics without a key on this address (for Prometheus inside a cluster: keep "
+        "it off the internet); on the API port /metrics needs a key with the admin scope",
+        metavar="HOST:PORT",
+    )
     metrics_url: str | None = setting(
         None, "Triton's metrics endpoint (default: Triton's host, port 8002)", metavar="URL"
     )

@@ -182,3 +182,13 @@ def test_perf_analyzer_smoke_run(triton, protocol):
         rows = perf.run(url, protocol, Path(folder) / "least.json", "1", 3, Path(folder) / "out.csv", token=TOKEN,
                         stability=100)  # the default timeout is a hang guard, not a bound
     assert rows and float(rows[0]["Inferences/Second"]) > 0 and int(rows[0]["p50 latency"]) > 0
+
+
+def test_prometheus_scrapes_the_gateway_s_keyless_metrics_listener():
+    """The API port's /metrics needs an admin key; the pods' annotations point Prometheus at --metrics-listen."""
+    template = kubernetes_objects()["StatefulSet/svd-gateway"]["spec"]["template"]
+    args = template["spec"]["containers"][0]["args"]
+    listen = args[args.index("--metrics-listen") + 1]
+    annotations = template["metadata"]["annotations"]
+    assert listen == f"0.0.0.0:{annotations['prometheus.io/port']}" and annotations["prometheus.io/path"] == "/metrics"
+    assert {port["containerPort"] for port in template["spec"]["containers"][0]["ports"]} == {8080}  # not a Service's

@@ -7,10 +7,13 @@ from __future__ import annotations
 import base64
 
 import pytest
+import requests
 
 from svd_triton import (DeadlineExceededError, InvalidRequestError, ServerError, UnauthorizedError,
                         UnavailableError)
+from svd_triton.launcher import free_port
 from tests.support import TOKEN
+from tests.support.fake_model import gateway_on
 
 SLUG = "stabilityai-stable-video-diffusion"
 
@@ -227,3 +230,14 @@ def test_health_is_the_model_s_readiness(client, fake):
     finally:
         fake.is_ready = True
     assert (reply.status_code, reply.json()) == (503, {"triton_ready": False})
+
+
+def test_metrics_need_an_admin_key_on_the_api_port_and_none_on_the_metrics_listener(fake, tmp_path):
+    port = free_port()
+    with gateway_on(fake, tmp_path, metrics_listen=f"127.0.0.1:{port}") as client:
+        assert client.get("/metrics", headers={"Authorization": ""}).status_code == 401
+        assert client.get("/metrics").status_code == 200  # the test key is the bootstrap key: admin scope
+        scraped = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert scraped.status_code == 200 and "svd_gateway_queue_depth" in scraped.text
+    with pytest.raises(requests.ConnectionError):  # stopped with the gateway
+        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
