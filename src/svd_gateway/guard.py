@@ -22,9 +22,9 @@ from .errors import ErrorShapes, GatewayError, error_response
 
 log = logging.getLogger("svd_gateway.guard")
 
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/docs", "/redoc", "/openapi.json", "/v1/parameters"})
-"""Paths anyone may read, matched exactly: health, API docs, the parameters' ranges and the playground page (its
-key is typed into it)."""
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/v1/parameters"})
+"""Paths anyone may read, matched exactly: health and readiness, API docs, the parameters' ranges and the
+playground page (its key is typed into it)."""
 PUBLIC_FOLDERS = ("/playground/", "/v1/outputs/")
 """Folders whose direct entries anyone may read (one path segment below, no further `/`): the playground's
 assets, and outputs (their signed, expiring link is the credential: jobs.output_url)."""

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import VIDEO_FORMATS, Progress
 from svd_triton.client import ProgressUpdate, VideoResult
-from svd_triton.errors import RequestCancelledError, SVDClientError
+from svd_triton.errors import RequestCancelledError, SVDClientError, is_transient
 
 from .errors import CODE_STATUS, GatewayError, client_error_code
 from .metrics import GatewayMetrics
@@ -40,6 +40,10 @@ LOG_INTERVAL = 0.5
 SWEEP_GRACE = 600.0
 """Stored bytes no row refers to are removed once this old: younger ones may be another replica's,
 written just before its row is committed."""
+READY_TIMEOUT = 5.0
+"""Seconds Triton's readiness answer may take before the model is taken as not ready."""
+RETRY_BACKOFF_CAP = 30.0
+"""Seconds a retry waits at most (the backoff doubles per attempt from --retry-backoff)."""
 MODEL = "stability-ai/stable-video-diffusion"
 VERSION = "svd-triton"
 log = logging.getLogger("svd_gateway.jobs")
@@ -150,6 +154,7 @@ class JobRunner:
         self.drained: asyncio.Task | None = None
         self.listening = threading.Event()
         """Set to stop the LISTEN thread."""
+        self.model_was_ready = True
 
     async def start(self) -> None:
         """Claim from the queue, keep leases alive, and (PostgreSQL, wake=notify) listen for new jobs."""
@@ -326,6 +331,9 @@ class JobRunner:
         """Take the oldest queued job whenever a slot is free; idle, wait for a NOTIFY, a local submit or the
         poll interval. A database error is logged and retried at the next poll."""
         while not self.draining:
+            if not await self._model_ready():  # jobs wait queued, rather than be claimed and fail
+                await asyncio.sleep(self.settings.poll_seconds)
+                continue
             await self.slots.acquire()
             self.wake.clear()
             job = None
@@ -343,7 +351,11 @@ class JobRunner:
                 continue
             self._start(job)
 
-    async def _run_reserved(self, job: Job) -> None:
+    async def _run_reserved(self, job: Job, delay: float = 0.0) -> None:
+        """Run a job this process holds for its client on the line, once the model is ready (within the job's
+        deadline) and, for a retry, after its backoff."""
+        await asyncio.sleep(delay)
+        await self._until_model_ready(self.settings.timeout)
         await self.slots.acquire()
         claimed = None
         try:
@@ -358,6 +370,22 @@ class JobRunner:
                 self._signal_done(job.id)
         if claimed is not None:
             self._start(claimed)
+
+    async def _model_ready(self) -> bool:
+        """Whether Triton says the model is ready (one cheap call before each claim; the one log line per outage)."""
+        try:
+            ready = await asyncio.wait_for(self.svd.ready(), READY_TIMEOUT)
+        except TimeoutError:
+            ready = False
+        if not ready and self.model_was_ready:
+            log.warning("the model is not ready (Triton down, restarting or loading it): jobs wait in the queue")
+        self.model_was_ready = ready
+        return ready
+
+    async def _until_model_ready(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.draining and time.monotonic() < deadline and not await self._model_ready():
+            await asyncio.sleep(self.settings.poll_seconds)
 
     def _start(self, job: Job) -> None:
         """Run a claimed job; the slot it holds is released when it ends."""
@@ -420,11 +448,17 @@ class JobRunner:
 
     async def _generate(self, job: Job) -> Job | None:
         updates: list[ProgressUpdate] = []
+        progressed: list[bool] = []  # any progress at all: the model started this attempt
+
+        def on_progress(update: ProgressUpdate) -> None:
+            updates.append(update)
+            progressed[:] = [True]
+
         started = time.perf_counter()
         try:
             # A job with a prompt in its params has no image: text-to-video (AsyncSVDClient.generate(prompt=...)).
             image = None if job.mode == "text" else await run_in_threadpool(self.store.read_input, job.id)
-            generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
+            generation = asyncio.create_task(self.svd.generate(image, on_progress=on_progress, **job.params))
             self.generations[job.id] = generation
             if job.id in self.releasing:  # released while its input was being read
                 generation.cancel()
@@ -444,6 +478,8 @@ class JobRunner:
                 return await self._give_back(job)
             return await self._finish(job, "canceled", predict_time=time.perf_counter() - started)
         except SVDClientError as error:  # the client read the field the message names: error.field
+            if is_transient(error, started=bool(progressed)):
+                return await self._retry(job, error)
             return await self._finish(
                 job,
                 "failed",
@@ -495,6 +531,34 @@ class JobRunner:
         else:
             self._notify(finished, "output")
         return finished
+
+    async def _retry(self, job: Job, error: SVDClientError) -> Job | None:
+        """An attempt lost to a fault of the transport or the model's process: queued again with backoff, from the
+        start with the same inputs and seed, until --max-attempts; then failed, saying how often and why."""
+        attempts, most = job.attempts, self.settings.max_attempts
+        died = [*(failure["error"] for failure in job.failures or []), str(error)]
+        self.metrics.retries.labels("model_process" if "is not healthy" in str(error) else "unavailable").inc()
+        if attempts >= most:
+            cause = (
+                "the model process died while running this request"
+                if all("is not healthy" in reason for reason in died)
+                else "the model server failed (unreachable or its model process died) while running this request"
+            )
+            return await self._finish(
+                job,
+                "failed",
+                error_code="unavailable",
+                error=f"{cause} {attempts} times; the last time: {error}",
+                failures=[*(job.failures or []), {"attempt": attempts, "error": str(error)}],
+            )
+        delay = min(RETRY_BACKOFF_CAP, self.settings.retry_backoff * 2 ** (attempts - 1))
+        note = f"attempt {attempts} of {most} was lost ({error}); attempt {attempts + 1} starts in {delay:g} s"
+        log.warning("job %s: %s", job.id, note)
+        requeued = await run_in_threadpool(self.store.requeue, job, note, str(error), delay)
+        if requeued is not None and not requeued.polled:  # its client waits on this replica: it runs here again
+            self.reserved[job.id] = requeued
+            self._spawn(self._run_reserved(requeued, delay))
+        return None
 
     async def _give_back(self, job: Job) -> Job | None:
         """A running job this replica cannot finish (drain, shutdown): a polled job goes back to the queue for

@@ -65,6 +65,12 @@ class GatewayMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.retries = Counter(
+            "svd_gateway_job_retries",
+            "Job attempts lost to a fault of Triton and queued again, by cause (model_process, unavailable)",
+            ["cause"],
+            registry=self.registry,
+        )
         self.webhooks = Counter(
             "svd_gateway_webhook_deliveries",
             "Webhook events sent by this replica: delivered, or failed after every retry",

@@ -10,6 +10,7 @@ import base64
 import binascii
 import io
 import re
+import secrets
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
 from svd_contract import Deployment
+from svd_contract.parameters import MAX_SEED
 from svd_triton.errors import SVDClientError
 
 from . import media, schemas
@@ -93,6 +95,7 @@ class DataPlane:
         """`caller`'s job of `spec`, its parameters through the one check (spec.check_parameters); its key's
         quotas are the store's to check as it is stored."""
         params = check_parameters(spec.params, spec.status)
+        params.setdefault("seed", secrets.randbelow(MAX_SEED + 1))  # chosen now: a retry makes the same video
         job = self.runner.new_job(
             spec.origin,
             spec.image,

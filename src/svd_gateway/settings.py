@@ -112,9 +112,13 @@ class Settings:
         "(0: an API-only replica that queues jobs for the others and refuses synchronous routes)",
     )
     max_attempts: int = setting(
-        2,
-        "a job whose replica was lost mid-run (crash, partition, scale-down) is started "
-        "again until it has been started this many times, then failed with the reason",
+        3,
+        "a job whose replica was lost mid-run (crash, partition, scale-down), or whose model call was lost to a "
+        "fault of Triton (unreachable, restarting, its model process died), is started again until it has been "
+        "started this many times, then failed with the reason",
+    )
+    retry_backoff: float = setting(
+        1.0, "seconds before a job lost to a Triton fault is started again; doubled for each further attempt (to 30)"
     )
     lease_seconds: float = setting(
         15.0, "a running job's lease: when its replica stops renewing it for this long, any replica takes the job over"
@@ -159,7 +163,8 @@ class Settings:
 
     webhook_secret: str | None = setting(
         None,
-        "whsec_<base64> signing key (default: generated once into --data-dir; env SVD_GATEWAY_WEBHOOK_SECRET)",
+        "the bootstrap owner's whsec_<base64> webhook signing key (default: one made once and kept in the store; "
+        "other owners' are made for them; env SVD_GATEWAY_WEBHOOK_SECRET)",
         env=lambda: os.environ.get("SVD_GATEWAY_WEBHOOK_SECRET"),
         metavar="KEY",
     )

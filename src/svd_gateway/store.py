@@ -215,6 +215,10 @@ class Job(Base):
     """The replica id that ran (or runs) it, for logs; correctness never reads it."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     """Claims so far; a release at shutdown gives its attempt back."""
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime)
+    """A job queued again after a fault is not claimed before this (its backoff)."""
+    failures: Mapped[list | None] = mapped_column(JSON)
+    """Each failed attempt's error, oldest first: {"attempt", "error", "at"}."""
     lease_holder: Mapped[str | None] = mapped_column(String(64), index=True)
     """The gateway process (random per start) holding the job: running it, or, for a synchronous route,
     holding it queued for the client on the line; None while it waits in the shared queue."""
@@ -257,6 +261,11 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """A round trip to the database (SQLAlchemyError when it does not answer)."""
+        with self.session() as session:
+            session.execute(text("SELECT 1"))
 
     # Jobs
 
@@ -349,7 +358,7 @@ class Store:
         conditional update makes a lost race (SQLite, several processes) a retry, never a double claim."""
         while True:
             with self.session.begin() as session:
-                waiting = select(Job.id).where(Job.status == "queued", Job.lease_holder.is_(None))
+                waiting = select(Job.id).where(*_claimable(utcnow()))
                 job_id = None
                 for owner in self._owners_in_turn(session):
                     job_id = session.scalar(
@@ -373,9 +382,7 @@ class Store:
             session.execute(select(Job.owner, func.count()).where(Job.status == "running").group_by(Job.owner)).all()
         )
         waiting = session.execute(
-            select(Job.owner, func.min(Job.created_at))
-            .where(Job.status == "queued", Job.lease_holder.is_(None))
-            .group_by(Job.owner)
+            select(Job.owner, func.min(Job.created_at)).where(*_claimable(utcnow())).group_by(Job.owner)
         ).all()
         return [owner for owner, _ in sorted(waiting, key=lambda row: (running.get(row[0], 0), row[1]))]
 
@@ -497,6 +504,26 @@ class Store:
         if not (job.keep_input and status == "succeeded"):  # else kept as long as the video
             self.blobs.delete(f"inputs/{job.id}")
         return finished
+
+    def requeue(self, job: Job, note: str, error: str, delay: float) -> Job | None:
+        """Queue again, not before `delay` seconds, a job whose attempt this process held failed for a fault that
+        was not the request's own; the attempt counts, and its error is kept. A polled job goes to the shared
+        queue; a synchronous one stays reserved for this process (its client is on this line). None: no longer
+        this holder's (canceled meanwhile, or taken over)."""
+        failure = {"attempt": job.attempts, "error": error, "at": utcnow().isoformat(timespec="seconds") + "Z"}
+        values: dict[str, Any] = {
+            "status": "queued",
+            "retry_at": utcnow() + timedelta(seconds=delay),
+            "failures": [*(job.failures or []), failure],
+            "progress": None,
+            "logs": func.coalesce(Job.logs, "") + note + "\n",
+        }
+        if job.polled:
+            values.update(lease_holder=None, lease_expires_at=None)
+        with self.session.begin() as session:
+            if not _rows(session, update(Job).where(*_fence(job)).values(**values)):
+                return None
+            return session.get(Job, job.id, populate_existing=True)
 
     def release(self, job: Job, note: str) -> bool:
         """Give a job this process holds back to the queue, attempt not counted (a replica shutting down);
@@ -834,6 +861,15 @@ def _rows(session: Session, statement: Executable) -> int:
     """The rows an UPDATE matched. Session.execute is annotated as returning a Result, which has no rowcount; for
     a DML statement it is a CursorResult, which does."""
     return cast("CursorResult[Any]", session.execute(statement)).rowcount
+
+
+def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Queued for any replica, and past its backoff if it is a retry."""
+    return (
+        Job.status == "queued",
+        Job.lease_holder.is_(None),
+        or_(Job.retry_at.is_(None), Job.retry_at <= now),
+    )
 
 
 def _held_by(holder: str | None) -> ColumnElement[bool]:

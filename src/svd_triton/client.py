@@ -147,6 +147,30 @@ class _Infer(NamedTuple):
     on_progress: Callable[[ProgressUpdate], Any] | None = None
 
 
+RECONNECT_BACKOFF_MS = (250, 2000)
+"""gRPC's reconnect backoff (first, most): a server back from a restart is reached within about 2 s, not after
+gRPC's default backoff of up to 2 minutes."""
+
+
+def grpc_channel_args() -> list[tuple[str, int]]:
+    """tritonclient's own channel options (message sizes, keepalive), with the reconnect backoff above."""
+    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+
+    keepalive = KeepAliveOptions()
+    first, most = RECONNECT_BACKOFF_MS
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", first),
+        ("grpc.min_reconnect_backoff_ms", first),
+        ("grpc.max_reconnect_backoff_ms", most),
+    ]
+
+
 class _Core:
     """All that the sync and async clients share. Each public method is a flow here: a generator that yields
     the calls it needs (an _Infer, or a function of the tritonclient client) and is sent their results."""
@@ -174,7 +198,7 @@ class _Core:
             return {"conn_timeout": self.timeout}
         if self.protocol == "http":
             return {"connection_timeout": self.timeout, "network_timeout": self.timeout}
-        return {}
+        return {"channel_args": grpc_channel_args()}
 
     def call_kwargs(self) -> dict:
         return {"headers": self.headers, **({"client_timeout": self.timeout} if self.protocol == "grpc" else {})}

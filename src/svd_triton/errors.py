@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
-from svd_contract import split_field
+from svd_contract import ERROR_CODES, split_field
 from svd_contract.tensors import parameter_name
 
 
@@ -78,6 +78,32 @@ DECISIONS: tuple[tuple[type[SVDClientError], set[str], tuple[str, ...]], ...] = 
 )
 """A server error's class: the first row whose codes hold the error's code, or one of whose phrases its
 message contains; ServerError when none does."""
+
+
+OUT_OF_MEMORY = ERROR_CODES["UNAVAILABLE"].prefix
+"""How the model says a request does not fit the device's memory even alone (svd_contract.errors)."""
+TRANSIENT_PHRASES = (
+    "is not healthy",  # the model's stub process died (killed, out of host memory, a native crash)
+    "Stream removed",  # the server went away mid-call
+    "Socket closed",
+    "Connection reset",
+    "failed to connect to all addresses",
+)
+"""What a server error says when it was the transport or the model's process that failed, not the request."""
+
+
+def is_transient(error: SVDClientError, started: bool) -> bool:
+    """Whether the same request, sent again later, may well succeed: a fault of the transport, of the server's
+    availability or of the model's process. Never one of the request itself (invalid, unauthorized, cancelled);
+    a deadline only when the call never `started` (no progress came back: the server was not there to run it).
+    A request too large for the device's memory even alone is its own fault: it would fail the same way again."""
+    if isinstance(error, (InvalidRequestError, UnauthorizedError, RequestCancelledError)):
+        return False
+    if OUT_OF_MEMORY in str(error):
+        return False
+    if isinstance(error, DeadlineExceededError):
+        return not started
+    return isinstance(error, UnavailableError) or any(phrase in str(error) for phrase in TRANSIENT_PHRASES)
 
 
 class _RpcError(Protocol):

@@ -245,7 +245,7 @@ def test_a_database_made_by_the_old_gateway_is_migrated_in_place(triton_stream, 
         [sys.executable, "-m", "svd_triton", "gateway", "migrate", "--database-url", database,
          "--data-dir", str(data)], capture_output=True, text=True, timeout=WAIT)
     assert migrate.returncode == 0, migrate.stderr
-    assert "schema revision 0004" in migrate.stdout
+    assert "schema revision 0005" in migrate.stdout
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()

@@ -98,6 +98,8 @@ class FakeModel:
     failure: SVDClientError | None = None
     is_ready: bool = True
     calls: list[Call] = field(default_factory=list)
+    fail_next: list[Exception] = field(default_factory=list)
+    """Raised by the next generations, one each, before `failure` is looked at."""
     controls: list[str] = field(default_factory=list)
     """The keep-warm actions asked for, in order."""
     held: list[Call] = field(default_factory=list)
@@ -123,6 +125,8 @@ class FakeModel:
         call = Call(image, prompt, params)
         self.calls.append(call)
         report = on_progress or (lambda update: None)
+        if self.fail_next:
+            raise self.fail_next.pop(0)
         if self.failure is not None:
             raise self.failure
         report(ProgressUpdate("preparing", 0, self.steps, time.perf_counter() - started))

@@ -9,8 +9,7 @@ import base64
 import pytest
 import requests
 
-from svd_triton import (DeadlineExceededError, InvalidRequestError, ServerError, UnauthorizedError,
-                        UnavailableError)
+from svd_triton import (InvalidRequestError, ServerError, UnauthorizedError)
 from svd_triton.launcher import free_port
 from tests.support import TOKEN
 from tests.support.fake_model import gateway_on
@@ -205,8 +204,6 @@ def test_the_key_scheme_is_let_in_and_public_paths_need_no_key(client):
 @pytest.mark.parametrize("error,status,code", [
     (InvalidRequestError("NUM_FRAMES: 40 is over this deployment's max_num_frames (16)", field="num_frames"),
      400, "invalid_request"),
-    (UnavailableError("model 'svd_xt' is not loaded"), 503, "unavailable"),
-    (DeadlineExceededError("no answer within the client's timeout"), 504, "deadline_exceeded"),
     (UnauthorizedError("the model server refused the gateway's key"), 502, "unauthorized"),
     (ServerError("CUDA out of memory"), 502, "server_error"),
 ])
@@ -241,3 +238,12 @@ def test_metrics_need_an_admin_key_on_the_api_port_and_none_on_the_metrics_liste
         assert scraped.status_code == 200 and "svd_gateway_queue_depth" in scraped.text
     with pytest.raises(requests.ConnectionError):  # stopped with the gateway
         requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+
+
+def test_readiness_is_the_gateway_s_own_whatever_triton_s_state(client, fake):
+    fake.is_ready = False
+    try:
+        reply = client.get("/readyz", headers={"Authorization": ""})
+    finally:
+        fake.is_ready = True
+    assert (reply.status_code, reply.json()) == (200, {"ready": True, "triton_ready": False})

@@ -10,7 +10,7 @@ import base64
 import pytest
 
 from svd_triton import DeadlineExceededError, InvalidRequestError, ServerError, UnavailableError
-from tests.support.fake_model import DEFAULTS, FAKE_SEED, FakeModel, gateway_on, solid_video
+from tests.support.fake_model import DEFAULTS, FakeModel, gateway_on, solid_video
 from tests.support.waiting import until
 
 DEFAULT_VIDEO = solid_video(**DEFAULTS)
@@ -61,7 +61,7 @@ def test_a_prediction_goes_from_starting_through_processing_to_succeeded(client,
     done = eventually(lambda: prediction(client, created["id"]), lambda p: p["status"] == "succeeded",
                       "the prediction succeeding")
     assert done["output"].endswith(".mp4") and client.get(done["output"]).content == DEFAULT_VIDEO
-    assert "100%|██████████| 4/4 denoising" in done["logs"] and done["logs"].endswith(f"Using seed: {FAKE_SEED}\n")
+    assert "100%|██████████| 4/4 denoising" in done["logs"] and done["logs"].endswith(f"Using seed: {fake.calls[-1].params['seed']}\n")
     assert done["completed_at"] and done["metrics"]["predict_time"] > 0 and done["error"] is None
 
 
@@ -84,8 +84,6 @@ def test_an_openai_video_reports_progress_while_in_progress(client, fake, image_
 @pytest.mark.parametrize("error,code,stability_status,stability_name", [
     (InvalidRequestError("NUM_FRAMES: 40 is over this deployment's max_num_frames (16)", field="num_frames"),
      "invalid_request", 400, "bad_request"),
-    (UnavailableError("model 'svd_xt' is not loaded"), "unavailable", 500, "internal_error"),
-    (DeadlineExceededError("no answer within the client's timeout"), "deadline_exceeded", 500, "internal_error"),
     (ServerError("CUDA out of memory"), "server_error", 500, "internal_error"),
 ])
 def test_a_model_error_fails_the_job_in_each_family_s_words(client, fake, image_uri, sample_png, error, code,
@@ -186,3 +184,73 @@ def test_an_openai_video_s_image_is_stored_once_and_remixed_from_there(client, f
     assert fake.calls[-1].image == sample_png  # the remix started from the kept image
     assert client.delete(f"/v1/videos/{created['id']}").json()["deleted"]
     assert not kept.exists()
+
+
+STUB_DIED = ServerError("Stub process 'svd_xt_0_0' is not healthy.")
+"""What Triton answers the calls in flight when the model's process dies."""
+
+
+@pytest.fixture
+def retrying(fake, tmp_path):
+    """A gateway that retries a lost attempt after 0.05 s (then 0.1 s), three attempts in all."""
+    with gateway_on(fake, tmp_path, concurrency=1, retry_backoff=0.05, max_attempts=3) as client:
+        yield client
+
+
+@pytest.mark.parametrize("lost", [STUB_DIED, UnavailableError("server not reachable (gRPC UNAVAILABLE)"),
+                                  DeadlineExceededError("no answer within the client's timeout")])
+def test_an_attempt_lost_to_triton_is_run_again_with_the_same_seed_and_the_job_succeeds(retrying, fake, image_uri,
+                                                                                         lost):
+    fake.fail_next = [lost]
+    created = create_prediction(retrying, image_uri)
+    done = eventually(lambda: prediction(retrying, created["id"]), lambda p: p["status"] in ("succeeded", "failed"),
+                      "the retry")
+    assert done["status"] == "succeeded" and done["error"] is None
+    assert f"attempt 1 of 3 was lost ({lost}); attempt 2 starts in 0.05 s" in done["logs"]
+    first, second = fake.calls[-2:]
+    assert first.params["seed"] == second.params["seed"]  # chosen when the job was made: the same video again
+    metrics = retrying.get("/metrics").text
+    cause = "model_process" if lost is STUB_DIED else "unavailable"
+    assert f'svd_gateway_job_retries_total{{cause="{cause}"}} 1.0' in metrics
+
+
+def test_a_request_that_kills_the_model_every_time_fails_after_max_attempts_saying_so(retrying, fake, image_uri):
+    fake.failure = STUB_DIED
+    created = create_prediction(retrying, image_uri)
+    failed = eventually(lambda: prediction(retrying, created["id"]), lambda p: p["status"] == "failed", "the failure")
+    assert failed["error"].startswith("the model process died while running this request 3 times; the last time: ")
+    assert len(fake.calls) == 3 and failed["logs"].count("was lost") == 2
+
+
+def test_a_fault_of_the_request_itself_is_never_retried(retrying, fake, image_uri):
+    fake.failure = InvalidRequestError("NUM_FRAMES: 40 is over this deployment's max_num_frames (16)",
+                                       field="num_frames")
+    created = create_prediction(retrying, image_uri)
+    failed = eventually(lambda: prediction(retrying, created["id"]), lambda p: p["status"] == "failed", "the failure")
+    assert len(fake.calls) == 1 and "was lost" not in failed["logs"]
+
+
+def test_a_synchronous_request_lost_to_triton_is_run_again_on_its_own_replica(retrying, fake, image_uri):
+    fake.fail_next = [STUB_DIED]
+    reply = retrying.post("/predict", json={"image": image_uri})
+    assert reply.status_code == 200 and base64.b64decode(reply.json()["predictions"])
+    assert len(fake.calls) == 2
+
+
+def test_jobs_wait_queued_while_the_model_is_not_ready_and_run_once_it_is(retrying, fake, image_uri):
+    fake.is_ready = False
+    try:
+        created = create_prediction(retrying, image_uri)
+        for _ in range(20):  # a claim loop that ignored readiness would have taken it within these polls
+            assert prediction(retrying, created["id"])["status"] == "starting" and not fake.calls
+    finally:
+        fake.is_ready = True
+    done = eventually(lambda: prediction(retrying, created["id"]), lambda p: p["status"] == "succeeded", "the run")
+    assert len(fake.calls) == 1 and "was lost" not in done["logs"]
+
+
+def test_a_request_too_large_for_the_device_even_alone_is_not_retried(retrying, fake, image_uri):
+    fake.failure = UnavailableError("not enough memory: 25 frames at 1024×576 need 21.3 GiB, 12.0 GiB free")
+    created = create_prediction(retrying, image_uri)
+    failed = eventually(lambda: prediction(retrying, created["id"]), lambda p: p["status"] == "failed", "the failure")
+    assert len(fake.calls) == 1 and failed["error"].startswith("not enough memory")

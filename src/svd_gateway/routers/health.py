@@ -1,9 +1,16 @@
-"""Liveness of the gateway, readiness of the Triton model behind it, and the gateway's own metrics."""
+"""Readiness of the gateway itself (/readyz), of the Triton model behind it (/healthz), and the gateway's own
+metrics.
+
+A gateway is ready while it can take and answer requests: its store answers. Triton's state is not part of it:
+while Triton restarts, jobs wait in the queue and clients keep polling them, which a failing readiness probe would
+turn into connection errors at the load balancer."""
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from ..deps import Operator, State, SVDDep
 
@@ -18,6 +25,25 @@ class Health(BaseModel):
 async def health(svd: SVDDep):
     ready = await svd.ready()
     return JSONResponse({"triton_ready": ready}, status_code=200 if ready else 503)
+
+
+class Readiness(BaseModel):
+    ready: bool
+    """The gateway can take and answer requests (its store answers)."""
+    triton_ready: bool
+    """The model is ready behind it; while not, jobs wait queued."""
+
+
+@router.get(
+    "/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "The store is down"}}
+)
+async def readiness(state: State, svd: SVDDep):
+    try:
+        await run_in_threadpool(state.store.ping)
+        ready = True
+    except SQLAlchemyError:
+        ready = False
+    return JSONResponse({"ready": ready, "triton_ready": await svd.ready()}, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", include_in_schema=False)

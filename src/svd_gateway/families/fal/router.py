@@ -6,7 +6,8 @@ speaks it: `submit`, `subscribe`, `status`, `result` and `cancel`, sync and asyn
 - A status is one of fal's three: IN_QUEUE (`queue_position`: how many queued requests are ahead), IN_PROGRESS,
   or COMPLETED, which a failed or cancelled request is too, with `error` and `error_type` (fal-client raises on
   any other status). The job's log lines are the `logs` entries, one per line.
-- No answer here is 408, 409 or 429, which fal-client retries for about 50 s. The result of a request that did
+- No answer here is 408 or 409, which fal-client retries for about 50 s; a key's quota is 429 (fal-client retries
+  that too, without reading Retry-After). The result of a request that did
   not succeed says why (`unsuccessful`); a result asked for early is 202 with the status.
 - Where fal answers a valid request about a finished one with a 400 (cancelling it: ALREADY_COMPLETED), this
   answers 200: the request is well formed, and it is finished either way (a 409 would be retried).
