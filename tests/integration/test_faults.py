@@ -13,7 +13,7 @@ from tests.support import TOKEN, start_server
 from tests.support.gateways import Gateway, replicate_client, settings_for
 from tests.support.waiting import until
 from svd_triton import ServerError, SVDClient
-from svd_triton.launcher import backend_stub_pids
+from svd_triton.launcher import TritonServer, backend_stub_pids
 from tests.support.videos import decode_video
 
 SMALL = {"width": 64, "height": 64, "num_frames": 2, "num_inference_steps": 1}
@@ -72,3 +72,36 @@ def test_predictions_running_when_the_model_process_dies_are_run_again_and_succe
         after = client.predictions.create(version="any", input={"image": image, **SMALL})
         after.wait()
         assert after.status == "succeeded" and "was lost" not in after.logs
+
+
+@pytest.mark.slow
+def test_jobs_queued_or_running_when_the_whole_server_dies_succeed_once_it_is_back(sample_png, tmp_path):
+    """tritonserver and its stub SIGKILLed (a pod lost) with eight predictions queued or running, and started again
+    on the same ports a few seconds later: all eight succeed, so do one sent while it was down and one sent right
+    after it was ready. The gateway waits for the model instead of failing jobs, and reconnects within seconds."""
+    image = base64.b64encode(sample_png).decode()
+    first = start_server(models=("svd_xt",)).start()
+    second = None
+    try:
+        with Gateway(settings_for(first, tmp_path, retry_backoff=0.5, poll_seconds=0.2)) as gateway:
+            client = replicate_client(gateway)
+            before = [client.predictions.create(version="any", input={"image": image, **SMALL, "num_frames": 4,
+                                                                      "num_inference_steps": 30})
+                      for _ in range(8)]
+            until(lambda: any(client.predictions.get(p.id).status == "processing" for p in before), "a job running")
+            first.watchdog.halt.set()  # the pod is gone, its watchdog with it
+            os.killpg(first.process.pid, signal.SIGKILL)
+            first.process.wait()
+            during = client.predictions.create(version="any", input={"image": image, **SMALL})
+            time.sleep(3)  # the scenario: the pod comes back a few seconds later
+            assert client.predictions.get(during.id).status == "starting"  # waits for the model, not failed
+            second = TritonServer(first.options, ready_timeout=240).start()
+            after = client.predictions.create(version="any", input={"image": image, **SMALL})
+            for prediction in [*before, during, after]:
+                prediction.wait()
+                assert prediction.status == "succeeded", (prediction.id, prediction.error, prediction.logs)
+            assert any("attempt 2" in prediction.logs for prediction in before)  # those running when it died
+    finally:
+        first.stop(grace=5)
+        if second is not None:
+            second.stop()
