@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -29,6 +30,8 @@ from .pipeline import EnginePipeline, PhaseTimer, diffusers_mismatches, uint8_fr
 from .request import GenerationRequest, parse_request
 from .video import VIDEO_FORMATS, encode_video
 
+ALLOCATION = re.compile(r"Tried to allocate ([\d.]+ [KMGT]?i?B)")
+"""What torch's out-of-memory message says one allocation asked for: the memory a request named in its error."""
 log = logging.getLogger(__name__)
 ENCODING_THREADS = 2
 WARM_UP_STEPS = 2
@@ -210,16 +213,18 @@ class SVDEngine(ResidentEngine):
         batch = _Batch([requests[i] for i in indices], tuple(indices), on_progress, cancelled)
         try:
             return self._generate_batch(batch)
-        except torch.OutOfMemoryError:
+        except torch.OutOfMemoryError as error:
             residency.release_memory(self.device)
+            wanted = ALLOCATION.search(str(error))
         if len(indices) == 1:
             request = requests[indices[0]]
+            asked = f" (one allocation asked for {wanted.group(1)} more)" if wanted else ""
             return [
                 _failed(
                     OutOfMemory(
                         f"out of {self.device.type.upper()} memory for {request.width}×{request.height}, "
-                        f"{request.num_frames} "
-                        "frames; try fewer frames, a smaller size or a smaller decode_chunk_size"
+                        f"{request.num_frames} frames{asked}; try fewer frames, a smaller size or a smaller "
+                        "decode_chunk_size"
                     )
                 )
             ]
