@@ -11,6 +11,7 @@ goes first on LD_LIBRARY_PATH.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -245,7 +246,9 @@ class TritonServer:
         args, env = self.command()
         remove_shm_leftovers(self.shm_prefix)
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.process = subprocess.Popen(
+                with_parent_death_signal(args), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         if self._stop_requested:  # a SIGTERM arrived before there was a process to forward it to
             self.process.send_signal(signal.SIGTERM)
         self.wait_ready()
@@ -321,8 +324,9 @@ class TritonServer:
             self.process.send_signal(signal.SIGTERM)
 
     def stop(self, grace: float = 30.0) -> None:
-        """Request a stop, kill the group if it has not exited after `grace` seconds, then remove this
-        server's shared-memory regions (a killed Python backend leaves them behind)."""
+        """Request a stop, kill the group if it has not exited after `grace` seconds, then whatever of its group
+        is left (a stub that outlived it), and remove this server's shared-memory regions (a killed Python
+        backend leaves them behind)."""
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -332,6 +336,8 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.request_stop()
                 self.process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # the group's leader is tritonserver
+            os.killpg(self.process.pid, signal.SIGKILL)
         remove_shm_leftovers(self.shm_prefix)
 
     def wait(self) -> int:
@@ -349,6 +355,25 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+PARENT_DEATH_EXEC = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG: kept across exec
+    "os.getppid() == int(sys.argv[1]) or sys.exit('svd-triton: the launcher is gone'); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+"""Run a command that gets SIGTERM when the process that started it dies, however it dies (SIGKILL included)."""
+
+
+def with_parent_death_signal(args: list[str]) -> list[str]:
+    """`args` run so that tritonserver is stopped (SIGTERM: models unloaded, stubs end with it) when the launcher
+    dies, even by SIGKILL, instead of running on with its stubs, reparented to init, holding the GPU. Linux's
+    prctl(PR_SET_PDEATHSIG), set in a tiny exec wrapper rather than a preexec_fn (unsafe with threads); the
+    signal follows the thread that started the server, which is the launcher's main thread."""
+    if sys.platform != "linux":
+        return args
+    return [sys.executable, "-c", PARENT_DEATH_EXEC, str(os.getpid()), *args]
 
 
 def redacted(args: list[str]) -> list[str]:

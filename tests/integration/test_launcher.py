@@ -175,3 +175,35 @@ def test_a_killed_server_leaves_nothing_in_dev_shm(tmp_path):
     finally:
         server.stop()
     assert not list(SHM_FOLDER.glob(server.shm_prefix + "*"))
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("ending", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL, "a stub restarted, then SIGTERM"])
+def test_no_tritonserver_or_stub_outlives_serve_however_it_ends(ending):
+    """Counted: tritonserver and its stubs (the ones of the end, a restarted stub included) once `svd-triton serve`
+    has ended. A SIGKILLed launcher can do nothing itself: tritonserver gets SIGTERM as its parent dies
+    (PR_SET_PDEATHSIG), and its stubs end with it."""
+    serve, lines, _ = _serve_cpu()
+    try:
+        _read_until(lines, "ready: HTTP", timeout=180)
+        [server] = psutil.Process(serve.pid).children()
+        if ending == "a stub restarted, then SIGTERM":
+            [stub] = [child for child in server.children() if child.name().startswith("triton_python")]
+            stub.kill()
+            _read_until(lines, "reloading svd_xt", timeout=60)
+            until(lambda: [child.pid for child in server.children()
+                           if child.name().startswith("triton_python") and _alive(child)] not in ([], [stub.pid]),
+                  "the stub restarted", seconds=120)
+        family = [server, *server.children(recursive=True)]
+        assert sum(map(_alive, family)) >= 2  # tritonserver and a stub at least
+        serve.send_signal(signal.SIGTERM if isinstance(ending, str) else ending)
+        serve.wait(timeout=90)
+        until(lambda: sum(map(_alive, family)) == 0, "tritonserver and its stubs to end", seconds=90)
+    finally:
+        _kill(serve)
