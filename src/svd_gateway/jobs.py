@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import VIDEO_FORMATS, Progress
 from svd_triton.client import ProgressUpdate, VideoResult
-from svd_triton.errors import RequestCancelledError, SVDClientError, is_transient
+from svd_triton.errors import MODEL_PROCESS_DIED, RequestCancelledError, SVDClientError, is_transient
 
 from .errors import CODE_STATUS, GatewayError, client_error_code
 from .metrics import GatewayMetrics
@@ -40,6 +40,8 @@ LOG_INTERVAL = 0.5
 SWEEP_GRACE = 600.0
 """Stored bytes no row refers to are removed once this old: younger ones may be another replica's,
 written just before its row is committed."""
+ISOLATION_POLL = 0.1
+"""Seconds between looks at whether a job to be run alone is alone yet."""
 READY_TIMEOUT = 5.0
 """Seconds Triton's readiness answer may take before the model is taken as not ready."""
 RETRY_BACKOFF_CAP = 30.0
@@ -47,6 +49,11 @@ RETRY_BACKOFF_CAP = 30.0
 MODEL = "stability-ai/stable-video-diffusion"
 VERSION = "svd-triton"
 log = logging.getLogger("svd_gateway.jobs")
+
+
+def died_with_the_model(job: Job) -> bool:
+    """Whether the job's last attempt was lost with the model's process (the poison, or one of its batch)."""
+    return MODEL_PROCESS_DIED in (job.failures or [{"error": ""}])[-1]["error"]
 
 
 def progress_line(update: ProgressUpdate) -> str:
@@ -155,6 +162,9 @@ class JobRunner:
         self.listening = threading.Event()
         """Set to stop the LISTEN thread."""
         self.model_was_ready = True
+        self.alone = asyncio.Lock()
+        self.isolated: str | None = None
+        """A job run alone now (its last attempt died with the model's process): nothing is claimed meanwhile."""
 
     async def start(self) -> None:
         """Claim from the queue, keep leases alive, and (PostgreSQL, wake=notify) listen for new jobs."""
@@ -331,6 +341,11 @@ class JobRunner:
         """Take the oldest queued job whenever a slot is free; idle, wait for a NOTIFY, a local submit or the
         poll interval. A database error is logged and retried at the next poll."""
         while not self.draining:
+            if self.isolated is not None:  # a job runs alone: nothing joins it
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
+                self.wake.clear()
+                continue
             if not await self._model_ready():  # jobs wait queued, rather than be claimed and fail
                 await asyncio.sleep(self.settings.poll_seconds)
                 continue
@@ -456,6 +471,8 @@ class JobRunner:
 
         started = time.perf_counter()
         try:
+            if died_with_the_model(job):
+                await self._isolate(job)
             # A job with a prompt in its params has no image: text-to-video (AsyncSVDClient.generate(prompt=...)).
             image = None if job.mode == "text" else await run_in_threadpool(self.store.read_input, job.id)
             generation = asyncio.create_task(self.svd.generate(image, on_progress=on_progress, **job.params))
@@ -498,6 +515,10 @@ class JobRunner:
             )
         finally:
             self.generations.pop(job.id, None)
+            if self.isolated == job.id:
+                self.isolated = None
+                self.alone.release()
+                self.wake.set()
         try:
             if updates:
                 await self._flush(job, updates)
@@ -532,16 +553,25 @@ class JobRunner:
             self._notify(finished, "output")
         return finished
 
+    async def _isolate(self, job: Job) -> None:
+        """Run a job whose last attempt died with the model's process alone on this replica: no claims, and the
+        generations in flight finish first. If it is what kills the model, it takes no batch neighbours with it;
+        if it was a neighbour, it now runs safely. One such job at a time."""
+        await self.alone.acquire()
+        self.isolated = job.id
+        while any(other != job.id for other in self.generations):
+            await asyncio.sleep(ISOLATION_POLL)
+
     async def _retry(self, job: Job, error: SVDClientError) -> Job | None:
         """An attempt lost to a fault of the transport or the model's process: queued again with backoff, from the
         start with the same inputs and seed, until --max-attempts; then failed, saying how often and why."""
         attempts, most = job.attempts, self.settings.max_attempts
         died = [*(failure["error"] for failure in job.failures or []), str(error)]
-        self.metrics.retries.labels("model_process" if "is not healthy" in str(error) else "unavailable").inc()
+        self.metrics.retries.labels("model_process" if MODEL_PROCESS_DIED in str(error) else "unavailable").inc()
         if attempts >= most:
             cause = (
                 "the model process died while running this request"
-                if all("is not healthy" in reason for reason in died)
+                if all(MODEL_PROCESS_DIED in reason for reason in died)
                 else "the model server failed (unreachable or its model process died) while running this request"
             )
             return await self._finish(

@@ -82,8 +82,11 @@ message contains; ServerError when none does."""
 
 OUT_OF_MEMORY = ERROR_CODES["UNAVAILABLE"].prefix
 """How the model says a request does not fit the device's memory even alone (svd_contract.errors)."""
+MODEL_PROCESS_DIED = "is not healthy"
+"""What Triton answers the calls in flight when a model's Python-backend process died (killed, out of host memory,
+a native crash): "Stub process 'svd_xt_0_0' is not healthy."."""
 TRANSIENT_PHRASES = (
-    "is not healthy",  # the model's stub process died (killed, out of host memory, a native crash)
+    MODEL_PROCESS_DIED,
     "Stream removed",  # the server went away mid-call
     "Socket closed",
     "Connection reset",

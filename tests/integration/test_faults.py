@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from tests.support import TOKEN, start_server
+from tests.support import TOKEN, cpu_config_copy, start_server
 from tests.support.gateways import Gateway, replicate_client, settings_for
 from tests.support.waiting import until
 from svd_triton import ServerError, SVDClient
@@ -105,3 +105,49 @@ def test_jobs_queued_or_running_when_the_whole_server_dies_succeed_once_it_is_ba
         first.stop(grace=5)
         if second is not None:
             second.stop()
+
+
+POISON_SEED = 666
+POISON_HOOK = f'''
+
+# Test only: a request with SEED {POISON_SEED} kills this model's process, with whatever shares its batch.
+_execute = TritonPythonModel.execute
+
+
+def _poisoned(self, requests):
+    for request in requests:
+        seed = pb_utils.get_input_tensor_by_name(request, "SEED")
+        if seed is not None and int(seed.as_numpy().reshape(-1)[0]) == {POISON_SEED}:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return _execute(self, requests)
+
+
+TritonPythonModel.execute = _poisoned
+'''
+
+
+@pytest.mark.slow
+def test_a_request_that_kills_the_model_every_time_fails_and_its_batch_neighbours_succeed(sample_png, tmp_path):
+    """A test-only model (this test's copy of the repository) whose process dies on one seed: that prediction
+    fails after --max-attempts naming why; the three batched with it (queued behind a running one, so that
+    Triton batches them together) lose an attempt with it and succeed on their retry, which runs alone."""
+    repository = cpu_config_copy(tmp_path).parents[2]
+    model = repository / "svd_xt" / "1" / "model.py"
+    model.write_text("import os\nimport signal\n" + model.read_text() + POISON_HOOK)
+    image = base64.b64encode(sample_png).decode()
+    with start_server(models=("svd_xt",), model_repository=repository) as server, \
+            Gateway(settings_for(server, tmp_path / "gateway", concurrency=5, retry_backoff=0.2,
+                                 poll_seconds=0.2)) as gateway:
+        client = replicate_client(gateway)
+        blocker = client.predictions.create(version="any", input={"image": image, **SMALL, "num_inference_steps": 30})
+        until(lambda: client.predictions.get(blocker.id).status == "processing", "the first job running")
+        poison = client.predictions.create(version="any", input={"image": image, **SMALL, "seed": POISON_SEED})
+        neighbours = [client.predictions.create(version="any", input={"image": image, **SMALL, "seed": seed})
+                      for seed in (1, 2, 3)]
+        poison.wait()
+        assert poison.status == "failed"
+        assert poison.error.startswith("the model process died while running this request 3 times")
+        for prediction in [blocker, *neighbours]:
+            prediction.wait()
+            assert prediction.status == "succeeded", (prediction.error, prediction.logs)
+        assert any("attempt 1 of 3 was lost" in prediction.logs for prediction in neighbours)  # batched with it

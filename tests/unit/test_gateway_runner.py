@@ -254,3 +254,25 @@ def test_a_request_too_large_for_the_device_even_alone_is_not_retried(retrying, 
     created = create_prediction(retrying, image_uri)
     failed = eventually(lambda: prediction(retrying, created["id"]), lambda p: p["status"] == "failed", "the failure")
     assert len(fake.calls) == 1 and failed["error"].startswith("not enough memory")
+
+
+def test_a_job_whose_attempt_died_with_the_model_runs_again_alone(fake, tmp_path, image_uri):
+    """Its retry waits for the generations in flight, and nothing is claimed meanwhile: if it is what kills the
+    model, it takes no neighbour with it."""
+    with gateway_on(fake, tmp_path, concurrency=3, retry_backoff=0.05) as client:
+        fake.hold()
+        running = create_prediction(client, image_uri)
+        until(lambda: len(fake.held) == 1, "the first job running")
+        fake.fail_next = [STUB_DIED]
+        suspect = create_prediction(client, image_uri)
+        eventually(lambda: prediction(client, suspect["id"]),
+                   lambda p: "attempt 2 starts" in p["logs"] and p["status"] == "processing", "its retry claimed")
+        later = create_prediction(client, image_uri)
+        for _ in range(20):  # polls in which a runner that ignored the isolation would have sent either
+            assert len(fake.calls) == 2 and prediction(client, later["id"])["status"] == "starting"
+        fake.release()
+        for job in (running, suspect, later):
+            assert eventually(lambda: prediction(client, job["id"]), lambda p: p["status"] in ("succeeded", "failed"),
+                              "the jobs")["status"] == "succeeded"
+        seeds = [call.params["seed"] for call in fake.calls]
+        assert len(seeds) == 4 and seeds[2] == seeds[1]  # its retry ran before the job queued after it
