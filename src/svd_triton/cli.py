@@ -75,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         help="use gRPC and show step progress when the deployment streams (svd-triton serve --stream)",
     )
     generate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before giving up")
+    generate.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="send the request again up to N times when the server was unreachable, restarting or its model "
+        "process died (with backoff; give --seed for the same video)",
+    )
     for name, parameter in PARAMETERS.items():  # the model's optional inputs: --num-frames → NUM_FRAMES
         generate.add_argument(
             "--" + name.replace("_", "-"),
@@ -290,7 +298,7 @@ def _generate(args) -> int:
     params = {name: getattr(args, name) for name in PARAMETERS} | text_flags
     params["video_format"] = params["video_format"] or EXTENSION_FORMATS.get(args.output.suffix.lower())
     protocol = "grpc" if args.grpc or args.stream else "http"
-    with SVDClient(args.url, protocol=protocol, token=args.token, timeout=args.timeout) as client:
+    with SVDClient(args.url, protocol=protocol, token=args.token, timeout=args.timeout, retries=args.retries) as client:
         call = functools.partial(client.generate, args.image, prompt=args.prompt, **params)
         if client.streams:
             bar = ProgressBar(sys.stderr)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import json
 import queue
 import time
@@ -52,6 +53,7 @@ from .errors import (
     ServerError,
     SVDClientError,
     UnauthorizedError,
+    is_transient,
     map_error,
 )
 
@@ -147,6 +149,8 @@ class _Infer(NamedTuple):
     on_progress: Callable[[ProgressUpdate], Any] | None = None
 
 
+RETRY_BACKOFF = (0.5, 8.0)
+"""Seconds before a retried generation (first, most); doubled per retry."""
 RECONNECT_BACKOFF_MS = (250, 2000)
 """gRPC's reconnect backoff (first, most): a server back from a restart is reached within about 2 s, not after
 gRPC's default backoff of up to 2 minutes."""
@@ -346,9 +350,21 @@ class _Client:
         model: str = MODEL_NAME,
         text_model: str = TEXT_TO_VIDEO_MODEL,
         admin_token: str | None = None,
+        retries: int = 0,
     ):
         self._core = _Core(url, protocol, token, timeout, model, text_model, self.asynchronous, admin_token)
         self._client = self._core.tc.InferenceServerClient(self._core.url, **self._core.client_kwargs())
+        self.retries = retries
+        """Generations lost to a fault of the server or the transport (svd_triton.errors.is_transient: unreachable,
+        restarting, the model's process died) are sent again this many times, with backoff. 0 (the default), as
+        tritonclient: the caller decides. A retried request without a seed may make another video."""
+
+    def _retry_delay(self, error: Exception, attempt: int) -> float | None:
+        """Seconds before sending an inference again after `error` on `attempt` (1-based); None: raise it."""
+        mapped = self._core.map_error(error)
+        if attempt > self.retries or not is_transient(mapped, started=True):  # a deadline is never retried
+            return None
+        return min(RETRY_BACKOFF[1], RETRY_BACKOFF[0] * 2 ** (attempt - 1))
 
 
 class SVDClient(_Client):
@@ -433,6 +449,16 @@ class SVDClient(_Client):
     def _perform(self, op):
         if not isinstance(op, _Infer):
             return op(self._client)
+        for attempt in itertools.count(1):
+            try:
+                return self._infer(op)
+            except Exception as error:
+                delay = self._retry_delay(error, attempt)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+    def _infer(self, op: _Infer):
         if op.model.streams:
             return self._stream(op)
         if self._core.protocol == "grpc":
@@ -538,6 +564,16 @@ class AsyncSVDClient(_Client):
     async def _perform(self, op):
         if not isinstance(op, _Infer):
             return await op(self._client)
+        for attempt in itertools.count(1):
+            try:
+                return await self._infer(op)
+            except Exception as error:
+                delay = self._retry_delay(error, attempt)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+
+    async def _infer(self, op: _Infer):
         if op.model.streams:
             call = self._stream(op)
         else:

@@ -151,3 +151,27 @@ def test_a_request_that_kills_the_model_every_time_fails_and_its_batch_neighbour
             prediction.wait()
             assert prediction.status == "succeeded", (prediction.error, prediction.logs)
         assert any("attempt 1 of 3 was lost" in prediction.logs for prediction in neighbours)  # batched with it
+
+
+@pytest.mark.slow
+def test_a_direct_client_asked_to_retry_gets_its_video_through_a_model_process_death(sample_png):
+    """SVDClient(retries=N) sends a generation lost to the stub's death again, with backoff, while the launcher
+    reloads the model; with a seed, the video is the one the request would have made. Without `retries` (the
+    default) the error is the caller's, as the test above shows."""
+    with start_server(models=("svd_xt",)) as server:
+        outcome = {}
+
+        def long_request():
+            with SVDClient(server.grpc_url, protocol="grpc", token=TOKEN, timeout=120, retries=6) as svd:
+                outcome["result"] = svd.generate(sample_png, seed=7, num_inference_steps=60)
+
+        caller = threading.Thread(target=long_request)
+        caller.start()
+        time.sleep(2.0)  # the request is running (the same moment the test above kills it)
+        [stub] = backend_stub_pids(server.process.pid)
+        os.kill(stub, signal.SIGKILL)
+        caller.join(timeout=180)
+        assert "result" in outcome and server.watchdog.reloads == 1  # it lived through the reload
+        with SVDClient(server.grpc_url, protocol="grpc", token=TOKEN, timeout=120) as svd:
+            again = svd.generate(sample_png, seed=7, num_inference_steps=60)
+        assert outcome["result"].video == again.video
