@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -424,7 +425,7 @@ class JobRunner:
             self.metrics.duration.labels(finished.status).observe(time.perf_counter() - started)
             self._notify(finished, "completed")
             if finished.output_key:
-                await self._expire()
+                await self._expire(finished.owner)
         self._signal_done(job.id)
 
     def _signal_done(self, job_id: str) -> None:
@@ -620,12 +621,16 @@ class JobRunner:
                 job.id, job.owner, job.webhook, job.webhook_events, event, render(job, self.settings.link_seconds)
             )
 
-    async def _expire(self) -> None:
+    async def _expire(self, owner: str | None = None) -> None:
+        """Retention: after a job, its owner's outputs beyond their limits; every minute, everything."""
         await run_in_threadpool(
-            self.store.expire,
-            max_outputs=self.settings.max_outputs,
-            output_seconds=self.settings.output_seconds,
-            max_output_bytes=self.settings.max_output_bytes,
+            functools.partial(
+                self.store.expire,
+                max_outputs=self.settings.max_outputs,
+                output_seconds=self.settings.output_seconds,
+                max_output_bytes=self.settings.max_output_bytes,
+                owner=owner,
+            )
         )
 
     async def _expire_periodically(self) -> None:

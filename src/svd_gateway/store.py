@@ -63,6 +63,8 @@ NOTIFY_CHANNEL = "svd_gateway_jobs"
 """PostgreSQL LISTEN/NOTIFY channel: a job was queued (or released), idle replicas claim it."""
 MIGRATION_LOCK = zlib.crc32(b"svd_gateway.migrations")
 """PostgreSQL advisory lock key: one replica migrates, the others wait for it."""
+CLAIM_LOCK = zlib.crc32(b"svd_gateway.claims")
+"""PostgreSQL advisory lock key: replicas claim in turn, each seeing the claims before it (fair shares)."""
 BASELINE = "0001"
 """The revision of the schema the gateway made before migrations existed (create_all)."""
 DRIVER_EXTRAS = {"postgresql": "postgres"}
@@ -354,10 +356,14 @@ class Store:
         """A queued job, now `running` under a lease for `holder`; None when the queue is empty. Fair across
         owners: the owner with the fewest jobs running (all replicas) goes first, ties to the oldest waiting job,
         and within an owner oldest first; so one owner's burst puts another's job behind at most one of its
-        running jobs per replica. SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL; the
-        conditional update makes a lost race (SQLite, several processes) a retry, never a double claim."""
+        running jobs per replica. On PostgreSQL claims take turns (an advisory lock held for the transaction: a
+        few milliseconds each), so two replicas freed at once do not both pick from the owner that had nothing
+        running a moment before; SKIP LOCKED still passes rows another transaction holds. The conditional update
+        makes a lost race (SQLite, several processes) a retry, never a double claim."""
         while True:
             with self.session.begin() as session:
+                if self.postgresql:
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
                 waiting = select(Job.id).where(*_claimable(utcnow()))
                 job_id = None
                 for owner in self._owners_in_turn(session):
@@ -773,10 +779,13 @@ class Store:
 
     # Retention
 
-    def expire(self, *, max_outputs: int, output_seconds: float, max_output_bytes: int) -> int:
+    def expire(
+        self, *, max_outputs: int, output_seconds: float, max_output_bytes: int, owner: str | None = None
+    ) -> int:
         """Drop outputs past their age, and each owner's beyond its newest `max_outputs` or `max_output_bytes` in
         total (so one owner's many jobs never evict another's videos); delete finished jobs and uploads past their
-        age. Returns how many outputs were dropped."""
+        age. With `owner`, only that owner's outputs beyond its limits, which is all a job just finished can change
+        (over the owner's index, not the whole table). Returns how many outputs were dropped."""
         cutoff = utcnow() - timedelta(seconds=output_seconds)
         dropped: list[str] = []
         dropped_inputs: list[str] = []
@@ -788,7 +797,7 @@ class Store:
                 func.row_number().over(partition_by=Job.owner, order_by=newest).label("rank"),
                 func.sum(Job.output_bytes).over(partition_by=Job.owner, order_by=newest).label("total"),
             )
-            .where(Job.output_key.is_not(None), Job.output_removed.is_(False))
+            .where(Job.output_key.is_not(None), Job.output_removed.is_(False), *([Job.owner == owner] if owner else []))
             .subquery()
         )
         with self.session.begin() as session:
@@ -809,12 +818,15 @@ class Store:
                     job.output_removed = True
                     dropped.append(job.output_key)
                     dropped_inputs += [job.id] if job.keep_input else []
-            for job in session.scalars(select(Job).where(Job.status.in_(TERMINAL), Job.completed_at < cutoff)):
+            past_age = select(Job).where(Job.status.in_(TERMINAL), Job.completed_at < cutoff)
+            for job in session.scalars(past_age) if owner is None else ():
                 if job.output_key and not job.output_removed:
                     dropped.append(job.output_key)
                 dropped_inputs += [job.id] if job.keep_input else []
                 session.delete(job)
-            expired_uploads = list(session.scalars(select(Upload.id).where(Upload.expires_at <= utcnow())))
+            expired_uploads = (
+                list(session.scalars(select(Upload.id).where(Upload.expires_at <= utcnow()))) if owner is None else []
+            )
             for upload_id in expired_uploads:
                 session.delete(session.get(Upload, upload_id))
         for key in dropped:
