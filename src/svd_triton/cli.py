@@ -281,6 +281,9 @@ def _serve(args) -> int:
             file=sys.stderr,
         )
     code = server.wait()
+    if server.watchdog is not None and server.watchdog.gave_up:
+        print("svd-triton serve: a model's process died and it could not be reloaded", file=sys.stderr)
+        return 3
     if server.stopped_on_request():
         print("svd-triton serve: stopped", file=sys.stderr)
         return 0

@@ -428,7 +428,9 @@ class StubWatchdog(threading.Thread):
     """Reloads the ready models when a Python-backend stub dies, which Triton 2.51 does not do itself.
 
     The request that was running fails (the client gets 'Stub process ... is not healthy'); requests
-    after the reload are served. Models unloaded on purpose are not READY and are left alone.
+    after the reload are served. Models unloaded on purpose are not READY and are left alone. When the reload
+    fails, the model would stay dead behind a health check that still says ready: the watchdog stops the server
+    instead (`gave_up`), so `svd-triton serve` exits non-zero and the pod or service manager starts it again.
     """
 
     def __init__(self, server: TritonServer, interval: float = 1.0):
@@ -436,6 +438,7 @@ class StubWatchdog(threading.Thread):
         self.server, self.interval = server, interval
         self.halt = threading.Event()
         self.reloads = 0
+        self.gave_up = False
 
     def run(self) -> None:
         expected = len(backend_stub_pids(self.server.spawned.pid))
@@ -458,4 +461,6 @@ class StubWatchdog(threading.Thread):
                 client.load_model(model, headers=headers)
                 self.reloads += 1
         except InferenceServerException as error:
-            print(f"svd-triton: reload failed: {error}", file=sys.stderr, flush=True)
+            print(f"svd-triton: reload failed ({error}); stopping the server", file=sys.stderr, flush=True)
+            self.gave_up = True
+            self.server.request_stop()

@@ -207,3 +207,27 @@ def test_no_tritonserver_or_stub_outlives_serve_however_it_ends(ending):
         until(lambda: sum(map(_alive, family)) == 0, "tritonserver and its stubs to end", seconds=90)
     finally:
         _kill(serve)
+
+
+def test_a_model_whose_process_dies_and_cannot_be_reloaded_ends_serve_with_an_error(tmp_path):
+    """Triton would go on answering ready with the model dead behind it; the launcher ends instead (exit code 3),
+    so the pod or service manager starts it again. The reload is made to fail by breaking the model's code after
+    the start, as a bad rollout of the repository would."""
+    repository = cpu_config_copy(tmp_path).parents[2]
+    serve = subprocess.Popen([sys.executable, "-m", "svd_triton", "serve", "--model-repository", str(repository),
+                              "--http-port", str(free_port()), "--grpc-port", str(free_port()),
+                              "--metrics-port", str(free_port()), "--config", "cpu", "--svd-only"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in serve.stdout], daemon=True).start()
+    try:
+        _read_until(lines, "ready: HTTP", timeout=180)
+        model = repository / "svd_xt" / "1" / "model.py"
+        model.write_text(model.read_text() + "\nraise RuntimeError('a broken rollout')\n")
+        [server] = psutil.Process(serve.pid).children()
+        [stub] = [child for child in server.children() if child.name().startswith("triton_python")]
+        stub.kill()
+        output = _read_until(lines, "could not be reloaded", timeout=120)
+        assert serve.wait(timeout=60) == 3 and "reload failed" in output
+    finally:
+        _kill(serve)
