@@ -22,6 +22,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0, Fu
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import EngineConfig
+from .cross_attention import use_single_token_cross_attention
 from .errors import ModelLoadError
 
 SDPA_KERNELS = {
@@ -82,6 +83,7 @@ class FastPath:
     def apply(self, pipeline) -> None:
         """Change `pipeline` in place; raises ModelLoadError when a switch cannot work on this device."""
         if not self.enabled:
+            use_single_token_cross_attention(pipeline.unet)  # exact (svd_engine.cross_attention): not a switch
             return
         c = self.config
         if c.fp8:
@@ -98,6 +100,7 @@ class FastPath:
             pipeline.unet.set_attn_processor({name: self._processor(name) for name in pipeline.unet.attn_processors})
             if c.fuse_qkv:  # the VAE's attention (one 512-wide head: too wide for flash and cuDNN) keeps PyTorch's pick
                 pipeline.vae.set_attn_processor(FusedAttnProcessor2_0())
+        use_single_token_cross_attention(pipeline.unet)  # wraps the processors set above, so after them
         if c.channels_last:  # 2-D convolutions only: the temporal ones are 3-D
             for model in models:
                 for module in model.modules():
