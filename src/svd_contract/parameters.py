@@ -20,6 +20,8 @@ MAX_SEED = 2**63 - 1
 MAX_SIDE = 2048
 RESIZE_MODES = ("crop", "pad", "stretch", "keep")
 LOOPS = ("none", "pingpong", "crossfade")
+SCHEDULES = ("karras", "ays")
+"""Noise schedules: the scheduler's own Karras sigmas, or NVIDIA's Align Your Steps sigmas for SVD."""
 MAX_CACHE_INTERVAL = 10
 """Published set-ups use 2 to 5 (OneDiff's SVD example uses 3); up to 10 leaves room to measure further."""
 MAX_CACHE_BRANCH_ID = 3
@@ -127,6 +129,14 @@ PARAMETERS: dict[str, Parameter] = table(
         help="Frames generated per clip.",
     ),
     Parameter("num_inference_steps", int, 1, 100, help="Denoising steps: more is slower and usually sharper."),
+    Parameter(
+        "schedule",
+        str,
+        choices=SCHEDULES,
+        default="karras",
+        help="Noise levels of the denoising steps: karras (the model's own) or ays (Align Your Steps: "
+        "the levels NVIDIA optimised for SVD at 10 steps, interpolated for other step counts).",
+    ),
     Parameter("fps", int, 1, 60, help="Frames per second of the video; the model is also conditioned on it."),
     Parameter("motion_bucket_id", int, 0, 255, default=127, help="How much motion: higher values move more."),
     Parameter(

@@ -26,7 +26,7 @@ from .errors import GenerationCancelled, ModelLoadError, OutOfMemory
 from .fast_path import FastPath
 from .feature_cache import CachePlan, FeatureCache
 from .loading import load_pipeline, resolve_device, resolve_dtype
-from .pipeline import EnginePipeline, PhaseTimer, diffusers_mismatches, uint8_frames
+from .pipeline import EnginePipeline, PhaseTimer, diffusers_mismatches, schedule_sigmas, uint8_frames
 from .request import GenerationRequest, parse_request
 from .video import VIDEO_FORMATS, encode_video
 
@@ -297,6 +297,7 @@ class SVDEngine(ResidentEngine):
                 width=first.width,
                 num_frames=first.num_frames,
                 num_inference_steps=first.num_inference_steps,
+                sigmas=schedule_sigmas(first.schedule, first.num_inference_steps),
                 decode_chunk_size=first.decode_chunk_size,
                 min_guidance_scale=first.min_guidance_scale,
                 max_guidance_scale=first.max_guidance_scale,

@@ -11,10 +11,41 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
 from diffusers import StableVideoDiffusionPipeline
+from diffusers.schedulers import AysSchedules
+
+AYS_SIGMAS: tuple[float, ...] = tuple(cast(list[float], AysSchedules["StableDiffusionVideoSigmas"]))
+"""NVIDIA's Align Your Steps noise levels for SVD at 10 steps, as diffusers ships them: 11 sigmas from 700
+down to 0, the final 0 included (a scheduler given `sigmas=` uses them as they are and appends nothing)."""
+AYS_SIGMA_MIN = 0.002
+"""Where NVIDIA's published list ends (SVD's sigma_min); diffusers writes the 0 the last step goes to instead."""
+
+
+def schedule_sigmas(schedule: str, num_inference_steps: int) -> list[float] | None:
+    """The sigmas to pass as the pipeline's `sigmas=` for a request's schedule; None for `karras`, which
+    leaves the scheduler its own (Karras) sigmas.
+
+    `ays` at 10 steps is AYS_SIGMAS exactly; at any other count it is the 11-point list log-linearly
+    interpolated onto num_inference_steps + 1 points, its last set to 0 (NVIDIA's and ComfyUI's
+    `loglinear_interp`, over the published list, which ends at sigma_min rather than 0).
+    """
+    if schedule == "karras":
+        return None
+    if schedule != "ays":
+        raise ValueError(f"unknown schedule {schedule!r}")
+    if num_inference_steps + 1 == len(AYS_SIGMAS):
+        return list(AYS_SIGMAS)
+    published = np.array([*AYS_SIGMAS[:-1], AYS_SIGMA_MIN])
+    log_sigmas = np.interp(
+        np.linspace(0, 1, num_inference_steps + 1), np.linspace(0, 1, len(published)), np.log(published[::-1])
+    )
+    sigmas = np.exp(log_sigmas)[::-1]
+    sigmas[0], sigmas[-1] = AYS_SIGMAS[0], 0.0  # the first exactly 700 (exp∘log may be an ulp off)
+    return sigmas.tolist()
 
 
 def uint8_frames(video: torch.Tensor) -> np.ndarray:
@@ -68,6 +99,8 @@ def diffusers_mismatches() -> list[str]:
 
     problems = []
     call_source = inspect.getsource(StableVideoDiffusionPipeline.__call__)
+    if "sigmas" not in inspect.signature(StableVideoDiffusionPipeline.__call__).parameters:
+        problems.append("StableVideoDiffusionPipeline.__call__ no longer takes sigmas (schedule=ays passes them)")
     for name, expected in OVERRIDDEN.items():
         method = getattr(StableVideoDiffusionPipeline, name, None)
         if method is None:

@@ -38,6 +38,8 @@ class GenerationRequest:
     resize_mode: str
     num_frames: int
     num_inference_steps: int
+    schedule: str
+    """The noise schedule (svd_contract SCHEDULES): karras, the scheduler's own, or ays (Align Your Steps)."""
     fps: int
     motion_bucket_id: int
     noise_aug_strength: float
@@ -95,6 +97,7 @@ class GenerationRequest:
             self.height,
             self.num_frames,
             self.num_inference_steps,
+            self.schedule,
             self.decode_chunk_size,
             self.min_guidance_scale,
             self.max_guidance_scale,

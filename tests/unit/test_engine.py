@@ -142,7 +142,7 @@ class _FailWhenBatchAtLeast:
 
 
 def test_a_batch_that_runs_out_of_memory_is_retried_one_by_one(tiny_engine, sample_png):
-    requests = [tiny_engine.parse(sample_png, seed=s) for s in (41, 42)]
+    requests = [tiny_engine.parse(sample_png, seed=s) for s in (41, 42, 43)]
     fault = _FailWhenBatchAtLeast(2)
     handle = tiny_engine.pipeline.unet.register_forward_pre_hook(fault)
     try:
