@@ -371,7 +371,18 @@ class JobRunner:
         """Run a job this process holds for its client on the line, once the model is ready (within the job's
         deadline) and, for a retry, after its backoff."""
         await asyncio.sleep(delay)
-        await self._until_model_ready(self.settings.timeout)
+        left = self.settings.timeout - (utcnow() - job.created_at).total_seconds()
+        if not await self._until_model_ready(left):
+            self.reserved.pop(job.id, None)
+            await self._finish(
+                job,
+                "failed",
+                error_code="unavailable",
+                error=f"the model was not ready within this request's deadline ({self.settings.timeout:g} s): "
+                "Triton is down, restarting or loading it",
+            )
+            self._signal_done(job.id)
+            return
         await self.slots.acquire()
         claimed = None
         try:
@@ -398,10 +409,17 @@ class JobRunner:
         self.model_was_ready = ready
         return ready
 
-    async def _until_model_ready(self, seconds: float) -> None:
+    async def _until_model_ready(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the model to be ready; whether it is (a drain ends the wait: the claim that
+        follows then refuses the job)."""
         deadline = time.monotonic() + seconds
-        while not self.draining and time.monotonic() < deadline and not await self._model_ready():
-            await asyncio.sleep(self.settings.poll_seconds)
+        while not await self._model_ready():
+            if self.draining:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(self.settings.poll_seconds, max(0.0, deadline - time.monotonic())))
+        return True
 
     def _start(self, job: Job) -> None:
         """Run a claimed job; the slot it holds is released when it ends."""
@@ -464,19 +482,13 @@ class JobRunner:
 
     async def _generate(self, job: Job) -> Job | None:
         updates: list[ProgressUpdate] = []
-        progressed: list[bool] = []  # any progress at all: the model started this attempt
-
-        def on_progress(update: ProgressUpdate) -> None:
-            updates.append(update)
-            progressed[:] = [True]
-
         started = time.perf_counter()
         try:
             if died_with_the_model(job):
                 await self._isolate(job)
             # A job with a prompt in its params has no image: text-to-video (AsyncSVDClient.generate(prompt=...)).
             image = None if job.mode == "text" else await run_in_threadpool(self.store.read_input, job.id)
-            generation = asyncio.create_task(self.svd.generate(image, on_progress=on_progress, **job.params))
+            generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
             self.generations[job.id] = generation
             if job.id in self.releasing:  # released while its input was being read
                 generation.cancel()
@@ -496,7 +508,7 @@ class JobRunner:
                 return await self._give_back(job)
             return await self._finish(job, "canceled", predict_time=time.perf_counter() - started)
         except SVDClientError as error:  # the client read the field the message names: error.field
-            if is_transient(error, started=bool(progressed)):
+            if is_transient(error):
                 return await self._retry(job, error)
             return await self._finish(
                 job,

@@ -362,7 +362,7 @@ class _Client:
     def _retry_delay(self, error: Exception, attempt: int) -> float | None:
         """Seconds before sending an inference again after `error` on `attempt` (1-based); None: raise it."""
         mapped = self._core.map_error(error)
-        if attempt > self.retries or not is_transient(mapped, started=True):  # a deadline is never retried
+        if attempt > self.retries or not is_transient(mapped):
             return None
         return min(RETRY_BACKOFF[1], RETRY_BACKOFF[0] * 2 ** (attempt - 1))
 

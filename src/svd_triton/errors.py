@@ -95,17 +95,15 @@ TRANSIENT_PHRASES = (
 """What a server error says when it was the transport or the model's process that failed, not the request."""
 
 
-def is_transient(error: SVDClientError, started: bool) -> bool:
+def is_transient(error: SVDClientError) -> bool:
     """Whether the same request, sent again later, may well succeed: a fault of the transport, of the server's
-    availability or of the model's process. Never one of the request itself (invalid, unauthorized, cancelled);
-    a deadline only when the call never `started` (no progress came back: the server was not there to run it).
-    A request too large for the device's memory even alone is its own fault: it would fail the same way again."""
-    if isinstance(error, (InvalidRequestError, UnauthorizedError, RequestCancelledError)):
+    availability or of the model's process. Never one of the request itself (invalid, unauthorized, cancelled), a
+    deadline (the request's whole time budget, queueing included, is spent: sending it again would overrun it),
+    or a request too large for the device's memory even alone (it would fail the same way again)."""
+    if isinstance(error, (InvalidRequestError, UnauthorizedError, RequestCancelledError, DeadlineExceededError)):
         return False
     if OUT_OF_MEMORY in str(error):
         return False
-    if isinstance(error, DeadlineExceededError):
-        return not started
     return isinstance(error, UnavailableError) or any(phrase in str(error) for phrase in TRANSIENT_PHRASES)
 
 

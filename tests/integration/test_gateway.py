@@ -119,10 +119,13 @@ def test_openapi_schema_lists_the_three_shapes(gateway):
 
 
 def test_triton_down_is_503_and_deadline_is_504(triton, sample_png, tmp_path):
+    """A synchronous request waits for a model that is not ready within its deadline (--timeout), then 503."""
     body = {"image": base64.b64encode(sample_png).decode(), **SMALL}
-    with Gateway(Settings(triton_url=f"localhost:{free_port()}", token=TOKEN, data_dir=tmp_path / "down")) as down:
+    with Gateway(Settings(triton_url=f"localhost:{free_port()}", token=TOKEN, data_dir=tmp_path / "down",
+                          timeout=2, poll_seconds=0.2)) as down:
         reply = requests.post(f"{down.url}/predict", json=body, headers=HEADERS, timeout=60)
         assert reply.status_code == 503 and reply.json()["error"]["code"] == "unavailable"
+        assert "not ready within this request's deadline (2 s)" in reply.json()["error"]["message"]
         assert requests.get(f"{down.url}/healthz", timeout=30).status_code == 503
     with Gateway(Settings(triton_url=triton.grpc_url, token=TOKEN, timeout=0.5, data_dir=tmp_path / "impatient")) as impatient:
         reply = requests.post(f"{impatient.url}/predict", json={**body, "num_inference_steps": 100, "width": 128,

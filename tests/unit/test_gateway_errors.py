@@ -9,7 +9,7 @@ import base64
 import pytest
 import requests
 
-from svd_triton import (InvalidRequestError, ServerError, UnauthorizedError)
+from svd_triton import DeadlineExceededError, InvalidRequestError, ServerError, UnauthorizedError
 from svd_triton.launcher import free_port
 from tests.support import TOKEN
 from tests.support.fake_model import gateway_on
@@ -204,6 +204,7 @@ def test_the_key_scheme_is_let_in_and_public_paths_need_no_key(client):
 @pytest.mark.parametrize("error,status,code", [
     (InvalidRequestError("NUM_FRAMES: 40 is over this deployment's max_num_frames (16)", field="num_frames"),
      400, "invalid_request"),
+    (DeadlineExceededError("no answer within the client's timeout"), 504, "deadline_exceeded"),
     (UnauthorizedError("the model server refused the gateway's key"), 502, "unauthorized"),
     (ServerError("CUDA out of memory"), 502, "server_error"),
 ])

@@ -197,8 +197,7 @@ def retrying(fake, tmp_path):
         yield client
 
 
-@pytest.mark.parametrize("lost", [STUB_DIED, UnavailableError("server not reachable (gRPC UNAVAILABLE)"),
-                                  DeadlineExceededError("no answer within the client's timeout")])
+@pytest.mark.parametrize("lost", [STUB_DIED, UnavailableError("server not reachable (gRPC UNAVAILABLE)")])
 def test_an_attempt_lost_to_triton_is_run_again_with_the_same_seed_and_the_job_succeeds(retrying, fake, image_uri,
                                                                                          lost):
     fake.fail_next = [lost]
@@ -222,9 +221,12 @@ def test_a_request_that_kills_the_model_every_time_fails_after_max_attempts_sayi
     assert len(fake.calls) == 3 and failed["logs"].count("was lost") == 2
 
 
-def test_a_fault_of_the_request_itself_is_never_retried(retrying, fake, image_uri):
-    fake.failure = InvalidRequestError("NUM_FRAMES: 40 is over this deployment's max_num_frames (16)",
-                                       field="num_frames")
+@pytest.mark.parametrize("fault", [
+    InvalidRequestError("NUM_FRAMES: 40 is over this deployment's max_num_frames (16)", field="num_frames"),
+    DeadlineExceededError("no answer within the client's timeout"),  # its whole time budget is spent
+])
+def test_a_fault_of_the_request_itself_is_never_retried(retrying, fake, image_uri, fault):
+    fake.failure = fault
     created = create_prediction(retrying, image_uri)
     failed = eventually(lambda: prediction(retrying, created["id"]), lambda p: p["status"] == "failed", "the failure")
     assert len(fake.calls) == 1 and "was lost" not in failed["logs"]
