@@ -275,7 +275,7 @@ def test_scopes_keep_clients_from_operating_and_operators_from_generating(two, k
     scraped = requests.get(url(two, "r1", "/metrics"), headers=as_key(keys["ops"]), timeout=30)
     assert scraped.status_code == 200 and "svd_gateway_queue_depth" in scraped.text
     started = requests.post(url(two, "r1", f"/v1/model-families/{SLUG}/start"), headers=as_key(keys["ops"]),
-                            json={}, timeout=60)
+                            json={}, timeout=300)  # a prewarm: it may load the weights
     assert started.status_code == 200
     with pytest.raises(ReplicateError) as refused_generate:
         replicate_for(two, "r0", keys["ops"]).predictions.create(version="any", input={"image": image, **SMALL})
