@@ -196,7 +196,7 @@ def test_no_tritonserver_or_stub_outlives_serve_however_it_ends(ending):
         if ending == "a stub restarted, then SIGTERM":
             [stub] = [child for child in server.children() if child.name().startswith("triton_python")]
             stub.kill()
-            _read_until(lines, "reloading svd_xt", timeout=60)
+            _read_until(lines, "reloading svd_xt", timeout=180)
             until(lambda: [child.pid for child in server.children()
                            if child.name().startswith("triton_python") and _alive(child)] not in ([], [stub.pid]),
                   "the stub restarted", seconds=120)
