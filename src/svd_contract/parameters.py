@@ -22,6 +22,8 @@ RESIZE_MODES = ("crop", "pad", "stretch", "keep")
 LOOPS = ("none", "pingpong", "crossfade")
 SCHEDULES = ("karras", "ays")
 """Noise schedules: the scheduler's own Karras sigmas, or NVIDIA's Align Your Steps sigmas for SVD."""
+MAX_CONDITIONAL_FINAL_STEPS = 100
+"""num_inference_steps' own bound; a request's count is further bounded by its num_inference_steps."""
 MAX_CACHE_INTERVAL = 10
 """Published set-ups use 2 to 5 (OneDiff's SVD example uses 3); up to 10 leaves room to measure further."""
 MAX_CACHE_BRANCH_ID = 3
@@ -155,6 +157,17 @@ PARAMETERS: dict[str, Parameter] = table(
         20.0,
         default=3.0,
         help="Guidance at the last frame (guidance rises linearly across the frames).",
+    ),
+    Parameter(
+        "conditional_final_steps",
+        int,
+        0,
+        MAX_CONDITIONAL_FINAL_STEPS,  # and at most the request's num_inference_steps
+        default=0,
+        help="The last k denoising steps use the conditional prediction alone, skipping guidance's "
+        "unconditional UNet pass (each such step costs about half a guided one); 0 guides every step. "
+        "Guidance matters least at low noise (guidance interval, adaptive guidance); no effect without "
+        "guidance (max_guidance_scale ≤ 1).",
     ),
     Parameter(
         "decode_chunk_size",

@@ -25,6 +25,7 @@ from .config import EngineConfig
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemory
 from .fast_path import FastPath
 from .feature_cache import CachePlan, FeatureCache
+from .guidance import conditional_final_steps
 from .loading import load_pipeline, resolve_device, resolve_dtype
 from .pipeline import EnginePipeline, PhaseTimer, diffusers_mismatches, schedule_sigmas, uint8_frames
 from .request import GenerationRequest, parse_request
@@ -290,7 +291,13 @@ class SVDEngine(ResidentEngine):
             if first.cache_interval > 1
             else contextlib.nullcontext()
         )
-        with self.fast_path.request_context(), caching:
+        # Inside the caching: the conditional-only steps run whatever UNet stands there, the cached one included.
+        guidance = (
+            conditional_final_steps(self.pipeline, first.conditional_steps)
+            if first.conditional_steps
+            else contextlib.nullcontext()
+        )
+        with self.fast_path.request_context(), caching, guidance:
             video = self.pipeline(
                 images,
                 height=first.height,

@@ -68,11 +68,21 @@ class CachedUNet:
         self._plan = plan
         self._original = original
         self._feature: torch.Tensor | None = None
+        self._feature_samples = 0
+        """The batch size of the step that kept `_feature` (its rows are samples × frames)."""
         self.step = 0
         self.whole_steps = 0
 
     def __getattr__(self, name: str):  # config, dtype, device: the pipeline reads them from its UNet
         return getattr(self._original, name)
+
+    def keep_last_samples(self, samples: int) -> None:
+        """From the next step on the batch is its last `samples` samples (guidance's conditional-only steps,
+        svd_engine.guidance): the kept feature keeps their rows alone, so a shallow step still finds each
+        sample's own deep feature."""
+        if self._feature is not None and self._feature_samples > samples:
+            rows = self._feature.shape[0] // self._feature_samples * samples
+            self._feature, self._feature_samples = self._feature[-rows:], samples
 
     def __call__(
         self,
@@ -124,12 +134,14 @@ class CachedUNet:
             first_up = 0
         else:  # the deep feature from the last whole step; the skips the shallow up blocks take
             assert self._feature is not None, "a plan's first step is whole"
+            assert self._feature_samples == batch_size, "the kept feature is this batch's (keep_last_samples)"
             sample = self._feature
             skips = skips[: sum(len(module.resnets) for module in unet.up_blocks[first_up:])]
 
         for index in range(first_up, len(cache.up)):
             if whole and index == len(cache.up) - 1 - branch:
                 self._feature = sample.clone()  # a copy: a CUDA-graph replay would overwrite its output
+                self._feature_samples = batch_size
             module = unet.up_blocks[index]
             res_samples, skips = tuple(skips[-len(module.resnets) :]), skips[: -len(module.resnets)]
             upsample_size = skips[-1].shape[2:] if forward_upsample_size and index < len(cache.up) - 1 else None

@@ -92,6 +92,14 @@ OVERRIDDEN = {
     "decode_latents": ("latents", "num_frames", "decode_chunk_size"),
 }
 
+UNCONDITIONAL_FIRST = {
+    "_encode_image": "torch.cat([negative_image_embeddings, image_embeddings])",
+    "_encode_vae_image": "torch.cat([negative_image_latents, image_latents])",
+    "__call__": "noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)",
+}
+"""Where diffusers puts guidance's unconditional half first, which conditional_final_steps (svd_engine.guidance)
+relies on to take the conditional half alone."""
+
 
 def diffusers_mismatches() -> list[str]:
     """What changed in the installed diffusers under EnginePipeline's overrides (empty when nothing did)."""
@@ -101,6 +109,10 @@ def diffusers_mismatches() -> list[str]:
     call_source = inspect.getsource(StableVideoDiffusionPipeline.__call__)
     if "sigmas" not in inspect.signature(StableVideoDiffusionPipeline.__call__).parameters:
         problems.append("StableVideoDiffusionPipeline.__call__ no longer takes sigmas (schedule=ays passes them)")
+    for name, line in UNCONDITIONAL_FIRST.items():
+        method = getattr(StableVideoDiffusionPipeline, name, None)
+        if method is not None and line not in inspect.getsource(method):  # a missing one is reported below
+            problems.append(f"StableVideoDiffusionPipeline.{name} no longer has `{line}` (conditional_final_steps)")
     for name, expected in OVERRIDDEN.items():
         method = getattr(StableVideoDiffusionPipeline, name, None)
         if method is None:

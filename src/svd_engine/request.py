@@ -26,6 +26,9 @@ SHALLOW_STEP_COST = (0.42, 0.70, 0.96, 0.99)
 """What a cached (shallow) UNet step costs, as a share of a whole one, by cache_branch_id: floating-point
 operations counted on SVD-XT's UNet at 1024×576 and 25 frames (`python -m benchmarks.feature_cache
 --count-flops` counts them again), rounded up. Other UNets are charged by the same table."""
+CONDITIONAL_STEP_COST = 0.5
+"""What a conditional-only step (conditional_final_steps) costs, as a share of a guided one: the UNet runs on
+the conditional half of the batch alone, and its operations are linear in the batch."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class GenerationRequest:
     noise_aug_strength: float
     min_guidance_scale: float
     max_guidance_scale: float
+    conditional_final_steps: int
+    """The last denoising steps of each segment that run the conditional UNet pass alone (0: guided throughout)."""
     decode_chunk_size: int
     seed: int
     video_format: str
@@ -78,10 +83,23 @@ class GenerationRequest:
         return math.ceil(self.num_inference_steps / self.cache_interval)
 
     @property
+    def conditional_steps(self) -> int:
+        """The final steps of each segment that run without the unconditional pass: conditional_final_steps
+        while guidance is on (max_guidance_scale > 1); without guidance there is no such pass to drop."""
+        return self.conditional_final_steps if self.max_guidance_scale > 1 else 0
+
+    @property
     def unet_steps(self) -> float:
-        """The denoising work of one segment in whole UNet steps: cached steps count by their branch's share."""
+        """The denoising work of one segment in whole UNet steps: cached steps count by their branch's share,
+        conditional-only steps by CONDITIONAL_STEP_COST of that."""
         cached = self.num_inference_steps - self.whole_steps
-        return self.whole_steps + cached * SHALLOW_STEP_COST[self.cache_branch_id] if cached else self.whole_steps
+        steps = self.whole_steps + cached * SHALLOW_STEP_COST[self.cache_branch_id] if cached else self.whole_steps
+        if not self.conditional_steps:
+            return steps
+        first = self.num_inference_steps - self.conditional_steps
+        whole = sum(1 for step in range(first, self.num_inference_steps) if step % self.cache_interval == 0)
+        window = whole + (self.conditional_steps - whole) * SHALLOW_STEP_COST[self.cache_branch_id]
+        return steps - (1 - CONDITIONAL_STEP_COST) * window
 
     @property
     def work(self) -> int:
@@ -89,8 +107,9 @@ class GenerationRequest:
         return math.ceil(self.width * self.height * self.num_frames * self.unet_steps * self.segments)
 
     def batch_key(self) -> tuple:
-        """Requests with equal keys can run as one pipeline call: shapes, schedule, guidance and feature
-        caching agree (a batch's UNet runs whole or shallow for all its samples at once)."""
+        """Requests with equal keys can run as one pipeline call: shapes, schedule, guidance (its conditional-only
+        steps included) and feature caching agree (a batch's UNet runs whole or shallow, guided or conditional
+        only, for all its samples at once)."""
         caching = (self.cache_interval, self.cache_branch_id) if self.cache_interval > 1 else ()
         return (
             self.width,
@@ -101,6 +120,7 @@ class GenerationRequest:
             self.decode_chunk_size,
             self.min_guidance_scale,
             self.max_guidance_scale,
+            self.conditional_steps,
             *caching,
         )
 
@@ -177,6 +197,8 @@ def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
         PARAMETERS["cache_interval"].coerce(request.cache_interval, high=config.max_cache_interval)
     if request.decode_chunk_size > request.num_frames:
         PARAMETERS["decode_chunk_size"].coerce(request.decode_chunk_size, high=request.num_frames)
+    if request.conditional_final_steps > request.num_inference_steps:
+        PARAMETERS["conditional_final_steps"].coerce(request.conditional_final_steps, high=request.num_inference_steps)
     if request.min_guidance_scale > request.max_guidance_scale:
         raise InvalidRequest(
             "min_guidance_scale",
@@ -190,13 +212,16 @@ def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
         )
     if request.work > config.max_work:
         field_name = "segments" if request.segments > 1 else "num_frames"
-        steps = (
-            f"{request.num_inference_steps}"
-            if request.unet_steps == request.num_inference_steps
-            else f"{request.unet_steps:g} (feature caching: {request.whole_steps} whole UNet steps, "
-            f"{request.num_inference_steps - request.whole_steps} cached at "
-            f"{SHALLOW_STEP_COST[request.cache_branch_id]:g} of one)"
-        )
+        savings = []
+        if request.whole_steps < request.num_inference_steps:
+            savings.append(
+                f"feature caching: {request.whole_steps} whole UNet steps, "
+                f"{request.num_inference_steps - request.whole_steps} cached at "
+                f"{SHALLOW_STEP_COST[request.cache_branch_id]:g} of one"
+            )
+        if request.conditional_steps:
+            savings.append(f"the last {request.conditional_steps} conditional only, at {CONDITIONAL_STEP_COST:g}")
+        steps = f"{request.unet_steps:g} ({'; '.join(savings)})" if savings else f"{request.num_inference_steps}"
         raise InvalidRequest(
             field_name,
             f"width×height×num_frames×num_inference_steps×segments = {request.width}×{request.height}×"

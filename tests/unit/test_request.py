@@ -14,7 +14,7 @@ from tests.support import SUPPORT, encode_image
 from svd_engine import EngineConfig, InvalidRequest
 from svd_engine.postprocess import output_frame_count
 from svd_contract import MAX_SEED, PARAMETERS
-from svd_engine.request import SHALLOW_STEP_COST, parse_request
+from svd_engine.request import CONDITIONAL_STEP_COST, SHALLOW_STEP_COST, parse_request
 
 CONFIG = EngineConfig(model_source="tiny", default_width=64, default_height=64)
 
@@ -406,7 +406,7 @@ LIMIT_CHECKS = {
     "max_num_frames": lambda request, config, upload: request.num_frames <= config.max_num_frames,
     "max_work": lambda request, config, upload: request.work <= config.max_work
         and request.width * request.height * request.num_frames * math.ceil(request.num_inference_steps / request.cache_interval)
-        * request.segments <= request.work,  # whole UNet steps count in full
+        * request.segments * CONDITIONAL_STEP_COST <= request.work,  # whole UNet steps count at least half (conditional only)
     "max_segments": lambda request, config, upload: request.segments <= config.max_segments,
     "max_cache_interval": lambda request, config, upload: request.cache_interval <= config.max_cache_interval,
     "max_output_frames": lambda request, config, upload: output_frame_count(
@@ -434,6 +434,7 @@ PLAUSIBLE = {  # values near and across each field's bounds, so that many reques
     "decode_chunk_size": st.integers(1, 40), "video_format": st.sampled_from(["mp4", "gif", "webp", "frames"]),
     "segments": st.integers(1, 10), "interpolate": st.integers(1, 4),
     "cache_interval": st.integers(1, 10), "cache_branch_id": st.integers(0, 3),
+    "conditional_final_steps": st.integers(0, 100), "max_guidance_scale": st.sampled_from([1.0, 3.0]),
     "loop": st.sampled_from(["none", "pingpong", "crossfade"]),
 }
 
