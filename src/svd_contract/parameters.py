@@ -21,6 +21,15 @@ MAX_SIDE = 2048
 RESIZE_MODES = ("crop", "pad", "stretch", "keep")
 LOOPS = ("none", "pingpong", "crossfade")
 SCHEDULES = ("karras", "ays")
+PRESETS: dict[str, dict[str, Any]] = {
+    "quality": {},
+    "balanced": {"schedule": "ays", "num_inference_steps": 15, "conditional_final_steps": 3},
+    "fast": {"schedule": "ays", "num_inference_steps": 10, "conditional_final_steps": 4},
+}
+"""Speed presets: what each sets where the request leaves a field unset (a field given explicitly wins; a preset's
+conditional_final_steps is capped at the request's steps). `quality` is the deployment's own defaults. Counted UNet
+work against stock diffusers' 25 guided steps (50 batch-1 UNet passes): balanced 27 passes (1.9× fewer), fast 16
+(3.1× fewer); fast with cache_interval 3 about 10 (4.9× fewer); see docs/benchmarks.md, the work table."""
 """Noise schedules: the scheduler's own Karras sigmas, or NVIDIA's Align Your Steps sigmas for SVD."""
 MAX_CONDITIONAL_FINAL_STEPS = 100
 """num_inference_steps' own bound; a request's count is further bounded by its num_inference_steps."""
@@ -131,6 +140,14 @@ PARAMETERS: dict[str, Parameter] = table(
         help="Frames generated per clip.",
     ),
     Parameter("num_inference_steps", int, 1, 100, help="Denoising steps: more is slower and usually sharper."),
+    Parameter(
+        "preset",
+        str,
+        choices=tuple(PRESETS),
+        default="quality",
+        help="Speed preset: quality (the deployment's defaults), balanced (ays, 15 steps, the last 3 "
+        "conditional-only) or fast (ays, 10 steps, the last 4 conditional-only); fields given explicitly win.",
+    ),
     Parameter(
         "schedule",
         str,

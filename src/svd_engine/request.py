@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from svd_contract import FIXED_DEFAULTS, MAX_SIDE, PARAMETERS, VIDEO_FORMATS, InvalidRequest
+from svd_contract import FIXED_DEFAULTS, MAX_SIDE, PARAMETERS, PRESETS, VIDEO_FORMATS, InvalidRequest
 
 from . import images
 from .config import EngineConfig
@@ -41,6 +41,8 @@ class GenerationRequest:
     resize_mode: str
     num_frames: int
     num_inference_steps: int
+    preset: str
+    """The speed preset the unset fields came from (svd_contract PRESETS); the fields themselves say what runs."""
     schedule: str
     """The noise schedule (svd_contract SCHEDULES): karras, the scheduler's own, or ays (Align Your Steps)."""
     fps: int
@@ -167,8 +169,11 @@ def parse_request(
         "video_format": config.default_video_format,
         "video_quality": None,
         "seed": secrets.randbits(63),
+        **PRESETS[given.get("preset", FIXED_DEFAULTS["preset"])],
         **given,
     }
+    if "conditional_final_steps" not in given:  # a preset's window fits the steps the request asked for
+        values["conditional_final_steps"] = min(values["conditional_final_steps"], values["num_inference_steps"])
     if values["resize_mode"] == "keep":
         clash = sorted({"width", "height"} & set(given))
         if clash:

@@ -25,6 +25,7 @@ from svd_triton.launcher import free_port
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK marks client.videos deprecated
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 VALUES = {"width": 64, "height": 64, "resize_mode": "pad", "num_frames": 4, "num_inference_steps": 2, "fps": 7,
+          "preset": "balanced",
           "schedule": "ays", "motion_bucket_id": 100, "noise_aug_strength": 0.1, "min_guidance_scale": 1.5,
           "max_guidance_scale": 2.5, "conditional_final_steps": 1, "decode_chunk_size": 2, "seed": 5,
           "video_format": "mp4", "video_quality": 30, "segments": 1, "interpolate": 2, "loop": "pingpong",
