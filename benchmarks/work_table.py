@@ -6,7 +6,8 @@ and AutoencoderKLTemporalDecoder defaults are SVD-XT's; the image encoder is SVD
 torch.utils.flop_counter.FlopCounterMode counts one call of each: the UNet on 2 samples (guided) and on 1
 (conditional-only), with stock attention and with the engine's cross-attention shortcut
 (svd_engine.cross_attention), the cached steps' shallow branch (svd_engine.feature_cache), the temporal VAE decode of
-25 frames (SVD's VAE: diffusers' class with SVD's four blocks), and the image encoder plus the VAE encode of the conditioning image. A configuration's UNet work is then
+25 frames (SVD's VAE: diffusers' class with SVD's four blocks), and the image encoder plus the VAE encode of the
+conditioning image. A configuration's UNet work is then
 the sum over its denoising steps of the pass each step runs (guided or conditional-only, whole or shallow).
 """
 from __future__ import annotations
@@ -52,14 +53,14 @@ def count_models() -> dict[str, float]:
     counted = {}
     unet.eval(), vae.eval(), encoder.eval()
     for batch in (2, 1):
-        counted[f"stock unet b{batch}"] = flops(lambda: unet(*unet_inputs(batch), return_dict=False))
+        counted[f"stock unet b{batch}"] = flops(lambda b=batch: unet(*unet_inputs(b), return_dict=False))
     use_single_token_cross_attention(unet.eval())  # eval: in training mode the shortcut stands aside
     cache = FeatureCache(unet)
     for batch in (2, 1):
-        counted[f"unet b{batch}"] = flops(lambda: unet(*unet_inputs(batch), return_dict=False))
+        counted[f"unet b{batch}"] = flops(lambda b=batch: unet(*unet_inputs(b), return_dict=False))
         split = CachedUNet(cache, CachePlan(3, 0), unet)
         split(*unet_inputs(batch))  # step 0: the whole pass, which keeps the feature
-        counted[f"shallow b{batch}"] = flops(lambda: split(*unet_inputs(batch)))
+        counted[f"shallow b{batch}"] = flops(lambda b=batch, shallow=split: shallow(*unet_inputs(b)))
     latents = torch.empty(FRAMES, 4, HEIGHT // 8, WIDTH // 8, device="meta")
     counted["vae decode"] = flops(lambda: vae.decode(latents, num_frames=FRAMES))
     counted["image encoder"] = flops(lambda: encoder(torch.empty(1, 3, 224, 224, device="meta")))
@@ -114,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{counted['shallow b2'] / counted['unet b2']:.2f} of a whole one. Fixed per video: VAE decode "
               f"{counted['vae decode']:.1f}, image encoder {counted['image encoder']:.2f}, VAE encode "
               f"{counted['vae encode']:.2f} TFLOP.")
-    goals = (f"Goals: fast's UNet work at most 1/3 of stock ({stock_unet / unet_work(counted, 10, 4, 1, False)[1]:.2f}× "
-             f"fewer), fast with caching at most 1/4.5 ({stock_unet / unet_work(counted, 10, 4, 3, False)[1]:.2f}× "
+    fast, cached = (stock_unet / unet_work(counted, 10, 4, interval, False)[1] for interval in (1, 3))
+    goals = (f"Goals: fast's UNet work at most 1/3 of stock ({fast:.2f}× "
+             f"fewer), fast with caching at most 1/4.5 ({cached:.2f}× "
              f"fewer). Counted work, not speed: the quality of these switches on SVD-XT with its real weights has not "
              f"been measured here.")
     print(table, pieces, goals, sep="\n\n")
