@@ -17,7 +17,7 @@ PREPARE = $(BIN)/python -m pip install --upgrade pip
 INSTALL = $(BIN)/python -m pip install
 endif
 
-.PHONY: setup setup-test demo test lint serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-queue bench-accounts bench-segments bench-cache bench-spritesheet gpu-wheels gpu-session soak playground playground-screenshot clean
+.PHONY: setup setup-test demo test lint serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-queue bench-faults bench-accounts bench-work bench-segments bench-cache bench-spritesheet gpu-wheels gpu-session soak playground playground-screenshot clean
 
 # What the demo needs: the package with its engine and embedded Triton (no browser, no database).
 setup: $(VENV)/.installed
@@ -97,6 +97,15 @@ bench-gateway: setup-test
 # Gateway replicas on PostgreSQL: claim latency (notify vs poll), takeover after SIGKILL, 200 jobs through 3 vs 1.
 bench-queue: setup-test
 	$(BIN)/python -m benchmarks.queue $(ARGS)
+
+# Triton faults through the gateway: full server restart → first job running/succeeded (--poll-seconds 2 and 0.2),
+# and a job through a stub crash vs one without (tiny model on CPU), into docs/benchmarks.md.
+bench-faults: setup-test
+	$(BIN)/python -m benchmarks.triton_faults $(ARGS)
+
+# The work of one full SVD-XT video per preset and switch, counted on meta tensors (no GPU, nothing computed).
+bench-work: setup
+	$(BIN)/python -m benchmarks.work_table $(ARGS)
 
 # Accounts on PostgreSQL: store operations on an empty store vs 100,000 finished jobs (with their index plans), and
 # one owner's wait behind another's burst through 2 replicas, into docs/benchmarks.md.

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table, pieces, goals, sep="\n\n")
     if not args.no_write:
         write_section("work-table", "Work per video, counted (SVD-XT, 25 frames, 1024×576)",
-                      f"{table}\n\n{pieces}\n\n{goals}\n\nCommand: `python -m benchmarks.work_table`")
+                      f"{table}\n\n{pieces}\n\n{goals}\n\nCommand: `make bench-work` (`python -m benchmarks.work_table`)")
     return 0
 
 

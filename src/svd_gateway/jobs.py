@@ -43,6 +43,8 @@ SWEEP_GRACE = 600.0
 written just before its row is committed."""
 ISOLATION_POLL = 0.1
 """Seconds between looks at whether a job to be run alone is alone yet."""
+READY_RECHECK = 0.25
+"""Seconds between readiness checks while the model is not ready: a restarted Triton is used as soon as it is."""
 READY_TIMEOUT = 5.0
 """Seconds Triton's readiness answer may take before the model is taken as not ready."""
 RETRY_BACKOFF_CAP = 30.0
@@ -347,10 +349,11 @@ class JobRunner:
                     await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
                 self.wake.clear()
                 continue
-            if not await self._model_ready():  # jobs wait queued, rather than be claimed and fail
-                await asyncio.sleep(self.settings.poll_seconds)
-                continue
             await self.slots.acquire()
+            if not await self._model_ready():  # jobs wait queued, rather than be claimed and fail (asked once a
+                self.slots.release()  # slot is free: a slot freed by a call Triton's death failed must ask too)
+                await asyncio.sleep(READY_RECHECK)
+                continue
             self.wake.clear()
             job = None
             if not self.draining:
@@ -418,7 +421,7 @@ class JobRunner:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(min(self.settings.poll_seconds, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(READY_RECHECK, max(0.0, deadline - time.monotonic())))
         return True
 
     def _start(self, job: Job) -> None:

@@ -151,9 +151,9 @@ class _Infer(NamedTuple):
 
 RETRY_BACKOFF = (0.5, 8.0)
 """Seconds before a retried generation (first, most); doubled per retry."""
-RECONNECT_BACKOFF_MS = (250, 2000)
-"""gRPC's reconnect backoff (first, most): a server back from a restart is reached within about 2 s, not after
-gRPC's default backoff of up to 2 minutes."""
+RECONNECT_BACKOFF_MS = (250, 1000)
+"""gRPC's reconnect backoff (first, most): a server back from a restart is reached within about a second, not
+after gRPC's default backoff of up to 2 minutes."""
 
 
 def grpc_channel_args() -> list[tuple[str, int]]:
