@@ -16,10 +16,12 @@ own UNet (compiled whole) exactly as before.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from .pipeline import unet_replaced
 
 
 @dataclass(frozen=True)
@@ -47,17 +49,9 @@ class FeatureCache:
         """How many branch depths this UNet offers (its down-block count: 4 for SVD and SVD-XT)."""
         return len(self.unet.down_blocks)
 
-    @contextlib.contextmanager
-    def applied(self, pipeline, plan: CachePlan) -> Iterator[CachedUNet]:
+    def applied(self, pipeline, plan: CachePlan) -> contextlib.AbstractContextManager[CachedUNet]:
         """`pipeline.unet` replaced by a CachedUNet for one pipeline call (its step count starts at 0)."""
-        original = pipeline.unet
-        cached = CachedUNet(self, plan, original)
-        # Straight into the instance dict: DiffusionPipeline.__setattr__ would rewrite the pipeline's config.
-        vars(pipeline)["unet"] = cached
-        try:
-            yield cached
-        finally:
-            vars(pipeline)["unet"] = original
+        return unet_replaced(pipeline, lambda unet: CachedUNet(self, plan, unet))
 
 
 class CachedUNet:

@@ -15,25 +15,17 @@ pipeline's `do_classifier_free_guidance` false: batch B, no unconditional half) 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
 
 from .feature_cache import CachedUNet
+from .pipeline import unet_replaced
 
 
-@contextlib.contextmanager
-def conditional_final_steps(pipeline, steps: int) -> Iterator[ConditionalFinalSteps]:
+def conditional_final_steps(pipeline, steps: int) -> contextlib.AbstractContextManager[ConditionalFinalSteps]:
     """`pipeline.unet` (whatever stands there: the UNet, compiled or not, or a CachedUNet) wrapped for one
     pipeline call whose last `steps` denoising steps run the conditional pass alone."""
-    original = pipeline.unet
-    wrapped = ConditionalFinalSteps(pipeline, original, steps)
-    # Straight into the instance dict: DiffusionPipeline.__setattr__ would rewrite the pipeline's config.
-    vars(pipeline)["unet"] = wrapped
-    try:
-        yield wrapped
-    finally:
-        vars(pipeline)["unet"] = original
+    return unet_replaced(pipeline, lambda unet: ConditionalFinalSteps(pipeline, unet, steps))
 
 
 class ConditionalFinalSteps:

@@ -8,10 +8,11 @@ and phase boundaries are reported to an optional `PhaseTimer` for timings and pr
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -46,6 +47,20 @@ def schedule_sigmas(schedule: str, num_inference_steps: int) -> list[float] | No
     sigmas = np.exp(log_sigmas)[::-1]
     sigmas[0], sigmas[-1] = AYS_SIGMAS[0], 0.0  # the first exactly 700 (exp∘log may be an ulp off)
     return sigmas.tolist()
+
+
+@contextlib.contextmanager
+def unet_replaced(pipeline, stand_in: Callable[[Any], Any]):
+    """`pipeline.unet` replaced by `stand_in(the UNet standing there as the block is entered)` for one pipeline
+    call (the feature cache's and the conditional-only steps' wrappers, nested), put back however the call ends."""
+    original = pipeline.unet
+    replacement = stand_in(original)
+    # Straight into the instance dict: DiffusionPipeline.__setattr__ would rewrite the pipeline's config.
+    vars(pipeline)["unet"] = replacement
+    try:
+        yield replacement
+    finally:
+        vars(pipeline)["unet"] = original
 
 
 def uint8_frames(video: torch.Tensor) -> np.ndarray:
