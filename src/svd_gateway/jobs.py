@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from svd_contract import VIDEO_FORMATS, Progress
 from svd_triton.client import ProgressUpdate, VideoResult
-from svd_triton.errors import MODEL_PROCESS_DIED, RequestCancelledError, SVDClientError, is_transient
+from svd_triton.errors import MODEL_PROCESS_DIED, RequestCancelledError, SVDClientError, is_transient, never_ran
 
 from .errors import CODE_STATUS, GatewayError, client_error_code
 from .metrics import GatewayMetrics
@@ -45,6 +45,8 @@ ISOLATION_POLL = 0.1
 """Seconds between looks at whether a job to be run alone is alone yet."""
 READY_RECHECK = 0.25
 """Seconds between readiness checks while the model is not ready: a restarted Triton is used as soon as it is."""
+MAX_UNCOUNTED = 20
+"""Requeues of a job whose request never reached the model that do not count as attempts, at most."""
 READY_TIMEOUT = 5.0
 """Seconds Triton's readiness answer may take before the model is taken as not ready."""
 RETRY_BACKOFF_CAP = 30.0
@@ -55,8 +57,9 @@ log = logging.getLogger("svd_gateway.jobs")
 
 
 def died_with_the_model(job: Job) -> bool:
-    """Whether the job's last attempt was lost with the model's process (the poison, or one of its batch)."""
-    return MODEL_PROCESS_DIED in (job.failures or [{"error": ""}])[-1]["error"]
+    """Whether the job's last counted attempt was lost with the model's process (the poison, or one of its batch)."""
+    counted = [failure for failure in job.failures or [] if failure.get("counted", True)]
+    return bool(counted) and MODEL_PROCESS_DIED in counted[-1]["error"]
 
 
 def progress_line(update: ProgressUpdate) -> str:
@@ -582,8 +585,16 @@ class JobRunner:
         """An attempt lost to a fault of the transport or the model's process: queued again with backoff, from the
         start with the same inputs and seed, until --max-attempts; then failed, saying how often and why."""
         attempts, most = job.attempts, self.settings.max_attempts
-        died = [*(failure["error"] for failure in job.failures or []), str(error)]
         self.metrics.retries.labels("model_process" if MODEL_PROCESS_DIED in str(error) else "unavailable").inc()
+        uncounted = sum(not failure.get("counted", True) for failure in job.failures or [])
+        if never_ran(error) and uncounted < MAX_UNCOUNTED:  # no model took it (reloading): no attempt spent
+            note = f"the model could not take attempt {attempts} ({error}); it is sent again once the model is ready"
+            requeued = await run_in_threadpool(self.store.requeue, job, note, str(error), READY_RECHECK, False)
+            if requeued is not None and not requeued.polled:
+                self.reserved[job.id] = requeued
+                self._spawn(self._run_reserved(requeued, READY_RECHECK))
+            return None
+        died = [*(f["error"] for f in job.failures or [] if f.get("counted", True)), str(error)]
         if attempts >= most:
             cause = (
                 "the model process died while running this request"

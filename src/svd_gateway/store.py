@@ -511,13 +511,19 @@ class Store:
             self.blobs.delete(f"inputs/{job.id}")
         return finished
 
-    def requeue(self, job: Job, note: str, error: str, delay: float) -> Job | None:
+    def requeue(self, job: Job, note: str, error: str, delay: float, counted: bool = True) -> Job | None:
         """Queue again, not before `delay` seconds, a job whose attempt this process held failed for a fault that
-        was not the request's own; the attempt counts, and its error is kept. A polled job goes to the shared
-        queue; a synchronous one stays reserved for this process (its client is on this line). None: no longer
-        this holder's (canceled meanwhile, or taken over)."""
-        failure = {"attempt": job.attempts, "error": error, "at": utcnow().isoformat(timespec="seconds") + "Z"}
+        was not the request's own; its error is kept, and the attempt counts unless the request never reached the
+        model (`counted`). A polled job goes to the shared queue; a synchronous one stays reserved for this process
+        (its client is on this line). None: no longer this holder's (canceled meanwhile, or taken over)."""
+        failure = {
+            "attempt": job.attempts,
+            "error": error,
+            "at": utcnow().isoformat(timespec="seconds") + "Z",
+            **({} if counted else {"counted": False}),
+        }
         values: dict[str, Any] = {
+            **({} if counted else {"attempts": Job.attempts - 1}),
             "status": "queued",
             "retry_at": utcnow() + timedelta(seconds=delay),
             "failures": [*(job.failures or []), failure],

@@ -95,6 +95,16 @@ TRANSIENT_PHRASES = (
 """What a server error says when it was the transport or the model's process that failed, not the request."""
 
 
+NEVER_RAN_PHRASES = ("unknown model", "no available versions")
+"""What an error says when the request never reached the model: no model loaded to take it (unloaded, reloading).
+(A lost connection says UNAVAILABLE whether or not the call had started: that counts.)"""
+
+
+def never_ran(error: SVDClientError) -> bool:
+    """Whether the request certainly never ran: sending it again costs the model nothing it has not spent."""
+    return isinstance(error, UnavailableError) and any(phrase in str(error) for phrase in NEVER_RAN_PHRASES)
+
+
 def is_transient(error: SVDClientError) -> bool:
     """Whether the same request, sent again later, may well succeed: a fault of the transport, of the server's
     availability or of the model's process. Never one of the request itself (invalid, unauthorized, cancelled), a

@@ -65,7 +65,7 @@ def gateway_triton():
 @pytest.fixture(scope="module")
 def gateway_options():
     # No Triton behind it: a synchronous request waits its deadline for the model, kept short here.
-    return {"webhook_allow": ("127.0.0.1",), "webhook_attempts": 1, "timeout": 1.0, "poll_seconds": 0.2}
+    return {"webhook_allow": ("127.0.0.1",), "webhook_attempts": 1, "timeout": 0.1, "poll_seconds": 0.2}
 
 
 SEED = 20261206

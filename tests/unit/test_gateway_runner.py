@@ -278,3 +278,15 @@ def test_a_job_whose_attempt_died_with_the_model_runs_again_alone(fake, tmp_path
                               "the jobs")["status"] == "succeeded"
         seeds = [call.params["seed"] for call in fake.calls]
         assert len(seeds) == 4 and seeds[2] == seeds[1]  # its retry ran before the job queued after it
+
+
+def test_a_request_no_model_took_costs_no_attempt(retrying, fake, image_uri):
+    """A model being reloaded answers 'unknown model': the request never ran, so sending it again spends none of
+    its --max-attempts (three of these and one lost attempt still leave it room to succeed)."""
+    reloading = UnavailableError("Request for unknown model: 'svd_xt' has no available versions")
+    fake.fail_next = [reloading, STUB_DIED, reloading, reloading]
+    created = create_prediction(retrying, image_uri)
+    done = eventually(lambda: prediction(retrying, created["id"]), lambda p: p["status"] in ("succeeded", "failed"),
+                      "the job")
+    assert done["status"] == "succeeded" and len(fake.calls) == 5
+    assert done["logs"].count("could not take attempt") == 3 and "attempt 1 of 3 was lost" in done["logs"]
