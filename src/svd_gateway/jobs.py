@@ -43,6 +43,8 @@ SWEEP_GRACE = 600.0
 written just before its row is committed."""
 ISOLATION_POLL = 0.1
 """Seconds between looks at whether a job to be run alone is alone yet."""
+SHUTTING_DOWN = "this gateway replica is shutting down; send the request again"
+"""Why a synchronous request not yet started fails when its replica drains."""
 READY_RECHECK = 0.25
 """Seconds between readiness checks while the model is not ready: a restarted Triton is used as soon as it is."""
 MAX_UNCOUNTED = 20
@@ -207,12 +209,7 @@ class JobRunner:
         self.wake.set()
         log.info("draining: %d jobs running, up to %.0f s to finish", len(self.running), self.settings.drain_seconds)
         for job in list(self.reserved.values()):  # not started: its client is told at once, and may retry elsewhere
-            await self._finish(
-                job,
-                "failed",
-                error_code="unavailable",
-                error="this gateway replica is shutting down; send the request again",
-            )
+            await self._finish(job, "failed", error_code="unavailable", error=SHUTTING_DOWN)
         if self.executions:
             await asyncio.wait(set(self.executions), timeout=self.settings.drain_seconds)
         await self._release_running(
@@ -278,7 +275,7 @@ class JobRunner:
         """For the synchronous routes: run `job` on this replica (its client waits on this line), wait for it,
         and return it with its video (or raise)."""
         if self.draining:
-            raise GatewayError(503, "unavailable", "this gateway replica is shutting down; send the request again")
+            raise GatewayError(503, "unavailable", SHUTTING_DOWN)
         if self.settings.concurrency == 0:
             raise GatewayError(
                 503,
@@ -400,9 +397,12 @@ class JobRunner:
             self.reserved.pop(job.id, None)
             if claimed is None:  # canceled while queued, or failed by a drain
                 self.slots.release()
-                self._signal_done(job.id)
         if claimed is not None:
             self._start(claimed)
+            return
+        if self.draining:  # reserved after the drain looked (its row was written as the drain began): failed here
+            await self._finish(job, "failed", error_code="unavailable", error=SHUTTING_DOWN)
+        self._signal_done(job.id)
 
     async def _model_ready(self) -> bool:
         """Whether Triton says the model is ready (one cheap call before each claim; the one log line per outage)."""
