@@ -58,9 +58,14 @@ VERSION = "svd-triton"
 log = logging.getLogger("svd_gateway.jobs")
 
 
+def counted_failures(job: Job) -> list[dict]:
+    """The job's lost attempts that counted (not the requests no model took)."""
+    return [failure for failure in job.failures or [] if failure.get("counted", True)]
+
+
 def died_with_the_model(job: Job) -> bool:
     """Whether the job's last counted attempt was lost with the model's process (the poison, or one of its batch)."""
-    counted = [failure for failure in job.failures or [] if failure.get("counted", True)]
+    counted = counted_failures(job)
     return bool(counted) and MODEL_PROCESS_DIED in counted[-1]["error"]
 
 
@@ -586,32 +591,29 @@ class JobRunner:
         start with the same inputs and seed, until --max-attempts; then failed, saying how often and why."""
         attempts, most = job.attempts, self.settings.max_attempts
         self.metrics.retries.labels("model_process" if MODEL_PROCESS_DIED in str(error) else "unavailable").inc()
-        uncounted = sum(not failure.get("counted", True) for failure in job.failures or [])
-        if never_ran(error) and uncounted < MAX_UNCOUNTED:  # no model took it (reloading): no attempt spent
+        counted = counted_failures(job)
+        if never_ran(error) and len(job.failures or []) - len(counted) < MAX_UNCOUNTED:
+            spends, delay = False, READY_RECHECK  # no model took it (reloading): no attempt spent
             note = f"the model could not take attempt {attempts} ({error}); it is sent again once the model is ready"
-            requeued = await run_in_threadpool(self.store.requeue, job, note, str(error), READY_RECHECK, False)
-            if requeued is not None and not requeued.polled:
-                self.reserved[job.id] = requeued
-                self._spawn(self._run_reserved(requeued, READY_RECHECK))
-            return None
-        died = [*(f["error"] for f in job.failures or [] if f.get("counted", True)), str(error)]
-        if attempts >= most:
-            cause = (
-                "the model process died while running this request"
-                if all(MODEL_PROCESS_DIED in reason for reason in died)
-                else "the model server failed (unreachable or its model process died) while running this request"
-            )
-            return await self._finish(
-                job,
-                "failed",
-                error_code="unavailable",
-                error=f"{cause} {attempts} times; the last time: {error}",
-                failures=[*(job.failures or []), {"attempt": attempts, "error": str(error)}],
-            )
-        delay = min(RETRY_BACKOFF_CAP, self.settings.retry_backoff * 2 ** (attempts - 1))
-        note = f"attempt {attempts} of {most} was lost ({error}); attempt {attempts + 1} starts in {delay:g} s"
-        log.warning("job %s: %s", job.id, note)
-        requeued = await run_in_threadpool(self.store.requeue, job, note, str(error), delay)
+        else:
+            if attempts >= most:
+                died = [*(failure["error"] for failure in counted), str(error)]
+                cause = (
+                    "the model process died while running this request"
+                    if all(MODEL_PROCESS_DIED in reason for reason in died)
+                    else "the model server failed (unreachable or its model process died) while running this request"
+                )
+                return await self._finish(
+                    job,
+                    "failed",
+                    error_code="unavailable",
+                    error=f"{cause} {attempts} times; the last time: {error}",
+                    failures=[*(job.failures or []), {"attempt": attempts, "error": str(error)}],
+                )
+            spends, delay = True, min(RETRY_BACKOFF_CAP, self.settings.retry_backoff * 2 ** (attempts - 1))
+            note = f"attempt {attempts} of {most} was lost ({error}); attempt {attempts + 1} starts in {delay:g} s"
+            log.warning("job %s: %s", job.id, note)
+        requeued = await run_in_threadpool(self.store.requeue, job, note, str(error), delay, spends)
         if requeued is not None and not requeued.polled:  # its client waits on this replica: it runs here again
             self.reserved[job.id] = requeued
             self._spawn(self._run_reserved(requeued, delay))
