@@ -442,9 +442,11 @@ class StubWatchdog(threading.Thread):
         self.halt = threading.Event()
         self.reloads = 0
         self.gave_up = False
+        # Counted now, before `serve` says ready: a stub that dies while the thread is still starting is seen.
+        self.expected = len(backend_stub_pids(server.spawned.pid))
 
     def run(self) -> None:
-        expected = len(backend_stub_pids(self.server.spawned.pid))
+        expected = self.expected
         with self.server.client() as client:
             while not self.halt.wait(self.interval) and self.server.spawned.poll() is None:
                 alive = len(backend_stub_pids(self.server.spawned.pid))
