@@ -33,7 +33,7 @@ from .errors import CODE_STATUS, GatewayError, client_error_code
 from .metrics import GatewayMetrics
 from .model_client import ModelClient
 from .settings import Settings
-from .store import TERMINAL, Job, LeaseLost, Store, new_id, sha256, utcnow
+from .store import TERMINAL, Deferred, Job, LeaseLost, Store, new_id, sha256, utcnow
 from .webhooks import Webhooks
 
 LOG_INTERVAL = 0.5
@@ -41,9 +41,10 @@ LOG_INTERVAL = 0.5
 SWEEP_GRACE = 600.0
 """Stored bytes no row refers to are removed once this old: younger ones may be another replica's,
 written just before its row is committed."""
-ISOLATION_POLL = 0.1
-"""Seconds between looks at whether a job to be run alone is alone yet."""
 SHUTTING_DOWN = "this gateway replica is shutting down; send the request again"
+NOT_READY = "Triton is down, restarting or loading it"
+WAITING_FOR_MODEL = f"waiting for the model: {NOT_READY}\n"
+"""The line a queued job's logs end with while the model is not ready (Replicate's logs, fal's status logs)."""
 """Why a synchronous request not yet started fails when its replica drains."""
 READY_RECHECK = 0.25
 """Seconds between readiness checks while the model is not ready: a restarted Triton is used as soon as it is."""
@@ -61,12 +62,6 @@ log = logging.getLogger("svd_gateway.jobs")
 def counted_failures(job: Job) -> list[dict]:
     """The job's lost attempts that counted (not the requests no model took)."""
     return [failure for failure in job.failures or [] if failure.get("counted", True)]
-
-
-def died_with_the_model(job: Job) -> bool:
-    """Whether the job's last counted attempt was lost with the model's process (the poison, or one of its batch)."""
-    counted = counted_failures(job)
-    return bool(counted) and MODEL_PROCESS_DIED in counted[-1]["error"]
 
 
 def progress_line(update: ProgressUpdate) -> str:
@@ -175,9 +170,8 @@ class JobRunner:
         self.listening = threading.Event()
         """Set to stop the LISTEN thread."""
         self.model_was_ready = True
-        self.alone = asyncio.Lock()
-        self.isolated: str | None = None
-        """A job run alone now (its last attempt died with the model's process): nothing is claimed meanwhile."""
+        self.waiting_noted = 0.0
+        """When queued jobs were last told, in their logs, that they wait for the model (time.monotonic)."""
 
     async def start(self) -> None:
         """Claim from the queue, keep leases alive, and (PostgreSQL, wake=notify) listen for new jobs."""
@@ -349,11 +343,6 @@ class JobRunner:
         """Take the oldest queued job whenever a slot is free; idle, wait for a NOTIFY, a local submit or the
         poll interval. A database error is logged and retried at the next poll."""
         while not self.draining:
-            if self.isolated is not None:  # a job runs alone: nothing joins it
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
-                self.wake.clear()
-                continue
             await self.slots.acquire()
             if not await self._model_ready():  # jobs wait queued, rather than be claimed and fail (asked once a
                 self.slots.release()  # slot is free: a slot freed by a call Triton's death failed must ask too)
@@ -376,37 +365,46 @@ class JobRunner:
             self._start(job)
 
     async def _run_reserved(self, job: Job, delay: float = 0.0) -> None:
-        """Run a job this process holds for its client on the line, once the model is ready (within the job's
-        deadline) and, for a retry, after its backoff."""
+        """Run a job this process holds for its client on the line, once the model is ready and no job that runs
+        alone holds the queue (both within the job's deadline) and, for a retry, after its backoff."""
         await asyncio.sleep(delay)
-        left = self.settings.timeout - (utcnow() - job.created_at).total_seconds()
-        if not await self._until_model_ready(left):
+        deadline = time.monotonic() + self.settings.timeout - (utcnow() - job.created_at).total_seconds()
+        while True:
+            if not await self._until_model_ready(deadline - time.monotonic()):
+                why = "the model was not ready within this request's deadline"
+                return await self._fail_reserved(job, f"{why} ({self.settings.timeout:g} s): {NOT_READY}")
+            await self.slots.acquire()
+            claimed = None
+            try:
+                if not self.draining:
+                    claimed = await run_in_threadpool(
+                        self.store.claim, job.id, self.holder, self.settings.replica_id, self.settings.lease_seconds
+                    )
+            except Deferred:
+                self.slots.release()
+                if time.monotonic() >= deadline:
+                    why = "a request that had crashed the model was running alone until this request's deadline"
+                    return await self._fail_reserved(job, f"{why} ({self.settings.timeout:g} s)")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
+                continue
+            except BaseException:
+                self.reserved.pop(job.id, None)
+                self.slots.release()
+                raise
             self.reserved.pop(job.id, None)
-            await self._finish(
-                job,
-                "failed",
-                error_code="unavailable",
-                error=f"the model was not ready within this request's deadline ({self.settings.timeout:g} s): "
-                "Triton is down, restarting or loading it",
-            )
+            if claimed is not None:
+                self._start(claimed)
+                return
+            self.slots.release()  # canceled while queued, or failed by a drain
+            if self.draining:  # reserved after the drain looked (its row was written as the drain began): failed here
+                await self._finish(job, "failed", error_code="unavailable", error=SHUTTING_DOWN)
             self._signal_done(job.id)
             return
-        await self.slots.acquire()
-        claimed = None
-        try:
-            if not self.draining:
-                claimed = await run_in_threadpool(
-                    self.store.claim, job.id, self.holder, self.settings.replica_id, self.settings.lease_seconds
-                )
-        finally:
-            self.reserved.pop(job.id, None)
-            if claimed is None:  # canceled while queued, or failed by a drain
-                self.slots.release()
-        if claimed is not None:
-            self._start(claimed)
-            return
-        if self.draining:  # reserved after the drain looked (its row was written as the drain began): failed here
-            await self._finish(job, "failed", error_code="unavailable", error=SHUTTING_DOWN)
+
+    async def _fail_reserved(self, job: Job, error: str) -> None:
+        self.reserved.pop(job.id, None)
+        await self._finish(job, "failed", error_code="unavailable", error=error)
         self._signal_done(job.id)
 
     async def _model_ready(self) -> bool:
@@ -417,6 +415,12 @@ class JobRunner:
             ready = False
         if not ready and self.model_was_ready:
             log.warning("the model is not ready (Triton down, restarting or loading it): jobs wait in the queue")
+        if not ready and (self.model_was_ready or time.monotonic() - self.waiting_noted >= self.settings.poll_seconds):
+            self.waiting_noted = time.monotonic()
+            try:
+                await run_in_threadpool(self.store.note_waiting, WAITING_FOR_MODEL)
+            except Exception:
+                log.exception("noting in queued jobs' logs that they wait for the model failed")
         self.model_was_ready = ready
         return ready
 
@@ -495,8 +499,6 @@ class JobRunner:
         updates: list[ProgressUpdate] = []
         started = time.perf_counter()
         try:
-            if died_with_the_model(job):
-                await self._isolate(job)
             # A job with a prompt in its params has no image: text-to-video (AsyncSVDClient.generate(prompt=...)).
             image = None if job.mode == "text" else await run_in_threadpool(self.store.read_input, job.id)
             generation = asyncio.create_task(self.svd.generate(image, on_progress=updates.append, **job.params))
@@ -539,10 +541,6 @@ class JobRunner:
             )
         finally:
             self.generations.pop(job.id, None)
-            if self.isolated == job.id:
-                self.isolated = None
-                self.alone.release()
-                self.wake.set()
         try:
             if updates:
                 await self._flush(job, updates)
@@ -577,15 +575,6 @@ class JobRunner:
             self._notify(finished, "output")
         return finished
 
-    async def _isolate(self, job: Job) -> None:
-        """Run a job whose last attempt died with the model's process alone on this replica: no claims, and the
-        generations in flight finish first. If it is what kills the model, it takes no batch neighbours with it;
-        if it was a neighbour, it now runs safely. One such job at a time."""
-        await self.alone.acquire()
-        self.isolated = job.id
-        while any(other != job.id for other in self.generations):
-            await asyncio.sleep(ISOLATION_POLL)
-
     async def _retry(self, job: Job, error: SVDClientError) -> Job | None:
         """An attempt lost to a fault of the transport or the model's process: queued again with backoff, from the
         start with the same inputs and seed, until --max-attempts; then failed, saying how often and why."""
@@ -613,7 +602,9 @@ class JobRunner:
             spends, delay = True, min(RETRY_BACKOFF_CAP, self.settings.retry_backoff * 2 ** (attempts - 1))
             note = f"attempt {attempts} of {most} was lost ({error}); attempt {attempts + 1} starts in {delay:g} s"
             log.warning("job %s: %s", job.id, note)
-        requeued = await run_in_threadpool(self.store.requeue, job, note, str(error), delay, spends)
+        # Lost with the model's process, it may be what kills it (or one of the batch it killed): it runs alone.
+        alone = MODEL_PROCESS_DIED in str(error) if spends else job.alone
+        requeued = await run_in_threadpool(self.store.requeue, job, note, str(error), delay, spends, alone)
         if requeued is not None and not requeued.polled:  # its client waits on this replica: it runs here again
             self.reserved[job.id] = requeued
             self._spawn(self._run_reserved(requeued, delay))

@@ -221,6 +221,9 @@ class Job(Base):
     """A job queued again after a fault is not claimed before this (its backoff)."""
     failures: Mapped[list | None] = mapped_column(JSON)
     """Each failed attempt's error, oldest first: {"attempt", "error", "at"}."""
+    alone: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Its last attempt died with the model's process: it runs with no other job running on any replica, so if it
+    is what kills the model it takes no batch neighbour along (claim_next and claim see to it)."""
     lease_holder: Mapped[str | None] = mapped_column(String(64), index=True)
     """The gateway process (random per start) holding the job: running it, or, for a synchronous route,
     holding it queued for the client on the line; None while it waits in the shared queue."""
@@ -247,6 +250,10 @@ class Upload(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
+class Deferred(Exception):
+    """A reserved job cannot start yet: a job that runs alone is running, or due and waiting for the others."""
+
+
 class LeaseLost(Exception):
     """The job is no longer held by this process under this attempt: another replica took it over (or it was
     canceled while queued)."""
@@ -260,6 +267,9 @@ class Store:
             migrate(self.engine)
         self.postgresql = self.engine.dialect.name == "postgresql"
         self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self.claiming = threading.Lock()
+        """Claims in this process take turns (PostgreSQL's CLAIM_LOCK does it across processes): each sees the one
+        before it, which the fair share and jobs that run alone need."""
 
     def close(self) -> None:
         self.engine.dispose()
@@ -359,12 +369,23 @@ class Store:
         running jobs per replica. On PostgreSQL claims take turns (an advisory lock held for the transaction: a
         few milliseconds each), so two replicas freed at once do not both pick from the owner that had nothing
         running a moment before; SKIP LOCKED still passes rows another transaction holds. The conditional update
-        makes a lost race (SQLite, several processes) a retry, never a double claim."""
+        makes a lost race (SQLite, several processes) a retry, never a double claim. A job that runs alone
+        (`alone`) holds the queue from its requeue on, goes before all others once nothing is running, and while it
+        runs nothing is claimed."""
         while True:
-            with self.session.begin() as session:
+            with self.claiming, self.session.begin() as session:
                 if self.postgresql:
                     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
                 waiting = select(Job.id).where(*_claimable(utcnow()))
+                alone = _alone_ahead(session)
+                if alone is not None:
+                    due = alone.retry_at is None or alone.retry_at <= utcnow()
+                    if alone.lease_holder is not None or not due or _running(session):  # its turn has not come
+                        return None
+                    job = self._take(session, alone.id, None, holder, worker, lease)
+                    if job is not None:
+                        return job
+                    continue
                 job_id = None
                 for owner in self._owners_in_turn(session):
                     job_id = session.scalar(
@@ -408,8 +429,14 @@ class Store:
         return mine + sum(min(count, mine + (oldest < job.created_at)) for count, oldest in others)
 
     def claim(self, job_id: str, holder: str, worker: str, lease: float) -> Job | None:
-        """The job `holder` reserved (a synchronous route's), now `running`; None if it was canceled."""
-        with self.session.begin() as session:
+        """The job `holder` reserved (a synchronous route's), now `running`; None if it was canceled. Deferred
+        while a job that runs alone is queued or running and is not this one, or is this one and others run."""
+        with self.claiming, self.session.begin() as session:
+            if self.postgresql:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+            alone = _alone_ahead(session)
+            if alone is not None and (alone.id != job_id or _running(session)):
+                raise Deferred(job_id)
             return self._take(session, job_id, holder, holder, worker, lease)
 
     def _take(
@@ -511,11 +538,14 @@ class Store:
             self.blobs.delete(f"inputs/{job.id}")
         return finished
 
-    def requeue(self, job: Job, note: str, error: str, delay: float, counted: bool = True) -> Job | None:
+    def requeue(
+        self, job: Job, note: str, error: str, delay: float, counted: bool = True, alone: bool = False
+    ) -> Job | None:
         """Queue again, not before `delay` seconds, a job whose attempt this process held failed for a fault that
         was not the request's own; its error is kept, and the attempt counts unless the request never reached the
-        model (`counted`). A polled job goes to the shared queue; a synchronous one stays reserved for this process
-        (its client is on this line). None: no longer this holder's (canceled meanwhile, or taken over)."""
+        model (`counted`); `alone`: it runs with no other job running. A polled job goes to the shared queue; a
+        synchronous one stays reserved for this process (its client is on this line). None: no longer this
+        holder's (canceled meanwhile, or taken over)."""
         failure = {
             "attempt": job.attempts,
             "error": error,
@@ -527,6 +557,7 @@ class Store:
             "status": "queued",
             "retry_at": utcnow() + timedelta(seconds=delay),
             "failures": [*(job.failures or []), failure],
+            "alone": alone,
             "progress": None,
             "logs": func.coalesce(Job.logs, "") + note + "\n",
         }
@@ -536,6 +567,16 @@ class Store:
             if not _rows(session, update(Job).where(*_fence(job)).values(**values)):
                 return None
             return session.get(Job, job.id, populate_existing=True)
+
+    def note_waiting(self, line: str) -> None:
+        """End every queued job's logs with `line` (why it waits), unless they end with it already: replicas that
+        each see the same outage write it once."""
+        with self.session.begin() as session:
+            session.execute(
+                update(Job)
+                .where(Job.status == "queued", ~func.coalesce(Job.logs, "").endswith(line, autoescape=True))
+                .values(logs=func.coalesce(Job.logs, "") + line)
+            )
 
     def release(self, job: Job, note: str) -> bool:
         """Give a job this process holds back to the queue, attempt not counted (a replica shutting down);
@@ -888,6 +929,21 @@ def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
         Job.lease_holder.is_(None),
         or_(Job.retry_at.is_(None), Job.retry_at <= now),
     )
+
+
+def _alone_ahead(session: Session) -> Job | None:
+    """The job that runs alone and holds the queue: the one running if any, else the oldest queued (for any
+    replica or reserved by one), its backoff included. None: claims go on as usual."""
+    return session.scalars(
+        select(Job)
+        .where(Job.alone, Job.status.in_(ACTIVE))
+        .order_by(Job.status.desc(), Job.created_at, Job.id)
+        .limit(1)
+    ).first()
+
+
+def _running(session: Session) -> bool:
+    return session.scalar(select(Job.id).where(Job.status == "running").limit(1)) is not None
 
 
 def _held_by(holder: str | None) -> ColumnElement[bool]:

@@ -94,7 +94,9 @@ def test_jobs_queued_or_running_when_the_whole_server_dies_succeed_once_it_is_ba
             first.process.wait()
             during = client.predictions.create(version="any", input={"image": image, **SMALL})
             time.sleep(3)  # the scenario: the pod comes back a few seconds later
-            assert client.predictions.get(during.id).status == "starting"  # waits for the model, not failed
+            waiting = client.predictions.get(during.id)  # waits for the model, not failed, and says so
+            assert waiting.status == "starting" and waiting.logs.endswith("waiting for the model: Triton is down, "
+                                                                          "restarting or loading it\n")
             second = TritonServer(first.options, ready_timeout=240).start()
             after = client.predictions.create(version="any", input={"image": image, **SMALL})
             for prediction in [*before, during, after]:

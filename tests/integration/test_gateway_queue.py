@@ -31,6 +31,7 @@ from tests.support.old_store import create_old_schema
 from tests.support.videos import decode_video
 from tests.support.waiting import until
 from tests.support.webhooks import Receiver
+from tests.unit import test_store_queue as store_queue
 from svd_gateway import Settings
 from svd_gateway.accounts import BOOTSTRAP_KEY, BOOTSTRAP_OWNER
 from svd_gateway.blobs import FolderBlobs
@@ -245,7 +246,7 @@ def test_a_database_made_by_the_old_gateway_is_migrated_in_place(triton_stream, 
         [sys.executable, "-m", "svd_triton", "gateway", "migrate", "--database-url", database,
          "--data-dir", str(data)], capture_output=True, text=True, timeout=WAIT)
     assert migrate.returncode == 0, migrate.stderr
-    assert "schema revision 0005" in migrate.stdout
+    assert "schema revision 0006" in migrate.stdout
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
@@ -303,3 +304,15 @@ def test_a_job_claimed_while_the_heartbeat_renews_leases_runs_to_the_end(triton_
     finished = asyncio.run(scenario())
     assert finished.status == "succeeded", (finished.status, finished.logs)
     assert finished.attempts == 1
+
+
+@pytest.mark.parametrize("scenario", [store_queue.test_a_job_lost_with_the_model_runs_with_nothing_else_running_on_any_replica,
+                                      store_queue.test_a_reserved_job_lost_with_the_model_waits_for_the_others_then_runs_first],
+                         ids=["shared queue", "reserved"])
+def test_a_job_that_runs_alone_holds_the_queue_on_postgresql_too(postgres_url, tmp_path, scenario):
+    """The SQLite scenarios of tests/unit/test_store_queue.py, on PostgreSQL (its claim lock, its SQL)."""
+    store = Store(new_database(postgres_url), FolderBlobs(tmp_path))
+    try:
+        scenario(store)
+    finally:
+        store.close()

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, MetaData, Table
 from svd_gateway.store import Base
 
 ADDED_SINCE_BASELINE = {"predictions": {"lease_holder", "lease_expires_at", "owner", "polled", "progress", "mode", "keep_input",
-                                        "api_key", "retry_at", "failures"},
+                                        "api_key", "retry_at", "failures", "alone"},
                         "files": {"owner"}}
 """Columns (with their indexes) each migration after 0001 added: keep in step with migrations/versions/."""
 TABLES_SINCE_BASELINE = {"api_keys", "owners"}

@@ -1,6 +1,7 @@
 """The job store as a work queue, on SQLite (the same code runs on PostgreSQL in
 tests/integration/test_gateway_queue.py): oldest-first claims, leases, takeover after expiry, the fence that
-refuses a former holder's writes, release without burning an attempt, and the schema's migrations."""
+refuses a former holder's writes, release without burning an attempt, a job that runs alone across replicas, and the
+schema's migrations."""
 from __future__ import annotations
 
 import subprocess
@@ -14,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 
 from svd_gateway.accounts import BOOTSTRAP_OWNER
 from svd_gateway.blobs import FolderBlobs
-from svd_gateway.store import Base, Job, LeaseLost, Store, migrate, new_id, utcnow
+from svd_gateway.store import Base, Deferred, Job, LeaseLost, Store, migrate, new_id, utcnow
 from tests.support.old_store import create_old_schema
 
 LEASE = 30.0
@@ -101,6 +102,43 @@ def test_a_released_job_keeps_its_attempt_and_is_claimed_again(store):
     assert store.release(held, "replica a is shutting down") is True
     again = store.claim_next("b", "replica-b", LEASE)
     assert again.id == job.id and again.attempts == 1 and "shutting down" in again.logs
+
+
+def test_a_job_lost_with_the_model_runs_with_nothing_else_running_on_any_replica(store):
+    """Holders a, b and c are three replicas: the suspect waits for the job running on a, no replica claims
+    anything else meanwhile (a reserved job is deferred too), and only once it has ended do the others start."""
+    neighbour, suspect, later = queued(store, age=3), queued(store, age=2), queued(store, age=1)
+    reserved = queued(store, origin="tir", holder="c")
+    running = store.claim_next("a", "replica-a", LEASE)
+    lost = store.claim_next("b", "replica-b", LEASE)
+    assert (running.id, lost.id) == (neighbour.id, suspect.id)
+    assert store.requeue(lost, "lost", "Stub process 'svd_xt_0_0' is not healthy.", 0.0, alone=True).alone
+    assert store.claim_next("b", "replica-b", LEASE) is None  # the suspect waits for the neighbour to end
+    with pytest.raises(Deferred):
+        store.claim(reserved.id, "c", "replica-c", LEASE)
+    store.finish(running, "succeeded")
+    assert store.claim_next("c", "replica-c", LEASE).id == suspect.id  # before the older reserved and later ones
+    assert store.claim_next("a", "replica-a", LEASE) is None  # it runs alone
+    with pytest.raises(Deferred):
+        store.claim(reserved.id, "c", "replica-c", LEASE)
+    store.finish(store.get(suspect.id), "succeeded")
+    assert store.claim(reserved.id, "c", "replica-c", LEASE).id == reserved.id
+    assert store.claim_next("a", "replica-a", LEASE).id == later.id
+
+
+def test_a_reserved_job_lost_with_the_model_waits_for_the_others_then_runs_first(store):
+    reserved = queued(store, origin="tir", holder="c")
+    other = store.claim_next("a", "replica-a", LEASE)
+    assert other is None  # only the reserved job exists: nothing for the shared queue
+    waiting = queued(store)
+    running = store.claim(reserved.id, "c", "replica-c", LEASE)
+    requeued = store.requeue(running, "lost", "Stub process 'svd_xt_0_0' is not healthy.", 0.0, alone=True)
+    assert requeued.lease_holder == "c" and requeued.alone
+    assert store.claim_next("a", "replica-a", LEASE) is None  # due and reserved: the shared queue waits for it
+    assert store.claim(reserved.id, "c", "replica-c", LEASE).attempts == 2
+    assert store.claim_next("a", "replica-a", LEASE) is None
+    store.finish(store.get(reserved.id), "succeeded")
+    assert store.claim_next("a", "replica-a", LEASE).id == waiting.id
 
 
 def test_a_fresh_database_is_created_by_the_migrations_exactly_as_the_models_say(tmp_path):
