@@ -156,6 +156,7 @@ class SVDEngine(ResidentEngine):
             self.config,
             model_num_frames=self.model_num_frames,
             model_branches=self.feature_cache.branches,
+            precision=str(resolve_dtype(self.config.dtype, self.device)).removeprefix("torch."),
         )
 
     def generate(

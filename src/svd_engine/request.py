@@ -134,13 +134,15 @@ def parse_request(
     *,
     model_num_frames: int,
     model_branches: int | None = None,
+    precision: str = "float32",
 ) -> GenerationRequest:
     """Validate `params` (None values mean 'use the default') and prepare `image` for generation.
 
     Three stages, in this order: each field alone (type, static range); then everything that can
     change what the request costs is resolved (defaults, the image, the size `keep` takes from it);
     then `check_limits` runs once on the final request. No request reaches the engine without it.
-    `model_branches` (the UNet's down blocks) bounds cache_branch_id below the contract's bound.
+    `model_branches` (the UNet's down blocks) bounds cache_branch_id below the contract's bound; `precision` is
+    the dtype the model computes in (a guidance scale is rounded to it).
     """
     started = time.perf_counter()
     unknown = sorted(set(params) - set(PARAMETERS))
@@ -184,12 +186,30 @@ def parse_request(
     if values["resize_mode"] == "keep":
         values["width"], values["height"] = images.keep_size(picture, max_pixels=config.max_pixels, max_side=MAX_SIDE)
     request = GenerationRequest(image=picture, **values)
-    check_limits(request, config)
+    check_limits(request, config, precision)
     resized = images.resize(picture, request.width, request.height, request.resize_mode)
     return replace(request, image=resized, prep_seconds=time.perf_counter() - started)
 
 
-def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
+EPSILON = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23}
+"""The gap between 1 and the next number of each precision the model computes in."""
+
+
+def check_guidance_precision(max_guidance_scale: float, precision: str) -> None:
+    """A scale above 1 by under half the precision's gap is 1 once the pipeline casts it to the model's dtype:
+    diffusers then decides mid-run that there is no guidance after doubling the batch for it, and fails. Refused,
+    naming the values that work."""
+    epsilon = EPSILON[precision]
+    if 1 < max_guidance_scale <= 1 + epsilon / 2:
+        least = math.ceil((1 + epsilon) * 1000) / 1000
+        raise InvalidRequest(
+            "max_guidance_scale",
+            f"max_guidance_scale={max_guidance_scale} is 1 in {precision}, the precision this deployment computes "
+            f"in: give 1 (no guidance) or at least {least:g}",
+        )
+
+
+def check_limits(request: GenerationRequest, config: EngineConfig, precision: str = "float32") -> None:
     """Every limit that depends on the deployment or on several fields, checked on the final request."""
     size = f"width×height={request.width}×{request.height}" + (
         " (resize_mode=keep: the image's size)" if request.resize_mode == "keep" else ""
@@ -210,6 +230,7 @@ def check_limits(request: GenerationRequest, config: EngineConfig) -> None:
             f"min_guidance_scale={request.min_guidance_scale:g} is greater than "
             f"max_guidance_scale={request.max_guidance_scale:g}",
         )
+    check_guidance_precision(request.max_guidance_scale, precision)
     pixels = request.width * request.height
     if pixels > config.max_pixels:
         raise InvalidRequest(

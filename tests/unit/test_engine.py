@@ -6,7 +6,7 @@ import torch
 import pytest
 
 from svd_contract import VIDEO_FORMATS
-from svd_engine import GenerationCancelled
+from svd_engine import GenerationCancelled, InvalidRequest
 from tests.support.videos import decode_video, max_abs_diff
 
 
@@ -117,6 +117,16 @@ def test_encoding_can_be_skipped(tiny_engine, sample_png):
 def test_video_quality_changes_the_file(tiny_engine, sample_png):
     best, worst = tiny_engine.generate([tiny_engine.parse(sample_png, seed=2, video_quality=q) for q in (5, 45)])
     assert len(best.video) > len(worst.video)
+
+
+def test_the_smallest_guidance_above_1_in_the_model_s_precision_runs_and_one_below_it_is_refused(tiny_engine, sample_png):
+    """The tiny engine computes in float32: 1 + 2**-24 is 1 there (diffusers would fail mid-run on it, its batch
+    doubled for a guidance it then drops), 1 + 2**-22 is not."""
+    with pytest.raises(InvalidRequest, match="is 1 in float32"):
+        tiny_engine.parse(sample_png, max_guidance_scale=1 + 2.0**-24, num_frames=4, num_inference_steps=2)
+    request = tiny_engine.parse(sample_png, max_guidance_scale=1 + 2.0**-22, num_frames=4, num_inference_steps=2)
+    [result] = tiny_engine.generate([replace(request, encode=False)])
+    assert len(result.frames) == 4
 
 
 @pytest.mark.parametrize("video_format", ["mp4", "webm", "avi"])

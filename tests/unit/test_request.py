@@ -458,3 +458,16 @@ def test_every_accepted_request_is_within_every_limit(params, size, config):
     broken = [name for name, within in LIMIT_CHECKS.items() if not within(request, config, upload)]
     assert not broken, f"accepted a request over {broken}: {request}"
     assert request.image.size == (request.width, request.height)
+
+
+@pytest.mark.parametrize("precision, refused, least, accepted", [
+    ("float16", 1.0004, "1.001", 1.001), ("bfloat16", 1.0039, "1.008", 1.008), ("float32", 1 + 2.0**-24, "1.001", 1 + 2.0**-22),
+])
+def test_a_guidance_scale_that_is_1_in_the_model_s_precision_is_refused_naming_what_works(sample_png, precision, refused,
+                                                                                           least, accepted):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request(sample_png, {"max_guidance_scale": refused}, CONFIG, model_num_frames=25, precision=precision)
+    assert caught.value.field == "max_guidance_scale"
+    assert f"is 1 in {precision}" in str(caught.value) and f"at least {least}" in str(caught.value)
+    request = parse_request(sample_png, {"max_guidance_scale": accepted}, CONFIG, model_num_frames=25, precision=precision)
+    assert request.max_guidance_scale == accepted
