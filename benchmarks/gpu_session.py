@@ -7,17 +7,22 @@ most first, each written out as soon as measured.
     python -m benchmarks.gpu_session --publish DIR   # copy DIR/benchmarks.md's table into docs/benchmarks.md
 
 Rows, in this order: stock diffusers float16 (the anchor); our engine float16 with the fast path
-compiled; the same engine with feature caching (request fields `cache_interval=3`, `cache_branch_id=0`: no new
-engine, no compile); bfloat16; FP8 UNet linear layers (torchao). A row whose engine or request field this build
-lacks is listed as not measured, with why. A row starts only if the rows so far say it ends within
-`--budget` seconds; a row that fails is listed with its error and the run goes on.
+compiled (which is also the `quality` preset: the deployment's defaults); then, on that same engine (request
+fields: no new engine, no compile), feature caching (`cache_interval=3`, `cache_branch_id=0`), the presets
+`balanced` and `fast`, and `fast` with feature caching; bfloat16; FP8 UNet linear layers (torchao). A row
+whose engine or request field this build lacks is listed as not measured, with why. A row starts only if the
+rows so far say it ends within `--budget` seconds; a row that fails is listed with its error and the run goes on.
 
-Each row: one warm-up run, then one timed run of `--steps` denoising steps (few, to fit the budget).
-The end-to-end time at 25 steps is built from the measured phases (image encode + 25 × the step time
-+ VAE decode + video encode; with caching, full and cached steps counted as a 25-step run has them)
-and labelled so; the timed run's own end-to-end time is in the table too. After each row the table
-is rewritten in `--out` (benchmarks.md, in docs/benchmarks.md's section format, and rows.json), so a
-run cut off by its time limit still returns every row it finished.
+Each row: one warm-up run, then one timed run of `--steps` denoising steps (few, to fit the budget); a
+preset row's timed run is its whole request (the preset's own 15 or 10 steps). The end-to-end time per
+request is built from the measured phases: image encode + each of the request's steps at the median time
+of its kind + VAE decode + video encode. A request is 25 steps, a preset's its own; the kinds are full
+and cached steps with feature caching, guided and conditional-only steps with a preset. So every row
+reads against stock's 25 steps directly; the timed run's own end-to-end time is in the table too. On the
+compiled engine a conditional-only step runs its UNet eagerly: the shape compiled at load is the guided
+batch of 2, and a conditional-only step runs batch 1. After each row the table is rewritten in `--out`
+(benchmarks.md, in docs/benchmarks.md's section format, and rows.json), so a run cut off by its time limit
+still returns every row it finished.
 """
 from __future__ import annotations
 
@@ -26,25 +31,34 @@ import gc
 import importlib
 import importlib.util
 import json
-import math
 import os
 import statistics
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from benchmarks.fast_path import (SAMPLE, SEED, Planned, Row, compare, decibels, describe, measure_engine, measure_planned,
-                                  parameters)
+from benchmarks.fast_path import (
+    SAMPLE,
+    SEED,
+    Planned,
+    Row,
+    compare,
+    decibels,
+    describe,
+    measure_engine,
+    measure_planned,
+    parameters,
+)
 from benchmarks.report import DOC, ROOT, copy_section, markdown_table, write_section
-
 from svd_contract import PARAMETERS
 from svd_engine import EngineConfig, SVDEngine
 from svd_engine.loading import DTYPES, resolve_device
-from svd_engine.request import parse_request
+from svd_engine.request import GenerationRequest, parse_request
 
 SIZES = {  # source, width, height, frames, decode chunk
     "xt": ("random-xt", 1024, 576, 25, 8),
@@ -53,8 +67,41 @@ SIZES = {  # source, width, height, frames, decode chunk
 MEASURED_STEPS = 6
 """Enough for a steady step time (and, at cache interval 3, full and cached steps); few enough to fit."""
 REPORTED_STEPS = 25
-"""SVD-XT's own step count: the end-to-end column is built for it."""
+"""SVD-XT's own step count: the end-to-end column is built for it (a preset's row, for the preset's own)."""
 SECTION = "gpu-session"
+CACHING: dict[str, object] = {"cache_interval": 3, "cache_branch_id": 0}
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The denoising steps of one request. Each is of a kind: the whole UNet or (feature caching) its shallow
+    branch, guided (the UNet on batch 2) or (a preset's final steps) conditional-only (batch 1)."""
+
+    count: int
+    cache_interval: int
+    conditional: int
+
+    @classmethod
+    def of(cls, request: GenerationRequest) -> Steps:
+        return cls(request.num_inference_steps, request.cache_interval, request.conditional_steps)
+
+    def kind(self, step: int) -> tuple[bool, bool]:
+        """(whole UNet, guided) for the 0-based `step`."""
+        return step % self.cache_interval == 0, step < self.count - self.conditional
+
+    def kinds(self) -> list[tuple[bool, bool]]:
+        """The kinds this request has, guided first, whole before cached."""
+        return sorted({self.kind(step) for step in range(self.count)}, key=lambda kind: (not kind[1], not kind[0]))
+
+    def name(self, kind: tuple[bool, bool]) -> str:
+        whole, guided = kind
+        return " ".join(([("full" if whole else "cached")] if self.cache_interval > 1 else [])
+                        + ([("guided" if guided else "conditional-only")] if self.conditional else []))
+
+    def __str__(self) -> str:
+        if not self.conditional:
+            return f"{self.count}"
+        return f"{self.count} ({self.count - self.conditional} guided + {self.conditional} conditional-only)"
 
 
 @dataclass(frozen=True)
@@ -74,14 +121,19 @@ def variants(half: str) -> tuple[Variant, ...]:
     return (
         Variant(f"stock diffusers, {half}", {"dtype": half}, stock=True),
         Variant(f"engine, compiled, {half}", {"dtype": half}),
-        Variant(f"engine, compiled, {half}, feature caching", {"dtype": half}, {"cache_interval": 3, "cache_branch_id": 0}),
+        Variant(f"engine, compiled, {half}, feature caching", {"dtype": half}, CACHING),
+        Variant(f"engine, compiled, {half}, preset balanced", {"dtype": half}, {"preset": "balanced"}),
+        Variant(f"engine, compiled, {half}, preset fast", {"dtype": half}, {"preset": "fast"}),
+        Variant(f"engine, compiled, {half}, preset fast, feature caching", {"dtype": half},
+                {"preset": "fast", **CACHING}),
         Variant("engine, compiled, bfloat16", {"dtype": "bfloat16"}),
         Variant(f"engine, compiled, {half}, FP8 UNet linears", {"dtype": half, "fp8": "true"}, needs="torchao"),
     )
 
 
-"""In order of importance. Feature caching runs on the float16 engine before bfloat16: it is a request
-field of the engine already compiled, so it costs seconds where the bfloat16 row costs a compile."""
+"""In order of importance. Feature caching and the presets run on the float16 engine before bfloat16: they
+are request fields of the engine already compiled, so they cost seconds where the bfloat16 row costs a compile.
+No row for the `quality` preset: it is the deployment's defaults, the compiled row itself."""
 
 
 @dataclass
@@ -92,6 +144,10 @@ class Outcome:
     status: str = "not reached"
     """measured, running (when the file was last written), not measured: …, failed: …, not reached."""
     row: Row | None = None
+    timed_steps: Steps | None = None
+    """The timed run's steps: `--steps`, a preset's own."""
+    request_steps: Steps | None = None
+    """The steps of the request end to end is built for: REPORTED_STEPS, a preset's own."""
     compile_seconds: float | None = None
     wall: float = 0.0
     """Seconds the row took here, loading and compiling included (the budget's estimate)."""
@@ -133,10 +189,14 @@ class Session:
         return None
 
     def estimate(self, variant: Variant) -> float:
-        """Seconds the row will take, from the rows measured so far (0 before there is one like it)."""
-        like = [o.wall for o in self.outcomes if o.status == "measured" and not o.variant.stock
+        """Seconds the row will take, from the rows measured so far (0 before there is one like it): those
+        that compiled for a row that compiles, else those that reused the engine, scaled up to the row's steps."""
+        like = [o for o in self.outcomes if o.status == "measured" and not o.variant.stock
                 and (o.compile_seconds is not None) == (self.key(variant) != self.engine_key)]
-        return 0.0 if variant.stock or not like else max(like)
+        if variant.stock or not like:
+            return 0.0
+        steps = Steps.of(self.request(self.config(variant), variant)).count
+        return max(o.wall * max(1.0, steps / o.timed_steps.count) for o in like if o.timed_steps)
 
     @staticmethod
     def key(variant: Variant) -> tuple:
@@ -145,6 +205,10 @@ class Session:
     def measure(self, outcome: Outcome) -> None:
         variant, started = outcome.variant, time.perf_counter()
         try:
+            config = self.config(variant)
+            outcome.timed_steps = Steps.of(self.request(config, variant))
+            reported = replace(config, default_num_inference_steps=REPORTED_STEPS)
+            outcome.request_steps = Steps.of(self.request(reported, variant))
             if variant.stock:
                 outcome.row = self.measure_stock(variant)
             else:
@@ -163,16 +227,24 @@ class Session:
         outcome.wall = time.perf_counter() - started
 
     def measure_stock(self, variant: Variant) -> Row:
-        config = EngineConfig.from_parameters({**parameters(self.base), **variant.engine})
-        request = parse_request(self.image, {"seed": SEED}, config, model_num_frames=config.default_num_frames)
-        self.stock = measure_planned(Planned(variant.name, config, DTYPES[config.dtype], 1, 1), request, self.image, self.device)
+        config = self.config(variant)
+        planned = Planned(variant.name, config, DTYPES[config.dtype], 1, 1)
+        self.stock = measure_planned(planned, self.request(config, variant), self.image, self.device)
         return self.stock
+
+    def config(self, variant: Variant) -> EngineConfig:
+        return EngineConfig.from_parameters({**parameters(self.base), **variant.engine})
+
+    def request(self, config: EngineConfig, variant: Variant) -> GenerationRequest:
+        """The row's request as `config`'s engine reads it (a preset's fields filled in)."""
+        return parse_request(self.image, {"seed": SEED, **variant.request}, config,
+                             model_num_frames=config.default_num_frames)
 
     def load_engine(self, variant: Variant) -> float:
         """Load and compile the variant's engine in place of the one loaded; returns the compile seconds."""
         self.close_engine()
         started = time.perf_counter()
-        self.engine = SVDEngine.load(EngineConfig.from_parameters({**parameters(self.base), **variant.engine}))
+        self.engine = SVDEngine.load(self.config(variant))
         self.engine_load, self.engine_key = time.perf_counter() - started, self.key(variant)
         return self.engine.compile_seconds
 
@@ -190,77 +262,83 @@ class Session:
         out.mkdir(parents=True, exist_ok=True)
         source, width, height, frames, chunk = SIZES[self.args.size]
         body = (f"{source} weights, {width}×{height}, {frames} frames, decode chunk {chunk}, MP4 output, seed {SEED}; "
-                f"per row one warm-up and one timed run of {self.args.steps} denoising steps. "
-                f"**End to end at {REPORTED_STEPS} steps is built** from the timed run's phases: image encode + "
-                f"{REPORTED_STEPS} × step time (with feature caching, its full and cached steps as a {REPORTED_STEPS}-step "
-                f"run has them) + VAE decode + video encode. Fast path: {describe(self.base)}.\n\n{self.table()}")
+                f"per row one warm-up and one timed run of {self.args.steps} denoising steps, a preset's row of its "
+                f"whole request. **End to end per request is built** from the timed run's phases: image encode + each "
+                f"of the request's steps ({REPORTED_STEPS}, a preset's own) at its kind's median time (with feature "
+                f"caching full and cached steps, with a preset guided and conditional-only ones) + VAE decode + video "
+                f"encode, so each row reads against stock's {REPORTED_STEPS} steps. On the compiled engine a "
+                f"conditional-only step runs its UNet eagerly (batch 1; the shape compiled at load is the guided "
+                f"batch 2). A preset's frames differ from stock's by design (another schedule and step count). "
+                f"Fast path: {describe(self.base)}.\n\n{self.table()}")
         write_section(f"{SECTION}-{self.device.type}-{self.args.size}",
-                      f"GPU benchmark kit ({self.device.type.upper()}, {self.args.size})", body, doc=out / "benchmarks.md")
+                      f"GPU benchmark kit ({self.device.type.upper()}, {self.args.size})", body,
+                      doc=out / "benchmarks.md")
         rows = [{"variant": asdict(o.variant), "status": o.status, "compile_seconds": o.compile_seconds, "wall": o.wall,
+                 "steps": {"timed": o.timed_steps and asdict(o.timed_steps),
+                           "request": o.request_steps and asdict(o.request_steps)},
                  "row": None if o.row is None else {k: v for k, v in vars(o.row).items() if k != "frames"}}
                 for o in self.outcomes]
         (out / "rows.json").write_text(json.dumps(rows, indent=1))
 
     def table(self) -> str:
-        header = ["variant", "request", f"end to end, {REPORTED_STEPS} steps (s, built)", "vs stock",
-                  "CLIP + VAE encode (s)", "step p50 (s)", f"end to end, {self.args.steps} steps (s, measured)",
+        header = ["variant", "request", "steps per request", "end to end per request (s, built)", "vs stock",
+                  "CLIP + VAE encode (s)", "step p50 (s)", "end to end, timed run (s, measured)",
                   "VAE decode (s)", "video encode (s)", "peak GPU memory (GiB, allocated / reserved)",
                   "max abs diff vs stock", "PSNR vs stock (dB)", "load (s)", "compile (s)", "status"]
         anchor = built_seconds(self.outcomes[0])
         lines = []
         for outcome in self.outcomes:
-            row, variant = outcome.row, outcome.variant
+            row, variant, timed, request = outcome.row, outcome.variant, outcome.timed_steps, outcome.request_steps
             fields = ", ".join(f"{k}={v}" for k, v in variant.request.items()) or "—"
-            if row is None:
-                lines.append([variant.name, fields] + ["—"] * 12 + [outcome.status])
-                continue
             built = built_seconds(outcome)
+            if row is None or timed is None or request is None or built is None:
+                lines.append([variant.name, fields] + ["—"] * (len(header) - 3) + [outcome.status])
+                continue
             reused = not variant.stock and outcome.compile_seconds is None
             peak = f"{row.peak[0]:.1f} / {row.peak[1]:.1f}" if row.peak else f"n/a ({self.device.type})"
-            lines.append([variant.name, fields, f"{built:.2f}", f"{anchor / built:.2f}×" if anchor else "—",
-                          f"{row.phases.get('preparing', 0):.3f}", step_text(outcome), f"{statistics.median(row.e2e):.2f}",
+            lines.append([variant.name, fields, f"{request}, {'all' if timed == request else timed.count} timed",
+                          f"{built:.2f}", f"{anchor / built:.2f}×" if anchor else "—",
+                          f"{row.phases.get('preparing', 0):.3f}", step_text(row.steps, timed, request),
+                          f"{statistics.median(row.e2e):.2f}",
                           f"{row.phases.get('decoding', 0):.3f}", f"{row.phases.get('encoding', 0):.3f}", peak,
-                          "0" if variant.stock else row.max_diff, decibels(row.psnr_stock),
-                          *(["(row above's engine)"] * 2 if reused else [f"{row.load:.1f}", "—" if variant.stock else
-                                                                          f"{outcome.compile_seconds:.1f}"]), outcome.status])
+                          "0" if variant.stock else str(row.max_diff), decibels(row.psnr_stock),
+                          *(["(row above's engine)"] * 2 if reused else
+                            [f"{row.load:.1f}", "—" if variant.stock else f"{outcome.compile_seconds:.1f}"]),
+                          outcome.status])
         return markdown_table(header, lines)
 
 
-def cache_interval(outcome: Outcome) -> int:
-    return int(outcome.variant.request.get("cache_interval", 1))
-
-
-def step_seconds(outcome: Outcome) -> tuple[float, float]:
-    """Median seconds of a full step and of a cached one (the same without caching). The clock gives
-    the duration of steps 2..N (step i, 0-based, is full when i is a multiple of the interval)."""
-    interval, durations = cache_interval(outcome), outcome.row.steps
-    full = [d for i, d in enumerate(durations, start=1) if i % interval == 0]
-    cached = [d for i, d in enumerate(durations, start=1) if i % interval != 0]
-    full_seconds = statistics.median(full) if full else statistics.median(durations)
-    return full_seconds, statistics.median(cached) if cached else full_seconds
+def step_seconds(durations: list[float], timed: Steps, request: Steps) -> dict[tuple[bool, bool], float]:
+    """Median seconds of each kind of step the request has, from the timed run's step `durations`: those of
+    its steps 2..N (0-based 1..N-1). A kind the timed run has none of (too few steps) counts as its median step."""
+    by_kind = defaultdict(list)
+    for step, seconds in enumerate(durations, start=1):
+        by_kind[timed.kind(step)].append(seconds)
+    return {kind: statistics.median(by_kind[kind] or durations) for kind in request.kinds()}
 
 
 def built_seconds(outcome: Outcome) -> float | None:
-    """End to end at REPORTED_STEPS steps from the measured phases (None when the row has no numbers)."""
-    if outcome.row is None or not outcome.row.steps:
+    """End to end of the row's request (REPORTED_STEPS, a preset's own) from the measured phases (None
+    when the row has no numbers)."""
+    row, timed, request = outcome.row, outcome.timed_steps, outcome.request_steps
+    if row is None or not row.steps or timed is None or request is None:
         return None
-    full, cached = step_seconds(outcome)
-    full_steps = math.ceil(REPORTED_STEPS / cache_interval(outcome))
-    phases = outcome.row.phases
-    return (phases.get("preparing", 0) + full_steps * full + (REPORTED_STEPS - full_steps) * cached
-            + phases.get("decoding", 0) + phases.get("encoding", 0))
+    seconds = step_seconds(row.steps, timed, request)
+    return (row.phases.get("preparing", 0) + sum(seconds[request.kind(step)] for step in range(request.count))
+            + row.phases.get("decoding", 0) + row.phases.get("encoding", 0))
 
 
-def step_text(outcome: Outcome) -> str:
-    if not outcome.row.steps:
-        return "—"
-    full, cached = step_seconds(outcome)
-    return f"{full:.3f}" if cache_interval(outcome) == 1 else f"{full:.3f} full, {cached:.3f} cached"
+def step_text(durations: list[float], timed: Steps, request: Steps) -> str:
+    seconds = step_seconds(durations, timed, request)
+    if len(seconds) == 1:
+        return f"{next(iter(seconds.values())):.3f}"
+    return ", ".join(f"{value:.3f} {request.name(kind)}" for kind, value in seconds.items())
 
 
 def summary(outcome: Outcome) -> str:
     built = built_seconds(outcome)
-    return outcome.status if built is None else f"{built:.2f} s end to end at {REPORTED_STEPS} steps (built), {outcome.wall:.0f} s here"
+    return (outcome.status if built is None else
+            f"{built:.2f} s end to end per request ({outcome.request_steps} steps, built), {outcome.wall:.0f} s here")
 
 
 def stale_packages() -> list[str]:
@@ -271,28 +349,33 @@ def stale_packages() -> list[str]:
         tree = ROOT / "src" / package
         if imported.resolve() == tree.resolve():
             continue
-        names = {p.relative_to(tree) for p in tree.glob("*.py")} | {p.relative_to(imported) for p in imported.glob("*.py")}
-        if any(not (tree / n).exists() or not (imported / n).exists() or (tree / n).read_bytes() != (imported / n).read_bytes()
-               for n in names):
+        names = {p.relative_to(tree) for p in tree.glob("*.py")}
+        names |= {p.relative_to(imported) for p in imported.glob("*.py")}
+        if any(not (tree / n).exists() or not (imported / n).exists()
+               or (tree / n).read_bytes() != (imported / n).read_bytes() for n in names):
             stale.append(package)
     return stale
 
 
 def main(argv: list[str] | None = None) -> list[Outcome] | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="xt", help="xt (the GPU rows) or tiny (the CPU rehearsal)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="xt",
+                        help="xt (the GPU rows) or tiny (the CPU rehearsal)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16",
-                        help="the anchor's and the engine rows' precision (float32 for the CPU rehearsal: CPU float16 is slow)")
+                        help="the anchor's and the engine rows' precision "
+                             "(float32 for the CPU rehearsal: CPU float16 is slow)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="engine parameter for every engine row (config.pbtxt names), e.g. compile_backend=eager")
-    parser.add_argument("--steps", type=int, default=MEASURED_STEPS, help="denoising steps of each measured run")
+    parser.add_argument("--steps", type=int, default=MEASURED_STEPS,
+                        help="denoising steps of each measured run (a preset's row runs the preset's own)")
     parser.add_argument("--budget", type=float, default=450.0,
                         help="seconds: a row starts only if the rows so far say it ends within this")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "out" / "gpu-session"),
                         help="where benchmarks.md and rows.json go ($OUT when set)")
     parser.add_argument("--publish", type=Path, metavar="DIR",
-                        help="copy the table in DIR/benchmarks.md (the folder the GPU box wrote to) into docs/benchmarks.md, and stop")
+                        help="copy the table in DIR/benchmarks.md (the folder the GPU box wrote to) "
+                             "into docs/benchmarks.md, and stop")
     parser.add_argument("--doc", type=Path, default=DOC, help="with --publish: the page to copy into")
     args = parser.parse_args(argv)
     if args.steps < 2:
@@ -306,8 +389,8 @@ def main(argv: list[str] | None = None) -> list[Outcome] | None:
 
     source, width, height, frames, chunk = SIZES[args.size]
     device = resolve_device(args.device)
-    base = EngineConfig(model_source=source, device=str(device), dtype=args.dtype, default_width=width, default_height=height,
-                        default_num_frames=frames, default_num_inference_steps=args.steps,
+    base = EngineConfig(model_source=source, device=str(device), dtype=args.dtype, default_width=width,
+                        default_height=height, default_num_frames=frames, default_num_inference_steps=args.steps,
                         default_decode_chunk_size=chunk, default_video_format="mp4", fast_path="on")
     try:
         base = EngineConfig.from_parameters({**parameters(base), **dict(item.split("=", 1) for item in args.set)})

@@ -17,10 +17,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from benchmarks import gpu_session, gpu_wheels
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-from benchmarks import gpu_session, gpu_wheels
 
 ROOT = Path(__file__).resolve().parents[2]
 REHEARSAL_VENV = Path(sys.prefix) / "device-rehearsal"
@@ -78,38 +77,50 @@ def test_a_malformed_box_package_list_is_refused(tmp_path):
 @pytest.mark.slow
 def test_the_kit_rehearses_on_the_cpu_with_the_boxs_packages(wheels, tmp_path):
     python = gpu_wheels.rehearsal_environment(REHEARSAL_VENV)
-    versions = subprocess.run([python, "-c", "import numpy, transformers; print(numpy.__version__, transformers.__version__)"],
-                              check=True, capture_output=True, text=True).stdout.split()
+    script = "import numpy, transformers; print(numpy.__version__, transformers.__version__)"
+    versions = subprocess.run([python, "-c", script], check=True, capture_output=True, text=True).stdout.split()
     assert versions == [gpu_wheels.REHEARSAL_VERSIONS["numpy"], gpu_wheels.REHEARSAL_VERSIONS["transformers"]]
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": str(python), "WHEELS": str(wheels), "SITE": str(tmp_path / "site"), "OUT": str(out)}
     env.pop("PYTHONPATH", None)
     steps = 4  # every row runs: the budget that cuts rows short on a GPU box is no test of a busy CPU
-    done = subprocess.run(["bash", "scripts/gpu_session.sh", "--size", "tiny", "--device", "cpu", "--dtype", "float32", "--steps", str(steps),
-                           "--set", "compile_backend=eager", "--budget", "86400"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(["bash", "scripts/gpu_session.sh", "--size", "tiny", "--device", "cpu", "--dtype", "float32",
+                           "--steps", str(steps), "--set", "compile_backend=eager", "--budget", "86400"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
     rows = json.loads((out / "rows.json").read_text())
     variants = gpu_session.variants("float32")
     assert [row["variant"]["name"] for row in rows] == [variant.name for variant in variants]
-    expected = ["measured", "measured", "measured", "measured", "failed: ModelLoadError: fp8=true needs a CUDA GPU"]
+    presets = [row["variant"]["request"].get("preset") for row in rows]
+    assert presets == [None] * 3 + ["balanced", "fast", "fast"] + [None] * 2
+    expected = ["measured"] * 7 + ["failed: ModelLoadError: fp8=true needs a CUDA GPU"]
     assert [row["status"][:len(status)] for row, status in zip(rows, expected)] == expected
-    for row in rows:
-        if row["status"] != "measured":
-            continue
+    measured = [row for row in rows if row["status"] == "measured"]
+    # a preset's row times its whole request (its own steps, the last ones conditional-only); the others --steps
+    assert [(row["steps"]["timed"]["count"], row["steps"]["timed"]["conditional"]) for row in measured] == [
+        (steps, 0)] * 3 + [(15, 3), (10, 4), (10, 4)] + [(steps, 0)]
+    # end to end is built for 25 steps, a preset's for its own: the request the timed run was
+    assert [row["steps"]["request"]["count"] for row in measured] == [25] * 3 + [15, 10, 10] + [25]
+    assert all(row["steps"]["request"] == row["steps"]["timed"] for row in measured[3:6])
+    for row in measured:
         numbers = row["row"]
         assert set(numbers["phases"]) == {"preparing", "denoising", "decoding", "encoding"}
         assert all(seconds > 0 for seconds in numbers["phases"].values())
-        assert len(numbers["steps"]) == steps - 1 and all(seconds > 0 for seconds in numbers["steps"])
+        assert len(numbers["steps"]) == row["steps"]["timed"]["count"] - 1
+        assert all(seconds > 0 for seconds in numbers["steps"])
         assert numbers["e2e"][0] >= sum(numbers["phases"].values()) > 0
         assert row["variant"]["stock"] or 0 <= numbers["max_diff"] <= 255
-    assert [row["compile_seconds"] is not None for row in rows[1:4]] == [True, False, True]  # caching reuses the engine
+    # caching and the presets are request fields of the engine loaded for the row above them: no compile
+    assert [row["compile_seconds"] is not None for row in rows[1:7]] == [True, False, False, False, False, True]
 
     page = (out / "benchmarks.md").read_text()
     table = [line for line in page.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(variants)
     assert all(line.startswith(f"| {variant.name} |") for line, variant in zip(table[1:], variants))
     assert all(line.count("|") == table[0].count("|") for line in table)
+    assert f"| 25, {steps} timed |" in table[1] and "| 15 (12 guided + 3 conditional-only), all timed |" in table[4]
+    assert "conditional-only" in table[5].split("|")[7] and "cached conditional-only" in table[6].split("|")[7]
 
     doc = tmp_path / "benchmarks.md"
     shutil.copy(ROOT / "docs" / "benchmarks.md", doc)
