@@ -91,6 +91,19 @@ def test_deep_cache_presets_are_cache_intervals(client, fake, image_uri, preset,
     assert asked(call.params) == {"video_format": "avi", "cache_interval": interval}
 
 
+@pytest.mark.parametrize("app, given, preset", [
+    ("fast-svd-lcm", {}, "fast"),  # fal's few-step app: the preset made for few steps
+    ("fast-svd-lcm", {"preset": "quality"}, "quality"),  # the request's own wins
+    ("fast-svd", {}, None),
+    ("fast-svd", {"preset": "balanced"}, "balanced"),
+])
+def test_fal_s_few_step_app_runs_the_fast_preset_unless_the_request_names_one(client, fake, image_uri, app, given,
+                                                                              preset):
+    call, _ = received(fake, lambda: client.post(f"/fal-ai/{app}", json={"image_url": image_uri, **given}))
+    assert call.params.get("preset") == preset
+    assert call.params["num_inference_steps"] == (4 if app == "fast-svd-lcm" else 20)  # fal's steps stay fal's
+
+
 @pytest.mark.parametrize("video_format", ["mp4", "webm", "avi", "gif", "webp", "frames"])
 def test_replicate_output_is_the_model_s_video_in_the_format_asked(client, fake, image_uri, video_format):
     call, reply = received(fake, lambda: predict(client, {"image": image_uri, "video_format": video_format,
