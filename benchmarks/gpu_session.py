@@ -18,9 +18,9 @@ preset row's timed run is its whole request (the preset's own 15 or 10 steps). T
 request is built from the measured phases: image encode + each of the request's steps at the median time
 of its kind + VAE decode + video encode. A request is 25 steps, a preset's its own; the kinds are full
 and cached steps with feature caching, guided and conditional-only steps with a preset. So every row
-reads against stock's 25 steps directly; the timed run's own end-to-end time is in the table too. On the
-compiled engine a conditional-only step runs its UNet eagerly: the shape compiled at load is the guided
-batch of 2, and a conditional-only step runs batch 1. After each row the table is rewritten in `--out`
+reads against stock's 25 steps directly; the timed run's own end-to-end time is in the table too. The
+engine compiles a conditional-only step's batch of 1 at load too (`compile_conditional`), so those steps
+run compiled. After each row the table is rewritten in `--out`
 (benchmarks.md, in docs/benchmarks.md's section format, and rows.json), so a run cut off by its time limit
 still returns every row it finished.
 """
@@ -266,9 +266,9 @@ class Session:
                 f"whole request. **End to end per request is built** from the timed run's phases: image encode + each "
                 f"of the request's steps ({REPORTED_STEPS}, a preset's own) at its kind's median time (with feature "
                 f"caching full and cached steps, with a preset guided and conditional-only ones) + VAE decode + video "
-                f"encode, so each row reads against stock's {REPORTED_STEPS} steps. On the compiled engine a "
-                f"conditional-only step runs its UNet eagerly (batch 1; the shape compiled at load is the guided "
-                f"batch 2). A preset's frames differ from stock's by design (another schedule and step count). "
+                f"encode, so each row reads against stock's {REPORTED_STEPS} steps. Conditional-only steps run "
+                f"compiled too (batch 1, compiled at load: `compile_conditional`). A preset's frames differ from "
+                f"stock's by design (another schedule and step count). "
                 f"Fast path: {describe(self.base)}.\n\n{self.table()}")
         write_section(f"{SECTION}-{self.device.type}-{self.args.size}",
                       f"GPU benchmark kit ({self.device.type.upper()}, {self.args.size})", body,

@@ -82,6 +82,10 @@ class EngineConfig(PipelineConfig, Deployment):
     compile_backend: str = "inductor"
     compile_batch_size: int = 1
     """Batch sizes 1..N are compiled at load; a batch of compiled-shape requests is split to fit."""
+    compile_conditional: bool = True
+    """Also compile, at load, the UNet batches of conditional-only steps (`conditional_final_steps`, the
+    `balanced` and `fast` presets) that the guided ones do not cover: an odd number of requests. Off, those
+    steps run eagerly and the load compiles less."""
     fp8: bool = False
     """FP8 (e4m3) linear layers in the UNet via torchao: needs compute capability 8.9+ (Hopper, Ada)."""
 

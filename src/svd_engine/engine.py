@@ -113,7 +113,8 @@ class SVDEngine(ResidentEngine):
         return engine
 
     def _warm_up(self) -> None:
-        """Compile for the default request shape at batch sizes 1..compile_batch_size, here rather than per request."""
+        """Compile for the default request shape at batch sizes 1..compile_batch_size (guided, cached and
+        conditional-only steps), here rather than per request."""
         if not self.fast_path.compiles:
             return
         started = time.perf_counter()
@@ -122,10 +123,14 @@ class SVDEngine(ResidentEngine):
         # Feature caching runs the UNet block by block (compiled one by one): one whole and one shallow
         # step compile those graphs, which serve every interval and branch. Not where it is turned off.
         cached = replace(request, cache_interval=WARM_UP_STEPS)
+        warm_ups = [request, cached] if self.config.max_cache_interval > 1 else [request]
+        # A conditional-only step runs the UNet on one sample per request, a guided one on two: an even number
+        # of requests' conditional batch is a guided batch compiled already, an odd number's is compiled here.
+        conditional = [replace(r, conditional_final_steps=WARM_UP_STEPS) for r in warm_ups]
         for batch_size in range(1, self.config.compile_batch_size + 1):
-            self.generate([request] * batch_size)
-            if self.config.max_cache_interval > 1:
-                self.generate([cached] * batch_size)
+            odd = batch_size % 2 == 1 and self.config.compile_conditional
+            for warm_up in warm_ups + (conditional if odd else []):
+                self.generate([warm_up] * batch_size)
         self.fast_path.ready = True
         self.compile_seconds = time.perf_counter() - started
         log.info(

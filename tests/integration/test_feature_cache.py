@@ -101,15 +101,16 @@ def test_each_segment_starts_with_a_whole_step(engine, sample_png):
 @pytest.mark.slow
 def test_compiled_blocks_serve_every_interval_and_branch_without_compiling_per_request(sample_png):
     """The fast path compiles the UNet whole (caching off) and block by block (caching on) at load, at
-    batch sizes 1 and 2; no interval, branch or batch of them compiles anything afterwards."""
+    batch sizes 1 and 2, guided and (one request) conditional-only; no interval, branch, guidance window or
+    batch of them compiles anything afterwards."""
     before = counters["stats"]["unique_graphs"]
     compiled = SVDEngine.load(**TINY, fast_path="on", compile_backend="eager", compile_vae=False, compile_batch_size=2)
     at_load = counters["stats"]["unique_graphs"] - before
     blocks = 2 + 1 + 2  # the tiny UNet's down blocks, mid block, up blocks
-    assert at_load == 2 * (1 + blocks)
+    assert at_load == 3 * (1 + blocks)  # 2 and 4 samples (1 and 2 requests, guided), 1 (conditional-only)
     eager = SVDEngine.load(**TINY, fast_path="on", compile="none")
-    requests = [compiled.parse(sample_png, seed=seed, cache_interval=k, cache_branch_id=b)
-                for seed, (k, b) in enumerate([(2, 0), (3, 1), (5, 0), (1, 0)])]
+    requests = [compiled.parse(sample_png, seed=seed, cache_interval=k, cache_branch_id=b, conditional_final_steps=c)
+                for seed, (k, b, c) in enumerate([(2, 0, 0), (3, 1, 0), (5, 0, 0), (1, 0, 0), (2, 0, 2)])]
     results = [*compiled.generate(requests), *compiled.generate(requests[:1] * 2)]
     assert counters["stats"]["unique_graphs"] - before == at_load
     for result, expected in zip(results, eager.generate(requests + requests[:1] * 2)):
