@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from svd_contract import PARAMETERS
 from svd_triton.client import AsyncSVDClient
 
+from .access_log import redact_access_log
 from .accounts import Keyring
 from .blobs import open_blobs
 from .compat import openapi_with_exact_integers
@@ -55,6 +56,7 @@ def create_app(settings: Settings, model: Callable[[Settings], ModelClient] | No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        redact_access_log()
         blobs = await run_in_threadpool(open_blobs, settings.storage_url, settings.data_dir)
         store = await run_in_threadpool(Store, settings.database, blobs)
         metrics.watch(store)

@@ -191,6 +191,8 @@ def test_output_links_are_signed_expire_and_name_no_secret(two, keys, image):
     past = int(time.time()) - 60
     expired = requests.get(f"{base}/{job.id}_{past}_{output_signature(job, past)}.mp4", timeout=30)
     assert expired.status_code == 403 and "expired" in expired.json()["error"]["message"]
+    log = two.replicas["r0"].log.read_text()  # its access log names the link it served, without the signature
+    assert f"/v1/outputs/{job.id}_{expires}_….mp4 HTTP/1.1\" 200" in log and output_signature(job, expires) not in log
 
 
 def test_each_owner_s_webhooks_are_signed_with_its_own_secret(two, keys, image):
