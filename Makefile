@@ -17,7 +17,7 @@ PREPARE = $(BIN)/python -m pip install --upgrade pip
 INSTALL = $(BIN)/python -m pip install
 endif
 
-.PHONY: setup setup-test demo test lint serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-queue bench-faults bench-accounts bench-work bench-segments bench-cache bench-spritesheet gpu-wheels gpu-session soak playground playground-screenshot clean
+.PHONY: setup setup-test demo test lint serve bench-serve bench-batching bench-fast-path bench-attention bench-keep-warm bench-gateway bench-queue bench-faults bench-accounts bench-work bench-presets bench-segments bench-cache bench-spritesheet gpu-wheels gpu-session soak playground playground-screenshot clean
 
 # What the demo needs: the package with its engine and embedded Triton (no browser, no database).
 setup: $(VENV)/.installed
@@ -106,6 +106,10 @@ bench-faults: setup-test
 # The work of one full SVD-XT video per preset and switch, counted on meta tensors (no GPU, nothing computed).
 bench-work: setup
 	$(BIN)/python -m benchmarks.work_table $(ARGS)
+
+# The speed presets end to end vs stock diffusers, CPU seconds, random-xt at 64×64, 2 frames, into docs/benchmarks.md.
+bench-presets: setup-test
+	$(BIN)/python -m benchmarks.presets $(ARGS)
 
 # Accounts on PostgreSQL: store operations on an empty store vs 100,000 finished jobs (with their index plans), and
 # one owner's wait behind another's burst through 2 replicas, into docs/benchmarks.md.
