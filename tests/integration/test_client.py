@@ -76,6 +76,21 @@ def test_the_video_format_is_what_the_model_says(triton, protocol, video_format,
     assert decode_video(result.video, video_format).num_frames == 4
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_preset_through_triton_is_its_fields_and_a_hostile_one_names_the_field(triton, protocol, sample_png):
+    """`fast` at 3 steps (given: it wins) is ays with all 3 steps conditional-only (its window capped at the
+    steps): the same video as those fields given by hand, another than `quality`'s."""
+    shape = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 3, "seed": 9}
+    with SVDClient(url(triton, protocol), protocol=protocol, token=TOKEN) as svd:
+        fast = svd.generate(sample_png, preset="fast", **shape)
+        by_hand = svd.generate(sample_png, schedule="ays", conditional_final_steps=3, **shape)
+        quality = svd.generate(sample_png, preset="quality", **shape)
+        assert fast.video == by_hand.video != quality.video
+        with pytest.raises(InvalidRequestError, match="PRESET") as refused:
+            svd.generate(sample_png, preset="turbo", **shape)
+        assert "quality" in str(refused.value) and "fast" in str(refused.value)
+
+
 def test_deployment_is_read_from_the_model_configuration(triton):
     with SVDClient(triton.http_url, token=TOKEN) as svd:
         over_http = svd.deployment()
@@ -97,7 +112,7 @@ def test_cli_generate_writes_a_playable_file(triton, tmp_path, sample_png):
     done = subprocess.run(
         [sys.executable, "-m", "svd_triton", "generate", str(image), "-o", str(output), "--url", triton.grpc_url,
          "--grpc", "--token", TOKEN, "--num-frames", "6", "--width", "96", "--height", "64",
-         "--num-inference-steps", "2", "--seed", "5", "--fps", "10"],
+         "--num-inference-steps", "2", "--seed", "5", "--fps", "10", "--preset", "fast"],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"{output}: 6 frames, 96×64, gif" in done.stdout and "seed 5" in done.stdout
