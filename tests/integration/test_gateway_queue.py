@@ -307,9 +307,10 @@ def test_a_job_claimed_while_the_heartbeat_renews_leases_runs_to_the_end(triton_
 
 
 @pytest.mark.parametrize("scenario", [store_queue.test_a_job_lost_with_the_model_runs_with_nothing_else_running_on_any_replica,
-                                      store_queue.test_a_reserved_job_lost_with_the_model_waits_for_the_others_then_runs_first],
-                         ids=["shared queue", "reserved"])
-def test_a_job_that_runs_alone_holds_the_queue_on_postgresql_too(postgres_url, tmp_path, scenario):
+                                      store_queue.test_a_reserved_job_lost_with_the_model_waits_for_the_others_then_runs_first,
+                                      store_queue.test_queued_jobs_are_told_once_that_they_wait_for_the_model],
+                         ids=["runs alone", "reserved runs alone", "waiting for the model"])
+def test_the_store_s_fault_handling_on_postgresql_too(postgres_url, tmp_path, scenario):
     """The SQLite scenarios of tests/unit/test_store_queue.py, on PostgreSQL (its claim lock, its SQL)."""
     store = Store(new_database(postgres_url), FolderBlobs(tmp_path))
     try:

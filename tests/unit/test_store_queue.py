@@ -141,6 +141,15 @@ def test_a_reserved_job_lost_with_the_model_waits_for_the_others_then_runs_first
     assert store.claim_next("a", "replica-a", LEASE).id == waiting.id
 
 
+def test_queued_jobs_are_told_once_that_they_wait_for_the_model(store):
+    line = "waiting for the model: 100% down_\n"  # LIKE's wildcards in it are taken as they are
+    waiting, running = queued(store), queued(store, age=1)
+    store.claim_next("a", "replica-a", LEASE)
+    for _ in range(3):  # every replica that sees the outage, every few seconds
+        store.note_waiting(line)
+    assert store.get(waiting.id).logs == line and store.get(running.id).logs == ""
+
+
 def test_a_fresh_database_is_created_by_the_migrations_exactly_as_the_models_say(tmp_path):
     engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     assert migrate(engine) == migrate(engine)  # the second run finds nothing to do
