@@ -13,7 +13,9 @@ import warnings
 
 import openai
 import pytest
+import replicate
 import requests
+from replicate.exceptions import ReplicateError
 
 from svd_contract import PARAMETERS
 from svd_gateway import Settings
@@ -147,3 +149,26 @@ def test_deep_cache_completes_on_openai_videos_remix_and_stability(live_gateway,
                                   headers=AUTH, timeout=60)).status_code == 202 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert result.status_code == 200 and result.headers["content-type"] == "video/mp4", result.text[:300]
+
+
+def test_a_preset_runs_through_the_replicate_and_openai_clients_and_a_hostile_one_is_refused_by_name(live_gateway,
+                                                                                                  sample_png, tmp_path):
+    """Their own clients, end to end (the other families' bodies carry it to the job above; fal's client runs
+    fal-ai/fast-svd-lcm's `fast` in tests/integration/test_fal.py)."""
+    client = replicate.Client(api_token=TOKEN, base_url=live_gateway.url)
+    client.poll_interval = 0.1
+    prediction = client.predictions.create(version="any", input={"image": data_uri(sample_png), **SMALL, "preset": "fast"})
+    prediction.wait()
+    assert prediction.status == "succeeded" and prediction.input["preset"] == "fast", prediction.error
+    with pytest.raises(ReplicateError) as refused:
+        client.predictions.create(version="any", input={"image": data_uri(sample_png), "preset": "turbo"})
+    assert refused.value.status == 422 and "preset" in str(refused.value)
+    videos = openai.OpenAI(base_url=f"{live_gateway.url}/v1", api_key=TOKEN, max_retries=0)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(sample_png)
+    video = videos.videos.create_and_poll(prompt="a kite", input_reference=photo, poll_interval_ms=100,
+                                          extra_body={**SMALL, "preset": "balanced"})
+    assert video.status == "completed", video.error
+    with pytest.raises(openai.BadRequestError) as refused_by_openai:
+        videos.videos.create(prompt="a kite", input_reference=photo, extra_body={"preset": "turbo"})
+    assert "preset" in str(refused_by_openai.value)
