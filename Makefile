@@ -107,7 +107,7 @@ bench-faults: setup-test
 bench-work: setup
 	$(BIN)/python -m benchmarks.work_table $(ARGS)
 
-# The speed presets end to end vs stock diffusers, CPU seconds, random-xt at 64×64, 2 frames, into docs/benchmarks.md.
+# The speed presets end to end vs stock diffusers, CPU seconds, random-xt at 64×64, 4 frames, into docs/benchmarks.md.
 bench-presets: setup-test
 	$(BIN)/python -m benchmarks.presets $(ARGS)
 
