@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -196,11 +197,12 @@ EPSILON = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23}
 
 
 def check_guidance_precision(max_guidance_scale: float, precision: str) -> None:
-    """A scale above 1 by under half the precision's gap is 1 once the pipeline casts it to the model's dtype:
-    diffusers then decides mid-run that there is no guidance after doubling the batch for it, and fails. Refused,
-    naming the values that work."""
+    """A scale above 1 by under half the precision's gap is 1 once the pipeline has rounded it to float32 (its
+    linspace) and cast it to the model's dtype: diffusers then decides mid-run that there is no guidance after
+    doubling the batch for it, and fails. Refused, naming the values that work."""
     epsilon = EPSILON[precision]
-    if 1 < max_guidance_scale <= 1 + epsilon / 2:
+    as_float32 = struct.unpack("f", struct.pack("f", max_guidance_scale))[0]
+    if 1 < max_guidance_scale and as_float32 <= 1 + epsilon / 2:
         least = math.ceil((1 + epsilon) * 1000) / 1000
         raise InvalidRequest(
             "max_guidance_scale",

@@ -42,10 +42,10 @@ SWEEP_GRACE = 600.0
 """Stored bytes no row refers to are removed once this old: younger ones may be another replica's,
 written just before its row is committed."""
 SHUTTING_DOWN = "this gateway replica is shutting down; send the request again"
+"""Why a synchronous request not yet started fails when its replica drains."""
 NOT_READY = "Triton is down, restarting or loading it"
 WAITING_FOR_MODEL = f"waiting for the model: {NOT_READY}\n"
 """The line a queued job's logs end with while the model is not ready (Replicate's logs, fal's status logs)."""
-"""Why a synchronous request not yet started fails when its replica drains."""
 READY_RECHECK = 0.25
 """Seconds between readiness checks while the model is not ready: a restarted Triton is used as soon as it is."""
 MAX_UNCOUNTED = 20
@@ -380,13 +380,20 @@ class JobRunner:
                     claimed = await run_in_threadpool(
                         self.store.claim, job.id, self.holder, self.settings.replica_id, self.settings.lease_seconds
                     )
-            except Deferred:
+            except Exception as error:  # a job that runs alone holds the queue (Deferred), or the store failed
                 self.slots.release()
+                if not isinstance(error, Deferred):
+                    log.exception("job %s: claiming it failed; retrying in %.1f s", job.id, self.settings.poll_seconds)
                 if time.monotonic() >= deadline:
-                    why = "a request that had crashed the model was running alone until this request's deadline"
-                    return await self._fail_reserved(job, f"{why} ({self.settings.timeout:g} s)")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
+                    why = (
+                        "a request that had crashed the model held"
+                        if isinstance(error, Deferred)
+                        else "the store failed"
+                    )
+                    return await self._fail_reserved(
+                        job, f"{why} until this request's deadline ({self.settings.timeout:g} s)"
+                    )
+                await asyncio.sleep(self.settings.poll_seconds)
                 continue
             except BaseException:
                 self.reserved.pop(job.id, None)
@@ -413,15 +420,15 @@ class JobRunner:
             ready = await asyncio.wait_for(self.svd.ready(), READY_TIMEOUT)
         except TimeoutError:
             ready = False
-        if not ready and self.model_was_ready:
+        was_ready, self.model_was_ready = self.model_was_ready, ready
+        if not ready and was_ready:
             log.warning("the model is not ready (Triton down, restarting or loading it): jobs wait in the queue")
-        if not ready and (self.model_was_ready or time.monotonic() - self.waiting_noted >= self.settings.poll_seconds):
+        if not ready and (was_ready or time.monotonic() - self.waiting_noted >= self.settings.poll_seconds):
             self.waiting_noted = time.monotonic()
             try:
                 await run_in_threadpool(self.store.note_waiting, WAITING_FOR_MODEL)
             except Exception:
                 log.exception("noting in queued jobs' logs that they wait for the model failed")
-        self.model_was_ready = ready
         return ready
 
     async def _until_model_ready(self, seconds: float) -> bool:
@@ -474,7 +481,9 @@ class JobRunner:
                 # Its answer judges only jobs claimed before the renewal began: one claimed while it ran is
                 # missing from it without having been taken over.
                 claimed_before = set(self.running)
-                held = await run_in_threadpool(self.store.renew, self.holder, self.settings.lease_seconds)
+                held = await run_in_threadpool(
+                    self.store.renew, self.holder, self.settings.lease_seconds, [*self.running, *self.reserved]
+                )
                 for job_id in [job_id for job_id in self.running if job_id in claimed_before]:
                     generation = self.generations.get(job_id)
                     if job_id not in held:
@@ -602,8 +611,11 @@ class JobRunner:
             spends, delay = True, min(RETRY_BACKOFF_CAP, self.settings.retry_backoff * 2 ** (attempts - 1))
             note = f"attempt {attempts} of {most} was lost ({error}); attempt {attempts + 1} starts in {delay:g} s"
             log.warning("job %s: %s", job.id, note)
-        # Lost with the model's process, it may be what kills it (or one of the batch it killed): it runs alone.
-        alone = MODEL_PROCESS_DIED in str(error) if spends else job.alone
+        # Lost with the model's process, it may be what kills it (or one of the batch it killed): it runs alone
+        # from now on.
+        alone = job.alone or (spends and MODEL_PROCESS_DIED in str(error))
+        if self.draining and not job.polled:  # its client is on this replica's line, which is closing
+            return await self._finish(job, "failed", error_code="unavailable", error=SHUTTING_DOWN)
         requeued = await run_in_threadpool(self.store.requeue, job, note, str(error), delay, spends, alone)
         if requeued is not None and not requeued.polled:  # its client waits on this replica: it runs here again
             self.reserved[job.id] = requeued

@@ -21,7 +21,7 @@ import math
 import secrets
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -43,6 +43,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    exists,
     func,
     inspect,
     or_,
@@ -52,7 +53,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column, sessionmaker
 
 from .accounts import QuotaExceeded
 from .blobs import FOLDERS, Blobs
@@ -434,10 +435,12 @@ class Store:
         with self.claiming, self.session.begin() as session:
             if self.postgresql:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
-            alone = _alone_ahead(session)
-            if alone is not None and (alone.id != job_id or _running(session)):
-                raise Deferred(job_id)
-            return self._take(session, job_id, holder, holder, worker, lease)
+            claimed = self._take(session, job_id, holder, holder, worker, lease)
+            if claimed is None and session.scalar(
+                select(func.count()).where(Job.id == job_id, Job.status == "queued", Job.lease_holder == holder)
+            ):
+                raise Deferred(job_id)  # still queued and this holder's: not canceled, a job that runs alone holds it
+            return claimed
 
     def _take(
         self, session: Session, job_id: str, reserved_by: str | None, holder: str, worker: str, lease: float
@@ -446,7 +449,7 @@ class Store:
         claimed = _rows(
             session,
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued", _held_by(reserved_by))
+            .where(Job.id == job_id, Job.status == "queued", _held_by(reserved_by), _alone_allows(job_id))
             .values(
                 status="running",
                 worker=worker,
@@ -458,13 +461,14 @@ class Store:
         )
         return session.get(Job, job_id, populate_existing=True) if claimed else None
 
-    def renew(self, holder: str, lease: float) -> dict[str, bool]:
-        """Extend every lease `holder` has; returns its jobs (id → cancel requested): a running job missing
-        here was taken over by another replica."""
+    def renew(self, holder: str, lease: float, ids: Iterable[str]) -> dict[str, bool]:
+        """Extend the leases `holder` has on the jobs `ids` (those its process still tracks: a row it lost track
+        of, after an error, expires and is taken over rather than held forever); returns its jobs (id → cancel
+        requested): a running job missing here was taken over by another replica."""
         with self.session.begin() as session:
             session.execute(
                 update(Job)
-                .where(Job.lease_holder == holder, Job.status.not_in(TERMINAL))
+                .where(Job.lease_holder == holder, Job.status.not_in(TERMINAL), Job.id.in_(list(ids)))
                 .values(lease_expires_at=utcnow() + timedelta(seconds=lease))
             )
             return dict(
@@ -532,6 +536,8 @@ class Store:
                 .values(status=status, completed_at=utcnow(), lease_holder=None, lease_expires_at=None, **values),
             )
             finished = session.get(Job, job.id, populate_existing=True)
+            if done and job.alone:  # it held the queue: the replicas waiting for it claim at once
+                self._notify(session)
         if not done:
             return None
         if not (job.keep_input and status == "succeeded"):  # else kept as long as the video
@@ -940,6 +946,17 @@ def _alone_ahead(session: Session) -> Job | None:
         .order_by(Job.status.desc(), Job.created_at, Job.id)
         .limit(1)
     ).first()
+
+
+def _alone_allows(job_id: str) -> ColumnElement[bool]:
+    """The rule of jobs that run alone, inside the claim's UPDATE (atomic under SQLite's write lock too, where
+    processes share no claim lock): a job that runs alone is claimed while nothing runs; another while no job
+    that runs alone is queued or running."""
+    other = aliased(Job)
+    this_alone = exists().where(other.id == job_id, other.alone)
+    running = exists().where(other.status == "running")
+    alone_active = exists().where(other.alone, other.status.in_(ACTIVE))
+    return (this_alone & ~running) | (~this_alone & ~alone_active)
 
 
 def _running(session: Session) -> bool:

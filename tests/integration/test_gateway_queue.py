@@ -264,8 +264,8 @@ class RenewingWhileAJobStarts(Store):
         super().__init__(*args)
         self.renewing, self.job_started = threading.Event(), threading.Event()
 
-    def renew(self, holder: str, lease: float) -> dict[str, bool]:
-        held = super().renew(holder, lease)
+    def renew(self, holder: str, lease: float, ids) -> dict[str, bool]:
+        held = super().renew(holder, lease, ids)
         if not self.renewing.is_set():
             self.renewing.set()
             assert self.job_started.wait(60), "no job started while the renewal was held"
@@ -308,8 +308,10 @@ def test_a_job_claimed_while_the_heartbeat_renews_leases_runs_to_the_end(triton_
 
 @pytest.mark.parametrize("scenario", [store_queue.test_a_job_lost_with_the_model_runs_with_nothing_else_running_on_any_replica,
                                       store_queue.test_a_reserved_job_lost_with_the_model_waits_for_the_others_then_runs_first,
+                                      store_queue.test_jobs_that_run_alone_take_turns_and_the_rule_holds_inside_the_claim_itself,
+                                      store_queue.test_a_lease_this_process_no_longer_tracks_is_not_renewed_and_is_taken_over,
                                       store_queue.test_queued_jobs_are_told_once_that_they_wait_for_the_model],
-                         ids=["runs alone", "reserved runs alone", "waiting for the model"])
+                         ids=["runs alone", "reserved runs alone", "alone in turn", "untracked lease", "waiting for the model"])
 def test_the_store_s_fault_handling_on_postgresql_too(postgres_url, tmp_path, scenario):
     """The SQLite scenarios of tests/unit/test_store_queue.py, on PostgreSQL (its claim lock, its SQL)."""
     store = Store(new_database(postgres_url), FolderBlobs(tmp_path))

@@ -51,7 +51,7 @@ def test_claims_take_the_oldest_queued_job_once_and_skip_reserved_ones(store):
     assert (first.id, second.id) == (older.id, newer.id)
     assert store.claim_next("c", "replica-c", LEASE) is None
     assert first.status == "running" and first.attempts == 1 and first.lease_holder == "a"
-    assert store.renew("a", LEASE) == {older.id: False}
+    assert store.renew("a", LEASE, [older.id]) == {older.id: False}
 
 
 def test_an_expired_lease_is_taken_over_and_the_former_holder_is_fenced_out(store):
@@ -66,7 +66,7 @@ def test_an_expired_lease_is_taken_over_and_the_former_holder_is_fenced_out(stor
         store.append_logs(stale, "late progress\n")
     assert store.finish(stale, "succeeded", output_key="late") is None  # refused: not the holder any more
     assert store.release(stale, "late release") is False
-    assert store.renew("a", LEASE) == {}  # the former holder learns it lost the job
+    assert store.renew("a", LEASE, [job.id]) == {}  # the former holder learns it lost the job
     done = store.finish(current, "succeeded", output_key="kept")
     assert done.status == "succeeded" and done.output_key == "kept" and done.lease_holder is None
     assert store.finish(current, "failed") is None  # once
@@ -139,6 +139,33 @@ def test_a_reserved_job_lost_with_the_model_waits_for_the_others_then_runs_first
     assert store.claim_next("a", "replica-a", LEASE) is None
     store.finish(store.get(reserved.id), "succeeded")
     assert store.claim_next("a", "replica-a", LEASE).id == waiting.id
+
+
+def test_jobs_that_run_alone_take_turns_and_the_rule_holds_inside_the_claim_itself(store):
+    """Two suspects run one after the other; a claim that read the queue before a suspect was requeued (another
+    process, on SQLite with no shared claim lock) is still refused by its UPDATE; a canceled reserved job is
+    None, not deferred."""
+    first, second, bystander = queued(store, age=3), queued(store, age=2), queued(store, age=1)
+    reserved = queued(store, origin="tir", holder="c")
+    for job in (first, second):
+        store.requeue(store.claim_next("a", "replica-a", LEASE), "lost", "Stub process died", 0.0, alone=True)
+    with store.session.begin() as session:  # the stale reader's take of the bystander
+        assert store._take(session, bystander.id, None, "b", "replica-b", LEASE) is None
+    running = store.claim_next("b", "replica-b", LEASE)
+    assert running.id == first.id and store.claim_next("b", "replica-b", LEASE) is None
+    store.request_cancel(reserved.id)
+    assert store.claim(reserved.id, "c", "replica-c", LEASE) is None  # canceled, while the queue is held
+    store.finish(running, "succeeded")
+    assert store.claim_next("b", "replica-b", LEASE).id == second.id
+
+
+def test_a_lease_this_process_no_longer_tracks_is_not_renewed_and_is_taken_over(store):
+    tracked, lost_track = queued(store, age=2), queued(store, age=1)
+    store.claim_next("a", "replica-a", LEASE), store.claim_next("a", "replica-a", LEASE)
+    expire_leases(store)
+    assert store.renew("a", LEASE, [tracked.id]) == {tracked.id: False, lost_track.id: False}
+    assert store.reclaim_expired(max_attempts=3) == (1, [])
+    assert store.get(lost_track.id).status == "queued" and store.get(tracked.id).status == "running"
 
 
 def test_queued_jobs_are_told_once_that_they_wait_for_the_model(store):
