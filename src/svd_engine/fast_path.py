@@ -15,6 +15,7 @@ failure this avoids).
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import torch
@@ -108,6 +109,10 @@ class FastPath:
                         # Module.to takes memory_format (its documented fourth form), which torch's overloads omit
                         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.compiles:
+            # Compiled statically, one graph per shape, and the blocks of one class (SVD-XT: three widths) share one
+            # cache: dynamo's default of 8 entries, a hard failure under fullgraph, allowed for each batch compiled.
+            batches = c.compile_batch_size + (math.ceil(c.compile_batch_size / 2) if c.compile_conditional else 0)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 8 * batches)
             pipeline.unet = self._compile(pipeline.unet, c.compile)
             if c.compile_vae:
                 pipeline.vae.decoder = self._compile(pipeline.vae.decoder, CUDA_GRAPH_MODES.get(c.compile, c.compile))
