@@ -611,11 +611,11 @@ class JobRunner:
             spends, delay = True, min(RETRY_BACKOFF_CAP, self.settings.retry_backoff * 2 ** (attempts - 1))
             note = f"attempt {attempts} of {most} was lost ({error}); attempt {attempts + 1} starts in {delay:g} s"
             log.warning("job %s: %s", job.id, note)
+        if self.draining and not job.polled:  # its client is on this replica's line, which is closing
+            return await self._finish(job, "failed", error_code="unavailable", error=SHUTTING_DOWN)
         # Lost with the model's process, it may be what kills it (or one of the batch it killed): it runs alone
         # from now on.
         alone = job.alone or (spends and MODEL_PROCESS_DIED in str(error))
-        if self.draining and not job.polled:  # its client is on this replica's line, which is closing
-            return await self._finish(job, "failed", error_code="unavailable", error=SHUTTING_DOWN)
         requeued = await run_in_threadpool(self.store.requeue, job, note, str(error), delay, spends, alone)
         if requeued is not None and not requeued.polled:  # its client waits on this replica: it runs here again
             self.reserved[job.id] = requeued

@@ -16,12 +16,13 @@ row but never a row without bytes; `sweep_orphans` removes the former.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import math
 import secrets
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -223,8 +224,8 @@ class Job(Base):
     failures: Mapped[list | None] = mapped_column(JSON)
     """Each failed attempt's error, oldest first: {"attempt", "error", "at"}."""
     alone: Mapped[bool] = mapped_column(Boolean, default=False)
-    """Its last attempt died with the model's process: it runs with no other job running on any replica, so if it
-    is what kills the model it takes no batch neighbour along (claim_next and claim see to it)."""
+    """An attempt of it died with the model's process: from then on it runs with no other job running on any
+    replica, so if it is what kills the model it takes no batch neighbour along (claim_next and claim see to it)."""
     lease_holder: Mapped[str | None] = mapped_column(String(64), index=True)
     """The gateway process (random per start) holding the job: running it, or, for a synchronous route,
     holding it queued for the client on the line; None while it waits in the shared queue."""
@@ -252,7 +253,8 @@ class Upload(Base):
 
 
 class Deferred(Exception):
-    """A reserved job cannot start yet: a job that runs alone is running, or due and waiting for the others."""
+    """A reserved job cannot start yet: a job that runs alone is queued or running, or this one runs alone and
+    others still run."""
 
 
 class LeaseLost(Exception):
@@ -374,19 +376,14 @@ class Store:
         (`alone`) holds the queue from its requeue on, goes before all others once nothing is running, and while it
         runs nothing is claimed."""
         while True:
-            with self.claiming, self.session.begin() as session:
-                if self.postgresql:
-                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+            with self._claim_turn() as session:
                 waiting = select(Job.id).where(*_claimable(utcnow()))
                 alone = _alone_ahead(session)
-                if alone is not None:
+                if alone is not None:  # it goes next, or nothing does
                     due = alone.retry_at is None or alone.retry_at <= utcnow()
-                    if alone.lease_holder is not None or not due or _running(session):  # its turn has not come
+                    if alone.lease_holder is not None or not due:  # running, reserved by a replica, or backing off
                         return None
-                    job = self._take(session, alone.id, None, holder, worker, lease)
-                    if job is not None:
-                        return job
-                    continue
+                    return self._take(session, alone.id, None, holder, worker, lease)  # None while anything runs
                 job_id = None
                 for owner in self._owners_in_turn(session):
                     job_id = session.scalar(
@@ -432,15 +429,21 @@ class Store:
     def claim(self, job_id: str, holder: str, worker: str, lease: float) -> Job | None:
         """The job `holder` reserved (a synchronous route's), now `running`; None if it was canceled. Deferred
         while a job that runs alone is queued or running and is not this one, or is this one and others run."""
-        with self.claiming, self.session.begin() as session:
-            if self.postgresql:
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+        with self._claim_turn() as session:
             claimed = self._take(session, job_id, holder, holder, worker, lease)
             if claimed is None and session.scalar(
                 select(func.count()).where(Job.id == job_id, Job.status == "queued", Job.lease_holder == holder)
             ):
                 raise Deferred(job_id)  # still queued and this holder's: not canceled, a job that runs alone holds it
             return claimed
+
+    @contextlib.contextmanager
+    def _claim_turn(self) -> Iterator[Session]:
+        """The transaction of one claim, taking its turn: this process's lock, and PostgreSQL's across replicas."""
+        with self.claiming, self.session.begin() as session:
+            if self.postgresql:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+            yield session
 
     def _take(
         self, session: Session, job_id: str, reserved_by: str | None, holder: str, worker: str, lease: float
@@ -957,10 +960,6 @@ def _alone_allows(job_id: str) -> ColumnElement[bool]:
     running = exists().where(other.status == "running")
     alone_active = exists().where(other.alone, other.status.in_(ACTIVE))
     return (this_alone & ~running) | (~this_alone & ~alone_active)
-
-
-def _running(session: Session) -> bool:
-    return session.scalar(select(Job.id).where(Job.status == "running").limit(1)) is not None
 
 
 def _held_by(holder: str | None) -> ColumnElement[bool]:

@@ -131,11 +131,16 @@ def live_gateway(triton_stream, tmp_path_factory):
 SMALL = {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 2}
 
 
+def openai_videos(gateway, png: bytes, folder) -> tuple[openai.OpenAI, object]:
+    """The openai SDK on `gateway`, and `png` as the file its users pass as input_reference."""
+    photo = folder / "photo.png"
+    photo.write_bytes(png)
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=TOKEN, max_retries=0), photo
+
+
 def test_deep_cache_completes_on_openai_videos_remix_and_stability(live_gateway, sample_png, tmp_path):
     """Once, these queued a job with `deep_cache` and it failed as an unknown parameter."""
-    client = openai.OpenAI(base_url=f"{live_gateway.url}/v1", api_key=TOKEN, max_retries=0)
-    photo = tmp_path / "photo.png"
-    photo.write_bytes(sample_png)
+    client, photo = openai_videos(live_gateway, sample_png, tmp_path)
     video = client.videos.create_and_poll(prompt="a kite", input_reference=photo, poll_interval_ms=100,
                                           extra_body={**SMALL, "deep_cache": "medium"})
     assert video.status == "completed", video.error
@@ -163,9 +168,7 @@ def test_a_preset_runs_through_the_replicate_and_openai_clients_and_a_hostile_on
     with pytest.raises(ReplicateError) as refused:
         client.predictions.create(version="any", input={"image": data_uri(sample_png), "preset": "turbo"})
     assert refused.value.status == 422 and "preset" in str(refused.value)
-    videos = openai.OpenAI(base_url=f"{live_gateway.url}/v1", api_key=TOKEN, max_retries=0)
-    photo = tmp_path / "photo.png"
-    photo.write_bytes(sample_png)
+    videos, photo = openai_videos(live_gateway, sample_png, tmp_path)
     video = videos.videos.create_and_poll(prompt="a kite", input_reference=photo, poll_interval_ms=100,
                                           extra_body={**SMALL, "preset": "balanced"})
     assert video.status == "completed", video.error
